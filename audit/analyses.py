@@ -1,0 +1,221 @@
+"""Runs every analysis on the decoded data set and assembles the contract tables.
+
+Called by :func:`audit.pipeline.run_audit` (full audits) and :func:`audit.label_noise_audit.run_label_noise_audit`
+(labels + probabilities only). Each analysis is isolated by ``runner``: a failure becomes an ``errors`` entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from audit.analysis._groups import group_labels, iter_group_keys
+from audit.analysis._table import coerce_group_metrics, empty_group_metrics
+from audit.findings import compose_findings
+
+#: Metrics of group_metrics.parquet that are not model metrics, and their direction.
+BASE_METRICS = {
+    "share": {"higher_is_better": None, "description": "Fraction of all images in the group (representation); "
+              "Wilson interval."},
+    "estimated_noise_rate": {"higher_is_better": False, "description": "Fraction of the group's images flagged "
+                             "as label issues by confident learning (the flagged set has the size of the "
+                             "estimated number of label errors); Wilson interval."},
+}
+
+PIXEL_GROUP_BOOLEAN = ("image_is_grayscale",)
+
+
+@dataclass
+class AnalysisBundle:
+    sections: dict
+    images: pd.DataFrame
+    group_metrics: pd.DataFrame
+    metrics: dict
+    findings: list
+    pixel_group_attributes: list = field(default_factory=list)
+
+
+def pixel_group_columns(frame: pd.DataFrame) -> list[str]:
+    """The binned pixel attributes that act as group attributes (``image_*_group``, ``image_is_grayscale``)."""
+    columns = [c for c in frame.columns if c.startswith("image_") and c.endswith("_group")]
+    columns += [c for c in PIXEL_GROUP_BOOLEAN if c in frame.columns]
+    return columns
+
+
+def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings, config, runner,
+                 progress, n_skipped: int = 0) -> AnalysisBundle:
+    """Run every analysis the inputs allow; return sections, tables, metric directions and findings."""
+    classes = tuple(classes)
+    class_index = {name: i for i, name in enumerate(classes)}
+    labels = kept["label"].astype(str)
+    label_codes = labels.map(class_index).to_numpy(dtype=np.int64)
+    pixel_groups = pixel_group_columns(kept)
+    group_attributes = list(dataset.group_attributes) + pixel_groups
+    groups = pd.DataFrame({a: group_labels(kept[a].map(lambda v: None if v is None else str(v))
+                                           if a in PIXEL_GROUP_BOOLEAN else kept[a])
+                           for a in group_attributes})
+    depth = config.max_intersection_depth
+    sections: dict = {}
+    tables: list[pd.DataFrame] = []
+    metrics = dict(BASE_METRICS)
+    images = kept.copy()
+
+    # -- composition ---------------------------------------------------------------------------------------
+    from audit.analysis.associations import compute_associations
+    from audit.analysis.distribution import (compute_attribute_distribution, compute_class_distribution,
+                                             load_reference_proportions)
+
+    progress("analysing composition", 0, 1)
+    result = runner("class_distribution", compute_class_distribution, labels, classes=classes,
+                    splits=kept["split"] if "split" in kept else None)
+    if result is not None:
+        sections["class_distribution"] = result.to_dict()
+
+    reference = None
+    if config.reference_file:
+        from audit.io.tables import read_table
+
+        reference = load_reference_proportions(read_table(config.reference_file), path=config.reference_file)
+    result = runner("attribute_distribution", compute_attribute_distribution, groups, attributes=group_attributes,
+                    min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
+                    confidence_level=config.confidence_level, max_depth=depth, reference=reference)
+    if result is not None:
+        sections["attribute_distribution"] = result.to_dict()
+        tables.append(result.table)
+
+    result = runner("associations", compute_associations, labels, classes=classes,
+                    groups={a: groups[a] for a in group_attributes}, alpha=1 - config.confidence_level,
+                    correction=config.correction)
+    if result is not None:
+        sections["associations"] = result.to_dict()
+
+    # -- model-based analyses -------------------------------------------------------------------------------
+    if probabilities is not None:
+        predicted = probabilities.argmax(axis=1)
+        images["prediction"] = np.array(classes, dtype=object)[predicted]
+        images["confidence"] = probabilities.max(axis=1).astype(float)
+        images["label_probability"] = probabilities[np.arange(len(kept)), label_codes].astype(float)
+        progress("estimating label noise", 0, 1)
+        _label_noise(images, sections, tables, label_codes=label_codes, probabilities=probabilities,
+                     embeddings=embeddings, classes=classes, groups=groups, config=config, runner=runner)
+        progress("measuring performance by group", 0, 1)
+        _group_performance(sections, tables, metrics, label_codes=label_codes, predicted=predicted,
+                           probabilities=probabilities, classes=classes, groups=groups, config=config,
+                           runner=runner)
+
+    # -- data quality ---------------------------------------------------------------------------------------
+    if "content_hash" in kept.columns:
+        progress("checking data quality", 0, 1)
+            _data_quality(images, sections, tables, metrics, embeddings=embeddings, classes=classes, groups=groups,
+                      config=config, runner=runner)
+
+    group_metrics = coerce_group_metrics(pd.concat(tables, ignore_index=True)) if tables else empty_group_metrics()
+    findings = compose_findings(sections, group_metrics, n_skipped=n_skipped, classes=classes)
+    images = _finish_images(images)
+    return AnalysisBundle(sections=sections, images=images, group_metrics=group_metrics, metrics=metrics,
+                          findings=findings, pixel_group_attributes=pixel_groups)
+
+
+def _label_noise(images, sections, tables, *, label_codes, probabilities, embeddings, classes, groups, config,
+                 runner):
+    from audit.analysis.label_noise import estimate_label_noise, estimate_noise_rate_by_group
+
+    source = "model"
+    noise_probabilities = probabilities
+    probe_note = None
+    if embeddings is not None:
+        from audit.analysis.probe import estimate_out_of_sample_probabilities
+
+        probe = runner("label_noise_probe", estimate_out_of_sample_probabilities, embeddings, label_codes,
+                       n_classes=len(classes), seed=config.seed)
+        if probe is not None and config.label_noise_source == "probe":
+            noise_probabilities, source = np.asarray(probe, dtype=np.float32), "probe"
+        elif probe is not None:
+            probe_note = runner("label_noise_probe", estimate_label_noise, label_codes, np.asarray(probe),
+                                n_classes=len(classes), confidence_level=config.confidence_level)
+    result = runner("label_noise", estimate_label_noise, label_codes, noise_probabilities, n_classes=len(classes),
+                    confidence_level=config.confidence_level)
+    if result is None:
+        return
+    section = result.to_dict(classes)
+    section["source"] = source
+    section["source_description"] = (
+        "the model's own probabilities" if source == "model" else
+        "out-of-sample probabilities of a K-fold logistic-regression probe on the model's embeddings")
+    if probe_note is not None:
+        section["probe_cross_check"] = {"noise_rate": float(probe_note.noise_rate),
+                                        "n_label_issues": int(probe_note.n_label_issues),
+                                        "description": "the same estimate from out-of-sample probabilities of a "
+                                                       "K-fold logistic-regression probe on the embeddings"}
+    sections["label_noise"] = section
+    images["label_score"] = np.asarray(result.label_score, dtype=float)
+    images["is_label_issue"] = np.asarray(result.is_label_issue, dtype=bool)
+    images["suggested_label"] = np.array(classes, dtype=object)[np.asarray(result.suggested_label)]
+    group_dict = {name: labels for name, labels in iter_group_keys(groups, list(groups.columns),
+                                                                   max_depth=config.max_intersection_depth)}
+    table = runner("label_noise_by_group", estimate_noise_rate_by_group, np.asarray(result.is_label_issue),
+                   label_codes, group_dict, classes=classes, confidence_level=config.confidence_level,
+                   min_group_size=config.min_group_size, max_ci_width=config.max_ci_width)
+    if table is not None:
+        tables.append(table)
+
+
+def _group_performance(sections, tables, metrics, *, label_codes, predicted, probabilities, classes, groups,
+                       config, runner):
+    from audit.analysis.group_performance import compute_group_performance
+    from audit.analysis.slices import find_weak_slices
+
+    result = runner("group_performance", compute_group_performance, label_codes, predicted, classes=classes,
+                    groups=groups, probabilities=probabilities, max_depth=config.max_intersection_depth,
+                    min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
+                    confidence_level=config.confidence_level, n_bootstrap=config.n_bootstrap, seed=config.seed,
+                    correction=config.correction)
+    if result is not None:
+        section = result.to_dict()
+        metrics.update(section.pop("metrics", {}))
+        sections["group_performance"] = section
+        tables.append(result.table)
+    slices = runner("weak_slices", find_weak_slices, label_codes == predicted, groups=groups,
+                    min_slice_size=config.min_group_size, alpha=1 - config.confidence_level,
+                    correction=config.correction)
+    if slices is not None:
+        sections["weak_slices"] = slices.to_dict()
+
+
+def _data_quality(images, sections, tables, metrics, *, embeddings, classes, groups, config, runner):
+    try:
+        from audit.analysis.data_quality import find_data_quality_issues
+    except ImportError:
+        return
+    group_dict = {name: labels for name, labels in iter_group_keys(groups, list(groups.columns), max_depth=1)}
+    result = runner("data_quality", find_data_quality_issues, images, embeddings=embeddings,
+                    group_labels=group_dict, classes=classes, confidence_level=config.confidence_level,
+                    min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
+                    correction=config.correction)
+    if result is None:
+        return
+    sections["data_quality"] = result.to_dict()
+    for column in result.per_image.columns:
+        images[column] = result.per_image[column].to_numpy()
+    tables.append(result.group_table)
+    for issue in sorted({m for m in result.group_table["metric"].unique()}):
+        metrics.setdefault(issue, {"higher_is_better": False,
+                                   "description": f"Fraction of the group's images with the issue "
+                                                  f"{issue.split(':', 1)[-1]}; Wilson interval."})
+
+
+def _finish_images(images: pd.DataFrame) -> pd.DataFrame:
+    """Order columns as the contract lists them and drop working columns."""
+    images = images.drop(columns=[c for c in ("row",) if c in images.columns])
+    first = [c for c in ("id", "path", "content_hash", "label", "split") if c in images.columns]
+    rest = [c for c in images.columns if c not in first]
+    images = images[first + rest]
+    for column in images.columns:
+        if images[column].dtype == object:
+            non_null = images[column].dropna()
+            if len(non_null) and non_null.map(lambda v: isinstance(v, (bool, np.bool_))).all():
+                continue
+            images[column] = images[column].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
+                                                else str(v))
+    return images.reset_index(drop=True)

@@ -1,0 +1,611 @@
+"""Per-group model performance with intervals, tests against the rest of the data and disparity summaries.
+
+What is computed
+----------------
+For the whole data set (attribute ``all``), every group attribute and every intersection of attributes up
+to ``max_depth`` (names and values joined with `` & ``, see :mod:`audit.analysis._groups`):
+
+* ``accuracy``, ``balanced_accuracy``, ``macro_f1`` for every group;
+* ``top_k_accuracy`` (label among the ``top_k`` most probable classes) when probabilities are given and
+  there are more than ``top_k`` classes;
+* ``expected_calibration_error`` (15 equal-width confidence bins) when probabilities are given;
+* per-class ``recall`` and ``precision`` (``class`` column set) for ``all`` and single attributes only:
+  intersections x classes would explode on 100-class data and every cell would be too small to say
+  anything. A per-class row exists only where its denominator is positive (recall: images of the class
+  in the group; precision: images predicted as the class in the group); ``n`` is that denominator.
+
+Point estimates follow scikit-learn exactly (and therefore ``fairlearn.metrics.MetricFrame`` with the
+scikit-learn functions): balanced accuracy averages recall over the classes present in the group's labels;
+macro-F1 averages ``2 TP / (n_true + n_pred)`` over the classes present in the group's labels or
+predictions.
+
+Intervals: Wilson score intervals for the proportions (accuracy, top-k accuracy, recall, precision); for
+balanced accuracy, macro-F1 and calibration error a percentile interval from a vectorised Poisson
+bootstrap of the aggregated counts (:mod:`audit.analysis._bootstrap`), widened if needed so that it
+contains its point estimate.
+
+Tests: each group against the rest of the data (all images outside the group), one-sided in the harmful
+direction: a pooled two-proportion z test for the proportions, a Wald test with the bootstrap standard error
+of the difference (group - rest) for the others. p-values are adjusted (Holm by default, or
+Benjamini-Hochberg) within one family = one attribute (or intersection) x one metric, over the rows that
+are tested (rows with sufficient evidence; for per-class metrics every group x class row of the metric).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from audit.analysis import _bootstrap
+from audit.analysis._groups import codes_for, iter_group_keys
+from audit.analysis._stats import adjust_p_values, two_proportion_p_value_lower, wilson_interval
+from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NO_GAP, VERDICT_NONE, VERDICT_WORSE,
+                                   coerce_group_metrics, flag_insufficient_evidence)
+from audit.errors import InputError
+
+ERROR_LABELS_SHAPE = ("labels must be a 1-D array of class indices, got shape {shape}: pass one integer "
+                      "label per image")
+ERROR_PREDICTIONS_SHAPE = ("predictions has shape {shape} but labels has {n} entries: pass one predicted class "
+                           "index per image, in the same order as the labels")
+ERROR_NOT_INTEGER = "{name} must hold integer class indices, got dtype {dtype}: map class names to indices first"
+ERROR_CLASS_RANGE = ("{name} holds class index {value}, outside 0..{last} (there are {k} classes): check that "
+                     "classes lists every class in the order the indices use")
+ERROR_NO_CLASSES = "classes is empty: pass the class names in index order"
+ERROR_GROUPS_LENGTH = ("groups has {rows} rows but there are {n} images: pass one row of group attributes per "
+                       "image, in the same order as the labels")
+ERROR_PROBABILITIES_SHAPE = ("probabilities has shape {shape}, expected ({n}, {k}) (one row per image, one column "
+                             "per class in the order of classes)")
+ERROR_PROBABILITIES_VALUES = ("probabilities holds values outside [0, 1] or non-finite values (row {row}): pass "
+                              "probabilities, not logits (apply a softmax first)")
+ERROR_EMPTY = "there are no images to evaluate: labels is empty"
+ERROR_SETTING = "{name} must be {what}, got {value!r}"
+
+#: Order of the aggregate metrics in the table.
+AGGREGATE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top_k_accuracy", "expected_calibration_error")
+#: Per-class metrics (``class`` column set).
+PER_CLASS_METRICS = ("recall", "precision")
+#: Number of equal-width confidence bins of the expected calibration error.
+ECE_BINS = 15
+#: Sub-bins per ECE bin used by the bootstrap (cells keep the exact mean confidence of their sub-bin).
+_ECE_SUB_BINS = 16
+
+#: ``metrics`` section of ``audit.json``: direction and one-line definition of every metric here.
+METRIC_INFO = {
+    "accuracy": {"higher_is_better": True,
+                 "description": "share of images whose predicted class equals the label"},
+    "balanced_accuracy": {"higher_is_better": True,
+                          "description": "mean over the classes present among the group's labels of per-class "
+                                         "recall (sklearn balanced_accuracy_score)"},
+    "macro_f1": {"higher_is_better": True,
+                 "description": "mean over the classes present among the group's labels or predictions of "
+                                "F1 = 2 TP / (images of the class + images predicted as it) (sklearn "
+                                "f1_score, average='macro')"},
+    "top_k_accuracy": {"higher_is_better": True,
+                       "description": "share of images whose label is among the k most probable classes "
+                                      "(k = settings.top_k; ties counted in the label's favour)"},
+    "expected_calibration_error": {"higher_is_better": False,
+                                   "description": "sum over 15 equal-width bins (lo, hi] of the predicted "
+                                                  "class's probability of (images in bin / images) x "
+                                                  "|accuracy in bin - mean confidence in bin|"},
+    "recall": {"higher_is_better": True,
+               "description": "per class: share of the class's images predicted as that class (true positive "
+                              "rate); n = images of the class"},
+    "precision": {"higher_is_better": True,
+                  "description": "per class: share of the images predicted as the class that truly belong to "
+                                 "it; n = images predicted as the class"},
+}
+
+
+@dataclass(frozen=True)
+class GroupPerformanceResult:
+    """Per-group performance of a model.
+
+    Attributes
+    ----------
+    table : DataFrame
+        ``group_metrics.parquet`` rows, exactly the contract columns (``attribute, group, class, n, metric,
+        value, ci_low, ci_high, insufficient_evidence, verdict``).
+    summaries : tuple of dict
+        One JSON-safe dict per attribute or intersection (see :func:`compute_group_performance`).
+    overall : dict
+        ``{metric: {"value", "ci_low", "ci_high", "n"}}`` over the whole data set (aggregate metrics).
+    settings : dict
+        Settings used and methods (JSON-safe).
+    """
+
+    table: pd.DataFrame
+    summaries: tuple = field(default_factory=tuple)
+    overall: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The ``group_performance`` section of ``audit.json`` (JSON-safe: no NaN/inf, only None)."""
+        metrics_used = [m for m in AGGREGATE_METRICS + PER_CLASS_METRICS if m in set(self.table["metric"])]
+        return _json_safe({
+            "settings": self.settings,
+            "metrics": {name: dict(METRIC_INFO[name]) for name in metrics_used},
+            "overall": self.overall,
+            "attributes": list(self.summaries),
+            "worse_than_rest": [dict(item, attribute=summary["attribute"])
+                                for summary in self.summaries for item in summary["worse_than_rest"]],
+        })
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if np.isfinite(value) else None
+    return value
+
+
+def _validate(labels, predictions, classes, groups, probabilities, settings) -> tuple:
+    labels = np.asarray(labels)
+    predictions = np.asarray(predictions)
+    if labels.ndim != 1:
+        raise InputError(ERROR_LABELS_SHAPE.format(shape=labels.shape))
+    n = labels.shape[0]
+    if n == 0:
+        raise InputError(ERROR_EMPTY)
+    if predictions.shape != (n,):
+        raise InputError(ERROR_PREDICTIONS_SHAPE.format(shape=predictions.shape, n=n))
+    k = len(classes)
+    if k == 0:
+        raise InputError(ERROR_NO_CLASSES)
+    for name, values in (("labels", labels), ("predictions", predictions)):
+        if not np.issubdtype(values.dtype, np.integer):
+            raise InputError(ERROR_NOT_INTEGER.format(name=name, dtype=values.dtype))
+        bad = (values < 0) | (values >= k)
+        if bad.any():
+            raise InputError(ERROR_CLASS_RANGE.format(name=name, value=int(values[np.argmax(bad)]), last=k - 1, k=k))
+    if groups is None:
+        groups = pd.DataFrame(index=range(n))
+    if len(groups) != n:
+        raise InputError(ERROR_GROUPS_LENGTH.format(rows=len(groups), n=n))
+    groups = groups.reset_index(drop=True)
+    if probabilities is not None:
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        if probabilities.shape != (n, k):
+            raise InputError(ERROR_PROBABILITIES_SHAPE.format(shape=probabilities.shape, n=n, k=k))
+        bad_rows = ~(np.isfinite(probabilities) & (probabilities >= 0) & (probabilities <= 1 + 1e-6)).all(axis=1)
+        if bad_rows.any():
+            raise InputError(ERROR_PROBABILITIES_VALUES.format(row=int(np.argmax(bad_rows))))
+    checks = (
+        ("max_depth", settings["max_depth"], lambda v: isinstance(v, (int, np.integer)) and v >= 1,
+         "an integer >= 1"),
+        ("min_group_size", settings["min_group_size"], lambda v: isinstance(v, (int, np.integer)) and v >= 1,
+         "an integer >= 1"),
+        ("max_ci_width", settings["max_ci_width"], lambda v: isinstance(v, (int, float)) and 0 < v <= 1,
+         "a number in (0, 1]"),
+        ("confidence_level", settings["confidence_level"], lambda v: isinstance(v, float) and 0 < v < 1,
+         "a number strictly between 0 and 1"),
+        ("n_bootstrap", settings["n_bootstrap"], lambda v: isinstance(v, (int, np.integer)) and v >= 2,
+         "an integer >= 2"),
+        ("top_k", settings["top_k"], lambda v: isinstance(v, (int, np.integer)) and v >= 1, "an integer >= 1"),
+        ("correction", settings["correction"], lambda v: v in ("holm", "bh"), "'holm' or 'bh'"),
+    )
+    for name, value, ok, what in checks:
+        if not ok(value):
+            raise InputError(ERROR_SETTING.format(name=name, what=what, value=value))
+    return labels.astype(np.int64), predictions.astype(np.int64), groups, probabilities
+
+
+def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, classes, groups: pd.DataFrame,
+                              probabilities: np.ndarray | None = None, max_depth: int = 2,
+                              min_group_size: int = 30, max_ci_width: float = 0.3,
+                              confidence_level: float = 0.95, n_bootstrap: int = 1000, seed: int = 0,
+                              correction: str = "holm", top_k: int = 5) -> GroupPerformanceResult:
+    """Per-group performance with intervals, verdicts and disparity summaries.
+
+    Parameters
+    ----------
+    labels, predictions : ndarray of int, shape (n,)
+        True and predicted class indices into ``classes``.
+    classes : sequence of str
+        Class names in index order.
+    groups : DataFrame, n rows
+        One column per group attribute (string values; missing values ``None`` or ``<missing>``, which
+        form the group ``<missing>``). Column order gives the order of intersections.
+    probabilities : ndarray, shape (n, k), optional
+        Model probabilities; needed for ``top_k_accuracy`` and ``expected_calibration_error``. The
+        confidence of an image is the probability of its *predicted* class (``predictions``).
+    max_depth : int
+        1 = single attributes, 2 = also pairs (default), 3 = also triples.
+    min_group_size : int
+        Rows with ``n`` below it have ``insufficient_evidence``.
+    max_ci_width : float
+        Rows whose interval is wider have ``insufficient_evidence``.
+    confidence_level : float
+        Interval coverage; the tests use ``alpha = 1 - confidence_level``.
+    n_bootstrap : int
+        Poisson bootstrap replicates (balanced accuracy, macro-F1, calibration error).
+    seed : int
+        Seeds the bootstrap (each attribute has its own stream derived from seed and its name).
+    correction : {"holm", "bh"}
+        Multiple-comparison control within each attribute x metric family.
+    top_k : int
+        k of ``top_k_accuracy``; the metric is left out unless there are more than ``top_k`` classes.
+
+    Returns
+    -------
+    GroupPerformanceResult
+        ``table``: contract rows. ``insufficient_evidence`` = ``n < min_group_size`` or interval width
+        ``> max_ci_width``; ``verdict`` = ``insufficient_data`` exactly then, else ``worse_than_rest``
+        when the adjusted one-sided p-value is below ``alpha`` and ``no_evidence_of_gap`` otherwise; ``all``
+        rows have verdict ``''``.
+
+        ``summaries``: per attribute/intersection ``{"attribute", "depth", "n_groups", "metrics": {metric:
+        {"worst_group", "worst_value", "best_group", "best_value", "difference" (best - worst, absolute),
+        "ratio" (smallest value / largest value), "n_groups_compared"}}, "equalized_odds_gap": {"value",
+        "class", "rate" ("tpr"/"fpr"), "high_group", "low_group"}, "binary": {"demographic_parity_difference",
+        "equalized_odds_difference"} (two-class tasks only, fairlearn's definitions with class index 1 as
+        positive, over all groups), "worse_than_rest": [{"group", "metric", "class", "n", "value",
+        "rest_value", "p_value", "p_value_adjusted"}]}``. Worst/best/difference/ratio compare only the
+        groups without ``insufficient_evidence``; the equalized-odds gap (largest difference between groups
+        of one class's true-positive rate or false-positive rate, over classes) compares the groups with
+        at least ``min_group_size`` images and is a point estimate.
+    """
+    settings = {"max_depth": max_depth, "min_group_size": min_group_size, "max_ci_width": max_ci_width,
+                "confidence_level": confidence_level, "n_bootstrap": n_bootstrap, "seed": seed,
+                "correction": correction, "top_k": top_k}
+    labels, predictions, groups, probabilities = _validate(labels, predictions, classes, groups, probabilities,
+                                                           settings)
+    classes = tuple(str(c) for c in classes)
+    k = len(classes)
+    data = _Data(labels=labels, predictions=predictions, k=k, classes=classes, probabilities=probabilities, top_k=top_k)
+    alpha = 1.0 - confidence_level
+
+    families = [("all", np.zeros(len(labels), dtype=np.int64), ["all"], 0)]
+    attributes = [str(c) for c in groups.columns]
+    for name, group_labels in iter_group_keys(groups, attributes, max_depth=max_depth):
+        codes, names = codes_for(group_labels)
+        families.append((name, codes, names, name.count(" & ") + 1))
+
+    blocks = []
+    summaries = []
+    for name, codes, names, depth in families:
+        block, extra = _family_rows(name, codes, names, depth, data, classes=classes,
+                                    confidence_level=confidence_level, n_bootstrap=n_bootstrap, seed=seed)
+        _add_verdicts(block, tested=depth > 0, min_group_size=min_group_size, max_ci_width=max_ci_width,
+                      alpha=alpha, correction=correction)
+        blocks.append(block)
+        if depth > 0:
+            summaries.append(_summary(block, name, codes, names, depth, extra, data, min_group_size=min_group_size))
+    frame = pd.concat(blocks, ignore_index=True)
+    overall_rows = blocks[0][blocks[0]["class"] == ""]
+    overall = {row.metric: {"value": row.value, "ci_low": row.ci_low, "ci_high": row.ci_high, "n": int(row.n)}
+               for row in overall_rows.itertuples()}
+    notes = []
+    if probabilities is None:
+        notes.append("no probabilities: top_k_accuracy and expected_calibration_error not computed")
+    elif k <= top_k:
+        notes.append(f"top_k_accuracy not computed: {k} classes is not more than top_k = {top_k}")
+    settings_out = dict(settings, alpha=round(alpha, 12), ece_bins=ECE_BINS, per_class_max_depth=1,
+                        interval_methods={"accuracy": "wilson", "top_k_accuracy": "wilson", "recall": "wilson",
+                                          "precision": "wilson", "balanced_accuracy": "poisson bootstrap, expanded percentile",
+                                          "macro_f1": "poisson bootstrap, expanded percentile",
+                                          "expected_calibration_error": "poisson bootstrap, expanded percentile"},
+                        test=("one-sided, group vs rest of the data in the harmful direction: pooled two-proportion "
+                              "z test (proportions), Wald test with the bootstrap standard error of the "
+                              "difference (others); adjusted within attribute x metric"),
+                        notes=notes)
+    table = coerce_group_metrics(frame)
+    return GroupPerformanceResult(table=table, summaries=tuple(summaries), overall=_json_safe(overall),
+                                  settings=_json_safe(settings_out))
+
+
+def _add_verdicts(block: pd.DataFrame, *, tested: bool, min_group_size, max_ci_width, alpha, correction) -> None:
+    """Fill ``insufficient_evidence``, ``p_value_adjusted`` and ``verdict`` of one attribute's rows in place.
+
+    The family of one adjustment is every tested row (sufficient evidence) of one metric.
+    """
+    insufficient = flag_insufficient_evidence(block, min_group_size=min_group_size,
+                                              max_ci_width=max_ci_width).to_numpy()
+    block["insufficient_evidence"] = insufficient
+    adjusted_all = np.full(len(block), np.nan)
+    verdict = np.full(len(block), VERDICT_NONE, dtype=object)
+    if tested:
+        verdict[insufficient] = VERDICT_INSUFFICIENT
+        metric = block["metric"].to_numpy()
+        p_values = block["p_value"].to_numpy()
+        for name in pd.unique(metric):
+            rows = np.flatnonzero((metric == name) & ~insufficient)
+            if rows.size == 0:
+                continue
+            adjusted = adjust_p_values(p_values[rows], method=correction)
+            adjusted_all[rows] = adjusted
+            verdict[rows] = np.where(adjusted < alpha, VERDICT_WORSE, VERDICT_NO_GAP)
+    block["p_value_adjusted"] = adjusted_all
+    block["verdict"] = verdict
+
+
+@dataclass(frozen=True)
+class _Data:
+    labels: np.ndarray
+    predictions: np.ndarray
+    k: int
+    classes: tuple
+    probabilities: np.ndarray | None
+    top_k: int
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.labels == self.predictions
+
+    def confidence(self) -> np.ndarray:
+        return self.probabilities[np.arange(self.labels.size), self.predictions]
+
+    def top_k_hits(self) -> np.ndarray:
+        label_probability = self.probabilities[np.arange(self.labels.size), self.labels]
+        rank = (self.probabilities > label_probability[:, None]).sum(axis=1)
+        return rank < self.top_k
+
+
+def balanced_accuracy_from_counts(tp: np.ndarray, n_true: np.ndarray) -> np.ndarray:
+    """Mean recall over classes with ``n_true > 0`` (last axis = classes); NaN where no class is present."""
+    present = n_true > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(present, tp / np.where(present, n_true, 1), 0.0)
+        return recall.sum(axis=-1) / present.sum(axis=-1)
+
+
+def macro_f1_from_counts(tp: np.ndarray, n_true: np.ndarray, n_pred: np.ndarray) -> np.ndarray:
+    """Mean of ``2 TP / (n_true + n_pred)`` over classes with ``n_true + n_pred > 0`` (last axis = classes)."""
+    support = n_true + n_pred
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(present, 2.0 * tp / np.where(present, support, 1), 0.0)
+        return f1.sum(axis=-1) / present.sum(axis=-1)
+
+
+def _ece_from_bins(n_bin: np.ndarray, correct_bin: np.ndarray, confidence_bin: np.ndarray) -> np.ndarray:
+    """ECE from per-bin counts and sums (last axis = bins)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(correct_bin - confidence_bin).sum(axis=-1) / n_bin.sum(axis=-1)
+
+
+def _block(name, names, metric, n, value, low, high, p_value, rest_value, class_names=None):
+    size = len(value)
+    return pd.DataFrame({
+        "attribute": name,
+        "group": np.asarray(names, dtype=object) if class_names is None else names,
+        "class": "" if class_names is None else class_names,
+        "n": np.asarray(n, dtype=np.int64), "metric": metric,
+        "value": np.asarray(value, dtype=float), "ci_low": np.asarray(low, dtype=float),
+        "ci_high": np.asarray(high, dtype=float),
+        "p_value": np.asarray(p_value, dtype=float) if p_value is not None else np.full(size, np.nan),
+        "rest_value": np.asarray(rest_value, dtype=float) if rest_value is not None else np.full(size, np.nan),
+    })
+
+
+def _family_rows(name, codes, names, depth, data: _Data, *, classes, confidence_level, n_bootstrap, seed):
+    """All rows of one attribute (or intersection, or ``all``) plus counts the summary needs."""
+    k = data.k
+    g_count = len(names)
+    has_rest = depth > 0
+    labels, predictions = data.labels, data.predictions
+    key = (codes * k + labels) * k + predictions
+    cells, counts = np.unique(key, return_counts=True)
+    cell_group = cells // (k * k)
+    cell_true = (cells // k) % k
+    cell_pred = cells % k
+    size = g_count * k
+    diagonal = np.where(cell_true == cell_pred, cell_group * k + cell_true, -1)
+    true_target = cell_group * k + cell_true
+    pred_target = cell_group * k + cell_pred
+    tp = np.bincount(diagonal[diagonal >= 0], weights=counts[diagonal >= 0], minlength=size).reshape(g_count, k)
+    n_true = np.bincount(true_target, weights=counts, minlength=size).reshape(g_count, k)
+    n_pred = np.bincount(pred_target, weights=counts, minlength=size).reshape(g_count, k)
+    n_group = n_true.sum(axis=1)
+    n_total = n_group.sum()
+    rest_tp, rest_true, rest_pred = tp.sum(0) - tp, n_true.sum(0) - n_true, n_pred.sum(0) - n_pred
+    rest_n = n_total - n_group
+
+    blocks = []
+    # accuracy (Wilson, two-proportion test)
+    successes = tp.sum(axis=1)
+    accuracy = successes / n_group
+    low, high = wilson_interval(successes, n_group, confidence_level=confidence_level)
+    p = rest_acc = None
+    if has_rest:
+        rest_successes = successes.sum() - successes
+        p = two_proportion_p_value_lower(successes, n_group, rest_successes, rest_n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rest_acc = rest_successes / rest_n
+    blocks.append(_block(name, names, "accuracy", n_group, accuracy, low, high, p, rest_acc))
+
+    # balanced accuracy and macro-F1 (Poisson bootstrap of the confusion cells)
+    balanced = balanced_accuracy_from_counts(tp, n_true)
+    macro = macro_f1_from_counts(tp, n_true, n_pred)
+    rest_balanced = balanced_accuracy_from_counts(rest_tp, rest_true) if has_rest else None
+    rest_macro = macro_f1_from_counts(rest_tp, rest_true, rest_pred) if has_rest else None
+    rng = _bootstrap.family_rng(seed, name)
+    targets = [_bootstrap.indicator(diagonal, size), _bootstrap.indicator(true_target, size),
+               _bootstrap.indicator(pred_target, size)]
+    reps = {"balanced_accuracy": [], "macro_f1": []}
+    diffs = {"balanced_accuracy": [], "macro_f1": []}
+    for b, (tp_b, true_b, pred_b) in _bootstrap.iter_poisson_sums(counts, targets, n_boot=n_bootstrap, rng=rng,
+                                                                  width=size):
+        tp_b, true_b, pred_b = (a.reshape(b, g_count, k) for a in (tp_b, true_b, pred_b))
+        bal_b = balanced_accuracy_from_counts(tp_b, true_b)
+        f1_b = macro_f1_from_counts(tp_b, true_b, pred_b)
+        reps["balanced_accuracy"].append(bal_b)
+        reps["macro_f1"].append(f1_b)
+        if has_rest:
+            rtp, rtrue, rpred = (a.sum(axis=1, keepdims=True) - a for a in (tp_b, true_b, pred_b))
+            diffs["balanced_accuracy"].append(bal_b - balanced_accuracy_from_counts(rtp, rtrue))
+            diffs["macro_f1"].append(f1_b - macro_f1_from_counts(rtp, rtrue, rpred))
+    for metric, estimate, rest_value in (("balanced_accuracy", balanced, rest_balanced),
+                                         ("macro_f1", macro, rest_macro)):
+        replicates = np.concatenate(reps[metric], axis=0)
+        low, high = _bootstrap.percentile_interval(replicates, estimate, confidence_level=confidence_level,
+                                                   n=n_group)
+        p = None
+        if has_rest:
+            p = _bootstrap.bootstrap_p_value_lower(estimate - rest_value, np.concatenate(diffs[metric], axis=0))
+        blocks.append(_block(name, names, metric, n_group, estimate, low, high, p, rest_value))
+
+    if data.probabilities is not None:
+        if k > data.top_k:
+            hits = data.top_k_hits()
+            successes = np.bincount(codes, weights=hits, minlength=g_count)
+            low, high = wilson_interval(successes, n_group, confidence_level=confidence_level)
+            p = rest_value = None
+            if has_rest:
+                rest_successes = successes.sum() - successes
+                p = two_proportion_p_value_lower(successes, n_group, rest_successes, rest_n)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    rest_value = rest_successes / rest_n
+            blocks.append(_block(name, names, "top_k_accuracy", n_group, successes / n_group, low, high, p,
+                                 rest_value))
+        blocks.append(_ece_block(name, codes, names, has_rest, data, n_group, confidence_level=confidence_level,
+                                 n_bootstrap=n_bootstrap, rng=rng))
+
+    if depth <= 1:
+        class_names = np.asarray(classes, dtype=object)
+        group_grid = np.repeat(np.asarray(names, dtype=object), k)
+        class_grid = np.tile(class_names, g_count)
+        for metric, denominator, rest_denominator in (("recall", n_true, rest_true), ("precision", n_pred, rest_pred)):
+            keep = denominator.ravel() > 0
+            x, n = tp.ravel()[keep], denominator.ravel()[keep]
+            low, high = wilson_interval(x, n, confidence_level=confidence_level)
+            p = rest_value = None
+            if has_rest:
+                rx, rn = rest_tp.ravel()[keep], rest_denominator.ravel()[keep]
+                p = two_proportion_p_value_lower(x, n, rx, rn)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    rest_value = np.where(rn > 0, rx / np.where(rn > 0, rn, 1), np.nan)
+            blocks.append(_block(name, group_grid[keep], metric, n, x / n, low, high, p, rest_value,
+                                 class_names=class_grid[keep]))
+    extra = {"tp": tp, "n_true": n_true, "n_pred": n_pred, "n_group": n_group}
+    return pd.concat(blocks, ignore_index=True), extra
+
+
+def _ece_block(name, codes, names, has_rest, data: _Data, n_group, *, confidence_level, n_bootstrap, rng):
+    g_count = len(names)
+    confidence = data.confidence()
+    correct = data.correct
+    scaled = confidence * ECE_BINS
+    ece_bin = np.clip(np.ceil(scaled).astype(np.int64) - 1, 0, ECE_BINS - 1)
+    # Sub-bins nest exactly in the bins: ceil(16 x) - 1 // 16 == ceil(x) - 1 for the same float x.
+    sub_bin = np.clip(np.ceil(scaled * _ECE_SUB_BINS).astype(np.int64) - 1, 0, ECE_BINS * _ECE_SUB_BINS - 1)
+    sub_bin = np.maximum(sub_bin, ece_bin * _ECE_SUB_BINS)
+    # Exact point estimate.
+    bin_key = codes * ECE_BINS + ece_bin
+    gap = np.bincount(bin_key, weights=correct - confidence, minlength=g_count * ECE_BINS).reshape(g_count, ECE_BINS)
+    estimate = np.abs(gap).sum(axis=1) / n_group
+    rest_value = None
+    if has_rest:
+        n_bin = np.bincount(bin_key, minlength=g_count * ECE_BINS).reshape(g_count, ECE_BINS)
+        corr_bin = np.bincount(bin_key, weights=correct, minlength=g_count * ECE_BINS).reshape(g_count, ECE_BINS)
+        conf_bin = np.bincount(bin_key, weights=confidence, minlength=g_count * ECE_BINS).reshape(g_count, ECE_BINS)
+        rest_value = _ece_from_bins(n_bin.sum(0) - n_bin, corr_bin.sum(0) - corr_bin, conf_bin.sum(0) - conf_bin)
+    # Bootstrap on cells (group, sub-bin, correct), each carrying its exact mean confidence.
+    cell_key = (codes * (ECE_BINS * _ECE_SUB_BINS) + sub_bin) * 2 + correct
+    cells, inverse, counts = np.unique(cell_key, return_inverse=True, return_counts=True)
+    mean_conf = np.bincount(inverse, weights=confidence) / counts
+    cell_group = cells // (2 * ECE_BINS * _ECE_SUB_BINS)
+    cell_bin = ((cells // 2) % (ECE_BINS * _ECE_SUB_BINS)) // _ECE_SUB_BINS
+    cell_correct = (cells % 2).astype(float)
+    target = cell_group * ECE_BINS + cell_bin
+    size = g_count * ECE_BINS
+    targets = [_bootstrap.indicator(target, size), _bootstrap.indicator(target, size, weights=cell_correct),
+               _bootstrap.indicator(target, size, weights=mean_conf)]
+    reps, diffs = [], []
+    for b, sums in _bootstrap.iter_poisson_sums(counts, targets, n_boot=n_bootstrap, rng=rng, width=size):
+        n_b, corr_b, conf_b = (a.reshape(b, g_count, ECE_BINS) for a in sums)
+        ece_b = _ece_from_bins(n_b, corr_b, conf_b)
+        reps.append(ece_b)
+        if has_rest:
+            rest_b = _ece_from_bins(*(a.sum(axis=1, keepdims=True) - a for a in (n_b, corr_b, conf_b)))
+            diffs.append(ece_b - rest_b)
+    low, high = _bootstrap.percentile_interval(np.concatenate(reps), estimate, confidence_level=confidence_level,
+                                               n=n_group)
+    p = None
+    if has_rest:
+        # Harmful direction is *higher* calibration error: test rest - group < 0.
+        p = _bootstrap.bootstrap_p_value_lower(rest_value - estimate, -np.concatenate(diffs))
+    return _block(name, names, "expected_calibration_error", n_group, estimate, low, high, p, rest_value)
+
+
+def _summary(rows, name, codes, names, depth, extra, data: _Data, *, min_group_size) -> dict:
+    metrics = {}
+    for metric in AGGREGATE_METRICS:
+        part = rows[(rows["metric"] == metric) & ~rows["insufficient_evidence"] & rows["value"].notna()]
+        if metric not in set(rows["metric"]):
+            continue
+        if part.empty:
+            metrics[metric] = {"worst_group": None, "worst_value": None, "best_group": None, "best_value": None,
+                               "difference": None, "ratio": None, "n_groups_compared": 0}
+            continue
+        higher_is_better = METRIC_INFO[metric]["higher_is_better"]
+        values = part["value"].to_numpy()
+        worst = int(np.argmin(values) if higher_is_better else np.argmax(values))
+        best = int(np.argmax(values) if higher_is_better else np.argmin(values))
+        top, bottom = values.max(), values.min()
+        metrics[metric] = {
+            "worst_group": part["group"].iloc[worst], "worst_value": float(values[worst]),
+            "best_group": part["group"].iloc[best], "best_value": float(values[best]),
+            "difference": float(top - bottom), "ratio": float(bottom / top) if top > 0 else None,
+            "n_groups_compared": int(len(part)),
+        }
+    worse = rows[rows["verdict"] == VERDICT_WORSE]
+    worse_list = worse[["group", "metric", "class", "n", "value", "rest_value", "p_value",
+                        "p_value_adjusted"]].to_dict("records")
+    summary = {"attribute": name, "depth": depth, "n_groups": len(names), "metrics": metrics,
+               "equalized_odds_gap": _equalized_odds_gap(extra, names, data.classes, min_group_size=min_group_size),
+               "worse_than_rest": worse_list}
+    if data.k == 2:
+        summary["binary"] = _binary_fairlearn(data, codes, names)
+    return _json_safe(summary)
+
+
+def _equalized_odds_gap(extra, names, classes, *, min_group_size) -> dict:
+    """Largest between-group gap in one class's true-positive or false-positive rate (one-vs-rest)."""
+    tp, n_true, n_pred, n_group = extra["tp"], extra["n_true"], extra["n_pred"], extra["n_group"]
+    big = n_group >= min_group_size
+    empty = {"value": None, "class": None, "rate": None, "high_group": None, "low_group": None,
+             "n_groups_compared": int(big.sum())}
+    if big.sum() < 2:
+        return empty
+    tp, n_true, n_pred, n_group = tp[big], n_true[big], n_pred[big], n_group[big]
+    kept = np.asarray(names, dtype=object)[big]
+    negatives = n_group[:, None] - n_true
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = np.where(n_true > 0, tp / np.where(n_true > 0, n_true, 1), np.nan)
+        fpr = np.where(negatives > 0, (n_pred - tp) / np.where(negatives > 0, negatives, 1), np.nan)
+    best = empty
+    for rate_name, rate in (("tpr", tpr), ("fpr", fpr)):
+        valid = np.isfinite(rate)
+        usable = valid.sum(axis=0) >= 2
+        if not usable.any():
+            continue
+        high = np.where(valid, rate, -np.inf).max(axis=0)
+        low = np.where(valid, rate, np.inf).min(axis=0)
+        gap = np.where(usable, high - low, -np.inf)
+        c = int(np.argmax(gap))
+        if best["value"] is None or gap[c] > best["value"]:
+            column = np.where(valid[:, c], rate[:, c], np.nan)
+            best = {"value": float(gap[c]), "class": classes[c], "rate": rate_name,
+                    "high_group": kept[int(np.nanargmax(column))], "low_group": kept[int(np.nanargmin(column))],
+                    "n_groups_compared": int(valid[:, c].sum())}
+    return best
+
+
+def _binary_fairlearn(data: _Data, codes, names) -> dict:
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+    sensitive = np.asarray(names, dtype=object)[codes]
+    return {"positive_class_index": 1,
+            "demographic_parity_difference": float(demographic_parity_difference(
+                data.labels, data.predictions, sensitive_features=sensitive)),
+            "equalized_odds_difference": float(equalized_odds_difference(
+                data.labels, data.predictions, sensitive_features=sensitive))}

@@ -1,0 +1,227 @@
+"""Per-image pixel attributes and their fixed, dataset-independent bins.
+
+Every attribute is computed from the decoded RGB array (uint8, H x W x 3) by :func:`compute_image_properties`
+and binned by :func:`bin_image_properties` into named groups with **fixed cut points** (not data quantiles),
+so ``dark`` means dark on any data set and groups compare across audits. All columns are prefixed
+``image_`` (contract: they never collide with manifest columns).
+
+=========================  ==========================================================================
+column                     meaning
+=========================  ==========================================================================
+``image_width``            stored width in pixels
+``image_height``           stored height in pixels
+``image_aspect_ratio``     width / height
+``image_brightness``       mean perceived luminance Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601 luma),
+                           on a 0..1 scale (0 = black, 1 = white)
+``image_contrast``         RMS contrast: standard deviation of Y on the 0..1 scale (0 = flat; a
+                           uniform luminance histogram gives 0.29, a half-black half-white image 0.5)
+``image_colourfulness``    Hasler & Suesstrunk (2003) colourfulness M on 0..255 pixel values, the
+                           paper's own scale, so its named levels apply directly:
+                           ``rg = R - G``, ``yb = (R + G) / 2 - B``,
+                           ``M = sqrt(sd(rg)^2 + sd(yb)^2) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2)``.
+                           0 for a gray image; pure red is 85.5.
+``image_sharpness``        variance of the 4-neighbour Laplacian of Y on 0..255 gray levels (squared
+                           gray levels), computed after a box-filter downscale to a shorter side of at
+                           most :data:`SHARPNESS_REFERENCE_SIDE` px, so large photos are judged at one
+                           reference scale. Higher = sharper. None for images under 3 px on a side.
+``image_is_grayscale``     the file is a grayscale format (mode L, 1, I, I;16, F...), or no pixel's
+                           channels differ by more than :data:`GRAYSCALE_TOLERANCE` levels
+=========================  ==========================================================================
+
+Cut points (:data:`BINS`; a value equal to a cut point goes to the upper group)
+------------------------------------------------------------------------------
+brightness : ``dark`` < 0.25 <= ``mid`` < 0.75 <= ``bright``
+    Quarters of the luminance range: a dark image has a mean luminance in the bottom quarter (under-exposed,
+    night), a bright one in the top quarter (over-exposed, white background).
+contrast : ``low`` < 0.10 <= ``normal`` < 0.30 <= ``high``
+    Under 0.10 the luminance spread is under a tenth of the range (fog, haze, flat or washed-out images);
+    0.30 is just above the 0.29 of a uniform histogram, so ``high`` means a strongly two-toned image
+    (hard shadows, text, line art). Typical photographs fall in between.
+colourfulness : ``muted`` < 33 <= ``moderate`` < 59 <= ``colourful``
+    Hasler & Suesstrunk's perceptual levels: not colourful 0, slightly 15, moderately 33, averagely 45,
+    quite 59, highly 82, extremely 109. ``muted`` = below "moderately colourful", ``colourful`` = "quite
+    colourful" or more.
+sharpness : ``blurry`` < 100 <= ``normal`` < 1000 <= ``sharp``
+    100 is the usual focus threshold for the variance of the Laplacian on 0..255 gray levels (Pech-Pacheco
+    et al. 2000, "Diatom autofocusing in brightfield microscopy"; widely used as the blur cut-off);
+    ``sharp`` = ten times that: dense fine detail or strong edges at the reference scale.
+width, height : ``small`` < 64 <= ``medium`` < 256 <= ``large`` (pixels)
+    Under 64 px a side is thumbnail scale (CIFAR's 32 px is about the least at which people still
+    recognise scenes, Torralba et al. 2008); 256 px is the usual resize before the 224 px crop of
+    ImageNet models.
+aspect ratio : ``portrait`` < 1/1.1 <= ``square`` <= 1.1 < ``landscape``
+    Within 10 % of square counts as square (4:3 and 3:4 are landscape and portrait).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+#: Original Pillow modes that make an image grayscale whatever its converted pixels.
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+#: Largest per-pixel channel difference (0..255 levels) still counted as gray (JPEG rounding noise).
+GRAYSCALE_TOLERANCE = 8
+
+#: Shorter side (px) above which an image is box-downscaled before measuring sharpness.
+SHARPNESS_REFERENCE_SIDE = 256
+
+#: Rows processed at once for the sums (keeps memory small on very large images).
+_CHUNK_PIXELS = 1 << 20
+
+#: Numeric pixel attributes, in contract order.
+NUMERIC_PROPERTIES = ("image_width", "image_height", "image_aspect_ratio", "image_brightness",
+                     "image_contrast", "image_colourfulness", "image_sharpness")
+
+#: Every pixel attribute column :func:`compute_image_properties` returns.
+PROPERTY_COLUMNS = NUMERIC_PROPERTIES + ("image_is_grayscale",)
+
+#: Fixed bins: column -> (cut points, group names); len(names) == len(cut points) + 1.
+BINS: dict[str, tuple[tuple[float, ...], tuple[str, ...]]] = {
+    "image_width": ((64, 256), ("small", "medium", "large")),
+    "image_height": ((64, 256), ("small", "medium", "large")),
+    "image_aspect_ratio": ((1 / 1.1, math.nextafter(1.1, math.inf)), ("portrait", "square", "landscape")),
+    "image_brightness": ((0.25, 0.75), ("dark", "mid", "bright")),
+    "image_contrast": ((0.10, 0.30), ("low", "normal", "high")),
+    "image_colourfulness": ((33.0, 59.0), ("muted", "moderate", "colourful")),
+    "image_sharpness": ((100.0, 1000.0), ("blurry", "normal", "sharp")),
+}
+
+#: Group columns :func:`bin_image_properties` adds.
+GROUP_COLUMNS = tuple(f"{name}_group" for name in BINS)
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+_LUMA32 = _LUMA.astype(np.float32)
+
+
+def compute_image_properties(rgb: np.ndarray, *, mode: str | None = None) -> dict:
+    """Pixel attributes of one image (see the module docstring for each definition).
+
+    Parameters
+    ----------
+    rgb : ndarray of uint8, shape (height, width, 3)
+    mode : str, optional
+        The file's original Pillow mode; a grayscale mode makes ``image_is_grayscale`` true.
+
+    Returns
+    -------
+    dict
+        ``image_width`` and ``image_height`` (int), ``image_aspect_ratio``, ``image_brightness``,
+        ``image_contrast``, ``image_colourfulness``, ``image_sharpness`` (float, or None when undefined)
+        and ``image_is_grayscale`` (bool).
+    """
+    array = np.asarray(rgb)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected an RGB array of shape (height, width, 3), got shape {array.shape}")
+    height, width = int(array.shape[0]), int(array.shape[1])
+    if height == 0 or width == 0:
+        raise ValueError(f"expected a non-empty image, got shape {array.shape}")
+
+    n = height * width
+    rows_per_chunk = max(1, _CHUNK_PIXELS // width)
+    sum_y = sum_y2 = 0.0
+    sum_rg = sum_rg2 = sum_yb = sum_yb2 = 0.0
+    max_spread = 0
+    luminance = np.empty((height, width), dtype=np.float32)
+    for start in range(0, height, rows_per_chunk):
+        raw = array[start:start + rows_per_chunk]
+        block = raw.astype(np.float32)
+        r, g, b = block[..., 0], block[..., 1], block[..., 2]
+        y = block @ _LUMA32
+        luminance[start:start + rows_per_chunk] = y
+        sum_y += float(y.sum(dtype=np.float64))
+        sum_y2 += float(np.einsum("ij,ij->", y, y, dtype=np.float64))
+        rg = r - g
+        yb = 0.5 * (r + g) - b
+        sum_rg += float(rg.sum(dtype=np.float64))
+        sum_rg2 += float(np.einsum("ij,ij->", rg, rg, dtype=np.float64))
+        sum_yb += float(yb.sum(dtype=np.float64))
+        sum_yb2 += float(np.einsum("ij,ij->", yb, yb, dtype=np.float64))
+        if max_spread <= GRAYSCALE_TOLERANCE:
+            # |R-B| <= |R-G| + |G-B|, and the largest channel difference is one of the three
+            spread = max(float(np.abs(rg).max()), float(np.abs(g - b).max()), float(np.abs(r - b).max()))
+            max_spread = max(max_spread, spread)
+
+    mean_y = sum_y / n
+    var_y = max(sum_y2 / n - mean_y ** 2, 0.0)
+    mean_rg, mean_yb = sum_rg / n, sum_yb / n
+    var_rg = max(sum_rg2 / n - mean_rg ** 2, 0.0)
+    var_yb = max(sum_yb2 / n - mean_yb ** 2, 0.0)
+    colourfulness = math.sqrt(var_rg + var_yb) + 0.3 * math.sqrt(mean_rg ** 2 + mean_yb ** 2)
+
+    return {
+        "image_width": width,
+        "image_height": height,
+        "image_aspect_ratio": width / height,
+        "image_brightness": _clean(mean_y / 255.0, 0.0, 1.0),
+        "image_contrast": _clean(math.sqrt(var_y) / 255.0, 0.0, 0.5),
+        "image_colourfulness": _clean(colourfulness, 0.0, None),
+        "image_sharpness": _sharpness(luminance),
+        "image_is_grayscale": bool((mode in GRAYSCALE_MODES) or max_spread <= GRAYSCALE_TOLERANCE),
+    }
+
+
+def _clean(value: float, low: float | None, high: float | None) -> float:
+    """Remove float round-off just outside the attribute's range (e.g. -1e-17 for a flat image)."""
+    if low is not None and value < low:
+        value = low
+    if high is not None and value > high:
+        value = high
+    return float(value)
+
+
+def _sharpness(luminance: np.ndarray) -> float | None:
+    height, width = luminance.shape
+    shorter = min(height, width)
+    if shorter > SHARPNESS_REFERENCE_SIDE:
+        scale = SHARPNESS_REFERENCE_SIDE / shorter
+        size = (max(3, round(width * scale)), max(3, round(height * scale)))
+        luminance = np.asarray(Image.fromarray(luminance, mode="F").resize(size, Image.Resampling.BOX),
+                               dtype=np.float32)
+    if min(luminance.shape) < 3:
+        return None
+    y = luminance.astype(np.float64)
+    laplacian = (y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4.0 * y[1:-1, 1:-1])
+    return float(laplacian.var())
+
+
+def bin_image_properties(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy of ``frame`` with a ``<name>_group`` column for every numeric pixel attribute present.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Holds some or all of :data:`NUMERIC_PROPERTIES` (e.g. one row per image from
+        :func:`compute_image_properties`).
+
+    Returns
+    -------
+    DataFrame
+        ``frame`` plus string columns ``image_brightness_group`` (``dark``/``mid``/``bright``),
+        ``image_contrast_group`` (``low``/``normal``/``high``), ``image_colourfulness_group``
+        (``muted``/``moderate``/``colourful``), ``image_sharpness_group`` (``blurry``/``normal``/``sharp``),
+        ``image_width_group`` and ``image_height_group`` (``small``/``medium``/``large``) and
+        ``image_aspect_ratio_group`` (``portrait``/``square``/``landscape``), with the fixed cut points of
+        :data:`BINS`. A missing value gives None (the ``<missing>`` group downstream).
+        ``image_is_grayscale`` stays boolean.
+    """
+    result = frame.copy()
+    for name, (cuts, labels) in BINS.items():
+        if name not in result.columns:
+            continue
+        result[f"{name}_group"] = bin_values(result[name], name)
+    return result
+
+
+def bin_values(values, name: str) -> pd.Series:
+    """Group names of ``values`` for the attribute ``name`` (cut points :data:`BINS`); None where missing."""
+    cuts, labels = BINS[name]
+    series = pd.Series(values)
+    numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+    index = np.searchsorted(np.asarray(cuts, dtype=np.float64), numbers, side="right")
+    out = np.asarray(labels, dtype=object)[np.clip(index, 0, len(labels) - 1)]
+    out[~np.isfinite(numbers)] = None
+    return pd.Series(out, index=series.index, dtype=object, name=f"{name}_group")

@@ -1,0 +1,272 @@
+"""Near-duplicate search that scales: hash buckets for 64-bit hashes, a nearest-neighbour index for embeddings.
+
+Nothing here builds an all-pairs matrix. Memory is a small constant per image (the hashes themselves, a
+sort order and one band key per band pass) plus the pairs found.
+
+Multi-index hashing (:func:`find_near_duplicate_pairs`)
+    The 64 bits are split into ``max_distance + 1`` contiguous bands. Two hashes within Hamming distance
+    ``max_distance`` differ in at most ``max_distance`` bits, so by the pigeonhole principle at least one
+    band is identical in both: bucketing the hashes by each band's value and comparing only hashes that
+    share a bucket finds *every* pair within ``max_distance`` (recall 1 by construction). A pair that
+    shares several bands is found several times and reported once. The cost is the number of hashes that
+    share a bucket: for uniformly spread hashes about ``bands * n**2 / 2**(64 / bands + 1)`` comparisons, so
+    small ``max_distance`` (long bands) is cheap even at millions of hashes, while a large one on a large
+    data set approaches an all-pairs scan (done in bounded chunks, never as a matrix).
+Embedding neighbours (:func:`find_embedding_neighbours`)
+    Cosine similarity of L2-normalised embeddings; exact k-nearest-neighbour search with faiss
+    (``IndexFlatIP``) when ``faiss`` is importable, else scikit-learn's ``NearestNeighbors``, in chunks of
+    queries.
+Connected components (:func:`connected_components`)
+    Union-find over the links (scipy's sparse graph routine), giving each set of linked images one id.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+
+ERROR_HASHES_NOT_1D = ("near-duplicate search expects a 1-D array of 64-bit hashes (uint64), got shape {shape}: "
+                       "pass one hash per image")
+ERROR_MAX_DISTANCE = "max_distance must be an integer from 0 to 63, got {value!r}"
+ERROR_EMBEDDINGS_SHAPE = ("embeddings must be a 2-D float array (images x dimensions) without NaN or inf, got "
+                          "shape {shape}: pass one embedding row per image")
+ERROR_K = "k must be a positive integer, got {value!r}"
+ERROR_THRESHOLD = "threshold must be a cosine similarity between -1 and 1, got {value!r}"
+
+#: Candidate pairs compared per step; bounds the working memory of the bucket scan (~40 bytes a pair).
+_PAIR_CHUNK = 4_000_000
+
+
+@dataclass(frozen=True)
+class HashPairs:
+    """Pairs of hashes within a Hamming distance.
+
+    Attributes
+    ----------
+    i, j : ndarray of int64
+        Row positions of the two hashes, ``i < j``, sorted by ``(i, j)``; each pair once.
+    distance : ndarray of int64
+        Hamming distance (number of differing bits, 0..64) of each pair.
+    n_candidates : int
+        Number of same-bucket comparisons made (a measure of the work done).
+    """
+
+    i: np.ndarray
+    j: np.ndarray
+    distance: np.ndarray
+    n_candidates: int
+
+    def __len__(self) -> int:
+        return int(self.i.size)
+
+
+@dataclass(frozen=True)
+class EmbeddingNeighbours:
+    """Nearest neighbours of every embedding by cosine similarity.
+
+    Attributes
+    ----------
+    i, j : ndarray of int64
+        Pairs with cosine similarity at least ``threshold`` among each row's ``k`` nearest neighbours,
+        ``i < j``, each pair once.
+    similarity : ndarray of float64
+        Cosine similarity of each pair (1 = same direction).
+    mean_distance : ndarray of float64, shape (n,)
+        Mean cosine distance (1 - similarity) of each row to its ``k`` nearest other rows (fewer when the
+        data set has fewer rows); the outlier score is built on it.
+    """
+
+    i: np.ndarray
+    j: np.ndarray
+    similarity: np.ndarray
+    mean_distance: np.ndarray
+
+
+def _band_masks(n_bands: int) -> list[tuple[int, np.uint64]]:
+    """(shift, mask) of each of ``n_bands`` contiguous bands covering the 64 bits as evenly as possible."""
+    sizes = [64 // n_bands + (1 if b < 64 % n_bands else 0) for b in range(n_bands)]
+    bands, shift = [], 0
+    for size in sizes:
+        bands.append((shift, np.uint64((1 << size) - 1)))
+        shift += size
+    return bands
+
+
+def _validate_hashes(hashes) -> np.ndarray:
+    array = np.asarray(hashes)
+    if array.ndim != 1:
+        raise ValueError(ERROR_HASHES_NOT_1D.format(shape=array.shape))
+    return array.astype(np.uint64, copy=False)
+
+
+def find_near_duplicate_pairs(hashes, *, max_distance: int) -> HashPairs:
+    """Every pair of 64-bit hashes within Hamming distance ``max_distance``, by multi-index hashing.
+
+    Parameters
+    ----------
+    hashes : array-like of uint64, shape (n,)
+        One hash per image (e.g. the ``phash`` column).
+    max_distance : int
+        Largest Hamming distance (0..63) reported. The hash bits are split into ``max_distance + 1`` bands;
+        see the module docstring for why this finds every pair and what it costs.
+
+    Returns
+    -------
+    HashPairs
+        The pairs ``i < j`` with their distances, sorted, each pair once.
+    """
+    if isinstance(max_distance, bool) or not isinstance(max_distance, (int, np.integer)) \
+            or not 0 <= max_distance <= 63:
+        raise ValueError(ERROR_MAX_DISTANCE.format(value=max_distance))
+    hashes = _validate_hashes(hashes)
+    n = hashes.size
+    found_i, found_j, found_d = [], [], []
+    n_candidates = 0
+    for shift, mask in _band_masks(int(max_distance) + 1):
+        keys = (hashes >> np.uint64(shift)) & mask
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        # Items sharing a bucket are contiguous in sorted order; compare each with the next ``offset``-th item
+        # while they still share a bucket. ``active`` holds the start positions whose bucket is long enough.
+        boundaries = np.flatnonzero(np.diff(sorted_keys)) + 1
+        starts = np.concatenate(([0], boundaries))
+        ends = np.concatenate((boundaries, [n]))
+        sizes = ends - starts
+        if n == 0 or sizes.max() < 2:
+            continue
+        bucket_end = np.repeat(ends, sizes)  # end (exclusive) of each sorted position's bucket
+        positions = np.flatnonzero(bucket_end - np.arange(n) > 1)  # positions with a later bucket mate
+        offset = 1
+        while positions.size:
+            # Chunk positions so one step never holds more than _PAIR_CHUNK candidates.
+            for start in range(0, positions.size, _PAIR_CHUNK):
+                first = positions[start:start + _PAIR_CHUNK]
+                a = order[first]
+                b = order[first + offset]
+                distance = np.bitwise_count(hashes[a] ^ hashes[b])
+                n_candidates += first.size
+                keep = distance <= max_distance
+                if keep.any():
+                    a, b = a[keep], b[keep]
+                    found_i.append(np.minimum(a, b))
+                    found_j.append(np.maximum(a, b))
+                    found_d.append(distance[keep])
+            offset += 1
+            positions = positions[bucket_end[positions] - positions > offset]
+    if not found_i:
+        empty = np.zeros(0, dtype=np.int64)
+        return HashPairs(empty, empty.copy(), empty.copy(), n_candidates)
+    i = np.concatenate(found_i).astype(np.int64)
+    j = np.concatenate(found_j).astype(np.int64)
+    d = np.concatenate(found_d).astype(np.int64)
+    # A pair sharing several bands was found once per band: keep one.
+    key = i * np.int64(max(n, 1)) + j
+    key, first = np.unique(key, return_index=True)
+    return HashPairs(i[first], j[first], d[first], n_candidates)
+
+
+def _normalise(embeddings) -> np.ndarray:
+    array = np.asarray(embeddings, dtype=np.float32)
+    if array.ndim != 2 or array.shape[0] == 0 or not np.isfinite(array).all():
+        raise ValueError(ERROR_EMBEDDINGS_SHAPE.format(shape=array.shape))
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return np.ascontiguousarray(array / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+def _knn_search(unit: np.ndarray, k: int, chunk: int):
+    """(similarities, indices) of the ``k + 1`` nearest rows of each row (itself included), chunked."""
+    n = unit.shape[0]
+    kk = min(k + 1, n)
+    try:
+        import faiss  # optional, fast exact inner-product search
+
+        index = faiss.IndexFlatIP(unit.shape[1])
+        index.add(unit)
+        search = lambda q: index.search(q, kk)  # noqa: E731
+    except ImportError:
+        from sklearn.neighbors import NearestNeighbors
+
+        model = NearestNeighbors(n_neighbors=kk, metric="cosine").fit(unit)
+
+        def search(q):
+            dist, idx = model.kneighbors(q)
+            return 1.0 - dist, idx
+    sims, idxs = [], []
+    for start in range(0, n, chunk):
+        s, i = search(unit[start:start + chunk])
+        sims.append(np.asarray(s, dtype=np.float64))
+        idxs.append(np.asarray(i, dtype=np.int64))
+    return np.concatenate(sims), np.concatenate(idxs)
+
+
+def find_embedding_neighbours(embeddings, *, k: int = 10, threshold: float = 0.95,
+                              chunk_size: int = 4096) -> EmbeddingNeighbours:
+    """Near-duplicate pairs and neighbour distances from embeddings (cosine similarity).
+
+    Parameters
+    ----------
+    embeddings : array-like of float, shape (n, d)
+        One embedding per image (e.g. the model's penultimate layer).
+    k : int
+        Neighbours searched per row; pairs beyond a row's ``k`` nearest are not reported.
+    threshold : float
+        Smallest cosine similarity of a reported pair.
+    chunk_size : int
+        Rows queried per step (bounds the working memory to ``chunk_size * (k + 1)`` results).
+
+    Returns
+    -------
+    EmbeddingNeighbours
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(ERROR_K.format(value=k))
+    if not -1.0 <= float(threshold) <= 1.0:
+        raise ValueError(ERROR_THRESHOLD.format(value=threshold))
+    unit = _normalise(embeddings)
+    n = unit.shape[0]
+    sims, idxs = _knn_search(unit, int(k), int(chunk_size))
+    rows = np.repeat(np.arange(n), idxs.shape[1]).reshape(idxs.shape)
+    other = (idxs != rows) & (idxs >= 0)
+    # Mean distance to the k nearest *other* rows (a row's own entry is dropped; exact copies of it are not).
+    counts = np.maximum(other.sum(axis=1), 1)
+    dist = np.where(other, 1.0 - np.clip(sims, -1.0, 1.0), 0.0)
+    # When a row was not returned as its own first neighbour (ties), k+1 others came back: use the k nearest.
+    extra = other.sum(axis=1) > k
+    if extra.any():
+        dist[extra, -1] = 0.0
+        counts[extra] = k
+    mean_distance = dist.sum(axis=1) / counts
+    if n == 1:
+        mean_distance = np.zeros(1)
+    close = other & (sims >= threshold)
+    a, b = rows[close], idxs[close]
+    s = sims[close]
+    i, j = np.minimum(a, b), np.maximum(a, b)
+    key = i * np.int64(n) + j
+    key, first = np.unique(key, return_index=True)
+    return EmbeddingNeighbours(i[first], j[first], s[first], mean_distance)
+
+
+def connected_components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Component id of each of ``n`` items linked by pairs ``(i, j)``; -1 for items with no link.
+
+    Ids are 0, 1, 2, ... in order of each component's smallest member, so they are stable for a given input.
+    """
+    i = np.asarray(i, dtype=np.int64)
+    j = np.asarray(j, dtype=np.int64)
+    labels = np.full(n, -1, dtype=np.int64)
+    if i.size == 0:
+        return labels
+    graph = sparse.coo_matrix((np.ones(i.size, dtype=np.int8), (i, j)), shape=(n, n)).tocsr()
+    _, component = csgraph.connected_components(graph, directed=False)
+    linked = np.zeros(n, dtype=bool)
+    linked[i] = True
+    linked[j] = True
+    # Renumber linked components by their smallest member.
+    members = np.flatnonzero(linked)
+    _, first_index, inverse = np.unique(component[members], return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(members[first_index]))
+    labels[members] = rank[inverse]
+    return labels

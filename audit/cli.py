@@ -1,0 +1,234 @@
+"""Command line: ``python -m audit run | label-noise | report | gate`` (also installed as ``imagefair``).
+
+Exit codes (contract): 0 success, 1 policy failed (gate), 2 bad input or error, with one clear line on
+stderr. A run whose analyses partly failed still exits 0 and lists them in ``audit.json`` ``errors``.
+Set ``IMAGEFAIR_DEBUG=1`` to see the traceback of an unexpected error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+EXIT_OK = 0
+EXIT_POLICY_FAILED = 1
+EXIT_ERROR = 2
+
+ERROR_INTERNAL = ("internal error: {error} (this is a bug in imagefair; rerun with IMAGEFAIR_DEBUG=1 for details "
+                  "and report it)")
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagefair",
+        description="Audit an image-classification dataset and a pretrained model for bias, fairness and label "
+                    "quality. Every command reads or writes one audit folder (see docs/audit-folder.md).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="audit images + labels (+ attributes, + a model) into an audit folder",
+                              description="Audit a dataset (and optionally a model) and write the audit folder.")
+    data = run.add_argument_group("data")
+    data.add_argument("--data", required=True, metavar="PATH",
+                      help="an ImageFolder root (root/<class>/* or root/<split>/<class>/*) or a CSV/Parquet "
+                           "manifest with a path column (relative to the manifest) and a label column")
+    data.add_argument("--out", required=True, metavar="DIR", help="audit folder to write (created if missing; "
+                      "other files in it are kept)")
+    data.add_argument("--label-column", default="label", metavar="COL", help="manifest column with the class "
+                      "name (default: label)")
+    data.add_argument("--group-by", type=_comma_list, default=None, metavar="COL,...",
+                      help="attribute columns to analyse as groups (default: every non-reserved column with at "
+                           "most 50 distinct values)")
+    data.add_argument("--attributes", default=None, metavar="FILE",
+                      help="CSV/Parquet attribute table joined to the data by id (or path)")
+    data.add_argument("--reference", default=None, metavar="FILE",
+                      help="CSV attribute,group,expected_share: reference proportions to compare group shares with")
+    model = run.add_argument_group("model (optional: give --model or --predictions)")
+    model.add_argument("--model", default=None, metavar="FILE",
+                       help="TorchScript (.pt), ONNX (.onnx) or state_dict checkpoint (with --arch)")
+    model.add_argument("--arch", default=None, metavar="NAME",
+                       help="registered architecture of a state_dict checkpoint (cifar_resnet20/32/44/56)")
+    model.add_argument("--preprocess", default=None, metavar="FILE",
+                       help="model.json sidecar with classes and preprocessing (overrides the one beside the model)")
+    model.add_argument("--class-map", default=None, metavar="FILE",
+                       help="CSV model_class,dataset_class where the model's class names differ from the data's")
+    model.add_argument("--predictions", default=None, metavar="FILE",
+                       help="CSV/Parquet with an id or path column and one column per class, or NPY (N, K) in "
+                            "manifest row order")
+    model.add_argument("--predictions-kind", default="auto", choices=("auto", "probabilities", "logits"),
+                       help="auto: rows in [0, 1] summing to 1 are probabilities, anything else logits")
+    settings = run.add_argument_group("settings")
+    settings.add_argument("--policy", default=None, metavar="FILE", help="TOML policy: record a pass/fail verdict")
+    settings.add_argument("--min-group-size", type=int, default=30, metavar="N",
+                          help="groups with fewer images get insufficient_evidence (default 30)")
+    settings.add_argument("--max-ci-width", type=float, default=0.3, metavar="W",
+                          help="intervals wider than this get insufficient_evidence too (default 0.3)")
+    settings.add_argument("--max-intersection-depth", type=int, default=2, choices=(1, 2, 3),
+                          help="intersections of up to this many attributes (default 2)")
+    settings.add_argument("--n-bootstrap", type=int, default=1000, metavar="B", help="bootstrap replicates (1000)")
+    settings.add_argument("--seed", type=int, default=0, help="seed of every random step (0)")
+    settings.add_argument("--correction", default="holm", choices=("holm", "bh"),
+                          help="multiple-comparison control: holm (family-wise error) or bh (false discovery rate)")
+    settings.add_argument("--label-noise-source", default="model", choices=("model", "probe"),
+                          help="probabilities for label noise: the model's, or an out-of-sample logistic-regression "
+                               "probe on its embeddings (use probe when the model was trained on this data)")
+    settings.add_argument("--cache-dir", default=None, metavar="DIR",
+                          help="inference cache (default $IMAGEFAIR_CACHE_DIR or ~/.cache/imagefair)")
+    settings.add_argument("--no-cache", action="store_true", help="do not read or write the inference cache")
+    settings.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    noise = commands.add_parser("label-noise", help="label-noise audit from labels + probabilities (no images)",
+                                description="Estimate label noise by confident learning from labels and "
+                                            "predicted probabilities, and write an audit folder.")
+    noise.add_argument("--labels", required=True, metavar="FILE",
+                       help="NPY of class indices, or CSV/Parquet with id,label")
+    noise.add_argument("--predictions", required=True, metavar="FILE",
+                       help="NPY (N, K) or CSV/Parquet with id and one column per class")
+    noise.add_argument("--out", required=True, metavar="DIR")
+    noise.add_argument("--classes", default=None, metavar="FILE", help="text file, one class name a line")
+    noise.add_argument("--attributes", default=None, metavar="FILE", help="CSV/Parquet with id and attribute columns")
+    noise.add_argument("--predictions-kind", default="auto", choices=("auto", "probabilities", "logits"))
+    noise.add_argument("--min-group-size", type=int, default=30, metavar="N")
+    noise.add_argument("--policy", default=None, metavar="FILE")
+
+    report = commands.add_parser("report", help="render an audit folder as PDF, HTML or Markdown")
+    report.add_argument("dir", metavar="DIR")
+    report.add_argument("--format", required=True, choices=("pdf", "html", "md"))
+    report.add_argument("--out", default=None, metavar="FILE", help="default DIR/report.<ext>")
+    report.add_argument("--no-thumbnails", action="store_true", help="leave out every image (no faces shown)")
+
+    gate = commands.add_parser("gate", help="check an audit folder against a policy; exit 0 pass, 1 fail, 2 error")
+    gate.add_argument("dir", metavar="DIR")
+    gate.add_argument("--policy", required=True, metavar="FILE")
+    gate.add_argument("--format", default="text", choices=("text", "md"))
+    gate.add_argument("--json", default=None, metavar="FILE", help="also write the verdict as JSON")
+    gate.add_argument("--strict", action="store_true", help="INSUFFICIENT_EVIDENCE fails the gate too")
+    return parser
+
+
+def _progress_bar(quiet: bool):
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    bars: dict = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            bars.clear()
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="img" if total > 1 else "", file=sys.stderr,
+                                     leave=False, disable=None)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return progress
+
+
+def _command_run(args) -> int:
+    from audit.config import AuditConfig
+    from audit.pipeline import run_audit
+    from audit.report.writer import write_audit_folder
+
+    config = AuditConfig(
+        data=args.data, label_column=args.label_column, group_by=args.group_by, attributes_file=args.attributes,
+        reference_file=args.reference, model=args.model, arch=args.arch, preprocess_file=args.preprocess,
+        class_map_file=args.class_map, predictions=args.predictions, predictions_kind=args.predictions_kind,
+        policy_file=args.policy, min_group_size=args.min_group_size, max_ci_width=args.max_ci_width,
+        max_intersection_depth=args.max_intersection_depth, n_bootstrap=args.n_bootstrap, seed=args.seed,
+        correction=args.correction, label_noise_source=args.label_noise_source, cache_dir=args.cache_dir,
+        use_cache=not args.no_cache)
+    result = run_audit(config, progress=_progress_bar(args.quiet))
+    folder = write_audit_folder(args.out, audit=result.audit, images=result.images,
+                                group_metrics=result.group_metrics, probabilities=result.probabilities)
+    print(render_summary(result.audit, folder))
+    return EXIT_OK
+
+
+def render_summary(audit: dict, folder) -> str:
+    """The few lines printed after a run: sizes, headline figures, findings, errors, where the files are."""
+    dataset = audit["dataset"]
+    lines = [f"audit written to {folder}",
+             f"  images: {dataset['n_images']} ({dataset['n_skipped']} skipped), classes: {dataset['n_classes']}, "
+             f"group attributes: {', '.join(dataset['group_attributes']) or 'none'}"]
+    model = audit.get("model")
+    if model:
+        lines.append(f"  model: {model['kind']} {model.get('source', '')}"
+                     + (" (inference from cache)" if model.get("from_cache") else ""))
+    for finding in audit.get("findings", [])[:6]:
+        lines.append(f"  - {finding}")
+    for error in audit.get("errors", []):
+        lines.append(f"  ! analysis {error['analysis']} failed: {error['message']}")
+    verdict = audit.get("verdict")
+    if verdict:
+        lines.append(f"  verdict: {verdict['status']}")
+    return "\n".join(lines)
+
+
+def _command_label_noise(args) -> int:
+    from audit.label_noise_audit import run_label_noise_audit
+    from audit.report.writer import write_audit_folder
+
+    result = run_label_noise_audit(labels_file=args.labels, predictions_file=args.predictions,
+                                   classes_file=args.classes, attributes_file=args.attributes,
+                                   predictions_kind=args.predictions_kind, min_group_size=args.min_group_size,
+                                   policy_file=args.policy)
+    folder = write_audit_folder(args.out, audit=result.audit, images=result.images,
+                                group_metrics=result.group_metrics, probabilities=result.probabilities)
+    print(render_summary(result.audit, folder))
+    return EXIT_OK
+
+
+def _command_report(args) -> int:
+    from audit.report.render import render_report
+
+    path = render_report(args.dir, format=args.format, out=args.out, thumbnails=not args.no_thumbnails)
+    print(f"report written to {path}")
+    return EXIT_OK
+
+
+def _command_gate(args) -> int:
+    from audit.gate import run_gate
+
+    return run_gate(args.dir, policy_file=args.policy, output_format=args.format, json_file=args.json,
+                    strict=args.strict)
+
+
+COMMANDS = {"run": _command_run, "label-noise": _command_label_noise, "report": _command_report,
+            "gate": _command_gate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m audit`` and ``imagefair``; returns the exit code."""
+    from audit.errors import AuditError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except AuditError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    except (OSError, MemoryError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as error:  # noqa: BLE001 - never a raw traceback for the user
+        if os.environ.get("IMAGEFAIR_DEBUG"):
+            traceback.print_exc()
+        print(ERROR_INTERNAL.format(error=f"{type(error).__name__}: {error}"), file=sys.stderr)
+        return EXIT_ERROR
+
+
+def main_exit() -> None:
+    """Console-script entry point (``imagefair``)."""
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Settings of one audit run (everything the CLI and the app can set)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ERROR_MIN_GROUP_SIZE = "--min-group-size must be a positive integer, got {value!r}"
+ERROR_CONFIDENCE_LEVEL = "confidence level must be strictly between 0 and 1, got {value!r}"
+ERROR_MODEL_AND_PREDICTIONS = "give either --model or --predictions, not both"
+ERROR_PREDICTIONS_KIND = "--predictions-kind must be auto, probabilities or logits, got {value!r}"
+ERROR_LABEL_NOISE_SOURCE = "--label-noise-source must be model or probe, got {value!r}"
+ERROR_MAX_DEPTH = "--max-intersection-depth must be 1, 2 or 3, got {value!r}"
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything that decides an audit's numbers; recorded in ``provenance.settings``.
+
+    Attributes
+    ----------
+    data : str
+        ImageFolder root, or a CSV/Parquet manifest.
+    label_column : str
+        Manifest column holding the class name.
+    group_by : tuple of str or None
+        Group attributes; None = every non-reserved column with at most ``max_group_values`` values.
+    attributes_file, reference_file : str or None
+        Extra attribute table joined by id/path; reference proportions ``attribute,group,expected_share``.
+    model, arch, preprocess_file, class_map_file : str or None
+        Model file and how to read it (``contract.md``: model sidecar).
+    predictions, predictions_kind : str or None, str
+        A predictions file instead of a model.
+    min_group_size : int
+        Groups smaller than this are ``insufficient_evidence``.
+    max_ci_width : float
+        Intervals wider than this are ``insufficient_evidence`` too.
+    confidence_level : float
+        Coverage of every interval; the tests' level is ``1 - confidence_level``.
+    max_intersection_depth : int
+        1 = single attributes, 2 = also pairs (default), 3 = also triples.
+    n_bootstrap, seed : int
+        Bootstrap replicates and the seed of every random step.
+    correction : str
+        Multiple-comparison control: ``holm`` (family-wise) or ``bh`` (false discovery rate).
+    label_noise_source : str
+        ``model`` = the model's probabilities; ``probe`` = out-of-sample probabilities of a K-fold
+        logistic-regression probe on the model's embeddings (for a model trained on the audited data).
+    max_pixels : int
+        Images with more pixels are skipped (decompression-bomb guard).
+    cache_dir : str or None
+        Where inference results are cached (None = ``$IMAGEFAIR_CACHE_DIR`` or ``~/.cache/imagefair``);
+        ``use_cache=False`` disables the cache.
+    """
+
+    data: str
+    label_column: str = "label"
+    group_by: tuple[str, ...] | None = None
+    attributes_file: str | None = None
+    reference_file: str | None = None
+    model: str | None = None
+    arch: str | None = None
+    preprocess_file: str | None = None
+    class_map_file: str | None = None
+    predictions: str | None = None
+    predictions_kind: str = "auto"
+    policy_file: str | None = None
+    min_group_size: int = 30
+    max_ci_width: float = 0.3
+    confidence_level: float = 0.95
+    max_intersection_depth: int = 2
+    n_bootstrap: int = 1000
+    seed: int = 0
+    correction: str = "holm"
+    label_noise_source: str = "model"
+    max_pixels: int = 40_000_000
+    batch_size: int = 128
+    cache_dir: str | None = None
+    use_cache: bool = True
+
+    def check(self) -> None:
+        """Validate the settings; raise :class:`~audit.errors.InputError` naming the bad one."""
+        from audit.errors import InputError
+
+        if not isinstance(self.min_group_size, int) or self.min_group_size < 1:
+            raise InputError(ERROR_MIN_GROUP_SIZE.format(value=self.min_group_size))
+        if not 0 < self.confidence_level < 1:
+            raise InputError(ERROR_CONFIDENCE_LEVEL.format(value=self.confidence_level))
+        if self.model and self.predictions:
+            raise InputError(ERROR_MODEL_AND_PREDICTIONS)
+        if self.predictions_kind not in ("auto", "probabilities", "logits"):
+            raise InputError(ERROR_PREDICTIONS_KIND.format(value=self.predictions_kind))
+        if self.label_noise_source not in ("model", "probe"):
+            raise InputError(ERROR_LABEL_NOISE_SOURCE.format(value=self.label_noise_source))
+        if self.max_intersection_depth not in (1, 2, 3):
+            raise InputError(ERROR_MAX_DEPTH.format(value=self.max_intersection_depth))
+
+    def settings(self) -> dict:
+        """The settings as recorded in ``provenance.settings`` (paths resolved to absolute strings)."""
+        values = asdict(self)
+        for key in ("data", "attributes_file", "reference_file", "model", "preprocess_file", "class_map_file",
+                    "predictions", "policy_file"):
+            if values[key]:
+                values[key] = str(Path(values[key]).resolve())
+        if values["group_by"] is not None:
+            values["group_by"] = list(values["group_by"])
+        return values

@@ -1,0 +1,385 @@
+"""Read a file of model outputs (``--predictions``) and line it up with the data set table.
+
+Accepted files:
+
+- CSV or Parquet with a key column, ``id`` (matched against the table's ``id``) or else ``path``, and one
+  numeric column per class, named exactly as the class. A ``path`` may be absolute, relative to the
+  predictions file's folder, relative to the data root, or the string the table's ``id`` holds (for
+  manifests without ids that is the path relative to the data root). Columns named ``label``, ``split``,
+  ``row`` or ``content_hash`` (and ``path`` when ``id`` is the key) are ignored; any other column that is not
+  a class is an error, because it is most likely a misspelt class. Rows that match no image of the table
+  are ignored and counted in the message (the table may have left out undecodable images).
+- NPY ``(N, K)`` (``allow_pickle=False``), columns in class order, rows in table order; when ``N`` is
+  larger than the table and the table's ``row`` column (position in the source manifest) fits inside
+  ``N``, rows are taken by ``row`` (the file was written for the whole manifest, some images were left out).
+
+``kind``: ``"probabilities"`` requires every row to lie in [0, 1] and sum to 1 within 1e-4; ``"logits"``
+applies a softmax; ``"auto"`` reads the values as probabilities when every used row passes that test and as
+logits otherwise, and says which in the result's ``message``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from audit.errors import InputError
+from audit.model.inference import softmax
+
+__all__ = ["PredictionsResult", "load_predictions", "PREDICTION_KINDS", "SUM_TOLERANCE"]
+
+PREDICTION_KINDS = ("auto", "probabilities", "logits")
+#: Rows whose values lie in [0, 1] and sum to 1 within this are probabilities.
+SUM_TOLERANCE = 1e-4
+_IGNORED_COLUMNS = ("label", "split", "row", "content_hash")
+
+ERROR_PREDICTIONS_NOT_FOUND = "Predictions file {file} does not exist or is not a file. Check the --predictions path."
+ERROR_PREDICTIONS_FORMAT = (
+    "Predictions file {file} has an unsupported extension '{suffix}'. Use .csv, .parquet or .npy."
+)
+ERROR_PREDICTIONS_KIND = "--predictions-kind must be one of auto, probabilities, logits; got '{kind}'."
+ERROR_PREDICTIONS_UNREADABLE = "Cannot read the predictions file {file}: {reason}."
+ERROR_PREDICTIONS_NPY_SHAPE = (
+    "Predictions file {file} must hold a 2-D numeric array (rows = images, columns = classes); found "
+    "shape {shape} and dtype {dtype}."
+)
+ERROR_PREDICTIONS_N_COLUMNS = (
+    "Predictions file {file} has {found} columns, but the data set has {n} classes ({classes}). Give one "
+    "column per class, in class order."
+)
+ERROR_PREDICTIONS_N_ROWS = (
+    "Predictions file {file} has {found} rows, but the data set has {n} images. Give one row per image, in "
+    "the data set's row order, or use a CSV/Parquet file with an id or path column."
+)
+ERROR_PREDICTIONS_NO_KEY = (
+    "Predictions file {file} has neither an 'id' nor a 'path' column, so its rows cannot be matched to "
+    "images. Add one of them (or use a .npy file in data set row order)."
+)
+ERROR_PREDICTIONS_MISSING_CLASS = (
+    "Predictions file {file} has no column for the class '{name}'. Give one column per class, named exactly "
+    "as the class ({classes})."
+)
+ERROR_PREDICTIONS_UNKNOWN_CLASS = (
+    "Predictions file {file} has a column '{column}', which is not a class of the data set (unknown "
+    "label/class; classes: {classes}). Rename it to the right class or remove it."
+)
+ERROR_PREDICTIONS_NOT_NUMERIC = (
+    "Predictions file {file}, row {row}, column '{column}': '{value}' is not a number."
+)
+ERROR_PREDICTIONS_NOT_FINITE = (
+    "Predictions file {file}, row {row}{where}: the value in column '{column}' is {value}. Every "
+    "prediction must be a finite number."
+)
+ERROR_PREDICTIONS_EMPTY_KEY = "Predictions file {file}, row {row}: the '{column}' value is empty."
+ERROR_PREDICTIONS_DUPLICATE = (
+    "Predictions file {file} gives two predictions for the same image: rows {first} and {second} "
+    "('{column}' = '{value}'). Keep one row per image."
+)
+ERROR_PREDICTIONS_MISSING_ROW = (
+    "Predictions file {file} has no prediction for {n_missing} image(s) of the data set, the first being "
+    "id '{id}' (path {path}). Give a row for every image."
+)
+ERROR_PREDICTIONS_NOT_PROBABILITIES = (
+    "Predictions file {file}, row {row}{where}: values must lie in [0, 1] and sum to 1 (within 1e-4) for "
+    "--predictions-kind probabilities, but they sum to {total:.6g} (min {low:.6g}, max {high:.6g}). Use "
+    "--predictions-kind logits if these are raw scores."
+)
+
+MESSAGE_AUTO_PROBABILITIES = (
+    "--predictions-kind auto: every row of {file} lies in [0, 1] and sums to 1 (within 1e-4), so the values "
+    "were read as probabilities."
+)
+MESSAGE_AUTO_LOGITS = (
+    "--predictions-kind auto: row {row}{where} of {file} does not lie in [0, 1] summing to 1 (within 1e-4), "
+    "so the values were read as logits and converted with a softmax."
+)
+MESSAGE_GIVEN = "--predictions-kind {kind}: the values of {file} were read as {kind}{extra}."
+
+
+@dataclass(frozen=True)
+class PredictionsResult:
+    """Predictions lined up with the data set table.
+
+    Attributes
+    ----------
+    probabilities : numpy.ndarray
+        ``(n_images, n_classes)`` float32, row ``i`` = table row ``i``, columns in ``classes`` order, each
+        row summing to 1.
+    kind_used : str
+        ``"probabilities"`` or ``"logits"`` (softmax applied).
+    message : str
+        What was done, in one or two sentences (which kind was chosen, rows ignored).
+    """
+
+    probabilities: np.ndarray
+    kind_used: str
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"kind_used": self.kind_used, "message": self.message,
+                "n_images": int(self.probabilities.shape[0]), "n_classes": int(self.probabilities.shape[1])}
+
+
+def _short(names) -> str:
+    names = [str(n) for n in names]
+    return ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+
+
+def _read_npy(path: Path, source: str, table: pd.DataFrame, classes: tuple) -> tuple[np.ndarray, np.ndarray, str]:
+    """Return (values (n_table, K), file row of each table row, note)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - numpy raises several types for bad files
+        raise InputError(ERROR_PREDICTIONS_UNREADABLE.format(file=source, reason=exc), source=source) from exc
+    if array.ndim != 2 or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise InputError(ERROR_PREDICTIONS_NPY_SHAPE.format(file=source, shape=array.shape, dtype=array.dtype),
+                         source=source)
+    if array.shape[1] != len(classes):
+        raise InputError(ERROR_PREDICTIONS_N_COLUMNS.format(file=source, found=array.shape[1], n=len(classes),
+                                                            classes=_short(classes)), source=source)
+    n_table = len(table)
+    if array.shape[0] == n_table:
+        return array.astype(np.float64), np.arange(n_table), ""
+    if "row" in table.columns and n_table and array.shape[0] > n_table \
+            and int(table["row"].max()) < array.shape[0]:
+        rows = table["row"].to_numpy(dtype=np.int64)
+        note = (f" The file has {array.shape[0]} rows for {n_table} images; rows were taken by the images' "
+                f"positions in the manifest.")
+        return array[rows].astype(np.float64), rows, note
+    raise InputError(ERROR_PREDICTIONS_N_ROWS.format(file=source, found=array.shape[0], n=n_table), source=source)
+
+
+def _read_frame(path: Path, source: str) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() == ".csv":
+            # Everything as text first, so ids like "0001" survive and bad numbers can be named.
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        else:
+            frame = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types
+        raise InputError(ERROR_PREDICTIONS_UNREADABLE.format(file=source, reason=exc), source=source) from exc
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def _numeric_column(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    values = frame[column]
+    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+        text = values.astype(str).str.strip()
+        numbers = pd.to_numeric(text, errors="coerce")
+        # "nan"/"inf" parse to non-finite numbers (reported later, with the row); anything else is not a number.
+        bad = numbers.isna() & ~text.str.lower().isin(["nan", "-nan", "+nan"])
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(ERROR_PREDICTIONS_NOT_NUMERIC.format(file=source, row=row, column=column,
+                                                                  value=text.iloc[row]),
+                             source=source, row=row, column=column)
+        return numbers.to_numpy(dtype=np.float64)
+    if pd.api.types.is_bool_dtype(values.dtype) or not pd.api.types.is_numeric_dtype(values.dtype):
+        raise InputError(ERROR_PREDICTIONS_NOT_NUMERIC.format(file=source, row=0, column=column,
+                                                              value=values.iloc[0] if len(values) else ""),
+                         source=source, row=0, column=column)
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _path_keys(value: str) -> list[str]:
+    """Normalised absolute forms of a path, for matching (with and without symlinks resolved)."""
+    normal = os.path.normpath(os.path.abspath(value))
+    real = os.path.realpath(value)
+    return [normal] if real == normal else [normal, real]
+
+
+def _match_rows(frame: pd.DataFrame, key: str, source: str, path: Path, table: pd.DataFrame,
+                root) -> tuple[np.ndarray, int]:
+    """File row for each table row (-1 = none) and the number of file rows matching nothing."""
+    keys = [str(v).strip() for v in frame[key].tolist()]
+    lookup: dict[str, int] = {}
+    table_ids = table["id"].astype(str).tolist()
+    if key == "id":
+        for position, value in enumerate(table_ids):
+            lookup[value] = position
+    else:
+        for position, value in enumerate(table["path"].astype(str).tolist()):
+            for form in _path_keys(value):
+                lookup.setdefault(form, position)
+        id_lookup = {value: position for position, value in enumerate(table_ids)}
+    file_row_of = np.full(len(table), -1, dtype=np.int64)
+    seen_value: dict[int, str] = {}
+    unmatched = 0
+    bases = [path.parent.resolve()]
+    if root is not None:
+        bases.insert(0, Path(root))
+    for row, value in enumerate(keys):
+        position = None
+        if key == "id":
+            position = lookup.get(value)
+        else:
+            # The string as the table holds it first, then absolute, data root, predictions folder.
+            position = id_lookup.get(value)
+            if position is None:
+                candidates = [value] if os.path.isabs(value) else [os.path.join(str(b), value) for b in bases]
+                for candidate in candidates:
+                    for form in _path_keys(candidate):
+                        if form in lookup:
+                            position = lookup[form]
+                            break
+                    if position is not None:
+                        break
+        if position is None:
+            unmatched += 1
+            continue
+        if file_row_of[position] >= 0:
+            first = int(file_row_of[position])
+            raise InputError(ERROR_PREDICTIONS_DUPLICATE.format(file=source, first=first, second=row, column=key,
+                                                                value=seen_value.get(position, value)),
+                             source=source, row=row, column=key)
+        file_row_of[position] = row
+        seen_value[position] = value
+    return file_row_of, unmatched
+
+
+def _duplicate_check(frame: pd.DataFrame, key: str, source: str) -> None:
+    raw = frame[key].tolist()
+    for row, value in enumerate(raw):
+        if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
+            raise InputError(ERROR_PREDICTIONS_EMPTY_KEY.format(file=source, row=row, column=key),
+                             source=source, row=row, column=key)
+    values = frame[key].astype(str).str.strip()
+    duplicated = values.duplicated(keep="first").to_numpy()
+    if duplicated.any():
+        second = int(np.flatnonzero(duplicated)[0])
+        first = int(np.flatnonzero((values == values.iloc[second]).to_numpy())[0])
+        raise InputError(ERROR_PREDICTIONS_DUPLICATE.format(file=source, first=first, second=second, column=key,
+                                                            value=values.iloc[second]),
+                         source=source, row=second, column=key)
+
+
+def _read_table_file(path: Path, source: str, table: pd.DataFrame, classes: tuple, root
+                     ) -> tuple[np.ndarray, np.ndarray, str, list]:
+    frame = _read_frame(path, source)
+    if "id" in frame.columns:
+        key = "id"
+    elif "path" in frame.columns:
+        key = "path"
+    else:
+        raise InputError(ERROR_PREDICTIONS_NO_KEY.format(file=source), source=source)
+    ignored = set(_IGNORED_COLUMNS) | {"id", "path"}
+    for column in frame.columns:
+        if column not in classes and column not in ignored:
+            raise InputError(ERROR_PREDICTIONS_UNKNOWN_CLASS.format(file=source, column=column,
+                                                                    classes=_short(classes)),
+                             source=source, column=column)
+    for name in classes:
+        if name not in frame.columns:
+            raise InputError(ERROR_PREDICTIONS_MISSING_CLASS.format(file=source, name=name, classes=_short(classes)),
+                             source=source, column=name)
+    _duplicate_check(frame, key, source)
+    values = np.column_stack([_numeric_column(frame, name, source) for name in classes]) if len(frame) \
+        else np.zeros((0, len(classes)))
+    finite = np.isfinite(values)
+    if not finite.all():
+        row, column = (int(v) for v in np.argwhere(~finite)[0])
+        where = f" ({key} '{frame[key].iloc[row]}')"
+        raise InputError(ERROR_PREDICTIONS_NOT_FINITE.format(file=source, row=row, where=where,
+                                                             column=classes[column], value=values[row, column]),
+                         source=source, row=row, column=classes[column])
+    file_row_of, unmatched = _match_rows(frame, key, source, path, table, root)
+    missing = np.flatnonzero(file_row_of < 0)
+    if len(missing):
+        first = int(missing[0])
+        raise InputError(ERROR_PREDICTIONS_MISSING_ROW.format(file=source, n_missing=len(missing),
+                                                              id=table["id"].iloc[first],
+                                                              path=table["path"].iloc[first]),
+                         source=source)
+    note = (f" {unmatched} row(s) of the file match no image of the data set and were ignored."
+            if unmatched else "")
+    return values[file_row_of], file_row_of, note, frame[key].astype(str).tolist()
+
+
+def _bad_probability_rows(values: np.ndarray) -> np.ndarray:
+    sums = values.sum(axis=1)
+    return (values.min(axis=1, initial=0.0) < 0) | (values.max(axis=1, initial=0.0) > 1) \
+        | (np.abs(sums - 1.0) > SUM_TOLERANCE)
+
+
+def load_predictions(path: str | os.PathLike, *, table: pd.DataFrame, classes: tuple[str, ...],
+                     kind: str = "auto", root: str | os.PathLike | None = None) -> PredictionsResult:
+    """Read a predictions file and return probabilities aligned to ``table`` rows.
+
+    Parameters
+    ----------
+    path : path
+        ``.csv``, ``.parquet`` (or ``.pq``) or ``.npy`` (see module docstring for the layout).
+    table : pandas.DataFrame
+        The data set table (columns ``row``, ``id``, ``path``, ``label``, ...).
+    classes : tuple of str
+        The data set's class order; the result's columns follow it.
+    kind : {"auto", "probabilities", "logits"}
+    root : path, optional
+        The data root, for ``path`` values relative to it.
+
+    Returns
+    -------
+    PredictionsResult
+
+    Raises
+    ------
+    InputError
+        naming the file and the row or column for every problem listed in the module docstring.
+    """
+    source = str(path)
+    path = Path(path)
+    classes = tuple(str(c) for c in classes)
+    if kind not in PREDICTION_KINDS:
+        raise InputError(ERROR_PREDICTIONS_KIND.format(kind=kind), column="--predictions-kind")
+    if not path.is_file():
+        raise InputError(ERROR_PREDICTIONS_NOT_FOUND.format(file=source), source=source)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        values, file_rows, note = _read_npy(path, source, table, classes)
+        keys = None
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            position = int(np.argmax(bad))
+            column = int(np.argmax(~np.isfinite(values[position])))
+            row = int(file_rows[position])
+            raise InputError(ERROR_PREDICTIONS_NOT_FINITE.format(file=source, row=row, where="",
+                                                                 column=classes[column],
+                                                                 value=values[position, column]),
+                             source=source, row=row, column=classes[column])
+    elif suffix in (".csv", ".parquet", ".pq"):
+        values, file_rows, note, keys = _read_table_file(path, source, table, classes, root)
+    else:
+        raise InputError(ERROR_PREDICTIONS_FORMAT.format(file=source, suffix=suffix or "(none)"), source=source)
+
+    def where(position: int) -> str:
+        return "" if keys is None else f" (id/path '{keys[int(file_rows[position])]}')"
+
+    bad = _bad_probability_rows(values)
+    if kind == "auto":
+        kind_used = "logits" if bad.any() else "probabilities"
+        if bad.any():
+            position = int(np.argmax(bad))
+            message = MESSAGE_AUTO_LOGITS.format(row=int(file_rows[position]), where=where(position), file=source)
+        else:
+            message = MESSAGE_AUTO_PROBABILITIES.format(file=source)
+    else:
+        kind_used = kind
+        if kind == "probabilities" and bad.any():
+            position = int(np.argmax(bad))
+            row_values = values[position]
+            raise InputError(ERROR_PREDICTIONS_NOT_PROBABILITIES.format(
+                file=source, row=int(file_rows[position]), where=where(position), total=row_values.sum(),
+                low=row_values.min(), high=row_values.max()), source=source, row=int(file_rows[position]))
+        extra = " (softmax applied)" if kind == "logits" else ""
+        message = MESSAGE_GIVEN.format(kind=kind, file=source, extra=extra)
+    if kind_used == "logits":
+        probabilities = softmax(values) if len(values) else np.zeros((0, len(classes)), dtype=np.float32)
+    else:
+        # Within tolerance of 1: renormalise so every row sums to 1 in float32 as well.
+        sums = values.sum(axis=1, keepdims=True)
+        probabilities = (values / np.where(sums > 0, sums, 1.0)).astype(np.float32)
+    return PredictionsResult(probabilities=probabilities, kind_used=kind_used, message=message + note)

@@ -1,0 +1,331 @@
+"""run_audit: data + model in, one AuditResult out.
+
+io -> model -> analyses. Each analysis runs in isolation: one that raises becomes an entry of ``errors``
+and the run goes on. Every input left out is a counted :class:`~audit.types.SkipEntry`.
+"""
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from audit import __version__
+from audit.config import AuditConfig
+from audit.errors import AuditError, InputError
+from audit.types import Dataset, SkipEntry
+
+SCHEMA_VERSION = "1.0"
+
+ERROR_ALL_IMAGES_SKIPPED = ("no image of {source} could be read ({n} skipped; first: {first}): check the paths "
+                            "and files")
+ERROR_SINGLE_CLASS_LEFT = ("only one class ({name!r}) is left after skipping unreadable images: an audit needs "
+                           "at least two classes")
+
+#: progress(stage, done, total): called from the pipeline so the CLI (tqdm) and app (st.progress) can show it.
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class AuditResult:
+    """Everything an audit computed, ready for the writer.
+
+    Attributes
+    ----------
+    audit : dict
+        The content of ``audit.json``.
+    images : DataFrame
+        ``images.parquet``.
+    group_metrics : DataFrame
+        ``group_metrics.parquet``.
+    probabilities : ndarray or None
+        ``probabilities.npy`` (float32, N x K).
+    embeddings : ndarray or None
+        Penultimate-layer embeddings (not written to the contract files; kept in the cache).
+    """
+
+    audit: dict
+    images: pd.DataFrame
+    group_metrics: pd.DataFrame
+    probabilities: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict:
+    """Versions of Python and the packages whose behaviour decides the numbers."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "imagefair": __version__}
+    for name in ("numpy", "pandas", "scipy", "scikit-learn", "fairlearn", "torch", "onnxruntime", "pillow",
+                 "pyarrow"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+class _AnalysisRunner:
+    """Runs one analysis at a time; an exception becomes an ``errors`` entry instead of ending the run."""
+
+    def __init__(self, progress: Progress):
+        self.errors: list[dict] = []
+        self.progress = progress
+
+    def __call__(self, name: str, function, *args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - isolation is the point: the run goes on
+            detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+            self.errors.append({"analysis": name, "message": detail})
+            return None
+
+
+def decode_images(dataset: Dataset, *, config: AuditConfig, progress: Progress):
+    """One pass over the images: content hash, pixel attributes and perceptual hashes.
+
+    Returns
+    -------
+    kept : DataFrame
+        The dataset rows that decoded, with ``content_hash``, the ``image_*`` attributes (binned too) and
+        hash columns used by the data-quality analysis.
+    skipped : list of SkipEntry
+    """
+    from audit.analysis.image_properties import bin_image_properties, compute_image_properties
+    from audit.io.images import iter_images
+
+    try:
+        from audit.analysis.hashing import compute_perceptual_hashes
+    except ImportError:  # data-quality module not available
+        compute_perceptual_hashes = None
+
+    table = dataset.table
+    n = len(table)
+    records: list[dict | None] = [None] * n
+    skipped: list[SkipEntry] = []
+    done = 0
+    for position, item in iter_images(table, max_pixels=config.max_pixels):
+        done += 1
+        if done % 256 == 0 or done == n:
+            progress("reading images", done, n)
+        if isinstance(item, SkipEntry):
+            skipped.append(item)
+            continue
+        record = {"content_hash": item.content_hash}
+        record.update(compute_image_properties(item.rgb, mode=getattr(item, "mode", None))
+                      if _accepts_mode(compute_image_properties) else compute_image_properties(item.rgb))
+        if compute_perceptual_hashes is not None:
+            record.update(compute_perceptual_hashes(item.rgb))
+        records[position] = record
+    keep = np.array([r is not None for r in records], dtype=bool)
+    kept = table.loc[keep].reset_index(drop=True)
+    properties = pd.DataFrame([r for r in records if r is not None])
+    kept = pd.concat([kept, properties.reset_index(drop=True)], axis=1)
+    kept = bin_image_properties(kept)
+    return kept, skipped
+
+
+def _accepts_mode(function) -> bool:
+    import inspect
+
+    try:
+        return "mode" in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def predict_with_model(kept: pd.DataFrame, *, classes, config: AuditConfig, progress: Progress):
+    """Model probabilities (dataset class order) and embeddings for the kept rows, from the cache if possible.
+
+    Returns
+    -------
+    probabilities : ndarray (N, K) float32
+    embeddings : ndarray or None
+    model_info : dict
+        Kind, checksum, preprocessing and whether the cache was used (for provenance).
+    """
+    from audit.io.images import iter_images
+    from audit.model.cache import default_cache_dir, inference_cache_key, load_cached, store_cached
+    from audit.model.inference import align_to_dataset, iter_predictions, load_class_map, load_model
+
+    model = load_model(config.model, arch=config.arch, preprocess_file=config.preprocess_file)
+    class_map = load_class_map(config.class_map_file) if config.class_map_file else None
+    preprocessing = model.preprocessing.to_dict()
+    key = inference_cache_key(content_hashes=list(kept["content_hash"]), model_sha256=model.sha256,
+                              preprocessing=preprocessing)
+    cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    cached = load_cached(cache_dir, key) if config.use_cache else None
+    from_cache = cached is not None
+    if cached is not None:
+        raw_probabilities, embeddings = cached
+    else:
+        n = len(kept)
+
+        def batches():
+            indices, images = [], []
+            for position, item in iter_images(kept, max_pixels=config.max_pixels):
+                if isinstance(item, SkipEntry):  # changed on disk since the first pass
+                    raise InputError(f"{item.path}: {item.reason} (the file changed during the audit)")
+                indices.append(position)
+                images.append(item.rgb)
+                if len(images) == config.batch_size:
+                    yield np.array(indices), images
+                    indices, images = [], []
+            if images:
+                yield np.array(indices), images
+
+        raw_probabilities = None
+        embeddings = None
+        done = 0
+        for indices, probabilities, batch_embeddings in iter_predictions(batches(), model,
+                                                                         batch_size=config.batch_size):
+            if raw_probabilities is None:
+                raw_probabilities = np.zeros((n, probabilities.shape[1]), dtype=np.float32)
+                if batch_embeddings is not None:
+                    embeddings = np.zeros((n, batch_embeddings.shape[1]), dtype=np.float32)
+            raw_probabilities[indices] = probabilities
+            if embeddings is not None and batch_embeddings is not None:
+                embeddings[indices] = batch_embeddings
+            done += len(indices)
+            progress("running the model", done, n)
+        if config.use_cache:
+            store_cached(cache_dir, key, raw_probabilities, embeddings)
+    probabilities = align_to_dataset(raw_probabilities, model_classes=tuple(model.classes),
+                                     dataset_classes=tuple(classes), class_map=class_map)
+    info = {"source": str(Path(config.model).resolve()), "kind": model.kind, "sha256": model.sha256,
+            "arch": config.arch, "classes": list(model.classes), "preprocessing": preprocessing,
+            "preprocessing_source": getattr(model, "preprocessing_source", None),
+            "class_map": str(Path(config.class_map_file).resolve()) if config.class_map_file else None,
+            "has_embeddings": embeddings is not None, "cache_key": key, "from_cache": from_cache}
+    return probabilities.astype(np.float32), embeddings, info
+
+
+def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> AuditResult:
+    """Run a full audit.
+
+    Parameters
+    ----------
+    config : AuditConfig
+        What to audit and how.
+    progress : callable, optional
+        ``progress(stage, done, total)``.
+
+    Returns
+    -------
+    AuditResult
+
+    Raises
+    ------
+    InputError
+        Input that makes the whole audit impossible (no readable image, one class, a bad model file...).
+    """
+    progress = progress or _no_progress
+    config.check()
+    started = datetime.now(timezone.utc)
+    clock = time.perf_counter()
+    from audit.io.manifest import load_dataset
+
+    progress("reading the manifest", 0, 1)
+    dataset = load_dataset(config.data, label_column=config.label_column,
+                           group_by=list(config.group_by) if config.group_by else None,
+                           attributes_file=config.attributes_file)
+    classes = tuple(dataset.classes)
+    kept, decode_skips = decode_images(dataset, config=config, progress=progress)
+    skipped = list(dataset.skipped) + decode_skips
+    if len(kept) == 0:
+        first = skipped[0] if skipped else None
+        raise InputError(ERROR_ALL_IMAGES_SKIPPED.format(
+            source=config.data, n=len(skipped), first=f"{first.path}: {first.reason}" if first else "-"))
+    if kept["label"].nunique() < 2:
+        raise InputError(ERROR_SINGLE_CLASS_LEFT.format(name=str(kept["label"].iloc[0])))
+
+    probabilities = embeddings = None
+    model_info = None
+    if config.model:
+        probabilities, embeddings, model_info = predict_with_model(kept, classes=classes, config=config,
+                                                                   progress=progress)
+    elif config.predictions:
+        from audit.model.predictions import load_predictions
+
+        loaded = load_predictions(config.predictions, table=kept, classes=classes, kind=config.predictions_kind,
+                                  root=dataset.root)
+        probabilities = np.asarray(loaded.probabilities, dtype=np.float32)
+        model_info = {"source": str(Path(config.predictions).resolve()), "kind": "predictions",
+                      "sha256": _sha256_file(config.predictions), "predictions_kind": loaded.kind_used,
+                      "message": loaded.message, "has_embeddings": False, "from_cache": False}
+
+    from audit.analyses import run_analyses
+
+    runner = _AnalysisRunner(progress)
+    analyses = run_analyses(kept, classes=classes, dataset=dataset, probabilities=probabilities,
+                            embeddings=embeddings, config=config, runner=runner, progress=progress,
+                            n_skipped=len(skipped))
+    finished = datetime.now(timezone.utc)
+    data_hash = hashlib.sha256("\n".join(f"{i}\t{h}\t{l}" for i, h, l in zip(
+        kept["id"], kept["content_hash"], kept["label"])).encode()).hexdigest()
+    audit = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "imagefair", "version": __version__},
+        "kind": "run",
+        "classes": list(classes),
+        "dataset": {
+            "source": str(Path(config.data).resolve()), "kind": dataset.kind, "root": str(dataset.root),
+            "n_images": int(len(kept)), "n_rows": int(len(dataset.table) + len(dataset.skipped)),
+            "n_skipped": len(skipped), "n_classes": len(classes), "class_order_source": dataset.class_order_source,
+            "label_column": config.label_column,
+            "splits": sorted(kept["split"].dropna().astype(str).unique().tolist()) if "split" in kept else [],
+            "group_attributes": list(dataset.group_attributes),
+            "pixel_attributes": analyses.pixel_group_attributes,
+            "metadata_columns": list(dataset.metadata_columns),
+        },
+        "model": model_info,
+        "metrics": analyses.metrics,
+        "analyses": analyses.sections,
+        "errors": runner.errors,
+        "findings": [f["text"] for f in analyses.findings],
+        "finding_details": analyses.findings,
+        "provenance": {
+            "data_hash": data_hash,
+            "model_sha256": model_info["sha256"] if model_info else None,
+            "preprocessing": model_info.get("preprocessing") if model_info else None,
+            "settings": config.settings(),
+            "seed": config.seed,
+            "min_group_size": config.min_group_size,
+            "versions": package_versions(),
+            "platform": platform.platform(),
+            "command": " ".join(sys.argv) if sys.argv else None,
+            "started_at": started.isoformat(timespec="seconds"),
+            "finished_at": finished.isoformat(timespec="seconds"),
+            "duration_s": round(time.perf_counter() - clock, 3),
+        },
+        "skipped": [entry.to_dict() for entry in skipped],
+    }
+    if config.policy_file:
+        from audit.policy import evaluate_policy, load_policy
+
+        policy = load_policy(config.policy_file)
+        audit["verdict"] = evaluate_policy(audit, analyses.group_metrics, policy).to_dict()
+    return AuditResult(audit=audit, images=analyses.images, group_metrics=analyses.group_metrics,
+                       probabilities=probabilities, embeddings=embeddings)

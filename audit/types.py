@@ -1,0 +1,81 @@
+"""Small frozen types shared by every layer of the engine."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+#: Columns of the dataset table that are never group attributes.
+RESERVED_COLUMNS = ("id", "path", "label", "split", "row", "content_hash")
+
+#: Name of the group that holds rows whose attribute value is missing (NaN, None or empty).
+MISSING_GROUP = "<missing>"
+
+#: Separator between attribute names (and between group values) of an intersection.
+INTERSECTION_SEPARATOR = " & "
+
+
+@dataclass(frozen=True)
+class SkipEntry:
+    """One input left out of the audit, and why.
+
+    Attributes
+    ----------
+    row : int or None
+        0-based row in the manifest (or position in the ImageFolder listing); None when the input is not a row.
+    path : str
+        The file concerned, as the user gave it (or as found in the folder).
+    reason : str
+        Plain-language reason, e.g. ``"truncated or corrupt image: ..."``.
+    """
+
+    row: int | None
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"row": self.row, "path": self.path, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated data set: one row per image, ready for decoding and analysis.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        Columns ``row`` (0-based position in the source manifest/listing), ``id`` (str, unique),
+        ``path`` (str, absolute), ``label`` (str, a member of ``classes``), optional ``split`` (str),
+        then every attribute column as strings (missing values are ``None``).
+    classes : tuple of str
+        The class order used everywhere (probabilities columns, matrices).
+    group_attributes : tuple of str
+        Columns of ``table`` that are analysed as groups.
+    metadata_columns : tuple of str
+        Other attribute columns, kept but not grouped (e.g. too many distinct values).
+    root : Path
+        The data root that manifest paths are relative to.
+    source : str
+        What the user passed as ``--data``.
+    kind : str
+        ``"imagefolder"``, ``"csv"`` or ``"parquet"``.
+    skipped : tuple of SkipEntry
+        Rows left out while loading (missing files, escaping paths, ...).
+    class_order_source : str
+        Where the class order came from (``"sorted"``, ``"model"``, ``"classes file"``).
+    """
+
+    table: pd.DataFrame
+    classes: tuple[str, ...]
+    group_attributes: tuple[str, ...]
+    metadata_columns: tuple[str, ...]
+    root: Path
+    source: str
+    kind: str
+    skipped: tuple[SkipEntry, ...] = field(default_factory=tuple)
+    class_order_source: str = "sorted"
+
+    @property
+    def n_images(self) -> int:
+        return len(self.table)
