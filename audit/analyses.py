@@ -34,6 +34,7 @@ class AnalysisBundle:
     metrics: dict
     findings: list
     pixel_group_attributes: list = field(default_factory=list)
+    constant_attributes: list = field(default_factory=list)
 
 
 def pixel_group_columns(frame: pd.DataFrame) -> list[str]:
@@ -55,6 +56,10 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
     groups = pd.DataFrame({a: group_labels(kept[a].map(lambda v: None if v is None else str(v))
                                            if a in PIXEL_GROUP_BOOLEAN else kept[a])
                            for a in group_attributes})
+    # An attribute with a single group (e.g. every image 128 px wide) says something about composition but
+    # nothing about differences between groups: it is described, not compared or intersected.
+    constant = [a for a in group_attributes if groups[a].nunique() < 2]
+    compared = [a for a in group_attributes if a not in constant]
     depth = config.max_intersection_depth
     sections: dict = {}
     tables: list[pd.DataFrame] = []
@@ -78,6 +83,7 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
 
         reference = load_reference_proportions(read_table(config.reference_file), path=config.reference_file)
     result = runner("attribute_distribution", compute_attribute_distribution, groups, attributes=group_attributes,
+                    compared_attributes=compared,
                     min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
                     confidence_level=config.confidence_level, max_depth=depth, reference=reference)
     if result is not None:
@@ -85,7 +91,7 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
         tables.append(result.table)
 
     result = runner("associations", compute_associations, labels, classes=classes,
-                    groups={a: groups[a] for a in group_attributes}, alpha=1 - config.confidence_level,
+                    groups={a: groups[a] for a in compared}, alpha=1 - config.confidence_level,
                     correction=config.correction)
     if result is not None:
         sections["associations"] = result.to_dict()
@@ -97,24 +103,25 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
         images["confidence"] = probabilities.max(axis=1).astype(float)
         images["label_probability"] = probabilities[np.arange(len(kept)), label_codes].astype(float)
         progress("estimating label noise", 0, 1)
-        _label_noise(images, sections, tables, label_codes=label_codes, probabilities=probabilities,
-                     embeddings=embeddings, classes=classes, groups=groups, config=config, runner=runner)
+        runner("label_noise", _label_noise, images, sections, tables, label_codes=label_codes, probabilities=probabilities,
+                     embeddings=embeddings, classes=classes, groups=groups[compared], config=config, runner=runner)
         progress("measuring performance by group", 0, 1)
-        _group_performance(sections, tables, metrics, label_codes=label_codes, predicted=predicted,
-                           probabilities=probabilities, classes=classes, groups=groups, config=config,
+        runner("group_performance", _group_performance, sections, tables, metrics, label_codes=label_codes, predicted=predicted,
+                           probabilities=probabilities, classes=classes, groups=groups[compared], config=config,
                            runner=runner)
 
     # -- data quality ---------------------------------------------------------------------------------------
     if "content_hash" in kept.columns:
         progress("checking data quality", 0, 1)
-            _data_quality(images, sections, tables, metrics, embeddings=embeddings, classes=classes, groups=groups,
+        _data_quality(images, sections, tables, metrics, embeddings=embeddings, classes=classes,
+                      groups=groups[compared],
                       config=config, runner=runner)
 
     group_metrics = coerce_group_metrics(pd.concat(tables, ignore_index=True)) if tables else empty_group_metrics()
     findings = compose_findings(sections, group_metrics, n_skipped=n_skipped, classes=classes)
     images = _finish_images(images)
     return AnalysisBundle(sections=sections, images=images, group_metrics=group_metrics, metrics=metrics,
-                          findings=findings, pixel_group_attributes=pixel_groups)
+                          findings=findings, pixel_group_attributes=pixel_groups, constant_attributes=constant)
 
 
 def _label_noise(images, sections, tables, *, label_codes, probabilities, embeddings, classes, groups, config,
@@ -164,7 +171,6 @@ def _label_noise(images, sections, tables, *, label_codes, probabilities, embedd
 def _group_performance(sections, tables, metrics, *, label_codes, predicted, probabilities, classes, groups,
                        config, runner):
     from audit.analysis.group_performance import compute_group_performance
-    from audit.analysis.slices import find_weak_slices
 
     result = runner("group_performance", compute_group_performance, label_codes, predicted, classes=classes,
                     groups=groups, probabilities=probabilities, max_depth=config.max_intersection_depth,
@@ -176,6 +182,8 @@ def _group_performance(sections, tables, metrics, *, label_codes, predicted, pro
         metrics.update(section.pop("metrics", {}))
         sections["group_performance"] = section
         tables.append(result.table)
+    from audit.analysis.slices import find_weak_slices
+
     slices = runner("weak_slices", find_weak_slices, label_codes == predicted, groups=groups,
                     min_slice_size=config.min_group_size, alpha=1 - config.confidence_level,
                     correction=config.correction)

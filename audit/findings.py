@@ -37,13 +37,27 @@ def _performance_findings(group_metrics: pd.DataFrame) -> list[dict]:
     overall_value = float(overall["value"].iloc[0])
     worse = rows[rows["verdict"] == "worse_than_rest"].copy()
     worse["gap"] = overall_value - worse["value"]
-    worse = worse.sort_values(["gap", "n"], ascending=[False, False])
-    for row in worse.head(5).itertuples():
+    worse["is_intersection"] = worse["attribute"].str.contains(" & ", regex=False)
+    worse["is_pixel"] = worse["attribute"].str.startswith("image_")
+    worse = worse.sort_values(["is_intersection", "is_pixel", "gap"], ascending=[True, True, False])
+    flagged_singles = {(a, g) for a, g in zip(worse["attribute"], worse["group"]) if " & " not in a}
+    n_reported = {"single": 0, "intersection": 0}
+    for row in worse.itertuples():
+        if row.is_intersection:
+            # An intersection whose parts are already reported adds little: say it only when it is new.
+            parts = list(zip(row.attribute.split(" & "), row.group.split(" & ")))
+            if any(part in flagged_singles for part in parts) or n_reported["intersection"] >= 2:
+                continue
+            n_reported["intersection"] += 1
+        else:
+            if n_reported["single"] >= 4:
+                continue
+            n_reported["single"] += 1
         found.append(_finding(
             "group_performance", "high",
             f"Accuracy is {percent(row.value)} ({_interval(row)}, n = {row.n}) for {row.attribute} = {row.group}, "
             f"against {percent(overall_value)} overall: significantly worse than the rest of the data.",
-            weight=3 + row.gap))
+            weight=3 + row.gap - 0.5 * row.is_intersection - 0.2 * row.is_pixel))
     tested = rows[(rows["attribute"] != "all") & (rows["verdict"] != "")]
     if worse.empty and len(tested):
         sufficient = tested[~tested["insufficient_evidence"]]
@@ -81,9 +95,19 @@ def _label_noise_findings(section: dict, group_metrics: pd.DataFrame, classes) -
             text += f" The class with the highest estimated rate is {worst.get('class')} ({percent(worst['noise_rate'])})."
     found.append(_finding("label_noise", "high" if rate >= 0.05 else "medium" if rate >= 0.01 else "info", text,
                           weight=2 + 10 * rate))
+    accuracy = group_metrics[(group_metrics["metric"] == "accuracy") & (group_metrics["attribute"] == "all")
+                             & (group_metrics["class"] == "")]
+    if section.get("source") == "model" and len(accuracy) and float(accuracy["value"].iloc[0]) < 0.9:
+        found.append(_finding(
+            "label_noise", "medium",
+            f"The model behind the label-noise estimate is {percent(float(accuracy['value'].iloc[0]))} accurate, so "
+            f"many flagged images may be model errors rather than wrong labels: review the suspects before "
+            f"relying on the rate.", weight=2 + 10 * rate - 0.01))
     rows = group_metrics[(group_metrics["metric"] == "estimated_noise_rate") & (group_metrics["verdict"] == "worse_than_rest")
-                         & (group_metrics["class"] == "")]
-    for row in rows.sort_values("value", ascending=False).head(3).itertuples():
+                         & (group_metrics["class"] == "")].copy()
+    rows["is_intersection"] = rows["attribute"].str.contains(" & ", regex=False)
+    rows = rows.sort_values(["is_intersection", "value"], ascending=[True, False])
+    for row in rows.head(3).itertuples():
         found.append(_finding("label_noise", "high",
                               f"Labels look noisier for {row.attribute} = {row.group}: {percent(row.value)} flagged "
                               f"({_interval(row)}, n = {row.n}), significantly more than in the rest of the data.",

@@ -298,6 +298,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             "splits": sorted(kept["split"].dropna().astype(str).unique().tolist()) if "split" in kept else [],
             "group_attributes": list(dataset.group_attributes),
             "pixel_attributes": analyses.pixel_group_attributes,
+            "constant_attributes": analyses.constant_attributes,
             "metadata_columns": list(dataset.metadata_columns),
         },
         "model": model_info,

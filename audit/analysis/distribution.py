@@ -201,8 +201,8 @@ def _compare_with_reference(counts: pd.Series, reference: pd.DataFrame, *, confi
 
 def compute_attribute_distribution(table: pd.DataFrame, *, attributes, min_group_size: int = 30,
                                    max_ci_width: float = 0.3, confidence_level: float = 0.95,
-                                   max_depth: int = 2, reference: pd.DataFrame | None = None
-                                   ) -> AttributeDistributionResult:
+                                   max_depth: int = 2, reference: pd.DataFrame | None = None,
+                                   compared_attributes=None) -> AttributeDistributionResult:
     """Group sizes and shares for every attribute and every intersection up to ``max_depth``.
 
     Parameters
@@ -215,13 +215,20 @@ def compute_attribute_distribution(table: pd.DataFrame, *, attributes, min_group
         Groups with fewer images are flagged ``is_small`` (and ``insufficient_evidence`` in the table).
     reference : DataFrame, optional
         Validated reference proportions (``attribute, group, expected_share``).
+    compared_attributes : sequence of str, optional
+        The attributes that enter intersections (default: all); attributes with a single group are
+        described but not intersected.
     """
     attributes = list(attributes)
+    compared = list(attributes if compared_attributes is None else compared_attributes)
     n_total = len(table)
     per_attribute: dict = {}
     per_intersection: dict = {}
     rows = []
-    for name, labels in iter_group_keys(table, attributes, max_depth=max_depth):
+    keys = list(iter_group_keys(table, attributes, max_depth=1))
+    keys += [(name, labels) for name, labels in iter_group_keys(table, compared, max_depth=max_depth)
+             if INTERSECTION_SEPARATOR in name]
+    for name, labels in keys:
         counts = labels.value_counts()
         counts = counts.sort_index()
         low, high = wilson_interval(counts.to_numpy(), np.full(len(counts), n_total),

@@ -12,8 +12,21 @@ Two 64-bit hashes are computed from the image's luminance (ITU-R BT.601 weights)
     JPEG compression and small crops best.
 ``dhash`` (difference hash)
     The luminance is resized to 9 x 8 (width x height); bit ``8 * row + col`` is 1 when pixel ``col`` is
-    brighter than pixel ``col + 1`` of the same row. Cheap and sensitive to local gradients; used by
-    :func:`audit.analysis.data_quality.find_data_quality_issues` only as a second opinion (see there).
+    brighter than pixel ``col + 1`` of the same row. Cheap and sensitive to local gradients.
+``chash`` (colour-layout hash)
+    Box means on a 4 x 4 grid of the two opponent colour channels ``R - G`` and ``(R + G) / 2 - B`` (16
+    bits each: above the channel's median) and on a 4 (wide) x 8 (high) grid of the luminance (32 bits).
+    It carries the colour that the two luminance hashes ignore.
+``phash_centre``, ``dhash_centre``, ``chash_centre``
+    The same three hashes of the central 95 % (of width and of height) of the image. A crop of an image
+    is geometrically closer to the original's centre than to the whole original, so comparing each image
+    with the other's centre hash (and the reverse) lets cropped copies through at a lower distance.
+
+:func:`audit.analysis.data_quality.find_data_quality_issues` searches candidates on ``phash`` (and its
+centre version) and confirms them with all three; why this combination: measured on the CIFAR-10 test
+JPEGs, a 95 % crop moves ``phash`` by 10 bits in the median and up to 16-18 bits in the worst tenth, so a
+single hash cannot tell crops from unrelated images (about 1 unrelated pair in 10,000 is that close); the
+three hashes together let through about 2 unrelated pairs in a million while keeping >= 95 % of the crops.
 
 Both are returned as Python ints in ``[0, 2**64)`` so they fit a ``numpy.uint64`` column. The Hamming
 distance between two hashes (number of differing bits, 0..64) measures how different the images look:
@@ -31,7 +44,10 @@ ERROR_NOT_RGB = ("compute_perceptual_hashes expects an RGB image array of shape 
                  "dtype uint8, got shape {shape} and dtype {dtype}: decode the image to RGB first")
 
 #: Hash column names written by :func:`compute_perceptual_hashes`.
-HASH_NAMES = ("phash", "dhash")
+HASH_NAMES = ("phash", "dhash", "chash", "phash_centre", "dhash_centre", "chash_centre")
+
+#: Fraction of width and height kept by the centre hashes.
+CENTRE_FRACTION = 0.95
 
 _DCT_SIZE = 32
 _N_BITS = 64
@@ -54,16 +70,51 @@ def _bits_to_int(bits: np.ndarray) -> int:
     return int(np.bitwise_or.reduce(np.where(bits, _BIT_WEIGHTS, np.uint64(0))))
 
 
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    rgb = rgb.astype(np.float32)
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-
-
 def _resize(gray: np.ndarray, width: int, height: int) -> np.ndarray:
     if gray.shape == (height, width):
         return gray
-    image = Image.fromarray(gray, mode="F")
+    image = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32), mode="F")
     return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _resize_box(channel: np.ndarray, width: int, height: int) -> np.ndarray:
+    image = Image.fromarray(channel, mode="F")
+    return np.asarray(image.resize((width, height), Image.Resampling.BOX), dtype=np.float32)
+
+
+def _above_median(values: np.ndarray) -> np.ndarray:
+    values = values.ravel()
+    return values > np.median(values)
+
+
+def _three_hashes(rgb: np.ndarray) -> tuple[int, int, int]:
+    """(phash, dhash, chash) of one RGB uint8 array; see the module docstring."""
+    channels = rgb.astype(np.float32)
+    red, green, blue = channels[..., 0], channels[..., 1], channels[..., 2]
+    gray = red * 0.299 + green * 0.587 + blue * 0.114
+
+    small = _resize(gray, _DCT_SIZE, _DCT_SIZE)
+    coefficients = dctn(small.astype(np.float64), type=2, norm="ortho")[_ZZ_ROWS, _ZZ_COLS]
+    phash = _bits_to_int(coefficients > np.median(coefficients))
+
+    tiny = _resize(gray, 9, 8)
+    dhash = _bits_to_int((tiny[:, :-1] > tiny[:, 1:]).ravel())
+
+    colour_bits = np.concatenate([
+        _above_median(_resize_box(np.ascontiguousarray(red - green), 4, 4)),
+        _above_median(_resize_box(np.ascontiguousarray((red + green) / 2 - blue), 4, 4)),
+        _above_median(_resize_box(np.ascontiguousarray(gray), 4, 8)),
+    ])
+    chash = _bits_to_int(colour_bits)
+    return phash, dhash, chash
+
+
+def _centre(rgb: np.ndarray) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    keep_w = max(1, round(width * CENTRE_FRACTION))
+    keep_h = max(1, round(height * CENTRE_FRACTION))
+    left, top = (width - keep_w) // 2, (height - keep_h) // 2
+    return rgb[top:top + keep_h, left:left + keep_w]
 
 
 def compute_perceptual_hashes(rgb: np.ndarray) -> dict:
@@ -77,27 +128,23 @@ def compute_perceptual_hashes(rgb: np.ndarray) -> dict:
     Returns
     -------
     dict
-        ``{"phash": int, "dhash": int}``, each a 64-bit hash as a Python int in ``[0, 2**64)`` (store as
-        ``numpy.uint64``). See the module docstring for how each is computed.
+        ``{"phash", "dhash", "chash", "phash_centre", "dhash_centre", "chash_centre"}`` (:data:`HASH_NAMES`),
+        each a 64-bit hash as a Python int in ``[0, 2**64)`` (store as ``numpy.uint64``). See the module
+        docstring for how each is computed.
 
     Raises
     ------
     ValueError
         When ``rgb`` is not an (H, W, 3) uint8 array.
     """
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 \
+            or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         shape = getattr(rgb, "shape", None)
         dtype = getattr(rgb, "dtype", type(rgb).__name__)
         raise ValueError(ERROR_NOT_RGB.format(shape=shape, dtype=dtype))
-    gray = _luminance(rgb)
-
-    small = _resize(gray, _DCT_SIZE, _DCT_SIZE)
-    coefficients = dctn(small.astype(np.float64), type=2, norm="ortho")[_ZZ_ROWS, _ZZ_COLS]
-    phash = _bits_to_int(coefficients > np.median(coefficients))
-
-    tiny = _resize(gray, 9, 8)
-    dhash = _bits_to_int((tiny[:, :-1] > tiny[:, 1:]).ravel())
-    return {"phash": phash, "dhash": dhash}
+    full = _three_hashes(rgb)
+    centre = _three_hashes(_centre(rgb))
+    return dict(zip(HASH_NAMES, full + centre))
 
 
 def hamming_distance(a, b) -> np.ndarray:

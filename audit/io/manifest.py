@@ -31,8 +31,9 @@ Parquet integers stay ``"3"`` (also when nulls made them floats), booleans becom
 Group attributes
 ----------------
 ``group_by`` names them (in that order). Otherwise every attribute column with at least one value, at most
-``max_group_values`` distinct values, and not one distinct value per image (an id-like column) is a group
-attribute, in column order; the other attribute columns are ``metadata_columns``.
+``max_group_values`` distinct values, and not id-like is a group
+attribute, in column order; the other attribute columns are ``metadata_columns``. Id-like means a different
+value on every image that has one, over at least :data:`ID_LIKE_MIN_VALUES` images (file names, hashes).
 
 Skips and errors
 ----------------
@@ -71,6 +72,9 @@ MISSING_TOKENS = frozenset({"nan", "NaN", "NA", "N/A", "n/a", "null", "NULL", "N
 
 #: Default maximum number of distinct values for an attribute column to be a group attribute.
 MAX_GROUP_VALUES = 50
+
+#: An attribute column with a distinct value on each of at least this many images is id-like (metadata).
+ID_LIKE_MIN_VALUES = 10
 
 #: Folder names ignored in an ImageFolder tree (besides hidden ones).
 IGNORED_FOLDERS = frozenset({"__MACOSX"})
@@ -493,14 +497,6 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str,
             relative = os.path.relpath(absolute, root_text) if not _DRIVE.match(given) else given
             ids.append(Path(relative).as_posix())
 
-    first_row: dict[str, int] = {}
-    for row, identifier in enumerate(ids):
-        if identifier in first_row:
-            raise InputError(ERROR_DUPLICATE_ID.format(path=source, first=_where(first_row[identifier], kind),
-                                                       second=_where(row, kind), id=identifier),
-                             source=source, row=row, column="id" if has_id else "path")
-        first_row[identifier] = row
-
     keep: list[int] = []
     skipped: list[SkipEntry] = []
     for row in range(n):
@@ -511,6 +507,17 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str,
             skipped.append(SkipEntry(row, paths[row], SKIP_NOT_FOUND))
         else:
             keep.append(row)
+
+    # Given ids must be unique on every row; path-derived ids only among usable rows (two rows naming the
+    # same file twice), since a skipped row is not audited.
+    first_row: dict[str, int] = {}
+    for row in (range(n) if has_id else keep):
+        identifier = ids[row]
+        if identifier in first_row:
+            raise InputError(ERROR_DUPLICATE_ID.format(path=source, first=_where(first_row[identifier], kind),
+                                                       second=_where(row, kind), id=identifier),
+                             source=source, row=row, column="id" if has_id else "path")
+        first_row[identifier] = row
 
     columns_out: dict[str, list] = {
         "row": keep,
@@ -632,7 +639,7 @@ def _choose_groups(table: pd.DataFrame, attribute_columns: list[str], group_by, 
     for column in attribute_columns:
         values = table[column].dropna()
         n_distinct = values.nunique()
-        id_like = len(values) > 1 and n_distinct == len(values)
+        id_like = len(values) >= ID_LIKE_MIN_VALUES and n_distinct == len(values)
         if 0 < n_distinct <= max_group_values and not id_like:
             groups.append(column)
         else:

@@ -1,0 +1,719 @@
+"""Label-noise estimation by confident learning, streamed over chunks of model probabilities.
+
+Confident learning (Northcutt, Jiang & Chuang, "Confident Learning: Estimating Uncertainty in Dataset
+Labels", JAIR 2021) compares each image's given label with out-of-sample model probabilities:
+
+1. per-class thresholds ``t_k`` = mean probability of class ``k`` over the images labelled ``k``;
+2. the *confident joint* ``C[i, j]`` counts images given label ``i`` whose probability of class ``j``
+   reaches ``t_j`` (the largest probability decides when several classes do); it is calibrated so row
+   ``i`` sums to the number of images labelled ``i`` -> ``joint = C / N`` estimates
+   ``P(given = i, true = j)``, and ``1 - trace(joint)`` the fraction of mislabelled images;
+3. "prune by noise rate": for every off-diagonal cell ``(i, j)`` the ``C[i, j]`` images labelled ``i``
+   with the largest margin ``p_j - p_i`` are flagged; an image whose most probable class is its given
+   label is never flagged.
+
+The implementation follows the reference (cleanlab 2.9 ``filter.find_label_issues`` with default
+settings, ``count.compute_confident_joint``, ``count.estimate_joint`` and
+``count.estimate_py_and_noise_matrices_from_probabilities``) operation by operation, so the flagged set
+and the matrices are the same on the same inputs, but it never holds the N x K probabilities: it reads
+them as chunks in three passes (four when a tie at a pruning boundary has to be broken the way the
+reference's sort breaks it), keeping O(K^2) state, a few numbers per image (self-confidence, predicted
+class) and the current pruning candidates (about as many as there are flagged images).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from audit.analysis import _confident_learning as cl
+from audit.analysis._stats import adjust_p_values, two_proportion_p_value_lower, wilson_interval
+from audit.analysis._table import (
+    VERDICT_INSUFFICIENT,
+    VERDICT_NO_GAP,
+    VERDICT_NONE,
+    VERDICT_WORSE,
+    coerce_group_metrics,
+    empty_group_metrics,
+    flag_insufficient_evidence,
+)
+from audit.errors import InputError
+
+ERROR_N_CLASSES = "n_classes must be an integer of at least 2, got {value!r}"
+ERROR_LABELS_SHAPE = "labels must be a 1-D array with one class index per image, found shape {shape}"
+ERROR_LABELS_DTYPE = ("labels must be integer class indices, found dtype {dtype}; map each class name to its "
+                      "position in the class list first")
+ERROR_LABEL_RANGE = ("labels: row {row} has class index {value}, outside 0..{max_index} for {n_classes} "
+                     "classes; check the class list (--classes) against the labels file")
+ERROR_TOO_FEW_IMAGES = "label-noise estimation needs at least 1 image, got {n}"
+ERROR_PROBABILITIES_TYPE = ("probabilities must be a 2-D numpy array or a callable returning an iterator of "
+                            "2-D chunks (see audit.io.arrays), got {kind}")
+ERROR_PROBABILITIES_SHAPE = "probabilities: chunk {chunk} has shape {shape}; expected 2-D chunks with {n_classes} columns"
+ERROR_PROBABILITIES_COLUMNS = ("probabilities have {found} columns but there are {n_classes} classes; the columns "
+                               "must follow the class list, one per class")
+ERROR_PROBABILITIES_ROWS = ("probabilities have {found} rows but labels have {expected}; both must list the same "
+                            "images in the same order")
+ERROR_PROBABILITIES_DTYPE = "probabilities must be numbers, found dtype {dtype}"
+ERROR_PROBABILITIES_NOT_FINITE = ("probabilities: row {row} contains NaN or infinite values; re-run inference for "
+                                  "that image or leave it out")
+ERROR_PROBABILITIES_RANGE = ("probabilities: row {row} has values outside [0, 1] (min {low:.6g}, max {high:.6g}); "
+                             "pass probabilities, not logits (apply a softmax first)")
+ERROR_PASSES_DIFFER = ("probabilities: pass {pass_number} over the chunk source gave different rows than the first "
+                       "pass (row {row}); the callable must return the same chunks every time")
+ERROR_SCORE_METHOD = "score_method must be 'self_confidence' or 'normalized_margin', got {value!r}"
+ERROR_CONFIDENCE_LEVEL = "confidence_level must lie strictly between 0 and 1, got {value!r}"
+ERROR_CLASSES_LENGTH = "classes has {found} names but the result has {n_classes} classes"
+ERROR_GROUP_LENGTH = ("group attribute {attribute!r} has {found} values but there are {expected} images; give one "
+                      "value per image, in image order")
+ERROR_MASK_LENGTH = "is_label_issue has {found} entries but labels have {expected}"
+
+SCORE_METHODS = ("self_confidence", "normalized_margin")
+METHOD_NAME = "confident_learning"
+FILTER_BY = "prune_by_noise_rate"
+NOISE_RATE_CI_METHOD = "wilson"
+METRIC_NAME = "estimated_noise_rate"
+
+#: Probabilities may stray this far outside [0, 1] (float rounding) before they are rejected.
+_RANGE_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class ClassNoise:
+    """Estimated label noise among the images *given* one class.
+
+    Attributes
+    ----------
+    class_index : int
+        Position of the class in the class list.
+    n : int
+        Number of images given this label.
+    n_mislabelled : int
+        Estimated number of them whose true class differs: row total minus diagonal of the calibrated
+        confident joint.
+    noise_rate : float or None
+        ``n_mislabelled / n`` = ``1 - joint[i, i] / sum_j joint[i, j]`` (None when ``n == 0``).
+    ci_low, ci_high : float
+        Wilson interval of ``noise_rate`` at the result's confidence level (treats the estimated count as
+        binomial in ``n``; the model's own error is not included, see :class:`LabelNoiseResult`).
+    n_label_issues : int
+        Number of flagged images with this given label.
+    """
+
+    class_index: int
+    n: int
+    n_mislabelled: int
+    noise_rate: float | None
+    ci_low: float
+    ci_high: float
+    n_label_issues: int
+
+
+@dataclass(frozen=True, eq=False)
+class LabelNoiseResult:
+    """Everything confident learning estimates about the labels of one data set.
+
+    Attributes
+    ----------
+    n_classes : int
+    score_method : str
+        ``"self_confidence"`` or ``"normalized_margin"`` (what ``label_score`` holds).
+    confidence_level : float
+        Coverage of every interval.
+    thresholds : ndarray (K,)
+        Per-class thresholds: mean probability of class ``k`` over images labelled ``k`` (2.0 for a class
+        nobody is labelled as, so nothing is counted there).
+    uncalibrated_confident_joint : ndarray (K, K) of int
+        ``[i, j]``: images given label ``i`` confidently of class ``j`` (diagonal at least 1).
+    confident_joint : ndarray (K, K) of int
+        The same calibrated so row ``i`` sums to the number of images labelled ``i`` (and the total to N).
+        Equals ``cleanlab.count.compute_confident_joint(labels, pred_probs)``.
+    joint : ndarray (K, K)
+        ``P(given = i, true = j)`` = ``confident_joint / N``.
+    noise_matrix : ndarray (K, K)
+        ``P(given = i | true = j)`` (columns sum to 1).
+    inverse_noise_matrix : ndarray (K, K)
+        ``P(true = i | given = j)`` (columns sum to 1).
+    true_class_prior : ndarray (K,)
+        Estimated ``P(true = j)``. These last three equal
+        ``cleanlab.count.estimate_py_and_noise_matrices_from_probabilities`` (the probabilities variant of
+        ``estimate_noise_matrices``, which would itself train a classifier).
+    noise_rate : float
+        Estimated fraction of mislabelled images, ``1 - trace(joint)``.
+    noise_rate_ci : tuple of float
+        Wilson interval of ``noise_rate`` (N images, ``round(noise_rate * N)`` mislabelled). It covers
+        sampling of the images only, not the error of the model whose probabilities are used.
+    per_class : tuple of ClassNoise
+        One entry per class, in class order.
+    label_score : ndarray (N,)
+        In [0, 1], lower = label more likely wrong: the probability of the given label
+        (``self_confidence``) or ``(p_given - max_other + 1) / 2`` (``normalized_margin``).
+    is_label_issue : ndarray (N,) of bool
+        The flagged images (prune by noise rate; same set as ``cleanlab.filter.find_label_issues``).
+    suggested_label : ndarray (N,) of int
+        Most probable class. A flagged image's most probable class is never its given label (the method
+        un-flags those), so for flagged images this is always another class.
+    ranking : ndarray (n_label_issues,) of int
+        Indices of the flagged images, most suspect (lowest ``label_score``) first.
+    n_label_issues : int
+        Number of flagged images. Under prune by noise rate it is (up to images selected for two cells
+        and images un-flagged because the model agrees with their label) the off-diagonal total of the
+        calibrated confident joint, i.e. the estimated number of mislabelled images.
+    """
+
+    n_classes: int
+    score_method: str
+    confidence_level: float
+    thresholds: np.ndarray
+    uncalibrated_confident_joint: np.ndarray
+    confident_joint: np.ndarray
+    joint: np.ndarray
+    noise_matrix: np.ndarray
+    inverse_noise_matrix: np.ndarray
+    true_class_prior: np.ndarray
+    noise_rate: float
+    noise_rate_ci: tuple[float, float]
+    per_class: tuple[ClassNoise, ...]
+    label_score: np.ndarray
+    is_label_issue: np.ndarray
+    suggested_label: np.ndarray
+    ranking: np.ndarray
+    n_label_issues: int
+
+    @property
+    def n_images(self) -> int:
+        return int(self.is_label_issue.shape[0])
+
+    def to_dict(self, classes: Sequence[str] | None = None, *, source: str | None = None) -> dict:
+        """JSON-safe summary for ``audit.json`` section ``label_noise`` (matrices as nested lists).
+
+        Parameters
+        ----------
+        classes : sequence of str, optional
+            Class names in class order (default: the indices as strings).
+        source : str, optional
+            Where the probabilities came from (e.g. ``"model"``, ``"predictions file"``); filled in by the
+            caller, ``None`` otherwise.
+
+        Per-image values (``label_score``, ``is_label_issue``, ``suggested_label``) belong in
+        ``images.parquet`` and are not included.
+        """
+        if classes is None:
+            classes = [str(k) for k in range(self.n_classes)]
+        classes = [str(name) for name in classes]
+        if len(classes) != self.n_classes:
+            raise ValueError(ERROR_CLASSES_LENGTH.format(found=len(classes), n_classes=self.n_classes))
+
+        def matrix(values) -> list:
+            return [[_json_float(v) for v in row] for row in np.asarray(values, dtype=float)]
+
+        return {
+            "method": METHOD_NAME,
+            "filter_by": FILTER_BY,
+            "score_method": self.score_method,
+            "source": source,
+            "reference": "cleanlab 2.9 filter.find_label_issues (default settings)",
+            "n_images": self.n_images,
+            "n_classes": self.n_classes,
+            "confidence_level": float(self.confidence_level),
+            "noise_rate": _json_float(self.noise_rate),
+            "noise_rate_ci": [_json_float(self.noise_rate_ci[0]), _json_float(self.noise_rate_ci[1])],
+            "noise_rate_ci_method": NOISE_RATE_CI_METHOD,
+            "n_label_issues": int(self.n_label_issues),
+            "thresholds": [_json_float(v) for v in np.asarray(self.thresholds, dtype=float)],
+            "confident_joint": [[int(v) for v in row] for row in self.confident_joint],
+            "joint": matrix(self.joint),
+            "noise_matrix": matrix(self.noise_matrix),
+            "inverse_noise_matrix": matrix(self.inverse_noise_matrix),
+            "true_class_prior": [_json_float(v) for v in self.true_class_prior],
+            "matrix_axes": {"confident_joint": "given x true", "joint": "given x true",
+                            "noise_matrix": "given x true, P(given | true)",
+                            "inverse_noise_matrix": "true x given, P(true | given)"},
+            "per_class": [
+                {"class": classes[row.class_index], "n": row.n, "n_mislabelled": row.n_mislabelled,
+                 "noise_rate": _json_float(row.noise_rate), "ci_low": _json_float(row.ci_low),
+                 "ci_high": _json_float(row.ci_high), "n_label_issues": row.n_label_issues}
+                for row in self.per_class
+            ],
+        }
+
+
+def _json_float(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+def _check_n_classes(n_classes) -> int:
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
+        raise InputError(ERROR_N_CLASSES.format(value=n_classes))
+    return int(n_classes)
+
+
+def _check_labels(labels, n_classes: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise InputError(ERROR_LABELS_SHAPE.format(shape=labels.shape))
+    if labels.size == 0:
+        raise InputError(ERROR_TOO_FEW_IMAGES.format(n=0))
+    if labels.dtype.kind not in "iu":
+        raise InputError(ERROR_LABELS_DTYPE.format(dtype=labels.dtype))
+    bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+    if bad.size:
+        row = int(bad[0])
+        raise InputError(ERROR_LABEL_RANGE.format(row=row, value=int(labels[row]), max_index=n_classes - 1,
+                                                  n_classes=n_classes), row=row, column="label")
+    return labels.astype(np.int64, copy=False)
+
+
+def _as_chunk_source(probabilities, chunk_rows: int | None) -> Callable[[], Iterator[np.ndarray]]:
+    if callable(probabilities):
+        return probabilities
+    if isinstance(probabilities, np.ndarray):
+        if probabilities.ndim != 2:
+            raise InputError(ERROR_PROBABILITIES_SHAPE.format(chunk=0, shape=probabilities.shape,
+                                                              n_classes="K"))
+        rows = chunk_rows or max(1, (1 << 22) // max(1, probabilities.shape[1]))
+        return lambda: (probabilities[start:start + rows] for start in range(0, probabilities.shape[0], rows))
+    raise InputError(ERROR_PROBABILITIES_TYPE.format(kind=type(probabilities).__name__))
+
+
+def _iter_checked(source, *, n_classes: int, n_rows: int, dtype, pass_number: int):
+    """Yield ``(start, chunk)`` with shapes and the total row count checked; cast to ``dtype``."""
+    start = 0
+    for index, chunk in enumerate(source()):
+        chunk = np.asarray(chunk)
+        if chunk.ndim != 2:
+            raise InputError(ERROR_PROBABILITIES_SHAPE.format(chunk=index, shape=chunk.shape, n_classes=n_classes))
+        if chunk.shape[1] != n_classes:
+            raise InputError(ERROR_PROBABILITIES_COLUMNS.format(found=chunk.shape[1], n_classes=n_classes))
+        if chunk.dtype.kind not in "fiub":
+            raise InputError(ERROR_PROBABILITIES_DTYPE.format(dtype=chunk.dtype))
+        if dtype is not None and chunk.dtype != dtype:
+            chunk = chunk.astype(dtype)
+        if start + chunk.shape[0] > n_rows:
+            raise InputError(ERROR_PROBABILITIES_ROWS.format(found=f"more than {n_rows}", expected=n_rows))
+        if chunk.shape[0]:
+            yield start, chunk
+        start += chunk.shape[0]
+    if start != n_rows:
+        raise InputError(ERROR_PROBABILITIES_ROWS.format(found=start, expected=n_rows))
+
+
+def _working_dtype(dtype: np.dtype) -> np.dtype:
+    # float32/float64 are used as given (bit-for-bit agreement with the reference); anything else is
+    # widened: float16 to float32, integers and booleans to float64.
+    if dtype in (np.float32, np.float64):
+        return np.dtype(dtype)
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _check_values(chunk: np.ndarray, start: int) -> None:
+    low, high = chunk.min(), chunk.max()
+    if low >= -_RANGE_TOLERANCE and high <= 1 + _RANGE_TOLERANCE:
+        return
+    finite = np.isfinite(chunk).all(axis=1)
+    if not finite.all():
+        row = start + int(np.flatnonzero(~finite)[0])
+        raise InputError(ERROR_PROBABILITIES_NOT_FINITE.format(row=row), row=row)
+    bad = np.flatnonzero((chunk.min(axis=1) < -_RANGE_TOLERANCE) | (chunk.max(axis=1) > 1 + _RANGE_TOLERANCE))
+    row = int(bad[0])
+    raise InputError(ERROR_PROBABILITIES_RANGE.format(row=start + row, low=float(chunk[row].min()),
+                                                      high=float(chunk[row].max())), row=start + row)
+
+
+# --------------------------------------------------------------------------------------------- engine
+
+def estimate_label_noise(labels, probabilities, *, n_classes: int, score_method: str = "self_confidence",
+                         confidence_level: float = 0.95, chunk_rows: int | None = None) -> LabelNoiseResult:
+    """Estimate label noise and flag likely mislabelled images by confident learning.
+
+    Parameters
+    ----------
+    labels : ndarray (N,) of int
+        Given class index of every image (0..K-1).
+    probabilities : ndarray (N, K) or callable
+        Out-of-sample model probabilities, columns in class order; or a callable with no arguments
+        returning a fresh iterator over consecutive row chunks (``audit.io.arrays.npy_chunk_source``,
+        ``parquet_chunk_source``, ``array_chunk_source`` or an inference stream). It is called three
+        times (four if a pruning tie must be broken), and must give the same rows each time. float32
+        and float64 are used as given; other dtypes are widened.
+    n_classes : int
+        K, the number of classes (at least 2).
+    score_method : {"self_confidence", "normalized_margin"}
+        What ``label_score`` holds and how flagged images are ranked.
+    confidence_level : float
+        Coverage of the intervals.
+    chunk_rows : int, optional
+        Rows per chunk when ``probabilities`` is an in-memory array (default: about 4M values).
+
+    Returns
+    -------
+    LabelNoiseResult
+
+    Raises
+    ------
+    InputError
+        Labels not integers in 0..K-1, probabilities of the wrong shape, with NaN/inf or outside [0, 1],
+        row counts that differ, or a chunk source that changes between passes.
+    """
+    n_classes = _check_n_classes(n_classes)
+    if score_method not in SCORE_METHODS:
+        raise InputError(ERROR_SCORE_METHOD.format(value=score_method))
+    if isinstance(confidence_level, bool) or not isinstance(confidence_level, (int, float)) \
+            or not 0 < confidence_level < 1:
+        raise InputError(ERROR_CONFIDENCE_LEVEL.format(value=confidence_level))
+    labels = _check_labels(labels, n_classes)
+    source = _as_chunk_source(probabilities, chunk_rows)
+    n, k = labels.shape[0], n_classes
+
+    # Pass 1: per-image self-confidence and prediction; validate values.
+    self_confidence = None
+    predicted = np.empty(n, dtype=np.int64)
+    model_agrees = np.empty(n, dtype=bool)
+    max_other = None
+    dtype = None
+    for start, chunk in _iter_checked(source, n_classes=k, n_rows=n, dtype=None, pass_number=1):
+        if dtype is None:
+            dtype = _working_dtype(chunk.dtype)
+            self_confidence = np.empty(n, dtype=dtype)
+            if score_method == "normalized_margin":
+                max_other = np.empty(n, dtype=dtype)
+        if chunk.dtype != dtype:
+            chunk = chunk.astype(dtype)
+        _check_values(chunk, start)
+        stop = start + chunk.shape[0]
+        y = labels[start:stop]
+        rows = np.arange(chunk.shape[0])
+        sc = chunk[rows, y]
+        pred = chunk.argmax(axis=1)
+        self_confidence[start:stop] = sc
+        predicted[start:stop] = pred
+        model_agrees[start:stop] = _given_label_is_prediction(chunk, y, sc, pred)
+        if max_other is not None:
+            max_other[start:stop] = _max_other(chunk, y, pred)
+
+    # Thresholds: mean self-confidence per class, computed with numpy's own summation over the class's
+    # values in image order (a fresh contiguous array, as the reference has), so the float32 rounding
+    # of the threshold is identical.
+    label_counts = np.bincount(labels, minlength=k)
+    order = np.argsort(labels, kind="stable")
+    sorted_confidence = self_confidence[order]
+    del order
+    bounds = np.concatenate([[0], np.cumsum(label_counts)])
+    means = [np.mean(np.array(sorted_confidence[bounds[c]:bounds[c + 1]])) if label_counts[c] else None
+             for c in range(k)]
+    del sorted_confidence
+    thresholds = cl.class_thresholds(means)
+    comparison_thresholds = thresholds - 1e-6
+
+    # Pass 2: the confident joint.
+    counts = np.zeros(k * k, dtype=np.int64)
+    pass_number = 2
+    for start, chunk in _iter_checked(source, n_classes=k, n_rows=n, dtype=dtype, pass_number=pass_number):
+        stop = start + chunk.shape[0]
+        y = labels[start:stop]
+        same = chunk[np.arange(chunk.shape[0]), y] == self_confidence[start:stop]
+        if not same.all():
+            row = start + int(np.flatnonzero(~same)[0])
+            raise InputError(ERROR_PASSES_DIFFER.format(pass_number=pass_number, row=row), row=row)
+        confident = chunk >= comparison_thresholds
+        n_confident = np.count_nonzero(confident, axis=1)
+        first_confident = confident.argmax(axis=1)
+        del confident
+        guess = np.where(n_confident > 1, predicted[start:stop], first_confident)
+        counted = n_confident > 0
+        counts += np.bincount(guess[counted] * k + y[counted], minlength=k * k)
+    # Counted as (true guess, given) and transposed, i.e. the same memory layout as the reference's
+    # transposed confusion matrix: float sums over the matrix then add in the same order.
+    uncalibrated = counts.reshape(k, k).T
+    np.fill_diagonal(uncalibrated, uncalibrated.diagonal().clip(min=1))
+    calibrated = cl.calibrate_confident_joint(uncalibrated, label_counts)
+    joint = cl.estimate_joint_from_calibrated(calibrated)
+    prior, noise_matrix, inverse_noise_matrix = cl.estimate_latent(calibrated, label_counts, converge=True)
+
+    # Pass 3 (+ 4 for ties): prune by noise rate.
+    prune = cl.prune_counts(calibrated, min_examples_per_class=1)
+    flagged = _prune_by_noise_rate(source, labels, self_confidence, prune, label_counts,
+                                   n_classes=k, dtype=dtype)
+    is_label_issue = np.zeros(n, dtype=bool)
+    is_label_issue[flagged] = True
+    is_label_issue &= ~model_agrees
+
+    if score_method == "self_confidence":
+        label_score = self_confidence
+    else:
+        label_score = (self_confidence - max_other + 1) / 2
+    issue_indices = np.arange(n)[is_label_issue]
+    ranking = issue_indices[np.argsort(label_score[is_label_issue])]
+
+    z_successes = n - int(np.trace(calibrated))
+    low, high = wilson_interval(z_successes, n, confidence_level=confidence_level)
+    per_class = _per_class(calibrated, label_counts, labels, is_label_issue, confidence_level)
+    return LabelNoiseResult(
+        n_classes=k, score_method=score_method, confidence_level=float(confidence_level),
+        thresholds=np.asarray(thresholds), uncalibrated_confident_joint=uncalibrated,
+        confident_joint=calibrated, joint=joint, noise_matrix=noise_matrix,
+        inverse_noise_matrix=inverse_noise_matrix, true_class_prior=prior,
+        noise_rate=float(1.0 - np.trace(joint)), noise_rate_ci=(float(low), float(high)),
+        per_class=per_class, label_score=label_score, is_label_issue=is_label_issue,
+        suggested_label=predicted, ranking=ranking, n_label_issues=int(is_label_issue.sum()),
+    )
+
+
+def _given_label_is_prediction(chunk, y, self_confidence, predicted) -> np.ndarray:
+    """True where the given label, bumped by 1e-6, is the first maximum of the row (never flagged)."""
+    bumped = self_confidence + cl.FLOATING_POINT_COMPARISON  # same dtype as the probabilities
+    top = chunk[np.arange(chunk.shape[0]), predicted]
+    agrees = bumped > top
+    # Exact ties with the bumped value: argmax takes the first maximum, so decide those rows one by one.
+    for row in np.flatnonzero(bumped == top):
+        values = chunk[row].copy()
+        values[y[row]] = bumped[row]
+        agrees[row] = values.argmax() == y[row]
+    return agrees
+
+
+def _max_other(chunk, y, predicted) -> np.ndarray:
+    """Largest probability among the classes other than the given label."""
+    rows = np.arange(chunk.shape[0])
+    result = chunk[rows, predicted].copy()
+    same = np.flatnonzero(predicted == y)
+    if same.size:
+        block = chunk[same].copy()
+        block[np.arange(same.size), y[same]] = -np.inf
+        result[same] = block.max(axis=1)
+    return result
+
+
+def _prune_by_noise_rate(source, labels, self_confidence, prune, label_counts, *, n_classes, dtype):
+    """Indices selected by "prune by noise rate" before the model-agrees filter.
+
+    For every class ``k`` with more than one image and every other class ``j`` with ``prune[j, k] > 0``,
+    select the ``prune[j, k]`` images labelled ``k`` with the largest margin ``p_j - p_k`` (computed in
+    the probabilities' dtype, like the reference). Streaming keeps, per (k, j) cell, the best candidates
+    seen so far plus any tied with the current cut-off; a tie straddling the final cut-off is broken by
+    reproducing the reference's sort on that cell's full margin vector (an extra, rare pass).
+    """
+    k = n_classes
+    rows_j, cols_k = np.nonzero(prune)
+    keep = (rows_j != cols_k) & (label_counts[cols_k] > 1)
+    pair_j, pair_k = rows_j[keep], cols_k[keep]
+    if pair_j.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((pair_j, pair_k))
+    pair_j, pair_k = pair_j[order], pair_k[order]
+    pair_m = prune[pair_j, pair_k].astype(np.int64)
+    n_pairs = pair_j.size
+    pairs_per_class = np.bincount(pair_k, minlength=k)
+    first_pair = np.concatenate([[0], np.cumsum(pairs_per_class)[:-1]])
+
+    cut = np.full(n_pairs, -np.inf)
+    kept_pair = np.zeros(0, dtype=np.int64)
+    kept_margin = np.zeros(0, dtype=dtype)
+    kept_index = np.zeros(0, dtype=np.int64)
+    n = labels.shape[0]
+    for start, chunk in _iter_checked(source, n_classes=k, n_rows=n, dtype=dtype, pass_number=3):
+        stop = start + chunk.shape[0]
+        y = labels[start:stop]
+        per_row = pairs_per_class[y]
+        rows = np.flatnonzero(per_row)
+        if rows.size == 0:
+            continue
+        repeats = per_row[rows]
+        expanded_rows = np.repeat(rows, repeats)
+        run_starts = np.repeat(np.cumsum(repeats) - repeats, repeats)
+        pair = first_pair[y[expanded_rows]] + (np.arange(expanded_rows.size) - run_starts)
+        flat = chunk.reshape(-1)
+        margin = flat[expanded_rows * k + pair_j[pair]] - self_confidence[start + expanded_rows]
+        candidate = margin >= cut[pair]
+        if not candidate.any():
+            continue
+        kept_pair = np.concatenate([kept_pair, pair[candidate]])
+        kept_margin = np.concatenate([kept_margin, margin[candidate]])
+        kept_index = np.concatenate([kept_index, start + expanded_rows[candidate]])
+        kept_pair, kept_margin, kept_index, cut = _top_per_pair(kept_pair, kept_margin, kept_index, pair_m)
+
+    # Final selection: top m per cell; cells whose m-th and (m+1)-th margins tie need the reference order.
+    order = np.lexsort((kept_index, -kept_margin, kept_pair))
+    kept_pair, kept_margin, kept_index = kept_pair[order], kept_margin[order], kept_index[order]
+    group_start = np.searchsorted(kept_pair, np.arange(n_pairs), side="left")
+    group_count = np.searchsorted(kept_pair, np.arange(n_pairs), side="right") - group_start
+    rank = np.arange(kept_pair.size) - group_start[kept_pair]
+    selected = kept_index[rank < pair_m[kept_pair]]
+    tied = np.flatnonzero(group_count > pair_m)
+    if tied.size:
+        boundary = group_start[tied] + pair_m[tied]
+        straddles = kept_margin[boundary - 1] == kept_margin[boundary]
+        tied = tied[straddles]
+    if tied.size == 0:
+        return np.unique(selected)
+    tied_set = np.zeros(n_pairs, dtype=bool)
+    tied_set[tied] = True
+    selected = selected[~tied_set[kept_pair[rank < pair_m[kept_pair]]]]
+    resolved = _resolve_ties(source, labels, tied, pair_j, pair_k, pair_m, n_classes=k, dtype=dtype)
+    return np.unique(np.concatenate([selected, resolved]))
+
+
+def _top_per_pair(pair, margin, index, pair_m):
+    """Keep, per cell, the ``m`` largest margins and everything tied with the m-th; return the cut-offs."""
+    order = np.lexsort((index, -margin, pair))
+    pair, margin, index = pair[order], margin[order], index[order]
+    n_pairs = pair_m.size
+    group_start = np.searchsorted(pair, np.arange(n_pairs), side="left")
+    group_count = np.searchsorted(pair, np.arange(n_pairs), side="right") - group_start
+    full = group_count >= pair_m
+    cut = np.full(n_pairs, -np.inf)
+    cut[full] = margin[group_start[full] + pair_m[full] - 1]
+    keep = margin >= cut[pair]
+    return pair[keep], margin[keep], index[keep], cut
+
+
+def _resolve_ties(source, labels, tied, pair_j, pair_k, pair_m, *, n_classes, dtype):
+    """Select the tied cells' images exactly as the reference: argsort of minus the full margin vector."""
+    margins = {int(p): [] for p in tied}
+    indices = {int(p): [] for p in tied}
+    n = labels.shape[0]
+    for start, chunk in _iter_checked(source, n_classes=n_classes, n_rows=n, dtype=dtype, pass_number=4):
+        y = labels[start:start + chunk.shape[0]]
+        for p in margins:
+            rows = np.flatnonzero(y == pair_k[p])
+            if rows.size:
+                margins[p].append(chunk[rows, pair_j[p]] - chunk[rows, pair_k[p]])
+                indices[p].append(start + rows)
+    selected = []
+    for p in margins:
+        margin = np.concatenate(margins[p])
+        index = np.concatenate(indices[p])
+        selected.append(index[np.argsort(-margin)[:pair_m[p]]])
+    return np.concatenate(selected) if selected else np.zeros(0, dtype=np.int64)
+
+
+def _per_class(calibrated, label_counts, labels, is_label_issue, confidence_level) -> tuple[ClassNoise, ...]:
+    k = calibrated.shape[0]
+    row_totals = calibrated.sum(axis=1)
+    mislabelled = row_totals - np.diagonal(calibrated)
+    flagged = np.bincount(labels[is_label_issue], minlength=k)
+    low, high = wilson_interval(mislabelled, label_counts, confidence_level=confidence_level)
+    rows = []
+    for c in range(k):
+        n_c = int(label_counts[c])
+        rate = float(mislabelled[c] / row_totals[c]) if n_c and row_totals[c] else None
+        rows.append(ClassNoise(class_index=c, n=n_c, n_mislabelled=int(mislabelled[c]), noise_rate=rate,
+                               ci_low=float(low[c]), ci_high=float(high[c]), n_label_issues=int(flagged[c])))
+    return tuple(rows)
+
+
+# --------------------------------------------------------------------------------------------- groups
+
+def estimate_noise_rate_by_group(is_label_issue, labels, group_labels: Mapping[str, pd.Series], *,
+                                 classes: Sequence[str], confidence_level: float = 0.95,
+                                 min_group_size: int = 30, max_ci_width: float = 0.2) -> pd.DataFrame:
+    """Estimated label-noise rate of every group and every class x group, as ``group_metrics`` rows.
+
+    The value is the fraction of the group's images that are flagged. Under prune by noise rate the
+    flagged set is sized to the estimated number of label errors (the calibrated confident joint's
+    off-diagonal total, cell by cell: each (given, true) cell flags as many images as it estimates to be
+    mislabelled), and the flags fall on the images most likely to be wrong, so counting flags within a
+    group estimates how many of *its* labels are wrong, without fitting a separate joint per group (which
+    small groups could not support).
+
+    Parameters
+    ----------
+    is_label_issue : array-like (N,) of bool
+        ``LabelNoiseResult.is_label_issue``.
+    labels : array-like (N,) of int
+        Given class indices.
+    group_labels : mapping of str to Series
+        Attribute (or intersection, e.g. ``"race & age"``) -> group of each image, in image order, as
+        ``audit.analysis._groups.iter_group_keys`` yields them.
+    classes : sequence of str
+        Class names in class order (for the ``class`` column).
+    confidence_level : float
+        Coverage of the Wilson intervals; ``1 - confidence_level`` is the test level.
+    min_group_size, max_ci_width : int, float
+        A row has ``insufficient_evidence`` when ``n < min_group_size`` or its interval is wider than
+        ``max_ci_width``.
+
+    Returns
+    -------
+    DataFrame
+        The contract's ``group_metrics`` columns, metric ``estimated_noise_rate``: an ``all`` row and one
+        per class (``class`` set), then per attribute one row per group and one per class x group.
+        ``verdict``: ``insufficient_data`` exactly when ``insufficient_evidence``; otherwise each group is
+        tested against the rest of the data (of the same class, for class rows) with a one-sided pooled
+        two-proportion z test (a higher noise rate is harmful), Holm-adjusted over the tested groups of one
+        attribute (per class for class rows): ``worse_than_rest`` when the adjusted p-value is below
+        ``1 - confidence_level``, else ``no_evidence_of_gap``. ``all`` rows have no verdict.
+    """
+    flags = np.asarray(is_label_issue, dtype=bool)
+    labels = np.asarray(labels)
+    n = flags.shape[0]
+    if labels.shape[0] != n:
+        raise InputError(ERROR_MASK_LENGTH.format(found=n, expected=labels.shape[0]))
+    classes = [str(c) for c in classes]
+    alpha = 1.0 - confidence_level
+    records = []
+
+    def add(attribute, group, class_name, n_rows, n_flagged, verdict_family):
+        records.append({"attribute": attribute, "group": group, "class": class_name, "n": int(n_rows),
+                        "metric": METRIC_NAME, "flagged": int(n_flagged), "family": verdict_family})
+
+    add("all", "all", "", n, flags.sum(), None)
+    class_n = np.bincount(labels, minlength=len(classes))
+    class_flagged = np.bincount(labels[flags], minlength=len(classes))
+    for c, name in enumerate(classes):
+        add("all", "all", name, class_n[c], class_flagged[c], None)
+    for attribute, values in group_labels.items():
+        values = pd.Series(values)
+        if len(values) != n:
+            raise InputError(ERROR_GROUP_LENGTH.format(attribute=attribute, found=len(values), expected=n),
+                             column=str(attribute))
+        codes, names = pd.factorize(values.astype(str).to_numpy(), sort=True)
+        group_n = np.bincount(codes, minlength=len(names))
+        group_flagged = np.bincount(codes[flags], minlength=len(names))
+        for g, group in enumerate(names):
+            add(attribute, group, "", group_n[g], group_flagged[g], (attribute, ""))
+        cell = labels.astype(np.int64) * len(names) + codes
+        cell_n = np.bincount(cell, minlength=len(classes) * len(names)).reshape(len(classes), len(names))
+        cell_flagged = np.bincount(cell[flags], minlength=len(classes) * len(names)).reshape(len(classes), len(names))
+        for c, name in enumerate(classes):
+            for g, group in enumerate(names):
+                if cell_n[c, g]:
+                    add(attribute, group, name, cell_n[c, g], cell_flagged[c, g], (attribute, name))
+    if not records:
+        return empty_group_metrics()
+    frame = pd.DataFrame.from_records(records)
+    successes = frame["flagged"].to_numpy()
+    totals = frame["n"].to_numpy()
+    low, high = wilson_interval(successes, totals, confidence_level=confidence_level)
+    frame["value"] = np.where(totals > 0, successes / np.maximum(totals, 1), np.nan)
+    frame["ci_low"], frame["ci_high"] = low, high
+    frame["insufficient_evidence"] = flag_insufficient_evidence(frame, min_group_size=min_group_size,
+                                                                max_ci_width=max_ci_width)
+    verdict = np.full(len(frame), VERDICT_NONE, dtype=object)
+    family = frame["family"].map(lambda f: None if f is None else f"{f[0]}\x00{f[1]}")
+    for members in family.dropna().groupby(family.dropna(), sort=False).indices.values():
+        members = family.dropna().index.to_numpy()[members]
+        insufficient = frame["insufficient_evidence"].to_numpy()[members]
+        verdict[members[insufficient]] = VERDICT_INSUFFICIENT
+        tested = members[~insufficient]
+        if tested.size == 0:
+            continue
+        # "The rest" = the same attribute's other groups (within the class for class rows).
+        family_n = totals[members].sum()
+        family_flagged = successes[members].sum()
+        rest_n = family_n - totals[tested]
+        rest_flagged = family_flagged - successes[tested]
+        # P(rest < group): the group's noise rate is higher (harmful direction).
+        p = two_proportion_p_value_lower(rest_flagged, rest_n, successes[tested], totals[tested])
+        adjusted = adjust_p_values(p, method="holm")
+        verdict[tested] = np.where(adjusted < alpha, VERDICT_WORSE, VERDICT_NO_GAP)
+    frame["verdict"] = verdict
+    return coerce_group_metrics(frame.drop(columns=["flagged", "family"]))

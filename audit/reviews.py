@@ -1,0 +1,327 @@
+"""Review decisions on flagged images: ``reviews.sqlite`` in the audit folder and the corrected-labels CSV.
+
+The store follows ``contract.md``: table ``decisions(id, content_hash, reviewer, decision, new_label, note,
+decided_at)`` in a SQLite file in WAL mode. It is an append-only log:
+
+- every call of :func:`record_decision` adds one row, so nothing a reviewer said is ever lost;
+- a reviewer's *current* decision on an image is their latest row for its ``content_hash`` (a reviewer may
+  change their mind; their earlier rows stay in the log);
+- when the current decisions of different reviewers differ (``decision`` or ``new_label``), the image is
+  in *conflict*: both decisions are kept and shown, neither wins;
+- a decision applies to an image while the image's ``content_hash`` matches (an edited file is a new
+  image and needs a new review). Decisions survive re-runs of the audit because ``run`` never deletes
+  ``reviews.sqlite``.
+
+Concurrency: each write is one ``BEGIN IMMEDIATE`` transaction with a generous busy timeout, so several
+processes (app sessions, scripts) can write at once without losing a decision.
+"""
+from __future__ import annotations
+
+import io
+import sqlite3
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from audit.errors import InputError
+
+#: File name of the store inside the audit folder.
+REVIEWS_FILE = "reviews.sqlite"
+#: Allowed decisions (contract words).
+DECISIONS = ("label_wrong", "label_correct", "unsure")
+#: The ``decision`` of an image whose reviewers disagree (corrected-labels CSV).
+CONFLICT = "conflict"
+#: Columns of the ``decisions`` table, in order.
+DECISION_COLUMNS = ("id", "content_hash", "reviewer", "decision", "new_label", "note", "decided_at")
+#: Columns of the corrected-labels CSV, in order.
+CORRECTED_LABEL_COLUMNS = ("id", "path", "label", "corrected_label", "decision", "reviewers", "decided_at")
+#: Seconds a writer waits for another writer's lock before giving up.
+BUSY_TIMEOUT_S = 30.0
+
+ERROR_DECISION = "decision must be one of label_wrong, label_correct, unsure; got {value!r}"
+ERROR_REVIEWER = "give a reviewer name (it is recorded with the decision); got an empty name"
+ERROR_NEW_LABEL_MISSING = "decision label_wrong needs the new label: choose the class the image really shows"
+ERROR_NEW_LABEL_UNKNOWN = "new label {value!r} is not a class of this audit; choose one of: {classes}"
+ERROR_NEW_LABEL_UNEXPECTED = "only decision label_wrong takes a new label; got new label {value!r} with {decision}"
+ERROR_CONTENT_HASH = "content_hash must be the image's sha256 (64 hex digits); got {value!r}"
+ERROR_NOT_A_FOLDER = "{path} is not an audit folder (no such directory); pick an existing audit"
+ERROR_IMAGES_COLUMNS = "the images table lacks the column(s) {columns} needed to export corrected labels"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    content_hash TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('label_wrong', 'label_correct', 'unsure')),
+    new_label TEXT,
+    note TEXT,
+    decided_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_by_hash ON decisions (content_hash);
+"""
+
+
+def _database(folder: str | Path) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(ERROR_NOT_A_FOLDER.format(path=folder), source=str(folder))
+    return folder / REVIEWS_FILE
+
+
+def open_reviews(folder: str | Path) -> sqlite3.Connection:
+    """Open (creating if needed) ``DIR/reviews.sqlite`` in WAL mode and return the connection.
+
+    The caller closes it. Autocommit mode; writes use explicit ``BEGIN IMMEDIATE`` transactions.
+    """
+    path = _database(folder)
+    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    # journal_mode=WAL is persistent in the file; setting it again is a cheap no-op.
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = NORMAL")
+    connection.executescript(_SCHEMA)
+    return connection
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def record_decision(folder: str | Path, *, content_hash: str, reviewer: str, decision: str,
+                    new_label: str | None = None, note: str | None = None, classes=None,
+                    decided_at: str | None = None) -> int:
+    """Append one review decision; return its row ``id``.
+
+    Parameters
+    ----------
+    folder : path
+        The audit folder (``reviews.sqlite`` is created in it when missing).
+    content_hash : str
+        sha256 of the image file (``images.parquet`` ``content_hash``); the decision applies to the image
+        while its bytes are unchanged.
+    reviewer : str
+        Who decided (free text, stripped; must not be empty).
+    decision : {"label_wrong", "label_correct", "unsure"}
+    new_label : str, optional
+        The right class; required with ``label_wrong`` and refused with the other decisions.
+    note : str, optional
+        Free-text comment.
+    classes : sequence of str, optional
+        The audit's classes; when given, ``new_label`` must be one of them.
+    decided_at : str, optional
+        ISO 8601 time; default now (UTC).
+
+    Raises
+    ------
+    InputError
+        With one of the ``ERROR_*`` messages of this module.
+    """
+    reviewer = (reviewer or "").strip()
+    if decision not in DECISIONS:
+        raise InputError(ERROR_DECISION.format(value=decision))
+    if not reviewer:
+        raise InputError(ERROR_REVIEWER)
+    if not isinstance(content_hash, str) or len(content_hash) != 64 or any(
+            c not in "0123456789abcdef" for c in content_hash.lower()):
+        raise InputError(ERROR_CONTENT_HASH.format(value=content_hash))
+    new_label = None if new_label is None or str(new_label) == "" else str(new_label)
+    if decision == "label_wrong":
+        if new_label is None:
+            raise InputError(ERROR_NEW_LABEL_MISSING)
+        if classes is not None and new_label not in [str(c) for c in classes]:
+            raise InputError(ERROR_NEW_LABEL_UNKNOWN.format(value=new_label, classes=", ".join(map(str, classes))))
+    elif new_label is not None:
+        raise InputError(ERROR_NEW_LABEL_UNEXPECTED.format(value=new_label, decision=decision))
+    note = (note or "").strip() or None
+    connection = open_reviews(folder)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        cursor = connection.execute(
+            "INSERT INTO decisions (content_hash, reviewer, decision, new_label, note, decided_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (content_hash.lower(), reviewer, decision, new_label, note, decided_at or _now()))
+        connection.execute("COMMIT")
+        return int(cursor.lastrowid)
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    finally:
+        connection.close()
+
+
+def list_decisions(folder: str | Path, *, current_only: bool = True) -> pd.DataFrame:
+    """The decisions as a table with the contract columns (``DECISION_COLUMNS``), oldest first.
+
+    ``current_only`` keeps each reviewer's latest decision per ``content_hash`` (the one that counts);
+    ``False`` returns the whole log. An audit without ``reviews.sqlite`` gives an empty table (the file is
+    not created by reading).
+    """
+    path = _database(folder)
+    if not path.exists():
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "id" else object) for c in DECISION_COLUMNS})
+    connection = open_reviews(folder)
+    try:
+        if current_only:
+            query = ("SELECT d.* FROM decisions d JOIN (SELECT content_hash, reviewer, MAX(id) AS id FROM decisions "
+                     "GROUP BY content_hash, reviewer) latest ON d.id = latest.id ORDER BY d.id")
+        else:
+            query = "SELECT * FROM decisions ORDER BY id"
+        frame = pd.read_sql_query(query, connection)
+    finally:
+        connection.close()
+    return frame[list(DECISION_COLUMNS)]
+
+
+def resolve_decisions(decisions: pd.DataFrame) -> pd.DataFrame:
+    """One row per ``content_hash`` from current decisions (output of :func:`list_decisions`).
+
+    Columns: ``content_hash``, ``decision`` (the shared decision, or ``conflict`` when the reviewers'
+    current decisions or new labels differ), ``new_label`` (the shared new label of ``label_wrong``, else
+    None), ``reviewers`` (sorted, joined by ``"; "``), ``decided_at`` (latest), ``n_reviewers``,
+    ``details`` (``"reviewer: decision [-> new label]"`` joined by ``"; "``, so a conflict shows both sides).
+    """
+    columns = ["content_hash", "decision", "new_label", "reviewers", "decided_at", "n_reviewers", "details"]
+    if decisions.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    rows = []
+    for content_hash, block in decisions.sort_values("id").groupby("content_hash", sort=False):
+        pairs = {(row.decision, row.new_label if isinstance(row.new_label, str) else None)
+                 for row in block.itertuples()}
+        decision, new_label = next(iter(pairs)) if len(pairs) == 1 else (CONFLICT, None)
+        details = "; ".join(
+            f"{row.reviewer}: {row.decision}" + (f" -> {row.new_label}" if isinstance(row.new_label, str) else "")
+            for row in block.sort_values("reviewer").itertuples())
+        rows.append({"content_hash": content_hash, "decision": decision, "new_label": new_label,
+                     "reviewers": "; ".join(sorted(block["reviewer"].astype(str).unique())),
+                     "decided_at": str(block["decided_at"].max()), "n_reviewers": int(block["reviewer"].nunique()),
+                     "details": details})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def find_conflicts(folder: str | Path) -> pd.DataFrame:
+    """Images whose reviewers disagree: the rows of :func:`resolve_decisions` with decision ``conflict``."""
+    resolved = resolve_decisions(list_decisions(folder))
+    return resolved[resolved["decision"] == CONFLICT].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class ReviewSummary:
+    """Counts over the current review decisions of flagged images (no statistics).
+
+    Attributes
+    ----------
+    n_suspects : int
+        Images flagged as label issues (``is_label_issue``) in the audit.
+    n_reviewed : int
+        Flagged images with at least one current decision (matching ``content_hash``).
+    n_label_wrong, n_label_correct, n_unsure, n_conflicts : int
+        Flagged reviewed images by resolved decision (``conflict`` when reviewers disagree).
+    confirmed_error_rate : float or None
+        ``n_label_wrong / (n_label_wrong + n_label_correct)``: among flagged images with an agreed, definite
+        decision, the fraction whose label was confirmed wrong (unsure and conflicting ones are left out);
+        None when no such image exists yet.
+    """
+
+    n_suspects: int
+    n_reviewed: int
+    n_label_wrong: int
+    n_label_correct: int
+    n_unsure: int
+    n_conflicts: int
+    confirmed_error_rate: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarise_reviews(images: pd.DataFrame, decisions: pd.DataFrame) -> ReviewSummary:
+    """Count reviewed suspects and confirmed errors (see :class:`ReviewSummary`).
+
+    Parameters
+    ----------
+    images : DataFrame
+        ``images.parquet`` (needs ``content_hash``; ``is_label_issue`` when the audit has label noise).
+    decisions : DataFrame
+        Current decisions (:func:`list_decisions`).
+    """
+    if "is_label_issue" in images.columns:
+        suspects = images.loc[images["is_label_issue"].astype(bool), "content_hash"]
+    else:
+        suspects = images["content_hash"].iloc[:0]
+    resolved = resolve_decisions(decisions).set_index("content_hash")["decision"]
+    reviewed = suspects[suspects.isin(resolved.index)]
+    counts = resolved.reindex(reviewed).value_counts()
+    wrong, correct = int(counts.get("label_wrong", 0)), int(counts.get("label_correct", 0))
+    return ReviewSummary(n_suspects=int(len(suspects)), n_reviewed=int(len(reviewed)), n_label_wrong=wrong,
+                         n_label_correct=correct, n_unsure=int(counts.get("unsure", 0)),
+                         n_conflicts=int(counts.get(CONFLICT, 0)),
+                         confirmed_error_rate=wrong / (wrong + correct) if wrong + correct else None)
+
+
+def corrected_labels(images: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """The corrected-labels table (``CORRECTED_LABEL_COLUMNS``): one row per reviewed image.
+
+    An image is reviewed when a current decision matches its ``content_hash``. ``corrected_label`` is the
+    new label of an agreed ``label_wrong`` and the given label otherwise (``label_correct``, ``unsure``,
+    ``conflict``: the label stands until the reviewers agree it is wrong); ``decision`` says which case it is.
+    Rows follow the order of ``images``.
+    """
+    missing = [c for c in ("id", "path", "label", "content_hash") if c not in images.columns]
+    if missing:
+        raise InputError(ERROR_IMAGES_COLUMNS.format(columns=", ".join(missing)))
+    resolved = resolve_decisions(decisions)
+    merged = images[["id", "path", "label", "content_hash"]].merge(resolved, on="content_hash", how="inner")
+    corrected = merged["label"].astype(str).where(merged["decision"] != "label_wrong", merged["new_label"])
+    return pd.DataFrame({"id": merged["id"].astype(str), "path": merged["path"].astype(str),
+                         "label": merged["label"].astype(str), "corrected_label": corrected.astype(str),
+                         "decision": merged["decision"], "reviewers": merged["reviewers"],
+                         "decided_at": merged["decided_at"]})[list(CORRECTED_LABEL_COLUMNS)]
+
+
+def _neutralise(value):
+    """Prefix text cells that a spreadsheet would run as a formula with ``'`` (OWASP CSV injection)."""
+    if isinstance(value, str) and value and value[0] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _write_csv_safe(frame: pd.DataFrame) -> bytes:
+    """Private fallback of the project's safe CSV writer: neutralise formula cells, UTF-8, no index."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(_neutralise)
+    safe.columns = [_neutralise(str(c)) for c in safe.columns]
+    buffer = io.StringIO()
+    safe.to_csv(buffer, index=False)
+    return buffer.getvalue().encode("utf-8")
+
+
+def to_safe_csv(frame: pd.DataFrame) -> bytes:
+    """CSV bytes of ``frame`` with formula-injection cells neutralised.
+
+    Uses ``audit.io.csv_export`` when the project provides it, else this module's private writer.
+    """
+    try:
+        from audit.io import csv_export
+    except ImportError:
+        return _write_csv_safe(frame)
+    for name in ("to_csv_bytes", "csv_bytes", "render_csv", "frame_to_csv_bytes"):
+        function = getattr(csv_export, name, None)
+        if callable(function):
+            data = function(frame)
+            return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    return _write_csv_safe(frame)
+
+
+def export_corrected_labels(folder: str | Path, images: pd.DataFrame, *, out: str | Path | None = None) -> bytes:
+    """The corrected-labels CSV of the audit in ``folder`` (bytes); also written atomically to ``out``."""
+    data = to_safe_csv(corrected_labels(images, list_decisions(folder)))
+    if out is not None:
+        from audit.io.atomic import write_bytes_atomic
+
+        write_bytes_atomic(out, data)
+    return data
