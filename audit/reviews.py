@@ -306,15 +306,10 @@ def to_safe_csv(frame: pd.DataFrame) -> bytes:
     Uses ``audit.io.csv_export`` when the project provides it, else this module's private writer.
     """
     try:
-        from audit.io import csv_export
-    except ImportError:
+        from audit.io.csv_export import to_safe_csv as project_to_safe_csv
+    except ImportError:  # the shared writer is optional; the private one follows the same rule
         return _write_csv_safe(frame)
-    for name in ("to_csv_bytes", "csv_bytes", "render_csv", "frame_to_csv_bytes"):
-        function = getattr(csv_export, name, None)
-        if callable(function):
-            data = function(frame)
-            return data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    return _write_csv_safe(frame)
+    return project_to_safe_csv(frame).encode("utf-8")
 
 
 def export_corrected_labels(folder: str | Path, images: pd.DataFrame, *, out: str | Path | None = None) -> bytes:

@@ -49,7 +49,7 @@ def write_case(directory: Path, n: int, k: int, *, seed: int = 0, chunk_rows: in
     path = directory / "probabilities.npy"
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, k))
     # Logit boost tuned so top-1 accuracy on the true class is roughly 80-90 %.
-    boost = np.float32(3.0 if k <= 10 else 5.5)
+    boost = np.float32(3.0 if k <= 10 else 4.0)
     for start in range(0, n, chunk_rows):
         stop = min(n, start + chunk_rows)
         logits = rng.standard_normal((stop - start, k), dtype=np.float32)

@@ -31,7 +31,8 @@ def coerce_group_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     frame["n"] = frame["n"].fillna(0).astype("int64")
     for column in ("value", "ci_low", "ci_high"):
         frame[column] = frame[column].astype("float64")
-    frame["insufficient_evidence"] = frame["insufficient_evidence"].fillna(False).astype(bool)
+    flags = frame["insufficient_evidence"].astype(object)
+    frame["insufficient_evidence"] = flags.where(flags.notna(), False).astype(bool)
     return frame.reset_index(drop=True)
 
 

@@ -19,6 +19,7 @@ import csv
 import hashlib
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,7 +325,9 @@ def _torch_runner(module, torch) -> Callable:
 def _load_torchscript(path: str):
     torch = _torch()
     try:
-        module = torch.jit.load(path, map_location="cpu")
+        with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; users still have such files
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(path, map_location="cpu")
     except Exception as exc:
         raise ModelError(ERROR_MODEL_LOAD_FAILED.format(kind="TorchScript", file=path, reason=exc),
                          source=path) from exc

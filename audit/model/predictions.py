@@ -123,6 +123,11 @@ class PredictionsResult:
                 "n_images": int(self.probabilities.shape[0]), "n_classes": int(self.probabilities.shape[1])}
 
 
+def _describe(value: float) -> str:
+    """How a non-finite value is named in messages."""
+    return "missing or NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
 def _short(names) -> str:
     names = [str(n) for n in names]
     return ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
@@ -170,8 +175,9 @@ def _numeric_column(frame: pd.DataFrame, column: str, source: str) -> np.ndarray
     if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
         text = values.astype(str).str.strip()
         numbers = pd.to_numeric(text, errors="coerce")
-        # "nan"/"inf" parse to non-finite numbers (reported later, with the row); anything else is not a number.
-        bad = numbers.isna() & ~text.str.lower().isin(["nan", "-nan", "+nan"])
+        # Empty cells and "nan"/"inf" become non-finite numbers (reported later, with the row); anything
+        # else that does not parse is not a number.
+        bad = numbers.isna() & ~text.str.lower().isin(["", "nan", "-nan", "+nan", "na", "null"])
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise InputError(ERROR_PREDICTIONS_NOT_NUMERIC.format(file=source, row=row, column=column,
@@ -284,7 +290,7 @@ def _read_table_file(path: Path, source: str, table: pd.DataFrame, classes: tupl
         row, column = (int(v) for v in np.argwhere(~finite)[0])
         where = f" ({key} '{frame[key].iloc[row]}')"
         raise InputError(ERROR_PREDICTIONS_NOT_FINITE.format(file=source, row=row, where=where,
-                                                             column=classes[column], value=values[row, column]),
+                                                             column=classes[column], value=_describe(values[row, column])),
                          source=source, row=row, column=classes[column])
     file_row_of, unmatched = _match_rows(frame, key, source, path, table, root)
     missing = np.flatnonzero(file_row_of < 0)
@@ -348,7 +354,7 @@ def load_predictions(path: str | os.PathLike, *, table: pd.DataFrame, classes: t
             row = int(file_rows[position])
             raise InputError(ERROR_PREDICTIONS_NOT_FINITE.format(file=source, row=row, where="",
                                                                  column=classes[column],
-                                                                 value=values[position, column]),
+                                                                 value=_describe(values[position, column])),
                              source=source, row=row, column=classes[column])
     elif suffix in (".csv", ".parquet", ".pq"):
         values, file_rows, note, keys = _read_table_file(path, source, table, classes, root)

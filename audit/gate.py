@@ -1,0 +1,140 @@
+"""``python -m audit gate DIR --policy FILE``: check an existing audit against a policy; exit 0 / 1 / 2.
+
+The verdict is evaluated afresh from the folder's ``audit.json`` and ``group_metrics.parquet`` with the given
+policy (the verdict recorded by ``run --policy``, if any, is not reused). Exit codes (contract): 0 PASS
+(warnings listed), 1 FAIL (with ``--strict`` also INSUFFICIENT_EVIDENCE), 2 ERROR (an analysis a check needs
+failed) or bad input (raised as :class:`~audit.errors.InputError` for the CLI to print).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+from audit.policy import (ERROR, FAIL, INSUFFICIENT_EVIDENCE, PASS, SKIPPED, WARN, Verdict, evaluate_policy,
+                          exit_code, load_policy)
+
+ERROR_OUTPUT_FORMAT = "--format must be text or md, got {value!r}"
+
+#: Shown before each status in the Markdown summary (plain words stay beside them for screen readers).
+STATUS_MARK = {PASS: "✅", WARN: "⚠️", FAIL: "❌", INSUFFICIENT_EVIDENCE: "❔", ERROR: "💥", SKIPPED: "⏭️"}
+
+
+def _value(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}"
+
+
+def _summary_counts(verdict: Verdict) -> str:
+    parts = [f"{verdict.count(s)} {s}" for s in (FAIL, ERROR, INSUFFICIENT_EVIDENCE, WARN, PASS, SKIPPED)
+             if verdict.count(s)]
+    return ", ".join(parts) if parts else "no checks"
+
+
+def _where(check) -> str:
+    parts = []
+    if check.attribute and check.attribute != "all":
+        parts.append(f"{check.attribute} = {check.group}" if check.group else check.attribute)
+    if check.class_:
+        parts.append(f"class {check.class_}")
+    return ", ".join(parts)
+
+
+def render_gate_text(verdict: Verdict, *, folder: str = "", policy_file: str = "") -> str:
+    """A fixed-width table: status, check, where, value, threshold; then the messages of non-PASS rows."""
+    header = ("STATUS", "CHECK", "WHERE", "VALUE", "THRESHOLD")
+    rows = [(c.status, c.name, _where(c), _value(c.value), _value(c.threshold)) for c in verdict.checks]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    widths[2] = min(widths[2], 48)
+    lines = [f"imagefair gate: {folder}" + (f" against {policy_file}" if policy_file else "")]
+
+    def line(row):
+        cells = [str(cell)[:widths[i]].ljust(widths[i]) for i, cell in enumerate(row)]
+        return "  ".join(cells).rstrip()
+
+    lines.append(line(header))
+    lines.extend(line(r) for r in rows)
+    notes = [c for c in verdict.checks if c.status != PASS]
+    if notes:
+        lines.append("")
+        lines.extend(f"{c.status} {c.name}{' [' + _where(c) + ']' if _where(c) else ''}: {c.message}" for c in notes)
+    lines.append("")
+    strict = " (strict: INSUFFICIENT_EVIDENCE fails)" if verdict.strict else ""
+    lines.append(f"verdict: {verdict.status}{strict} ({_summary_counts(verdict)})")
+    return "\n".join(lines)
+
+
+def _md_cell(text) -> str:
+    """Markdown table cell: no pipes, newlines or HTML tags from user data."""
+    text = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_gate_markdown(verdict: Verdict, *, folder: str = "", policy_file: str = "") -> str:
+    """A pull-request comment: headline verdict, counts, the table of checks (problems first)."""
+    order = {FAIL: 0, ERROR: 1, INSUFFICIENT_EVIDENCE: 2, WARN: 3, PASS: 4, SKIPPED: 5}
+    checks = sorted(verdict.checks, key=lambda c: order[c.status])
+    lines = [f"### imagefair release gate: {STATUS_MARK.get(verdict.status, '')} **{verdict.status}**", ""]
+    context = f"Audit `{_md_cell(folder)}`" + (f", policy `{_md_cell(policy_file)}`" if policy_file else "")
+    lines.append(f"{context}: {_summary_counts(verdict)}"
+                 + (" (strict mode: INSUFFICIENT_EVIDENCE fails the gate)." if verdict.strict else "."))
+    lines.append("")
+    if checks:
+        lines.append("| status | check | where | value | threshold | details |")
+        lines.append("|---|---|---|---:|---:|---|")
+        for c in checks:
+            lines.append(f"| {STATUS_MARK.get(c.status, '')} {c.status} | `{c.name}` | {_md_cell(_where(c))} | "
+                         f"{_value(c.value)} | {_value(c.threshold)} | {_md_cell(c.message)} |")
+    else:
+        lines.append("The policy asks for no checks.")
+    return "\n".join(lines) + "\n"
+
+
+def run_gate(folder: str | os.PathLike, *, policy_file: str | os.PathLike, output_format: str = "text",
+             json_file: str | os.PathLike | None = None, strict: bool = False, stream: TextIO | None = None) -> int:
+    """Evaluate ``policy_file`` on the audit in ``folder``, print the table, return the exit code.
+
+    Parameters
+    ----------
+    folder : path
+        An audit folder (``audit.json`` + ``group_metrics.parquet``).
+    policy_file : path
+        TOML policy (see ``policy.example.toml``).
+    output_format : {"text", "md"}
+        A plain table for a terminal or a Markdown summary for a pull request.
+    json_file : path, optional
+        Also write the verdict object (contract) there, atomically.
+    strict : bool
+        INSUFFICIENT_EVIDENCE fails the gate.
+    stream : file, optional
+        Where to print (default stdout).
+
+    Returns
+    -------
+    int
+        0 PASS, 1 FAIL, 2 ERROR.
+
+    Raises
+    ------
+    InputError, PolicyError
+        Missing/corrupt audit folder or a bad policy (the CLI prints one line and exits 2).
+    """
+    from audit.report.load import load_audit_json, load_group_metrics
+
+    if output_format not in ("text", "md"):
+        raise ValueError(ERROR_OUTPUT_FORMAT.format(value=output_format))
+    policy = load_policy(policy_file)
+    audit = load_audit_json(folder)
+    group_metrics = load_group_metrics(folder)
+    verdict = evaluate_policy(audit, group_metrics, policy, strict=strict)
+    render = render_gate_markdown if output_format == "md" else render_gate_text
+    print(render(verdict, folder=str(folder), policy_file=str(policy_file)), file=stream or sys.stdout)
+    if json_file is not None:
+        from audit.io.atomic import write_json_atomic
+
+        write_json_atomic(json_file, verdict.to_dict())
+    return exit_code(verdict.status)
+
+
+__all__ = ["run_gate", "render_gate_text", "render_gate_markdown", "ERROR", "FAIL"]

@@ -1,0 +1,98 @@
+"""End-to-end: a generated data set with known group accuracies through run_audit and the writer."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audit.config import AuditConfig
+from audit.pipeline import run_audit
+from audit.report.writer import write_audit_folder
+from audit.schema import validate_audit
+from tests.helpers import check_folder, write_manifest_dataset, write_predictions_csv
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    manifest = write_manifest_dataset(folder, n_per_cell=60)
+    predictions = write_predictions_csv(manifest, folder / "predictions.csv", accuracy_by_group={"a": 0.95, "b": 0.6})
+    config = AuditConfig(data=str(manifest), predictions=str(predictions), n_bootstrap=200)
+    result = run_audit(config)
+    out = tmp_path_factory.mktemp("audit")
+    write_audit_folder(out, audit=result.audit, images=result.images, group_metrics=result.group_metrics,
+                       probabilities=result.probabilities)
+    return result, out, manifest
+
+
+def test_written_folder_follows_the_contract(audited):
+    result, out, _ = audited
+    code, output = check_folder(out)
+    assert code == 0, output
+    validate_audit(json.loads((out / "audit.json").read_text()))
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_group_accuracy_matches_the_images_table_and_flags_the_weak_group(audited):
+    result, _, _ = audited
+    images, table = result.images, result.group_metrics
+    correct = images["label"] == images["prediction"]
+    rows = table[(table["metric"] == "accuracy") & (table["attribute"] == "site")].set_index("group")
+    for group in ("a", "b"):
+        assert rows.loc[group, "value"] == pytest.approx(correct[images["site"] == group].mean(), abs=1e-12)
+    assert rows.loc["b", "verdict"] == "worse_than_rest"
+    assert rows.loc["a", "verdict"] == "no_evidence_of_gap"
+    assert any("site = b" in finding for finding in result.audit["findings"])
+
+
+def test_pixel_attributes_are_groups_and_separate_dark_images(audited):
+    result, _, _ = audited
+    images = result.images
+    assert {"image_brightness", "image_brightness_group", "image_sharpness_group"} <= set(images.columns)
+    assert images.loc[images["site"] == "b", "image_brightness"].mean() < images.loc[
+        images["site"] == "a", "image_brightness"].mean()
+    assert "image_brightness_group" in result.audit["dataset"]["pixel_attributes"]
+    # constant pixel attributes (every image is 24 px wide) are described but not compared
+    assert "image_width_group" in result.audit["dataset"]["constant_attributes"]
+
+
+def test_class_counts_in_audit_equal_value_counts(audited):
+    result, _, manifest = audited
+    expected = pd.read_csv(manifest)["label"].value_counts().to_dict()
+    assert result.audit["analyses"]["class_distribution"]["counts"] == expected
+
+
+def test_rerun_keeps_other_files_and_replaces_contract_files(audited, tmp_path):
+    result, _, _ = audited
+    (tmp_path / "reviews.sqlite").write_bytes(b"keep me")
+    (tmp_path / "probabilities.npy").write_bytes(b"stale")
+    write_audit_folder(tmp_path, audit=result.audit, images=result.images, group_metrics=result.group_metrics,
+                       probabilities=None)
+    assert (tmp_path / "reviews.sqlite").read_bytes() == b"keep me"
+    assert not (tmp_path / "probabilities.npy").exists()
+
+
+def test_corrupt_and_missing_images_are_skipped_and_counted(tmp_path):
+    manifest = write_manifest_dataset(tmp_path, n_per_cell=5)
+    (tmp_path / "images" / "img_0000.png").write_bytes(b"")  # zero bytes
+    (tmp_path / "images" / "img_0001.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # truncated
+    (tmp_path / "images" / "img_0002.png").unlink()
+    result = run_audit(AuditConfig(data=str(manifest)))
+    skipped = result.audit["skipped"]
+    assert len(skipped) == 3 and result.audit["dataset"]["n_skipped"] == 3
+    assert {s["row"] for s in skipped} == {0, 1, 2}
+    assert len(result.images) == 17
+    assert any("skipped" in f for f in result.audit["findings"])
+
+
+def test_failing_analysis_becomes_an_error_entry(monkeypatch, tmp_path):
+    import audit.analysis.associations as associations
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(associations, "compute_associations", broken)
+    manifest = write_manifest_dataset(tmp_path, n_per_cell=5)
+    result = run_audit(AuditConfig(data=str(manifest)))
+    assert {"analysis": "associations", "message": "RuntimeError: boom"} in result.audit["errors"]
+    assert "class_distribution" in result.audit["analyses"]
