@@ -132,9 +132,9 @@ def _label_noise(images, sections, tables, *, label_codes, probabilities, embedd
     noise_probabilities = probabilities
     probe_note = None
     if embeddings is not None:
-        from audit.analysis.probe import estimate_out_of_sample_probabilities
+        from audit.analysis.probe import compute_out_of_sample_probabilities
 
-        probe = runner("label_noise_probe", estimate_out_of_sample_probabilities, embeddings, label_codes,
+        probe = runner("label_noise_probe", compute_out_of_sample_probabilities, embeddings, label_codes,
                        n_classes=len(classes), seed=config.seed)
         if probe is not None and config.label_noise_source == "probe":
             noise_probabilities, source = np.asarray(probe, dtype=np.float32), "probe"

@@ -176,6 +176,10 @@ def _composition_findings(sections: dict) -> list[dict]:
     return found
 
 
+def slices_tried(sections: dict) -> int:
+    return int((sections.get("weak_slices") or {}).get("n_tried", 0))
+
+
 def compose_findings(sections: dict, group_metrics: pd.DataFrame, *, n_skipped: int | None = None,
                      classes=()) -> list[dict]:
     """Findings as ``{"analysis", "severity", "text", "weight"}``, most important first."""
@@ -185,11 +189,18 @@ def compose_findings(sections: dict, group_metrics: pd.DataFrame, *, n_skipped: 
         found += _label_noise_findings(sections["label_noise"], group_metrics, classes)
     found += _composition_findings(sections)
     slices = (sections.get("weak_slices") or {}).get("slices", [])
-    for entry in slices[:3]:
+    already = " ".join(f["text"] for f in found if f["analysis"] == "group_performance")
+    reported = 0
+    for entry in slices:
+        name = f"{entry.get('attribute')} = {entry.get('group')}"
+        if name in already or reported >= 3:
+            continue  # the per-group test already said it
+        reported += 1
         found.append(_finding("weak_slices", "high",
-                              f"Weak slice: {entry.get('group')} ({entry.get('n')} images) has accuracy "
-                              f"{percent(entry.get('accuracy'))} against {percent(entry.get('rest_accuracy'))} for "
-                              f"the rest (adjusted p = {entry.get('p_value_adjusted', float('nan')):.2g}).",
+                              f"Weak slice found by searching attribute combinations: {name} ({entry.get('n')} "
+                              f"images) has accuracy {percent(entry.get('accuracy'))} against "
+                              f"{percent(entry.get('rest_accuracy'))} for the rest (adjusted p = "
+                              f"{entry.get('p_value_adjusted', float('nan')):.2g}, {slices_tried(sections)} slices tried).",
                               weight=2.8))
     for text in (sections.get("data_quality") or {}).get("findings", [])[:5]:
         found.append(_finding("data_quality", "medium", text, weight=1.0))

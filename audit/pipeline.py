@@ -93,14 +93,18 @@ class _AnalysisRunner:
     def __init__(self, progress: Progress):
         self.errors: list[dict] = []
         self.progress = progress
+        self.durations: dict[str, float] = {}
 
     def __call__(self, name: str, function, *args, **kwargs):
+        start = time.perf_counter()
         try:
             return function(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - isolation is the point: the run goes on
             detail = "".join(traceback.format_exception_only(type(error), error)).strip()
             self.errors.append({"analysis": name, "message": detail})
             return None
+        finally:
+            self.durations[name] = round(self.durations.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
 def decode_images(dataset: Dataset, *, config: AuditConfig, progress: Progress):
@@ -252,7 +256,10 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                            group_by=list(config.group_by) if config.group_by else None,
                            attributes_file=config.attributes_file)
     classes = tuple(dataset.classes)
+    durations = {"load_dataset": round(time.perf_counter() - clock, 3)}
+    stage_start = time.perf_counter()
     kept, decode_skips = decode_images(dataset, config=config, progress=progress)
+    durations["read_images"] = round(time.perf_counter() - stage_start, 3)
     skipped = list(dataset.skipped) + decode_skips
     if len(kept) == 0:
         first = skipped[0] if skipped else None
@@ -263,6 +270,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
 
     probabilities = embeddings = None
     model_info = None
+    stage_start = time.perf_counter()
     if config.model:
         probabilities, embeddings, model_info = predict_with_model(kept, classes=classes, config=config,
                                                                    progress=progress)
@@ -276,6 +284,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
                       "sha256": _sha256_file(config.predictions), "predictions_kind": loaded.kind_used,
                       "message": loaded.message, "has_embeddings": False, "from_cache": False}
 
+    durations["model"] = round(time.perf_counter() - stage_start, 3)
     from audit.analyses import run_analyses
 
     runner = _AnalysisRunner(progress)
@@ -320,6 +329,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             "started_at": started.isoformat(timespec="seconds"),
             "finished_at": finished.isoformat(timespec="seconds"),
             "duration_s": round(time.perf_counter() - clock, 3),
+            "stage_durations_s": {**durations, **runner.durations},
         },
         "skipped": [entry.to_dict() for entry in skipped],
     }

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from audit.errors import PolicyError
+from audit.types import INTERSECTION_SEPARATOR, MISSING_GROUP
 
 # -- messages ------------------------------------------------------------------------------------------------
 ERROR_POLICY_NOT_FOUND = "policy file {path} does not exist: give the path of a TOML policy (see policy.example.toml)"
@@ -512,6 +513,18 @@ def _float(value):
     return None if _isnan(value) else float(value)
 
 
+def _judged_groups(rows: pd.DataFrame) -> pd.DataFrame | None:
+    """The groups a per-group check judges: not ``all``, and not the ``<missing>`` group (images without a
+    value are not a population; ``representation.max_missing_rate`` covers them). None when there are no rows."""
+    if rows.empty:
+        return None
+    rows = rows[rows["group"] != "all"]
+    if rows.empty:
+        return None
+    missing = rows["group"].map(lambda g: MISSING_GROUP in g.split(INTERSECTION_SEPARATOR))
+    return rows[~missing]
+
+
 def _attributes(context: _Context, configured) -> list[str]:
     return list(configured) if configured is not None else list(context.group_attributes)
 
@@ -526,13 +539,16 @@ def _check_groups(context: _Context, name: str, section: str, metric: str, thres
         return [Check(name, SKIPPED, None, threshold, message="the audit has no group attributes")]
     out = []
     for attribute in attributes:
-        rows = context.rows(metric, attribute=attribute)
-        rows = rows[rows["group"] != "all"] if not rows.empty else rows
-        if rows.empty:
+        rows = _judged_groups(context.rows(metric, attribute=attribute))
+        if rows is None:
             out.append(Check(name, ERROR, None, threshold, attribute=attribute,
                              message=f"group_metrics.parquet has no {metric} rows for attribute {attribute!r}: "
                                      f"check the attribute name in the policy (audit attributes: "
                                      f"{', '.join(context.group_attributes) or 'none'})"))
+            continue
+        if rows.empty:
+            out.append(Check(name, SKIPPED, None, threshold, attribute=attribute,
+                             message=f"{attribute} has only images without a value (<missing>)"))
             continue
         out.append(_summarise(name, rows, threshold, upper=upper, margin=context.margin, what="group",
                               attribute=attribute))
@@ -567,7 +583,7 @@ def _check_min_group_images(context: _Context) -> list[Check]:
                                      f"representation.attributes (audit attributes: "
                                      f"{', '.join(context.group_attributes) or 'none'})"))
             continue
-        groups = [(g, n) for g, n in groups if g != "<missing>" and "<missing>" not in g.split(" & ")]
+        groups = [(g, n) for g, n in groups if MISSING_GROUP not in g.split(INTERSECTION_SEPARATOR)]
         if not groups:
             out.append(Check(name, SKIPPED, None, threshold, attribute=attribute,
                              message=f"{attribute} has no non-missing groups"))
@@ -691,9 +707,8 @@ def _check_performance(context: _Context, name: str, threshold: float) -> list[C
         return [Check(name, SKIPPED, None, threshold, message="the audit has no group attributes")]
     out = []
     for attribute in attributes:
-        rows = context.rows(metric, attribute=attribute)
-        rows = rows[rows["group"] != "all"] if not rows.empty else rows
-        if rows.empty:
+        rows = _judged_groups(context.rows(metric, attribute=attribute))
+        if rows is None:
             out.append(Check(name, ERROR, None, threshold, attribute=attribute,
                              message=f"group_metrics.parquet has no {metric} rows for attribute {attribute!r}: "
                                      f"check the attribute name in the policy"))

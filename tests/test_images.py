@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageFile
 
 import audit  # noqa: F401  (importing the package must not switch on truncated-image loading)
+from audit.errors import AuditError
 from audit.io import images as im
 from audit.io.images import DecodedImage, ImageSkip, iter_images, read_image
 from audit.types import SkipEntry
@@ -39,7 +40,16 @@ def _skip_reason(path, **kwargs) -> str:
 
 
 def test_truncated_loading_stays_off():
+    assert audit is not None
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_truncated_loading_switched_on_elsewhere_is_refused(tmp_path, monkeypatch):
+    path = _save(Image.new("RGB", (4, 4)), tmp_path / "a.png")
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(AuditError) as caught:
+        read_image(path)
+    assert str(caught.value) == im.ERROR_TRUNCATED_LOADING_ON
 
 
 def test_read_rgb_png_hash_and_size(tmp_path):
@@ -133,7 +143,7 @@ def test_pillow_decompression_bomb_limit_is_an_error(tmp_path, monkeypatch):
         reason = _skip_reason(warned)
     assert reason == im.SKIP_TOO_LARGE.format(width=15, height=10, pixels=150, cap=100)
     bomb = _save(Image.new("RGB", (30, 10)), tmp_path / "bomb.png")  # 300 px > 2 x limit: Pillow raises
-    assert _skip_reason(bomb).startswith("image above the pixel cap: ")
+    assert _skip_reason(bomb) == im.SKIP_BOMB.format(detail="Image size (300 pixels) exceeds limit of 200 pixels")
 
 
 def test_iter_images_in_order_with_counted_skips(tmp_path):

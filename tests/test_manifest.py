@@ -385,3 +385,34 @@ def test_cifar10_test_jpeg_imagefolder():
     assert dataset.table["label"].value_counts().tolist() == [1000] * 10
     assert dataset.skipped == ()
     assert dataset.table["id"].is_unique
+
+
+def test_csv_with_bom_crlf_backslashes_and_header_spaces(tmp_path):
+    _images(tmp_path, ["img/a.png", "img/b.png"])
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes("\ufeffpath , label,Age\r\nimg\\a.png,x,1\r\nimg/b.png,y,2\r\n".encode("utf-8"))
+    dataset = load_dataset(manifest)
+    assert dataset.table["id"].tolist() == ["img/a.png", "img/b.png"]
+    assert dataset.table["Age"].tolist() == ["1", "2"]
+
+
+def test_windows_drive_path_escapes_the_root(tmp_path):
+    _images(tmp_path, ["a.png", "b.png", "c.png"])
+    manifest = _csv(tmp_path / "m.csv", "path,label\na.png,x\nb.png,y\nC:\\data\\c.png,y\n")
+    dataset = load_dataset(manifest)
+    assert [(s.row, s.path, s.reason) for s in dataset.skipped] == [(2, "C:\\data\\c.png", m.SKIP_PATH_ESCAPES)]
+
+
+def test_imagefolder_labels_checked_against_given_classes(tmp_path):
+    _images(tmp_path, ["cat/1.png", "dog/2.png", "eel/3.png"])
+    dataset = load_dataset(tmp_path, classes=["dog", "cat", "eel"])
+    assert dataset.classes == ("dog", "cat", "eel") and dataset.class_order_source == "classes file"
+    _raises(m.ERROR_LABEL_NOT_IN_CLASSES.format(path=str(tmp_path), where="image eel/3.png", label="eel",
+                                                classes="'dog', 'cat'"), tmp_path, classes=["dog", "cat"])
+
+
+def test_table_types(tmp_path):
+    _images(tmp_path, ["cat/1.png", "dog/2.png"])
+    table = load_dataset(tmp_path).table
+    assert table["row"].dtype == "int64"
+    assert all(table[c].dtype == object for c in ("id", "path", "label"))

@@ -218,3 +218,15 @@ def test_file_errors(setup):
     path.write_bytes(b"not parquet")
     with pytest.raises(InputError, match="^Cannot read the predictions file"):
         load_predictions(path, table=table, classes=CLASSES)
+
+
+def test_table_without_image_paths(setup):
+    """label-noise audits have no images: the table's paths are empty and matching is by id."""
+    folder, root, table = setup
+    no_paths = table.assign(path="")
+    path = csv_file(folder, frame_of(["d", "c", "b", "a"], PROBS[::-1], key="path"))
+    np.testing.assert_allclose(load_predictions(path, table=no_paths, classes=CLASSES).probabilities, PROBS,
+                               rtol=1e-6)
+    path = csv_file(folder, frame_of(["a", "b", "c"], PROBS[:3]), "short.csv")
+    expect(path, table.drop(columns=["path"]),
+           pr.ERROR_PREDICTIONS_MISSING_ROW.format(file=path, n_missing=1, id="d", path="-"))

@@ -103,3 +103,21 @@ def two_proportion_p_value_lower(successes_group, n_group, successes_rest, n_res
     # No variance at all (everything right or everything wrong): no evidence of a gap.
     p = np.where((se == 0) & (n1 > 0) & (n2 > 0), 1.0, p)
     return np.where((n1 > 0) & (n2 > 0), p, np.nan)
+
+
+def fisher_p_value_lower(successes_group, n_group, successes_rest, n_rest) -> np.ndarray:
+    """One-sided Fisher exact p-value that the group's proportion is *lower* than the rest's.
+
+    Conditional on the margins the group's successes are hypergeometric; the p-value is
+    ``P(X <= successes_group)``. Exact (never anti-conservative), unlike the z test whose normal
+    approximation understates the lower tail of proportions near 1 in small groups. Returns NaN where
+    either side is empty.
+    """
+    x1 = np.asarray(successes_group, dtype=float)
+    n1 = np.asarray(n_group, dtype=float)
+    x2 = np.asarray(successes_rest, dtype=float)
+    n2 = np.asarray(n_rest, dtype=float)
+    valid = (n1 > 0) & (n2 > 0)
+    total = np.where(valid, n1 + n2, 1)
+    p = stats.hypergeom.cdf(np.where(valid, x1, 0), total, np.where(valid, x1 + x2, 0), np.where(valid, n1, 1))
+    return np.where(valid, np.clip(p, 0.0, 1.0), np.nan)

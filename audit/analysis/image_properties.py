@@ -93,8 +93,12 @@ BINS: dict[str, tuple[tuple[float, ...], tuple[str, ...]]] = {
 #: Group columns :func:`bin_image_properties` adds.
 GROUP_COLUMNS = tuple(f"{name}_group" for name in BINS)
 
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+_LUMA = np.array([0.299, 0.587, 0.114])
 _LUMA32 = _LUMA.astype(np.float32)
+_RG = np.array([1.0, -1.0, 0.0])    # Hasler-Suesstrunk rg = R - G
+_YB = np.array([0.5, 0.5, -1.0])    # Hasler-Suesstrunk yb = (R + G) / 2 - B
+_GB = np.array([0.0, 1.0, -1.0])
+_RB = np.array([1.0, 0.0, -1.0])
 
 
 def compute_image_properties(rgb: np.ndarray, *, mode: str | None = None) -> dict:
@@ -120,37 +124,37 @@ def compute_image_properties(rgb: np.ndarray, *, mode: str | None = None) -> dic
     if height == 0 or width == 0:
         raise ValueError(f"expected a non-empty image, got shape {array.shape}")
 
+    # Brightness, contrast and colourfulness are means and variances of *linear* combinations of R, G, B,
+    # so they all follow from the channel sums and the 3 x 3 matrix of channel cross-products, summed
+    # chunk by chunk (exact, one BLAS product per chunk, memory bounded on huge images).
     n = height * width
     rows_per_chunk = max(1, _CHUNK_PIXELS // width)
-    sum_y = sum_y2 = 0.0
-    sum_rg = sum_rg2 = sum_yb = sum_yb2 = 0.0
-    max_spread = 0
-    luminance = np.empty((height, width), dtype=np.float32)
+    sums = np.zeros(3)
+    products = np.zeros((3, 3))
     for start in range(0, height, rows_per_chunk):
-        raw = array[start:start + rows_per_chunk]
-        block = raw.astype(np.float32)
-        r, g, b = block[..., 0], block[..., 1], block[..., 2]
-        y = block @ _LUMA32
-        luminance[start:start + rows_per_chunk] = y
-        sum_y += float(y.sum(dtype=np.float64))
-        sum_y2 += float(np.einsum("ij,ij->", y, y, dtype=np.float64))
-        rg = r - g
-        yb = 0.5 * (r + g) - b
-        sum_rg += float(rg.sum(dtype=np.float64))
-        sum_rg2 += float(np.einsum("ij,ij->", rg, rg, dtype=np.float64))
-        sum_yb += float(yb.sum(dtype=np.float64))
-        sum_yb2 += float(np.einsum("ij,ij->", yb, yb, dtype=np.float64))
-        if max_spread <= GRAYSCALE_TOLERANCE:
-            # |R-B| <= |R-G| + |G-B|, and the largest channel difference is one of the three
-            spread = max(float(np.abs(rg).max()), float(np.abs(g - b).max()), float(np.abs(r - b).max()))
-            max_spread = max(max_spread, spread)
+        # channels as rows (3 x pixels, C order): row sums and the product are contiguous, hence fast
+        block = array[start:start + rows_per_chunk].reshape(-1, 3).T.astype(np.float64, order="C")
+        sums += block.sum(axis=1)
+        products += block @ block.T
+    mean = sums / n
+    covariance = products / n - np.outer(mean, mean)
 
-    mean_y = sum_y / n
-    var_y = max(sum_y2 / n - mean_y ** 2, 0.0)
-    mean_rg, mean_yb = sum_rg / n, sum_yb / n
-    var_rg = max(sum_rg2 / n - mean_rg ** 2, 0.0)
-    var_yb = max(sum_yb2 / n - mean_yb ** 2, 0.0)
+    def mean_and_variance(weights: np.ndarray) -> tuple[float, float]:
+        return float(weights @ mean), max(float(weights @ covariance @ weights), 0.0)
+
+    mean_y, var_y = mean_and_variance(_LUMA)
+    mean_rg, var_rg = mean_and_variance(_RG)
+    mean_yb, var_yb = mean_and_variance(_YB)
     colourfulness = math.sqrt(var_rg + var_yb) + 0.3 * math.sqrt(mean_rg ** 2 + mean_yb ** 2)
+
+    if mode in GRAYSCALE_MODES:
+        grayscale = True
+    else:
+        # mean squared channel difference above tolerance^2 means some pixel differs by more: skip the scan
+        tolerance2 = GRAYSCALE_TOLERANCE ** 2 + 1e-9
+        grayscale = all(float(w @ covariance @ w) + float(w @ mean) ** 2 <= tolerance2 for w in (_RG, _GB, _RB))
+        if grayscale:
+            grayscale = _max_channel_spread(array, rows_per_chunk) <= GRAYSCALE_TOLERANCE
 
     return {
         "image_width": width,
@@ -159,8 +163,8 @@ def compute_image_properties(rgb: np.ndarray, *, mode: str | None = None) -> dic
         "image_brightness": _clean(mean_y / 255.0, 0.0, 1.0),
         "image_contrast": _clean(math.sqrt(var_y) / 255.0, 0.0, 0.5),
         "image_colourfulness": _clean(colourfulness, 0.0, None),
-        "image_sharpness": _sharpness(luminance),
-        "image_is_grayscale": bool((mode in GRAYSCALE_MODES) or max_spread <= GRAYSCALE_TOLERANCE),
+        "image_sharpness": _sharpness(array),
+        "image_is_grayscale": bool(grayscale),
     }
 
 
@@ -173,18 +177,35 @@ def _clean(value: float, low: float | None, high: float | None) -> float:
     return float(value)
 
 
-def _sharpness(luminance: np.ndarray) -> float | None:
-    height, width = luminance.shape
+def _max_channel_spread(array: np.ndarray, rows_per_chunk: int) -> int:
+    """Largest difference between two channels of one pixel, in 0..255 levels."""
+    spread = 0
+    for start in range(0, array.shape[0], rows_per_chunk):
+        block = array[start:start + rows_per_chunk].astype(np.int16)
+        spread = max(spread, int((block.max(axis=2) - block.min(axis=2)).max()))
+    return spread
+
+
+def _sharpness(array: np.ndarray) -> float | None:
+    """Variance of the 4-neighbour Laplacian of the luminance (0..255 levels) at the reference scale."""
+    height, width = array.shape[:2]
     shorter = min(height, width)
     if shorter > SHARPNESS_REFERENCE_SIDE:
         scale = SHARPNESS_REFERENCE_SIDE / shorter
         size = (max(3, round(width * scale)), max(3, round(height * scale)))
+        # box-average the luminance (float, no rounding) down to the reference scale
+        luminance = np.empty((height, width), dtype=np.float32)
+        rows = max(1, _CHUNK_PIXELS // width)
+        for start in range(0, height, rows):
+            luminance[start:start + rows] = array[start:start + rows].astype(np.float32) @ _LUMA32
         luminance = np.asarray(Image.fromarray(luminance, mode="F").resize(size, Image.Resampling.BOX),
                                dtype=np.float32)
+    else:
+        luminance = array.astype(np.float32) @ _LUMA32
     if min(luminance.shape) < 3:
         return None
     y = luminance.astype(np.float64)
-    laplacian = (y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4.0 * y[1:-1, 1:-1])
+    laplacian = y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4.0 * y[1:-1, 1:-1]
     return float(laplacian.var())
 
 

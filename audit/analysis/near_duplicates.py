@@ -35,6 +35,18 @@ ERROR_EMBEDDINGS_SHAPE = ("embeddings must be a 2-D float array (images x dimens
 ERROR_K = "k must be a positive integer, got {value!r}"
 ERROR_THRESHOLD = "threshold must be a cosine similarity between -1 and 1, got {value!r}"
 
+_BYTE_COUNTS = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
+
+
+def popcount(values) -> np.ndarray:
+    """Number of set bits of each uint64 (``numpy.bitwise_count`` on numpy >= 2, a byte table before)."""
+    values = np.asarray(values, dtype=np.uint64)
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(values)
+    as_bytes = values.reshape(values.shape + (1,)).view(np.uint8)
+    return _BYTE_COUNTS[as_bytes].sum(axis=-1, dtype=np.uint8)
+
+
 #: Candidate pairs compared per step; bounds the working memory of the bucket scan (~40 bytes a pair).
 _PAIR_CHUNK = 4_000_000
 
@@ -145,7 +157,7 @@ def find_near_duplicate_pairs(hashes, *, max_distance: int) -> HashPairs:
                 first = positions[start:start + _PAIR_CHUNK]
                 a = order[first]
                 b = order[first + offset]
-                distance = np.bitwise_count(hashes[a] ^ hashes[b])
+                distance = popcount(hashes[a] ^ hashes[b])
                 n_candidates += first.size
                 keep = distance <= max_distance
                 if keep.any():

@@ -4,21 +4,24 @@ Procedure (:func:`find_weak_slices`)
 ------------------------------------
 1. *Try* every slice = one value of each of 1..``max_depth`` group attributes (``colour = red & size =
    small``) that holds at least ``min_slice_size`` images and leaves some images outside it.
-2. Test each against the rest of the data (images outside the slice): one-sided pooled two-proportion z test
+2. Test each against the rest of the data (images outside the slice): one-sided Fisher exact test
    that its accuracy is lower. Adjust the p-values of *every slice tried* together (Holm by default, or
    Benjamini-Hochberg); a slice is *significant* when its adjusted p-value is below ``alpha``.
 3. Child explained by its parent: a significant slice of depth >= 2 is dropped unless it is also
    significantly worse than the rest of *each significant parent* (a parent = the slice with one of its
    conditions removed; the test compares the child with the parent's other images; these child-vs-parent
    p-values are adjusted together with the same correction).
-4. Parent explained by its children: a kept slice that contains kept deeper slices is dropped when its
-   images outside those slices are not significantly worse (raw one-sided test at ``alpha``) than the images
-   outside it — its weakness is the children's.
+4. Explained by other slices: the remaining slices are visited deepest first (then most significant
+   first); a slice that overlaps slices already accepted is dropped when its images outside them are not
+   significantly worse than the images outside all of them — its weakness is theirs (e.g. the diluted
+   parents ``a = a1`` and ``b = b2`` of a weak ``a1 & b2``, or ``c = c0``, a third of which lies in it).
+   "Significantly" on the same terms as step 2: the remainder's one-sided Fisher p-value takes the slice's
+   place in the family of every slice tried and must stay below ``alpha`` after adjustment.
 5. Rank what remains by ``effect x n`` (accuracy points lost x images affected), largest first.
 
 Because every reported slice passed step 2, the chance of reporting any slice in data without a weak
-slice stays at most about ``alpha`` (Holm) — the tests' normal approximation needs ``min_slice_size`` of a
-few dozen.
+slice stays at most ``alpha`` (Holm; the Fisher test is exact, so small slices with accuracy near 1 do not
+inflate it the way a z test's normal approximation does).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from audit.analysis._groups import codes_for, group_labels
-from audit.analysis._stats import adjust_p_values, two_proportion_p_value_lower, wilson_interval
+from audit.analysis._stats import adjust_p_values, fisher_p_value_lower, wilson_interval
 from audit.errors import InputError
 from audit.types import INTERSECTION_SEPARATOR
 
@@ -59,8 +62,9 @@ class SliceResult:
     n_significant : int
         Slices significant before the explained-by-parent/child filters.
     explained : tuple of dict
-        Significant slices left out, with ``attribute``, ``group``, ``reason`` (``"parent"`` or
-        ``"children"``) and ``by`` (the slices, as ``attribute = group`` strings, that explain them).
+        Significant slices left out, with ``attribute``, ``group``, ``reason`` (``"parent"``: not
+        worse than a significant parent; ``"children"``: its weakness lies in reported deeper slices inside it;
+        ``"overlap"``: in reported slices overlapping it) and ``by`` (the slices, as ``attribute = group`` strings, that explain them).
     settings : dict
         Settings used.
     """
@@ -100,7 +104,7 @@ def _validate(correct, groups, settings):
         values = pd.unique(correct.ravel())
         bad = [v for v in values if not (isinstance(v, (int, float, np.integer, np.floating)) and v in (0, 1))]
         if bad:
-            raise InputError(ERROR_CORRECT_VALUES.format(value=bad[0]))
+            raise InputError(ERROR_CORRECT_VALUES.format(value=bad[0].item() if hasattr(bad[0], "item") else bad[0]))
         correct = correct.astype(bool)
     if len(groups) != correct.size:
         raise InputError(ERROR_GROUPS_LENGTH.format(rows=len(groups), n=correct.size))
@@ -167,7 +171,7 @@ def find_weak_slices(correct: np.ndarray, *, groups: pd.DataFrame, max_depth: in
     tried = [key for key, (_, n) in counts.items() if n >= min_slice_size and n < n_total]
     x = np.array([counts[key][0] for key in tried], dtype=float)
     n = np.array([counts[key][1] for key in tried], dtype=float)
-    p_values = two_proportion_p_value_lower(x, n, x_total - x, n_total - n) if tried else np.array([])
+    p_values = fisher_p_value_lower(x, n, x_total - x, n_total - n) if tried else np.array([])
     adjusted = adjust_p_values(p_values, method=correction) if tried else np.array([])
     significant = {key: i for i, key in enumerate(tried) if adjusted[i] < alpha}
 
@@ -181,7 +185,7 @@ def find_weak_slices(correct: np.ndarray, *, groups: pd.DataFrame, max_depth: in
             if parent in significant:
                 pairs.append((key, parent))
     pair_p = np.array([
-        two_proportion_p_value_lower(counts[c][0], counts[c][1], counts[p][0] - counts[c][0], counts[p][1] - counts[c][1])
+        fisher_p_value_lower(counts[c][0], counts[c][1], counts[p][0] - counts[c][0], counts[p][1] - counts[c][1])
         for c, p in pairs], dtype=float)
     pair_p = np.where(np.isnan(pair_p), 1.0, pair_p)  # child == parent: nothing beyond the parent
     pair_adjusted = adjust_p_values(pair_p, method=correction) if pairs else np.array([])
@@ -191,28 +195,39 @@ def find_weak_slices(correct: np.ndarray, *, groups: pd.DataFrame, max_depth: in
             explained.setdefault(child, ("parent", []))[1].append(parent)
     kept = [key for key in significant if key not in explained]
 
-    # 4. Drop parents whose weakness lies entirely in kept deeper slices.
+    # 4. Drop slices whose weakness lies entirely in other (deeper, or more significant) reported slices.
+    label_of = {attribute: np.asarray(names[attribute], dtype=object)[codes[attribute]] for attribute in attributes}
+
     def mask_of(key):
         mask = np.ones(n_total, dtype=bool)
         for attribute, value in key:
-            mask &= np.asarray(names[attribute], dtype=object)[codes[attribute]] == value
+            mask &= label_of[attribute] == value
         return mask
 
-    kept_set = set(kept)
-    for key in kept:
-        descendants = [other for other in kept_set if len(other) > len(key) and set(key) < set(other)]
-        if not descendants:
-            continue
+    accepted: list[tuple] = []
+    masks: dict[tuple, np.ndarray] = {}
+    for key in sorted(kept, key=lambda k: (-len(k), p_values[significant[k]], k)):
         inside = mask_of(key)
-        covered = np.zeros(n_total, dtype=bool)
-        for other in descendants:
-            covered |= mask_of(other)
-        remainder = inside & ~covered
-        n_rem = int(remainder.sum())
-        p = two_proportion_p_value_lower(correct[remainder].sum(), n_rem, x_total - counts[key][0],
-                                         n_total - counts[key][1]) if n_rem else np.nan
-        if not (p < alpha):
-            explained[key] = ("children", descendants)
+        overlapping = [other for other in accepted if (masks[other] & inside).any()]
+        if overlapping:
+            covered = np.zeros(n_total, dtype=bool)
+            for other in overlapping:
+                covered |= masks[other]
+            remainder = inside & ~covered
+            outside = ~inside & ~covered
+            n_rem = int(remainder.sum())
+            p = fisher_p_value_lower(correct[remainder].sum(), n_rem, correct[outside].sum(),
+                                     int(outside.sum())) if n_rem else np.nan
+            # The remainder must be a discovery on the same terms as any slice tried: put its p-value in the
+            # slice's place in the family of step 2 and adjust again.
+            family = p_values.copy()
+            family[significant[key]] = 1.0 if np.isnan(p) else float(p)
+            if not adjust_p_values(family, method=correction)[significant[key]] < alpha:
+                descendants = all(set(key) < set(other) for other in overlapping)
+                explained[key] = ("children" if descendants else "overlap", overlapping)
+                continue
+        accepted.append(key)
+        masks[key] = inside
     kept = [key for key in kept if key not in explained]
 
     low, high = wilson_interval(x, n, confidence_level=1.0 - alpha) if tried else (np.array([]), np.array([]))

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from audit.errors import AuditError
 from audit.types import SkipEntry
 
 #: Default pixel cap (width x height) above which an image is skipped instead of decoded.
@@ -51,7 +52,14 @@ SKIP_NOT_IMAGE = "not an image file (Pillow cannot identify the format)"
 SKIP_CORRUPT = "truncated or corrupt image: {detail}"
 SKIP_TOO_LARGE = ("image above the pixel cap: {width}x{height} = {pixels} pixels > {cap} "
                   "(downscale the image or raise max_pixels)")
+SKIP_BOMB = ("image above the pixel cap: {detail} (downscale the image, or raise max_pixels and "
+             "PIL.Image.MAX_IMAGE_PIXELS)")
 SKIP_UNSUPPORTED_MODE = "unsupported image mode {mode!r}"
+
+
+ERROR_TRUNCATED_LOADING_ON = (
+    "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is switched on (by another module in this process): truncated "
+    "images would decode silently. Set it back to False before auditing.")
 
 
 class ImageSkip(Exception):
@@ -119,6 +127,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Deco
     ------
     ImageSkip
         With one of the ``SKIP_*`` reasons of this module.
+    AuditError
+        When another module switched on ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` (:data:`ERROR_TRUNCATED_LOADING_ON`).
     """
     try:
         with open(path, "rb") as handle:
@@ -131,14 +141,16 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Deco
         raise ImageSkip(SKIP_UNREADABLE.format(detail=_error_detail(error))) from None
     if not data:
         raise ImageSkip(SKIP_ZERO_BYTES)
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise AuditError(ERROR_TRUNCATED_LOADING_ON)
     content_hash = hashlib.sha256(data).hexdigest()
     cap = _effective_cap(max_pixels)
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageSkip(SKIP_NOT_IMAGE) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageSkip(_too_large_from_header(data, cap)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageSkip(SKIP_BOMB.format(detail=str(error).split(",")[0])) from None
     except Exception as error:  # Pillow raises many types on a broken header
         raise ImageSkip(SKIP_CORRUPT.format(detail=_error_detail(error))) from None
     with image:
@@ -158,12 +170,6 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Deco
         rgb = _to_rgb(image, mode)
     return DecodedImage(rgb=rgb, content_hash=content_hash, width=int(width), height=int(height), mode=mode,
                         n_bytes=len(data))
-
-
-def _too_large_from_header(data: bytes, cap: int) -> str:
-    """Pillow refused the header as a decompression bomb; report its size if it can be read without a check."""
-    return SKIP_TOO_LARGE.format(width="?", height="?", pixels="more than Pillow's limit of "
-                                 f"{Image.MAX_IMAGE_PIXELS}", cap=cap)
 
 
 def _to_rgb(image: Image.Image, mode: str) -> np.ndarray:

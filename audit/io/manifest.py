@@ -50,8 +50,8 @@ field).
 """
 from __future__ import annotations
 
-import dataclasses
 import csv
+import dataclasses
 import math
 import os
 import re
@@ -169,7 +169,8 @@ def load_dataset(data: str | os.PathLike, *, label_column: str = "label", group_
     label_column : str, default "label"
         Manifest column holding the class names (renamed ``label`` in the table).
     group_by : list of str, optional
-        Attribute columns to analyse as groups, in this order. Default: the low-cardinality rule.
+        Attribute columns to analyse as groups, in this order (a comma-separated string is split).
+        Default: the low-cardinality rule.
     attributes_file : str or path, optional
         A CSV/Parquet attribute table joined by ``id`` (else ``path``).
     classes : list of str, optional
@@ -352,8 +353,8 @@ def _inside(real_path: str, real_root: str) -> bool:
 
 def _table_kind(path: Path) -> str | None:
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv", ".txt"):
-        return "csv" if suffix == ".csv" else None
+    if suffix == ".csv":
+        return "csv"
     if suffix in (".parquet", ".pq"):
         return "parquet"
     return None
@@ -365,38 +366,29 @@ def _where(row: int, kind: str) -> str:
 
 
 def _read_table(path: Path, kind: str) -> pd.DataFrame:
-    """Read a CSV (every cell as text, nothing turned into NaN) or a Parquet file, as object columns."""
+    """Read a CSV (every cell as text, nothing turned into NaN) or a Parquet file."""
+    label = "CSV" if kind == "csv" else "Parquet"
     try:
         if kind == "csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
-                                encoding="utf-8-sig")
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
         else:
             frame = pd.read_parquet(path)
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError,
-            ImportError) as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(ERROR_UNREADABLE_TABLE.format(path=path, kind=kind.upper() if kind == "csv"
-                                                       else "Parquet", detail=detail),
-                         source=str(path)) from error
-    except Exception as error:  # pyarrow raises its own exception types for corrupt Parquet files
-        raise InputError(ERROR_UNREADABLE_TABLE.format(path=path, kind="Parquet" if kind == "parquet"
-                                                       else "CSV", detail=str(error).splitlines()[0]
-                                                       if str(error) else type(error).__name__),
+    except MemoryError:
+        raise
+    except Exception as error:  # pandas, the csv module and pyarrow raise many types for a broken file
+        text = str(error).strip()
+        detail = text.splitlines()[0] if text else type(error).__name__
+        raise InputError(ERROR_UNREADABLE_TABLE.format(path=path, kind=label, detail=detail),
                          source=str(path)) from error
     names = [str(c).strip() for c in frame.columns]
-    # pandas renames a repeated CSV header 'a' to 'a.1'; detect that as well as true duplicates
     if kind == "csv":
-        try:
-            with open(path, encoding="utf-8-sig") as handle:
-                header = handle.readline()
-            raw = [h.strip() for h in next(csv.reader([header]))]
-            repeated = [c for c, n in Counter(raw).items() if n > 1]
-            if repeated:
-                raise InputError(ERROR_DUPLICATE_COLUMN.format(path=path, column=repeated[0]),
-                                 source=str(path), column=repeated[0])
-        except (OSError, StopIteration, UnicodeDecodeError):
-            pass
-    repeated = [c for c, n in Counter(names).items() if n > 1]
+        # pandas renames a repeated header 'a' to 'a.1': look at the raw header line instead
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), [])
+        names_to_check = [h.strip() for h in header]
+    else:
+        names_to_check = names
+    repeated = [c for c, n in Counter(names_to_check).items() if n > 1]
     if repeated:
         raise InputError(ERROR_DUPLICATE_COLUMN.format(path=path, column=repeated[0]), source=str(path),
                          column=repeated[0])
@@ -432,9 +424,9 @@ def _column_to_str(values, *, attribute: bool) -> list:
 
 
 def _object_frame(columns: dict) -> pd.DataFrame:
-    """A DataFrame whose columns are object dtype (None stays None, not NaN or pd.NA)."""
-    frame = pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in columns.items()})
-    return frame
+    """``row`` as int64, every other column object dtype (None stays None, not NaN or pd.NA)."""
+    return pd.DataFrame({name: pd.Series(values, dtype="int64" if name == "row" else object)
+                         for name, values in columns.items()})
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
@@ -530,9 +522,7 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str,
     for name in attribute_names:
         values = _column_to_str(raw[name].tolist(), attribute=True)
         columns_out[name] = [values[r] for r in keep]
-    table = _object_frame(columns_out)
-    table.attrs["kind"] = kind
-    return table, skipped
+    return _object_frame(columns_out), skipped
 
 
 # ==========================================================================================================
@@ -621,6 +611,8 @@ def _class_order(table: pd.DataFrame, classes, classes_source: str, source: str,
 def _choose_groups(table: pd.DataFrame, attribute_columns: list[str], group_by, max_group_values: int,
                    source: str) -> tuple[list[str], list[str]]:
     available = ", ".join(repr(c) for c in attribute_columns) if attribute_columns else "none"
+    if isinstance(group_by, str):  # "race,age" as typed on the command line
+        group_by = [name for name in group_by.split(",") if name.strip()]
     if group_by is not None:
         chosen = []
         for column in group_by:

@@ -19,6 +19,7 @@ import csv
 import hashlib
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -382,8 +383,9 @@ def _load_state_dict(path: str, arch: str | None):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ModelError(ERROR_MODEL_PICKLED_CODE.format(file=path, reason=reason[:200]), source=path) from exc
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        reason = f"it refers to {found.group(1)}" if found else "rejected by torch.load(weights_only=True)"
+        raise ModelError(ERROR_MODEL_PICKLED_CODE.format(file=path, reason=reason), source=path) from exc
     except Exception as exc:
         raise ModelError(ERROR_MODEL_LOAD_FAILED.format(kind="checkpoint", file=path, reason=exc),
                          source=path) from exc

@@ -208,9 +208,11 @@ def _match_rows(frame: pd.DataFrame, key: str, source: str, path: Path, table: p
         for position, value in enumerate(table_ids):
             lookup[value] = position
     else:
-        for position, value in enumerate(table["path"].astype(str).tolist()):
-            for form in _path_keys(value):
-                lookup.setdefault(form, position)
+        table_paths = table["path"].tolist() if "path" in table.columns else []
+        for position, value in enumerate(table_paths):
+            if isinstance(value, str) and value:  # tables without image files carry empty paths
+                for form in _path_keys(value):
+                    lookup.setdefault(form, position)
         id_lookup = {value: position for position, value in enumerate(table_ids)}
     file_row_of = np.full(len(table), -1, dtype=np.int64)
     seen_value: dict[int, str] = {}
@@ -289,8 +291,8 @@ def _read_table_file(path: Path, source: str, table: pd.DataFrame, classes: tupl
     if not finite.all():
         row, column = (int(v) for v in np.argwhere(~finite)[0])
         where = f" ({key} '{frame[key].iloc[row]}')"
-        raise InputError(ERROR_PREDICTIONS_NOT_FINITE.format(file=source, row=row, where=where,
-                                                             column=classes[column], value=_describe(values[row, column])),
+        raise InputError(ERROR_PREDICTIONS_NOT_FINITE.format(file=source, row=row, where=where, column=classes[column],
+                                                             value=_describe(values[row, column])),
                          source=source, row=row, column=classes[column])
     file_row_of, unmatched = _match_rows(frame, key, source, path, table, root)
     missing = np.flatnonzero(file_row_of < 0)
@@ -298,7 +300,8 @@ def _read_table_file(path: Path, source: str, table: pd.DataFrame, classes: tupl
         first = int(missing[0])
         raise InputError(ERROR_PREDICTIONS_MISSING_ROW.format(file=source, n_missing=len(missing),
                                                               id=table["id"].iloc[first],
-                                                              path=table["path"].iloc[first]),
+                                                              path=table["path"].iloc[first]
+                                                              if "path" in table.columns else "-"),
                          source=source)
     note = (f" {unmatched} row(s) of the file match no image of the data set and were ignored."
             if unmatched else "")

@@ -58,7 +58,9 @@ ERROR_SIDECAR_UNKNOWN_KEY = (
     "Unknown key '{key}' in the preprocessing file {file}. Allowed keys: " + ", ".join(SIDECAR_KEYS)
     + ". Remove it or fix its spelling."
 )
-ERROR_SIDECAR_MISSING_KEY = "The preprocessing file {file} lacks the key '{key}'. Add it (see the model sidecar format)."
+ERROR_SIDECAR_MISSING_KEY = (
+    "The preprocessing file {file} lacks the key '{key}'. Add it (see the model sidecar format)."
+)
 ERROR_SIDECAR_TYPE = "Key '{key}' in the preprocessing file {file} must be {expected}, not {found}."
 ERROR_SIDECAR_STD_OR_SCALE = (
     "The preprocessing file {file} must give exactly one of 'std' (for pixels on 0..1) or 'scale' "
@@ -110,7 +112,7 @@ class Preprocessing:
 
     def __post_init__(self):
         # The same checks as a sidecar file, so code-built objects cannot be inconsistent either.
-        check_sidecar(self.to_dict(), source="<Preprocessing>")
+        _validate(self.to_dict(), source="Preprocessing(...)")
 
     def to_dict(self) -> dict:
         """JSON-safe dict with the sidecar keys (``std`` or ``scale`` omitted when unset)."""
@@ -137,14 +139,29 @@ def _type_name(value) -> str:
     return "null" if value is None else type(value).__name__ + f" {json.dumps(value)[:60]}"
 
 
-def check_sidecar(data: dict, *, source: str) -> Preprocessing | None:
-    """Validate sidecar keys and values; return the :class:`Preprocessing` (None when called by it).
+def check_sidecar(data: dict, *, source: str) -> Preprocessing:
+    """Validate sidecar keys and values (``source`` names the file in messages); return the Preprocessing.
 
     Raises
     ------
     ModelError
         naming the key and ``source`` for an unknown key, a missing key, a wrong type or value.
     """
+    _validate(data, source=source)
+    std, scale, crop = data.get("std"), data.get("scale"), data.get("center_crop", 1.0)
+    return Preprocessing(
+        classes=None if data.get("classes") is None else tuple(data["classes"]),
+        input_size=(int(data["input_size"][0]), int(data["input_size"][1])),
+        center_crop=float(crop),
+        channel_order=data.get("channel_order", "RGB"),
+        mean=tuple(float(v) for v in data["mean"]),
+        std=None if std is None else tuple(float(v) for v in std),
+        scale=None if scale is None else float(scale),
+        output=data["output"],
+    )
+
+
+def _validate(data: dict, *, source: str) -> None:
     if not isinstance(data, dict):
         raise ModelError(ERROR_SIDECAR_NOT_OBJECT.format(file=source, found=type(data).__name__), source=source)
     for key in data:
@@ -193,18 +210,6 @@ def check_sidecar(data: dict, *, source: str) -> Preprocessing | None:
         raise bad("scale", "a positive number")
     if data["output"] not in OUTPUT_KINDS:
         raise bad("output", "\"probabilities\" or \"logits\"")
-    if source == "<Preprocessing>":
-        return None
-    return Preprocessing(
-        classes=None if classes is None else tuple(classes),
-        input_size=(int(size[0]), int(size[1])),
-        center_crop=float(crop),
-        channel_order=order,
-        mean=tuple(float(v) for v in mean),
-        std=None if std is None else tuple(float(v) for v in std),
-        scale=None if scale is None else float(scale),
-        output=data["output"],
-    )
 
 
 def load_sidecar(path: str | os.PathLike) -> Preprocessing:
@@ -303,9 +308,9 @@ def preprocess_image(rgb: np.ndarray, p: Preprocessing) -> np.ndarray:
     """Turn one decoded image into a model input.
 
     Steps: centre crop keeping ``p.center_crop`` of width and height (box sides rounded half up to
-    whole pixels, centred, any odd leftover pixel going to the right/bottom), resize to ``p.input_size`` with PIL bilinear
-    (skipped when the size already matches), reorder channels to ``p.channel_order``, then
-    ``(x / 255 - mean) / std`` or ``(x - mean) * scale``.
+    whole pixels, centred, any odd leftover pixel going to the right/bottom), resize to ``p.input_size``
+    with PIL bilinear (skipped when the size already matches), reorder channels to ``p.channel_order``,
+    then ``(x / 255 - mean) / std`` or ``(x - mean) * scale``.
 
     Parameters
     ----------

@@ -1,0 +1,243 @@
+"""Shared state of the app: the ONLY module with ``st.cache_data`` / ``st.cache_resource``.
+
+Pages read the audit folder through :func:`current_audit` (tables loaded once per folder version and kept
+in memory) and never compute statistics: they filter, sort and draw what the folder holds. Counting review
+decisions (reviewed suspects, confirmed error rate) comes from :mod:`audit.reviews`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+REPO = Path(__file__).resolve().parents[1]
+REPORTS = REPO / "reports"
+SAMPLE_AUDIT = REPORTS / "sample"
+SAMPLE_DATA = REPO / "sample_data"
+#: Where uploads of new audits are unpacked (one sub-folder per upload).
+UPLOADS = REPORTS / ".uploads"
+
+ERROR_NO_AUDIT = ("{path} holds no audit.json: pick an audit folder written by `imagefair run` "
+                  "(or start a new audit in the sidebar)")
+ERROR_SAMPLE_MISSING = ("the sample audit cannot be computed: {path} is missing. Build the sample data with "
+                        "`python sample_data/build.py`, or open another audit with `-- --audit reports/NAME`")
+ERROR_AUDIT_NAME = "audit name {name!r}: use letters, digits, '-' and '_' only (it becomes the folder reports/NAME)"
+ERROR_AUDIT_EXISTS = "reports/{name} already exists: choose another name"
+ERROR_TORCHSCRIPT_UPLOAD = ("{name} is a TorchScript model, which is code: uploads of TorchScript are refused "
+                            "unless the app is started with `streamlit run app.py -- --allow-torchscript-upload`. "
+                            "Upload an ONNX model or a state_dict checkpoint instead")
+
+#: Gallery page size (thumbnails are loaded only for the visible page).
+GALLERY_PAGE_SIZE = 12
+THUMBNAIL_PX = 160
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def escape_markdown(text) -> str:
+    """``text`` with every Markdown/Streamlit-directive character backslash-escaped (shown literally).
+
+    Used for any string that may come from user data (class names, group values, findings, notes) before
+    it goes into ``st.markdown``; HTML is never enabled.
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+# --------------------------------------------------------------------------------------------- arguments
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Options after ``--`` of ``streamlit run app.py -- ...`` (unknown ones are ignored)."""
+    parser = argparse.ArgumentParser(prog="app.py", add_help=False)
+    parser.add_argument("--audit", default=None, help="audit folder to open (default: reports/sample)")
+    parser.add_argument("--allow-torchscript-upload", action="store_true",
+                        help="accept uploaded TorchScript models (they are code)")
+    arguments, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return arguments
+
+
+# --------------------------------------------------------------------------------------------- audits
+
+@dataclass(frozen=True)
+class Audit:
+    """One audit folder in memory (read-only by convention: pages filter copies, never mutate)."""
+
+    folder: Path
+    audit: dict
+    images: pd.DataFrame
+    group_metrics: pd.DataFrame
+
+    @property
+    def analyses(self) -> dict:
+        return self.audit.get("analyses") or {}
+
+    @property
+    def classes(self) -> list:
+        return [str(c) for c in self.audit.get("classes", [])]
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+
+def is_audit_folder(path: Path) -> bool:
+    return (Path(path) / "audit.json").is_file()
+
+
+def list_audits(root: Path = REPORTS) -> list[Path]:
+    """Audit folders directly under ``reports/`` (folders holding ``audit.json``), sample first."""
+    if not root.is_dir():
+        return []
+    found = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_audit_folder(p))
+    return sorted(found, key=lambda p: (p.name != "sample", p.name))
+
+
+def _version(folder: Path) -> tuple:
+    """Changes whenever the audit is re-run (``audit.json`` is written last, atomically)."""
+    stat = (folder / "audit.json").stat()
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+@st.cache_resource(show_spinner="Loading the audit...", max_entries=4)
+def _load_audit(folder: str, version: tuple) -> Audit:
+    path = Path(folder)
+    audit = json.loads((path / "audit.json").read_text(encoding="utf-8"))
+    images = pd.read_parquet(path / "images.parquet") if (path / "images.parquet").exists() else pd.DataFrame()
+    group_metrics = (pd.read_parquet(path / "group_metrics.parquet")
+                     if (path / "group_metrics.parquet").exists() else pd.DataFrame())
+    if "class" in group_metrics.columns:
+        group_metrics["class"] = group_metrics["class"].fillna("").astype(str)
+    return Audit(folder=path, audit=audit, images=images, group_metrics=group_metrics)
+
+
+def load_audit(folder: str | Path) -> Audit:
+    """The audit in ``folder`` (cached per folder and ``audit.json`` version)."""
+    folder = Path(folder).resolve()
+    if not is_audit_folder(folder):
+        from audit.errors import InputError
+
+        raise InputError(ERROR_NO_AUDIT.format(path=folder))
+    return _load_audit(str(folder), _version(folder))
+
+
+@st.cache_resource(show_spinner="Computing the sample audit once (it is then loaded from reports/sample)...")
+def _ensure_sample(folder: str) -> str:
+    """Compute ``reports/sample`` from ``sample_data/`` once when it is missing; return its path."""
+    path = Path(folder)
+    if is_audit_folder(path):
+        return folder
+    manifest, model = SAMPLE_DATA / "manifest.csv", SAMPLE_DATA / "model.onnx"
+    for needed in (manifest, model):
+        if not needed.exists():
+            from audit.errors import InputError
+
+            raise InputError(ERROR_SAMPLE_MISSING.format(path=needed))
+    from audit.config import AuditConfig
+
+    run_new_audit(AuditConfig(data=str(manifest), model=str(model)), path)
+    return folder
+
+
+def default_audit_folder(arguments: argparse.Namespace) -> Path:
+    """``--audit`` when given, else ``reports/sample`` (computed once when missing)."""
+    if arguments.audit:
+        candidate = Path(arguments.audit)
+        return (candidate if candidate.is_absolute() else (Path.cwd() / candidate)).resolve()
+    return Path(_ensure_sample(str(SAMPLE_AUDIT)))
+
+
+def run_new_audit(config, out: Path, *, progress=None) -> Path:
+    """Run the engine and write the audit folder (no caching: a new audit is computed once)."""
+    from audit.pipeline import run_audit
+    from audit.report.writer import write_audit_folder
+
+    result = run_audit(config, progress=progress)
+    return write_audit_folder(out, audit=result.audit, images=result.images, group_metrics=result.group_metrics,
+                              probabilities=result.probabilities)
+
+
+def current_audit() -> Audit:
+    """The audit picked in the sidebar (``st.session_state["audit_dir"]``, set by ``app.py``)."""
+    return load_audit(st.session_state["audit_dir"])
+
+
+# --------------------------------------------------------------------------------------------- reviews
+
+def review_state(audit: Audit):
+    """Current decisions (fresh from ``reviews.sqlite``, never cached) and their summary."""
+    from audit import reviews
+
+    decisions = reviews.list_decisions(audit.folder)
+    return decisions, reviews.summarise_reviews(audit.images, decisions)
+
+
+def show_review_status(audit: Audit, container=None) -> None:
+    """Two metrics: suspects reviewed and confirmed error rate (counts over reviews.sqlite)."""
+    if "is_label_issue" not in audit.images.columns:
+        return
+    _, summary = review_state(audit)
+    target = container or st
+    left, right = target.columns(2)
+    left.metric("Suspects reviewed", f"{summary.n_reviewed} / {summary.n_suspects}",
+                help="Images flagged as possible label errors with at least one review decision.")
+    rate = summary.confirmed_error_rate
+    right.metric("Confirmed error rate", "-" if rate is None else f"{rate:.1%}",
+                 help="Among reviewed suspects with an agreed label_wrong or label_correct decision: the "
+                      "fraction confirmed wrong (unsure and conflicting reviews left out).")
+
+
+# --------------------------------------------------------------------------------------------- images
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def thumbnail(path: str, size: int = THUMBNAIL_PX) -> bytes | None:
+    """A small PNG of the image at ``path`` (None when it cannot be read); decoded with the pixel cap."""
+    from PIL import Image
+
+    try:
+        Image.MAX_IMAGE_PIXELS = 40_000_000
+        with Image.open(path) as image:
+            image.draft("RGB", (size, size))
+            image = image.convert("RGB")
+            image.thumbnail((size, size))
+            import io
+
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            return buffer.getvalue()
+    except Exception:  # noqa: BLE001 - a missing or broken file shows a placeholder, never a traceback
+        return None
+
+
+# --------------------------------------------------------------------------------------------- exports
+
+@st.cache_data(show_spinner="Preparing the CSV...", max_entries=8)
+def table_csv(folder: str, version: tuple, table: str) -> bytes:
+    """A contract table as formula-injection-safe CSV bytes (cached per audit version)."""
+    from audit.reviews import to_safe_csv
+
+    audit = _load_audit(folder, version)
+    frame = audit.images if table == "images" else audit.group_metrics
+    return to_safe_csv(frame)
+
+
+def audit_version(audit: Audit) -> tuple:
+    return _version(audit.folder)
+
+
+def check_audit_name(name: str) -> str:
+    from audit.errors import InputError
+
+    name = (name or "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        raise InputError(ERROR_AUDIT_NAME.format(name=name))
+    return name
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in sys.argv)

@@ -1,0 +1,119 @@
+"""Fairness: any metric by any attribute or intersection with intervals and verdicts, disparities, recall
+heatmap, calibration by group, weak slices."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app_pages import _charts, _state
+
+audit = _state.current_audit()
+st.title("Fairness")
+metrics = audit.group_metrics
+performance = audit.analyses.get("group_performance")
+if metrics.empty or not performance:
+    st.info("This audit has no per-group performance (it needs a model or predictions; see Overview for errors).")
+    st.stop()
+
+descriptions = audit.audit.get("metrics", {})
+model_metrics = [m for m in dict.fromkeys(metrics["metric"]) if m not in ("share",)]
+default_metric = model_metrics.index("accuracy") if "accuracy" in model_metrics else 0
+controls = st.columns(3)
+metric = controls[0].selectbox("Metric", model_metrics, index=default_metric, key="fair_metric")
+rows_metric = metrics[metrics["metric"] == metric]
+attributes = [a for a in dict.fromkeys(rows_metric["attribute"]) if a != "all"]
+if not attributes:
+    st.info(f"No per-group rows for {metric}.")
+    st.stop()
+attribute = controls[1].selectbox("Attribute or intersection", attributes, key="fair_attribute")
+class_names = [c for c in dict.fromkeys(rows_metric.loc[rows_metric["attribute"] == attribute, "class"])]
+class_name = controls[2].selectbox("Class", class_names, format_func=lambda c: c or "(all classes)",
+                                   key="fair_class") if len(class_names) > 1 else class_names[0]
+info = descriptions.get(metric, {})
+if info.get("description"):
+    direction = {True: "higher is better", False: "lower is better"}.get(info.get("higher_is_better"), "")
+    st.caption(_state.escape_markdown(f"{metric}: {info['description']} ({direction})"))
+
+rows = rows_metric[(rows_metric["attribute"] == attribute) & (rows_metric["class"] == class_name)]
+overall = rows_metric[(rows_metric["attribute"] == "all") & (rows_metric["class"] == class_name)]
+reference = float(overall["value"].iloc[0]) if len(overall) else None
+percent = metric != "expected_calibration_error"
+st.plotly_chart(_charts.interval_bars(rows["group"], rows["value"], rows["ci_low"], rows["ci_high"], ns=rows["n"],
+                                      verdicts=rows["verdict"].fillna(""), small=rows["insufficient_evidence"],
+                                      reference=reference, percent=percent,
+                                      title=f"{metric} by {attribute}" + (f", class {class_name}" if class_name else "")
+                                      + " (95 % interval)", value_title=metric),
+                width="stretch", key="fair_metric_chart")
+n_small = int(rows["insufficient_evidence"].sum())
+n_worse = int((rows["verdict"] == "worse_than_rest").sum())
+st.caption(f"{n_worse} group(s) significantly worse than the rest (red); {n_small} group(s) with insufficient "
+           "evidence (grey, hatched, marked [small]).")
+st.dataframe(rows[["group", "n", "value", "ci_low", "ci_high", "insufficient_evidence", "verdict"]],
+             hide_index=True, width="stretch", key="fair_rows")
+
+# -- disparity summary ------------------------------------------------------------------------------------
+summary = next((s for s in performance.get("attributes", []) if s.get("attribute") == attribute), None)
+if summary:
+    st.subheader("Disparity summary")
+    table = pd.DataFrame([dict(metric=name, **values) for name, values in summary.get("metrics", {}).items()])
+    if not table.empty:
+        st.dataframe(table, hide_index=True, width="stretch", key="fair_disparity")
+    gap = summary.get("equalized_odds_gap") or {}
+    if gap.get("value") is not None:
+        st.write(_state.escape_markdown(
+            f"Equalized-odds gap: {gap['value']:.3f} ({gap.get('rate')} of class {gap.get('class')}: "
+            f"{gap.get('high_group')} vs {gap.get('low_group')})."))
+    binary = summary.get("binary") or {}
+    if binary:
+        st.write(_state.escape_markdown("Two-class fairness (fairlearn): " + ", ".join(
+            f"{k.replace('_', ' ')} {v:.3f}" for k, v in binary.items() if isinstance(v, (int, float)))))
+
+# -- per class x group recall -----------------------------------------------------------------------------
+recall = metrics[(metrics["metric"] == "recall") & (metrics["attribute"] == attribute) & (metrics["class"] != "")]
+if not recall.empty:
+    st.subheader("Recall per class and group")
+    classes = [c for c in audit.classes if c in set(recall["class"])]
+    groups = list(dict.fromkeys(recall["group"]))
+    cells = recall.set_index(["class", "group"])
+    z = [[cells["value"].get((c, g)) for g in groups] for c in classes]
+    text = [[("" if (c, g) not in cells.index else f"{cells['value'][(c, g)]:.2f}"
+              + (" *" if cells["verdict"][(c, g)] == "worse_than_rest" else "")
+              + (" (small)" if cells["insufficient_evidence"][(c, g)] else "")) for g in groups] for c in classes]
+    st.plotly_chart(_charts.heatmap(z, x=groups, y=classes, text=text, colorscale="RdYlGn", x_title=attribute,
+                                    y_title="class", colorbar_title="recall",
+                                    title=f"Recall by class x {attribute} (* worse than rest)"),
+                    width="stretch", key="fair_recall_heatmap")
+
+# -- calibration --------------------------------------------------------------------------------------------
+calibration = metrics[(metrics["metric"] == "expected_calibration_error") & (metrics["attribute"] == attribute)
+                      & (metrics["class"] == "")]
+if not calibration.empty:
+    st.subheader("Calibration by group")
+    overall_ece = metrics[(metrics["metric"] == "expected_calibration_error") & (metrics["attribute"] == "all")]
+    st.plotly_chart(_charts.interval_bars(calibration["group"], calibration["value"], calibration["ci_low"],
+                                          calibration["ci_high"], ns=calibration["n"],
+                                          verdicts=calibration["verdict"].fillna(""),
+                                          small=calibration["insufficient_evidence"], percent=False,
+                                          reference=float(overall_ece["value"].iloc[0]) if len(overall_ece) else None,
+                                          title=f"Expected calibration error by {attribute} (lower is better)",
+                                          value_title="ECE"), width="stretch", key="fair_calibration")
+
+# -- worse than rest and weak slices ------------------------------------------------------------------------
+worse = pd.DataFrame(performance.get("worse_than_rest", []))
+st.subheader("Groups significantly worse than the rest")
+if worse.empty:
+    st.write("None.")
+else:
+    st.dataframe(worse, hide_index=True, width="stretch", key="fair_worse")
+slices = audit.analyses.get("weak_slices")
+st.subheader("Weak slices found")
+if not slices:
+    st.write("No weak-slice search in this audit.")
+else:
+    frame = pd.DataFrame(slices.get("slices", []))
+    st.caption(f"{slices.get('n_tried', '?')} slices tried.")
+    if frame.empty:
+        st.write("No weak slice found.")
+    else:
+        st.dataframe(frame.astype({c: str for c in frame.columns if frame[c].map(type).eq(list).any()}),
+                     hide_index=True, width="stretch", key="fair_slices")

@@ -1,0 +1,145 @@
+"""Label quality: noise rates with intervals, transition matrix, paged gallery of suspects with review widgets."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app_pages import _charts, _state
+from audit import reviews
+from audit.errors import InputError
+
+audit = _state.current_audit()
+st.title("Label quality")
+section = audit.analyses.get("label_noise")
+images = audit.images
+if not section or "label_score" not in images.columns:
+    st.info("This audit has no label-noise estimate (it needs a model or predictions).")
+    st.stop()
+
+low, high = (section.get("noise_rate_ci") or [None, None])[:2]
+columns = st.columns(4)
+rate = section.get("noise_rate")
+columns[0].metric("Estimated noise rate", "-" if rate is None else f"{rate:.1%}",
+                  help=None if low is None else f"95 % interval {low:.1%} - {high:.1%}")
+columns[1].metric("Flagged images", f"{section.get('n_label_issues', 0):,}")
+columns[2].metric("Images", f"{section.get('n_images', len(images)):,}")
+columns[3].metric("Source", str(section.get("source", "-")))
+if low is not None:
+    st.caption(f"Noise rate interval: {low:.1%} - {high:.1%} ({section.get('noise_rate_ci_method', '')}). "
+               f"Probabilities: {_state.escape_markdown(section.get('source_description', section.get('source', '')))}.")
+_state.show_review_status(audit)
+
+decisions, summary = _state.review_state(audit)
+resolved = reviews.resolve_decisions(decisions)
+conflicts = resolved[resolved["decision"] == reviews.CONFLICT]
+if len(conflicts):
+    st.warning(f"{len(conflicts)} image(s) have conflicting review decisions; both sides are kept below.")
+    shown = conflicts.merge(images[["id", "content_hash", "label"]], on="content_hash", how="left")
+    st.dataframe(shown[["id", "label", "details", "decided_at"]], hide_index=True, width="stretch",
+                 key="labels_conflicts")
+
+# -- rates ------------------------------------------------------------------------------------------------
+per_class = pd.DataFrame(section.get("per_class", []))
+left, right = st.columns(2)
+if not per_class.empty:
+    left.plotly_chart(_charts.interval_bars(per_class["class"], per_class["noise_rate"], per_class["ci_low"],
+                                            per_class["ci_high"], ns=per_class["n"],
+                                            title="Estimated noise rate per given class (95 % interval)",
+                                            value_title="noise rate", reference=rate, reference_name="overall"),
+                      width="stretch", key="labels_per_class")
+metrics = audit.group_metrics
+noise_rows = metrics[(metrics["metric"] == "estimated_noise_rate") & (metrics["class"] == "")
+                     & (metrics["attribute"] != "all")] if not metrics.empty else metrics
+if not noise_rows.empty:
+    attribute_names = list(dict.fromkeys(noise_rows["attribute"]))
+    chosen = right.selectbox("Noise rate by", attribute_names, key="labels_noise_attribute")
+    rows = noise_rows[noise_rows["attribute"] == chosen]
+    right.plotly_chart(_charts.interval_bars(rows["group"], rows["value"], rows["ci_low"], rows["ci_high"],
+                                             ns=rows["n"], verdicts=rows["verdict"].fillna(""),
+                                             small=rows["insufficient_evidence"], reference=rate,
+                                             title=f"Flagged share by {chosen} (95 % interval)",
+                                             value_title="noise rate"),
+                       width="stretch", key="labels_per_group")
+
+matrices = {"noise matrix P(given | true)": "noise_matrix", "confident joint (counts, given x true)": "confident_joint",
+            "inverse noise matrix P(true | given)": "inverse_noise_matrix", "joint P(given, true)": "joint"}
+available = {label: key for label, key in matrices.items() if section.get(key)}
+if available:
+    label = st.selectbox("Transition matrix", list(available), key="labels_matrix")
+    key = available[label]
+    matrix = section[key]
+    inverse = key == "inverse_noise_matrix"
+    st.plotly_chart(_charts.heatmap(matrix, x=audit.classes, y=audit.classes,
+                                    text=[[f"{v:.3g}" if v is not None else "" for v in row] for row in matrix],
+                                    title=label, x_title="given label" if inverse else "true label (estimated)",
+                                    y_title="true label (estimated)" if inverse else "given label",
+                                    colorbar_title=""), width="stretch", key="labels_matrix_chart")
+
+# -- gallery ----------------------------------------------------------------------------------------------
+st.subheader("Suspect images")
+reviewer = st.text_input("Your name (recorded with each decision)", key="reviewer_name")
+filters = st.columns([1, 1, 1, 1, 1])
+only_flagged = filters[0].toggle("Flagged only", value=True, key="gallery_flagged")
+class_filter = filters[1].multiselect("Given label", audit.classes, key="gallery_classes")
+group_attributes = [a for a in (audit.audit.get("dataset", {}).get("group_attributes") or []) +
+                    (audit.audit.get("dataset", {}).get("pixel_attributes") or []) if a in images.columns]
+group_attribute = filters[2].selectbox("Group attribute", ["(any)"] + group_attributes, key="gallery_attribute")
+group_value = None
+if group_attribute != "(any)":
+    values = sorted(images[group_attribute].dropna().astype(str).unique().tolist())
+    group_value = filters[3].selectbox("Group", values, key="gallery_group")
+score_range = filters[4].slider("Label score", 0.0, 1.0, (0.0, 1.0), step=0.01, key="gallery_score",
+                                help="Lower = more likely mislabelled.")
+
+view = images
+if only_flagged:
+    view = view[view["is_label_issue"].astype(bool)]
+if class_filter:
+    view = view[view["label"].astype(str).isin(class_filter)]
+if group_value is not None:
+    view = view[view[group_attribute].astype(str) == group_value]
+view = view[view["label_score"].between(score_range[0], score_range[1])]
+view = view.sort_values("label_score", kind="stable")
+page_size = _state.GALLERY_PAGE_SIZE
+n_pages = max(1, -(-len(view) // page_size))
+pager = st.columns([1, 3])
+page = pager[0].number_input("Page", min_value=1, max_value=n_pages, value=1, step=1, key="gallery_page")
+pager[1].caption(f"{len(view):,} images match; page {page} of {n_pages}, {page_size} per page.")
+visible = view.iloc[(page - 1) * page_size: page * page_size]
+
+current = resolved.set_index("content_hash") if not resolved.empty else None
+DECISION_LABELS = {"label_wrong": "label wrong -> new label", "label_correct": "label correct", "unsure": "unsure"}
+grid = st.columns(4)
+for position, row in enumerate(visible.itertuples(index=False)):
+    card = grid[position % 4].container(border=True)
+    picture = _state.thumbnail(str(row.path))
+    if picture is None:
+        card.caption("(image not readable)")
+    else:
+        card.image(picture, width="stretch")
+    card.text(f"{row.id}")
+    card.text(f"given: {row.label}\nsuggested: {row.suggested_label}\nscore: {row.label_score:.3f}")
+    if current is not None and row.content_hash in current.index:
+        decided = current.loc[row.content_hash]
+        marker = "CONFLICT - " if decided["decision"] == reviews.CONFLICT else ""
+        card.text(f"reviewed: {marker}{decided['details']}")
+    with card.form(f"review_{row.id}", border=False):
+        decision = st.radio("Decision", list(DECISION_LABELS), format_func=DECISION_LABELS.get,
+                            key=f"decision_{row.id}")
+        suggested = str(row.suggested_label)
+        new_label = st.selectbox("New label", audit.classes,
+                                 index=audit.classes.index(suggested) if suggested in audit.classes else 0,
+                                 key=f"new_label_{row.id}")
+        note = st.text_input("Note", key=f"note_{row.id}")
+        if st.form_submit_button("Save decision"):
+            try:
+                reviews.record_decision(audit.folder, content_hash=str(row.content_hash), reviewer=reviewer,
+                                        decision=decision, new_label=new_label if decision == "label_wrong" else None,
+                                        note=note, classes=audit.classes)
+            except InputError as error:
+                st.error(str(error))
+            else:
+                st.session_state["review_saved"] = f"Saved: {row.id} - {DECISION_LABELS[decision]}"
+                st.rerun()
+if st.session_state.get("review_saved"):
+    st.toast(st.session_state.pop("review_saved"))

@@ -1,0 +1,71 @@
+"""Overview: dataset card, findings, verdict, skipped inputs, failed analyses, provenance."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app_pages import _state
+
+audit = _state.current_audit()
+data = audit.audit
+dataset = data.get("dataset", {})
+st.title("Overview")
+st.caption(f"Audit folder: {audit.folder}")
+
+columns = st.columns(5)
+columns[0].metric("Images", f"{dataset.get('n_images', len(audit.images)):,}")
+columns[1].metric("Classes", dataset.get("n_classes", len(audit.classes)))
+columns[2].metric("Group attributes", len(dataset.get("group_attributes", [])))
+columns[3].metric("Splits", len(dataset.get("splits") or []) or "-")
+columns[4].metric("Skipped inputs", dataset.get("n_skipped", len(data.get("skipped", []))))
+_state.show_review_status(audit)
+
+verdict = data.get("verdict")
+if verdict:
+    status = verdict.get("status")
+    message = f"Policy verdict: {status}"
+    {"PASS": st.success, "FAIL": st.error}.get(status, st.warning)(message)
+    checks = pd.DataFrame(verdict.get("checks", []))
+    if not checks.empty:
+        st.dataframe(checks, hide_index=True, width="stretch")
+
+st.subheader("Findings")
+details = data.get("finding_details") or [{"text": t, "severity": ""} for t in data.get("findings", [])]
+if not details:
+    st.write("No findings.")
+icons = {"high": ":material/error:", "medium": ":material/warning:", "low": ":material/info:",
+         "info": ":material/info:"}
+for finding in details:
+    icon = icons.get(finding.get("severity", ""), "")
+    st.markdown(f"{icon} {_state.escape_markdown(finding.get('text', ''))}")
+
+st.subheader("Dataset")
+model = data.get("model") or {}
+card = {
+    "source": dataset.get("source"), "kind": dataset.get("kind"), "root": dataset.get("root"),
+    "images audited": dataset.get("n_images"), "rows in the input": dataset.get("n_rows"),
+    "classes": ", ".join(audit.classes), "class order": dataset.get("class_order_source"),
+    "label column": dataset.get("label_column"), "splits": ", ".join(dataset.get("splits") or []) or "-",
+    "group attributes": ", ".join(dataset.get("group_attributes") or []) or "-",
+    "pixel attributes": ", ".join(dataset.get("pixel_attributes") or []) or "-",
+    "metadata columns (not grouped)": ", ".join(dataset.get("metadata_columns") or []) or "-",
+    "model": f"{model.get('kind')} {model.get('source', '')}".strip() if model else "none",
+}
+st.dataframe(pd.DataFrame({"field": list(card), "value": [str(v) for v in card.values()]}), hide_index=True,
+             width="stretch")
+
+skipped = pd.DataFrame(data.get("skipped", []), columns=["row", "path", "reason"])
+st.subheader(f"Skipped inputs ({len(skipped)})")
+if skipped.empty:
+    st.write("Every input was audited.")
+else:
+    st.dataframe(skipped, hide_index=True, width="stretch")
+
+errors = pd.DataFrame(data.get("errors", []), columns=["analysis", "message"])
+if not errors.empty:
+    st.subheader("Analyses that failed")
+    st.warning(f"{len(errors)} analysis step(s) failed; the rest of the audit is complete.")
+    st.dataframe(errors, hide_index=True, width="stretch")
+
+with st.expander("Provenance"):
+    st.json(data.get("provenance", {}), expanded=False)

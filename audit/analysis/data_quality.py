@@ -1,0 +1,682 @@
+"""Data quality: duplicates, train/test leakage, outliers and image defects, broken down by class and group.
+
+Input is one row per image with the engine's pixel attributes (:mod:`audit.analysis.image_properties`)
+and perceptual hashes (:mod:`audit.analysis.hashing`), both computed in the pipeline's single decoding
+pass; nothing here decodes an image or recomputes an attribute.
+
+Per-image issues (``per_image``: ``is_<issue>_issue`` and ``<issue>_score`` in [0, 1], lower = worse)
+-----------------------------------------------------------------------------------------------------
+Every score is 0.5 exactly at its flagging threshold, below 0.5 for flagged images and 1 for images far
+from it, so scores compare across issues.
+
+``exact_duplicate``
+    Another row has the same ``content_hash`` (sha256 of the file bytes). Score 0 when flagged, else 1.
+``near_duplicate``
+    Linked to another row (connected components of the links give ``duplicate_set``; every member is
+    flagged). Two images are linked when any of these holds:
+
+    * exact copies (same ``content_hash``);
+    * hashes: ``phash`` distance <= ``phash_max_distance`` **and** ``dhash`` distance <=
+      ``dhash_max_distance`` **and** ``chash`` distance <= ``chash_max_distance``, where each distance is the
+      smallest Hamming distance among (whole, whole), (centre of one, whole of the other) and (whole,
+      centre). Candidates come from multi-index hashing on ``phash`` and ``phash_centre``
+      (:func:`audit.analysis.near_duplicates.find_near_duplicate_pairs`), which finds every pair within
+      ``phash_max_distance``; the other two hashes confirm them. Defaults (16, 14, 12 of 64 bits) were
+      measured on the CIFAR-10 test JPEGs (tests/data/test_data_quality_cifar.py): they keep >= 90 % of
+      0.5x / 2x resizes, JPEG q50 re-encodes and 95 % crops and link few unrelated images;
+    * embeddings (when given): cosine similarity >= ``embedding_similarity_threshold`` among each image's
+      ``embedding_k`` nearest neighbours.
+
+    Score: ``d / (2 (phash_max_distance + 1))`` with ``d`` the smallest linked ``phash`` distance (0 for
+    exact copies), or ``(1 - s) / (2 (1 - threshold))`` for an embedding link of similarity ``s`` (the
+    smaller of the two); 1 for images without links.
+``outlier`` (only with embeddings)
+    Mean cosine distance ``d`` to the ``embedding_k`` nearest other images above the
+    ``outlier_percentile``-th percentile ``t`` of that distance over the data set (a relative rule: by
+    default the 1 % most isolated images). Score ``0.5 ** (d / t)``.
+``dark`` / ``light``
+    ``image_brightness`` (mean luminance, 0..1) below ``dark_threshold`` (0.10) / above ``light_threshold``
+    (0.90): absolute, the same on any data set. Scores ``min(1, b / (2 dark))`` and
+    ``min(1, (1 - b) / (2 (1 - light)))``.
+``blurry``
+    ``image_sharpness`` (variance of the Laplacian on 0..255 gray levels at the engine's reference scale)
+    below ``blurry_threshold`` (100, the engine's own ``blurry`` bin and the usual focus threshold).
+    Score ``min(1, s / (2 threshold))``. Not flagged (score NaN) where sharpness is undefined (< 3 px).
+``low_information``
+    ``image_contrast`` (RMS of luminance, 0..1) below ``low_information_threshold`` (0.02): a nearly flat
+    image. Score ``min(1, c / (2 threshold))``.
+``grayscale``
+    ``image_is_grayscale`` (the engine's test). Score 0 when flagged, else 1.
+``odd_size``
+    Size relative to the data set: ``r = sqrt(width * height) / median(sqrt(width * height))``, flagged when
+    ``r < 1 / odd_size_factor`` or ``r > odd_size_factor`` (2: half or double the typical side). Score
+    ``0.5 ** (|log r| / log factor)``. Relative on purpose: "tiny" means tiny for this data set.
+``odd_aspect_ratio``
+    ``a = max(w / h, h / w)`` above ``odd_aspect_ratio_threshold`` (2.0; absolute). Score
+    ``0.5 ** (log a / log threshold)``.
+
+Leakage
+-------
+Linked pairs whose two images are in different ``split`` values, counted per split pair and listed.
+
+Rates by class and group (``group_table``, contract ``group_metrics`` columns)
+-----------------------------------------------------------------------------
+Metric ``issue_rate:<issue>`` (share of flagged images; higher is worse) for the whole data set (attribute
+``all``, group ``all``, class ``""``), for every class (attribute ``all``, group ``all``, class = the class)
+and for every group of every attribute given in ``group_labels`` (class ``""``). Wilson intervals.
+``insufficient_evidence`` when ``n < min_group_size`` or the interval is wider than ``max_ci_width``. Each
+class and each group is tested against the rest of the data (one-sided pooled two-proportion z test:
+is the rate higher than in the rest?); p-values are adjusted with ``correction`` (Holm by default) within
+one family = one issue x (the classes, or the groups of one attribute), over the rows with sufficient
+evidence. ``verdict``: ``worse_than_rest`` when the adjusted p-value is below ``1 - confidence_level``,
+else ``no_evidence_of_gap``; ``insufficient_data`` exactly when ``insufficient_evidence``; empty on the
+whole-data-set rows.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from audit.analysis._stats import adjust_p_values, two_proportion_p_value_lower, wilson_interval
+from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NO_GAP, VERDICT_NONE, VERDICT_WORSE,
+                                   coerce_group_metrics, empty_group_metrics, flag_insufficient_evidence)
+from audit.analysis.near_duplicates import (connected_components, find_embedding_neighbours,
+                                            find_near_duplicate_pairs, popcount)
+from audit.errors import InputError
+
+ERROR_MISSING_COLUMNS = ("the image table has no column(s) {columns}: compute the pixel attributes "
+                         "(audit.analysis.image_properties) and perceptual hashes (audit.analysis.hashing) for "
+                         "every image first")
+ERROR_EMPTY = "there are no images to check: the image table is empty"
+ERROR_DUPLICATE_IDS = "the image table has duplicate id {value!r} (column id): ids must be unique"
+ERROR_EMBEDDINGS_ROWS = ("embeddings has {rows} rows but there are {n} images: pass one embedding per image, in "
+                         "the order of the image table")
+ERROR_GROUP_LENGTH = ("group_labels[{name!r}] has {rows} values but there are {n} images: pass one group label "
+                      "per image, in the order of the image table")
+ERROR_UNKNOWN_LABEL = ("row {row} (id {id!r}) has label {label!r}, which is not in classes: pass every class "
+                       "name in classes")
+ERROR_SETTING = "{name} must be {what}, got {value!r}"
+ERROR_BAD_HASH = ("column {column} holds a value that is not a 64-bit hash (row {row}): store the hashes of "
+                  "audit.analysis.hashing.compute_perceptual_hashes as unsigned 64-bit integers")
+
+#: Issues in the order they appear in tables and summaries.
+ISSUES = ("exact_duplicate", "near_duplicate", "outlier", "dark", "light", "blurry", "low_information",
+          "grayscale", "odd_size", "odd_aspect_ratio")
+
+#: Issue names as words, for findings.
+ISSUE_WORDS = {
+    "exact_duplicate": "Exact-duplicate", "near_duplicate": "Near-duplicate", "outlier": "Outlier",
+    "dark": "Dark", "light": "Light", "blurry": "Blurry", "low_information": "Low-information",
+    "grayscale": "Grayscale", "odd_size": "Odd-size", "odd_aspect_ratio": "Odd-aspect-ratio",
+}
+
+#: Pixel attributes the detectors read.
+PROPERTY_COLUMNS = ("image_width", "image_height", "image_brightness", "image_contrast", "image_sharpness",
+                    "image_is_grayscale")
+#: Hash columns the duplicate search reads (from :func:`audit.analysis.hashing.compute_perceptual_hashes`).
+HASH_COLUMNS = ("phash", "dhash", "chash", "phash_centre", "dhash_centre", "chash_centre")
+
+DEFAULT_DARK_THRESHOLD = 0.10
+DEFAULT_LIGHT_THRESHOLD = 0.90
+DEFAULT_BLURRY_THRESHOLD = 100.0
+DEFAULT_LOW_INFORMATION_THRESHOLD = 0.02
+DEFAULT_ODD_SIZE_FACTOR = 2.0
+DEFAULT_ODD_ASPECT_RATIO_THRESHOLD = 2.0
+DEFAULT_PHASH_MAX_DISTANCE = 16
+DEFAULT_DHASH_MAX_DISTANCE = 14
+DEFAULT_CHASH_MAX_DISTANCE = 12
+DEFAULT_EMBEDDING_SIMILARITY_THRESHOLD = 0.95
+DEFAULT_EMBEDDING_K = 10
+DEFAULT_OUTLIER_PERCENTILE = 99.0
+
+#: ``metrics`` entries for ``audit.json`` (direction and definition of each metric this module writes).
+METRIC_INFO = {f"issue_rate:{issue}": {"higher_is_better": False,
+                                        "description": f"share of images flagged with the {issue} issue"}
+               for issue in ISSUES}
+
+#: Link kinds in :attr:`DataQualityResult.pairs`.
+LINK_EXACT, LINK_HASH, LINK_EMBEDDING = "exact", "hash", "embedding"
+
+
+@dataclass(frozen=True)
+class DataQualityResult:
+    """Everything :func:`find_data_quality_issues` found.
+
+    Attributes
+    ----------
+    per_image : DataFrame
+        One row per input row, same order: ``id``, then ``is_<issue>_issue`` (bool) and ``<issue>_score``
+        (float in [0, 1], lower = worse; NaN where undefined) for every issue in ``issues``, then
+        ``duplicate_set`` (nullable Int64: the set's id 0, 1, ... for members of a near-duplicate set, <NA>
+        otherwise).
+    group_table : DataFrame
+        Contract ``group_metrics`` columns, metric ``issue_rate:<issue>`` (module docstring).
+    pairs : DataFrame
+        Every near-duplicate link: ``i``, ``j`` (row positions, i < j), ``id_a``, ``id_b``, ``kind``
+        (``exact``, ``hash`` or ``embedding``: the strongest evidence), ``hash_distance`` (smallest ``phash``
+        distance, 0 for exact copies; <NA> for embedding-only links), ``similarity`` (cosine, NaN without
+        embeddings).
+    leakage : dict
+        ``n_pairs``; ``by_split_pair``: ``[{"split_a", "split_b", "n_pairs"}]`` (split names sorted within a
+        pair); ``pairs``: ``[{"id_a", "split_a", "id_b", "split_b", "kind", "hash_distance",
+        "similarity"}]``. Empty counts when there is no ``split`` column.
+    summary : dict
+        ``n_images``; ``issues``: ``{issue: number of flagged images}``; ``n_duplicate_sets``;
+        ``n_images_in_duplicate_sets``; ``n_exact_duplicate_groups`` (distinct content hashes held by more
+        than one row).
+    findings : list of str
+        Plain sentences: the ``max_findings`` largest concentrations (rows with verdict ``worse_than_rest``,
+        ranked by the rate ratio to the rest with half a count added to each side), then leakage.
+    issues : tuple of str
+        The issues checked (``outlier`` only with embeddings).
+    settings : dict
+        Every threshold used.
+    """
+
+    per_image: pd.DataFrame
+    group_table: pd.DataFrame
+    pairs: pd.DataFrame
+    leakage: dict
+    summary: dict
+    findings: list
+    issues: tuple
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-safe summary for the ``data_quality`` section of ``audit.json`` (no NaN or inf)."""
+        return {
+            "issues": list(self.issues),
+            "summary": _json_safe(self.summary),
+            "leakage": _json_safe(self.leakage),
+            "findings": list(self.findings),
+            "settings": _json_safe(self.settings),
+            "metrics": {f"issue_rate:{issue}": METRIC_INFO[f"issue_rate:{issue}"] for issue in self.issues},
+        }
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if value is pd.NA or value is None:
+        return None
+    return value
+
+
+def _as_uint64(column: pd.Series, name: str) -> np.ndarray:
+    values = column.to_numpy()
+    if values.dtype == np.uint64:
+        return values
+    if values.dtype == np.int64:
+        return values.view(np.uint64)
+    try:
+        return np.array([int(v) for v in values], dtype=np.uint64)
+    except (TypeError, ValueError, OverflowError):
+        for row, v in enumerate(values):
+            try:
+                np.uint64(int(v))
+            except (TypeError, ValueError, OverflowError):
+                raise InputError(ERROR_BAD_HASH.format(column=name, row=row), column=name, row=row) from None
+        raise
+
+
+def _check_setting(name, value, ok, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not ok(value):
+        raise InputError(ERROR_SETTING.format(name=name, what=what, value=value))
+
+
+def _number(frame: pd.DataFrame, column: str) -> np.ndarray:
+    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _linear_low_score(values: np.ndarray, threshold: float) -> np.ndarray:
+    """``min(1, v / (2 t))``: 0.5 at the threshold, lower below it, NaN where ``v`` is NaN."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(values / (2.0 * threshold), 0.0, 1.0)
+
+
+def _log_ratio_score(ratio: np.ndarray, factor: float) -> np.ndarray:
+    """``0.5 ** (|log r| / log factor)``: 1 at r = 1, 0.5 at r = factor or 1 / factor."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.power(0.5, np.abs(np.log(ratio)) / math.log(factor))
+
+
+def _defects(images: pd.DataFrame, settings: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{issue: (flags, scores)}`` for the defect issues built on the pixel attributes."""
+    out = {}
+    brightness = _number(images, "image_brightness")
+    dark, light = settings["dark_threshold"], settings["light_threshold"]
+    out["dark"] = (brightness < dark, _linear_low_score(brightness, dark))
+    out["light"] = (brightness > light, _linear_low_score(1.0 - brightness, 1.0 - light))
+    sharpness = _number(images, "image_sharpness")
+    out["blurry"] = (sharpness < settings["blurry_threshold"],
+                     _linear_low_score(sharpness, settings["blurry_threshold"]))
+    contrast = _number(images, "image_contrast")
+    out["low_information"] = (contrast < settings["low_information_threshold"],
+                              _linear_low_score(contrast, settings["low_information_threshold"]))
+    grayscale = images["image_is_grayscale"].fillna(False).astype(bool).to_numpy()
+    out["grayscale"] = (grayscale, np.where(grayscale, 0.0, 1.0))
+
+    width, height = _number(images, "image_width"), _number(images, "image_height")
+    side = np.sqrt(width * height)
+    median_side = np.nanmedian(side) if np.isfinite(side).any() else np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = side / median_side
+    factor = settings["odd_size_factor"]
+    size_score = _log_ratio_score(ratio, factor)
+    out["odd_size"] = (size_score < 0.5, size_score)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aspect = np.maximum(width / height, height / width)
+    aspect_score = _log_ratio_score(aspect, settings["odd_aspect_ratio_threshold"])
+    out["odd_aspect_ratio"] = (aspect_score < 0.5, aspect_score)
+    return out
+
+
+def _min_cross_distance(hashes: dict[str, np.ndarray], name: str, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Smallest of d(whole_i, whole_j), d(centre_i, whole_j), d(whole_i, centre_j) for hash ``name``."""
+    whole, centre = hashes[name], hashes[f"{name}_centre"]
+    distance = popcount(whole[i] ^ whole[j])
+    distance = np.minimum(distance, popcount(centre[i] ^ whole[j]))
+    distance = np.minimum(distance, popcount(whole[i] ^ centre[j]))
+    return distance.astype(np.int64)
+
+
+def _hash_links(hashes: dict[str, np.ndarray], settings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hash-confirmed links (i < j) and their smallest phash distance."""
+    n = hashes["phash"].size
+    stacked = np.concatenate([hashes["phash"], hashes["phash_centre"]])
+    found = find_near_duplicate_pairs(stacked, max_distance=settings["phash_max_distance"])
+    a, b = found.i, found.j
+    # Drop an image against its own centre, and centre-against-centre comparisons (not part of the rule).
+    keep = (a % n != b % n) & (a < n)
+    a, b = a[keep] % n, b[keep] % n
+    i, j = np.minimum(a, b), np.maximum(a, b)
+    key = np.unique(i * np.int64(n) + j)
+    i, j = key // n, key % n
+    p = _min_cross_distance(hashes, "phash", i, j)
+    d = _min_cross_distance(hashes, "dhash", i, j)
+    c = _min_cross_distance(hashes, "chash", i, j)
+    ok = ((p <= settings["phash_max_distance"]) & (d <= settings["dhash_max_distance"])
+          & (c <= settings["chash_max_distance"]))
+    return i[ok], j[ok], p[ok]
+
+
+def _exact_links(content_hash: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Links from each row to the first row with the same content hash, and the duplicated-hash flags."""
+    values = content_hash.astype(object)
+    present = values.notna() & (values.astype(str) != "")
+    codes, _ = pd.factorize(values.where(present, None), use_na_sentinel=True)
+    n = len(codes)
+    positions = np.arange(n)
+    valid = codes >= 0
+    first = np.full(codes.max() + 1 if valid.any() else 0, n, dtype=np.int64)
+    np.minimum.at(first, codes[valid], positions[valid])
+    counts = np.bincount(codes[valid], minlength=first.size)
+    flags = np.zeros(n, dtype=bool)
+    flags[valid] = counts[codes[valid]] > 1
+    link = valid & (first[np.where(valid, codes, 0)] != positions)
+    return first[codes[link]], positions[link], flags
+
+
+def _format_percent(rate: float) -> str:
+    percent = 100.0 * rate
+    if percent == 0:
+        return "0 %"
+    if percent >= 10:
+        return f"{percent:.0f} %"
+    if percent >= 1:
+        return f"{percent:.1f} %"
+    return f"{percent:.2f} %"
+
+
+def _rate_rows(flags: np.ndarray, codes: np.ndarray, names: list[str], *, issue: str, attribute: str,
+               per_class: bool, settings: dict) -> list[dict]:
+    """One row per group (codes index into names) with rate, interval, rest rate and adjusted p-value."""
+    n_groups = len(names)
+    n = np.bincount(codes, minlength=n_groups)
+    x = np.bincount(codes, weights=flags.astype(np.float64), minlength=n_groups)
+    total_n, total_x = int(flags.size), float(flags.sum())
+    low, high = wilson_interval(x, n, confidence_level=settings["confidence_level"])
+    rest_n, rest_x = total_n - n, total_x - x
+    # One-sided: is the group's rate *higher* than the rest's? = is the rest's rate lower than the group's.
+    p = two_proportion_p_value_lower(rest_x, rest_n, x, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = np.where(n > 0, x / np.where(n > 0, n, 1), np.nan)
+        rest_rate = np.where(rest_n > 0, rest_x / np.where(rest_n > 0, rest_n, 1), np.nan)
+    frame = pd.DataFrame({"n": n, "value": value, "ci_low": low, "ci_high": high})
+    insufficient = flag_insufficient_evidence(frame, min_group_size=settings["min_group_size"],
+                                              max_ci_width=settings["max_ci_width"]).to_numpy()
+    tested = ~insufficient & np.isfinite(p)
+    adjusted = np.full(n_groups, np.nan)
+    if tested.any():
+        adjusted[tested] = adjust_p_values(p[tested], method=settings["correction"])
+    alpha = 1.0 - settings["confidence_level"]
+    rows = []
+    for k, name in enumerate(names):
+        if n[k] == 0:
+            continue
+        if insufficient[k]:
+            verdict = VERDICT_INSUFFICIENT
+        elif np.isfinite(adjusted[k]) and adjusted[k] < alpha:
+            verdict = VERDICT_WORSE
+        else:
+            verdict = VERDICT_NO_GAP
+        rows.append({
+            "attribute": "all" if per_class else attribute, "group": "all" if per_class else name,
+            "class": name if per_class else "", "n": int(n[k]), "metric": f"issue_rate:{issue}",
+            "value": float(value[k]), "ci_low": float(low[k]), "ci_high": float(high[k]),
+            "insufficient_evidence": bool(insufficient[k]), "verdict": verdict,
+            "_rest_rate": float(rest_rate[k]), "_p_adjusted": float(adjusted[k]), "_issue": issue,
+            "_smoothed_ratio": float(((x[k] + 0.5) / (n[k] + 1)) / ((rest_x[k] + 0.5) / (rest_n[k] + 1))),
+        })
+    return rows
+
+
+def _finding(row: dict) -> str:
+    word = ISSUE_WORDS[row["_issue"]]
+    where = f"class {row['class']}" if row["class"] else f"{row['attribute']}={row['group']}"
+    rate, rest = row["value"], row["_rest_rate"]
+    if rest > 0:
+        return (f"{word} images are {rate / rest:.1f}x as common in {where} ({_format_percent(rate)}) as in the "
+                f"rest ({_format_percent(rest)}).")
+    return f"{word} images occur in {where} ({_format_percent(rate)}) but not in the rest (0 %)."
+
+
+def find_data_quality_issues(
+    images: pd.DataFrame,
+    *,
+    embeddings: np.ndarray | None = None,
+    group_labels: dict[str, pd.Series] | None = None,
+    classes=None,
+    confidence_level: float = 0.95,
+    min_group_size: int = 30,
+    max_ci_width: float = 0.3,
+    correction: str = "holm",
+    dark_threshold: float = DEFAULT_DARK_THRESHOLD,
+    light_threshold: float = DEFAULT_LIGHT_THRESHOLD,
+    blurry_threshold: float = DEFAULT_BLURRY_THRESHOLD,
+    low_information_threshold: float = DEFAULT_LOW_INFORMATION_THRESHOLD,
+    odd_size_factor: float = DEFAULT_ODD_SIZE_FACTOR,
+    odd_aspect_ratio_threshold: float = DEFAULT_ODD_ASPECT_RATIO_THRESHOLD,
+    phash_max_distance: int = DEFAULT_PHASH_MAX_DISTANCE,
+    dhash_max_distance: int = DEFAULT_DHASH_MAX_DISTANCE,
+    chash_max_distance: int = DEFAULT_CHASH_MAX_DISTANCE,
+    embedding_similarity_threshold: float = DEFAULT_EMBEDDING_SIMILARITY_THRESHOLD,
+    embedding_k: int = DEFAULT_EMBEDDING_K,
+    outlier_percentile: float = DEFAULT_OUTLIER_PERCENTILE,
+    max_findings: int = 5,
+) -> DataQualityResult:
+    """Find duplicates, leakage, outliers and image defects, and where they concentrate.
+
+    Parameters
+    ----------
+    images : DataFrame
+        One row per image: ``id``, ``label``, ``content_hash``, optional ``split``, the pixel attributes
+        ``image_width``, ``image_height``, ``image_brightness``, ``image_contrast``, ``image_sharpness``,
+        ``image_is_grayscale`` and the hash columns of :func:`audit.analysis.hashing.compute_perceptual_hashes`
+        (``phash``, ``dhash``, ``chash`` and their ``_centre`` versions, unsigned 64-bit).
+    embeddings : ndarray, shape (n, d), optional
+        One embedding per row; adds embedding near-duplicate links and the ``outlier`` issue.
+    group_labels : dict of str to Series, optional
+        Attribute (or intersection ``"a & b"``) -> group label of every row, in row order (as given by
+        :func:`audit.analysis._groups.iter_group_keys`).
+    classes : sequence of str, optional
+        Class order of the per-class rows (default: sorted labels).
+    confidence_level, min_group_size, max_ci_width, correction
+        Interval level, evidence rules and multiple-comparison method (``"holm"`` or ``"bh"``); see the
+        module docstring.
+    dark_threshold, light_threshold, blurry_threshold, low_information_threshold, odd_size_factor, \
+odd_aspect_ratio_threshold, phash_max_distance, dhash_max_distance, chash_max_distance, \
+embedding_similarity_threshold, embedding_k, outlier_percentile
+        Detector settings; module docstring.
+    max_findings : int
+        Most concentration sentences in ``findings``.
+
+    Returns
+    -------
+    DataQualityResult
+    """
+    group_labels = dict(group_labels or {})
+    settings = {
+        "confidence_level": confidence_level, "min_group_size": min_group_size, "max_ci_width": max_ci_width,
+        "correction": correction, "dark_threshold": dark_threshold, "light_threshold": light_threshold,
+        "blurry_threshold": blurry_threshold, "low_information_threshold": low_information_threshold,
+        "odd_size_factor": odd_size_factor, "odd_aspect_ratio_threshold": odd_aspect_ratio_threshold,
+        "phash_max_distance": phash_max_distance, "dhash_max_distance": dhash_max_distance,
+        "chash_max_distance": chash_max_distance,
+        "embedding_similarity_threshold": embedding_similarity_threshold, "embedding_k": embedding_k,
+        "outlier_percentile": outlier_percentile,
+    }
+    _validate_settings(settings, max_findings)
+    n = len(images)
+    if n == 0:
+        raise InputError(ERROR_EMPTY)
+    required = ("id", "label", "content_hash") + PROPERTY_COLUMNS + HASH_COLUMNS
+    missing = [column for column in required if column not in images.columns]
+    if missing:
+        raise InputError(ERROR_MISSING_COLUMNS.format(columns=", ".join(missing)), column=missing[0])
+    images = images.reset_index(drop=True)
+    ids = images["id"].astype(str)
+    duplicated = ids.duplicated()
+    if duplicated.any():
+        raise InputError(ERROR_DUPLICATE_IDS.format(value=ids[duplicated].iloc[0]), column="id")
+    labels = images["label"].astype(str)
+    classes = list(classes) if classes is not None else sorted(labels.unique())
+    class_index = {name: k for k, name in enumerate(classes)}
+    unknown = ~labels.isin(class_index)
+    if unknown.any():
+        row = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise InputError(ERROR_UNKNOWN_LABEL.format(row=row, id=ids[row], label=labels[row]), column="label",
+                         row=row)
+    for name, series in group_labels.items():
+        if len(series) != n:
+            raise InputError(ERROR_GROUP_LENGTH.format(name=name, rows=len(series), n=n))
+    if embeddings is not None:
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2 or embeddings.shape[0] != n:
+            raise InputError(ERROR_EMBEDDINGS_ROWS.format(rows=embeddings.shape[0] if embeddings.ndim else 0, n=n))
+    issues = tuple(issue for issue in ISSUES if issue != "outlier" or embeddings is not None)
+
+    flags: dict[str, np.ndarray] = {}
+    scores: dict[str, np.ndarray] = {}
+
+    # Duplicates ----------------------------------------------------------------------------------------
+    exact_i, exact_j, exact_flags = _exact_links(images["content_hash"])
+    flags["exact_duplicate"] = exact_flags
+    scores["exact_duplicate"] = np.where(exact_flags, 0.0, 1.0)
+    hashes = {name: _as_uint64(images[name], name) for name in HASH_COLUMNS}
+    hash_i, hash_j, hash_d = _hash_links(hashes, settings)
+    link_frames = [
+        pd.DataFrame({"i": exact_i, "j": exact_j, "kind": LINK_EXACT, "hash_distance": 0, "similarity": np.nan}),
+        pd.DataFrame({"i": hash_i, "j": hash_j, "kind": LINK_HASH, "hash_distance": hash_d,
+                      "similarity": np.nan}),
+    ]
+    neighbours = None
+    if embeddings is not None:
+        neighbours = find_embedding_neighbours(embeddings, k=embedding_k, threshold=embedding_similarity_threshold)
+        link_frames.append(pd.DataFrame({"i": neighbours.i, "j": neighbours.j, "kind": LINK_EMBEDDING,
+                                         "hash_distance": -1, "similarity": neighbours.similarity}))
+    pairs = _merge_links(link_frames)
+    component = connected_components(n, pairs["i"].to_numpy(), pairs["j"].to_numpy())
+    member = component >= 0
+    flags["near_duplicate"] = member
+    near_score = np.ones(n)
+    hd = pairs["hash_distance"].to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        link_hash_score = hd / (2.0 * (phash_max_distance + 1))
+    link_emb_score = (1.0 - pairs["similarity"].to_numpy(dtype=np.float64)) / (
+        2.0 * max(1.0 - embedding_similarity_threshold, 1e-12))
+    link_score = np.clip(np.fmin(link_hash_score, link_emb_score), 0.0, 0.5)
+    link_score = np.where(np.isnan(link_score), 0.5, link_score)
+    if len(pairs):
+        np.minimum.at(near_score, pairs["i"].to_numpy(), link_score)
+        np.minimum.at(near_score, pairs["j"].to_numpy(), link_score)
+    # A flagged image's score stays below 0.5 even at the threshold itself.
+    scores["near_duplicate"] = np.where(member, np.minimum(near_score, np.nextafter(0.5, 0)), near_score)
+
+    # Outliers --------------------------------------------------------------------------------------------
+    outlier_threshold = None
+    if neighbours is not None:
+        distance = neighbours.mean_distance
+        outlier_threshold = float(np.percentile(distance, outlier_percentile))
+        if outlier_threshold > 0:
+            scores["outlier"] = np.power(0.5, distance / outlier_threshold)
+            flags["outlier"] = distance > outlier_threshold
+        else:
+            scores["outlier"] = np.ones(n)
+            flags["outlier"] = np.zeros(n, dtype=bool)
+
+    # Defects ---------------------------------------------------------------------------------------------
+    for issue, (flag, score) in _defects(images, settings).items():
+        flags[issue] = np.asarray(flag, dtype=bool)
+        scores[issue] = np.asarray(score, dtype=np.float64)
+
+    per_image = pd.DataFrame({"id": ids})
+    for issue in issues:
+        per_image[f"is_{issue}_issue"] = flags[issue]
+        per_image[f"{issue}_score"] = scores[issue]
+    per_image["duplicate_set"] = pd.array(np.where(member, component, 0), dtype="Int64")
+    per_image.loc[~member, "duplicate_set"] = pd.NA
+
+    # Leakage ---------------------------------------------------------------------------------------------
+    leakage = _leakage(images, pairs)
+
+    # Rates by class and group ---------------------------------------------------------------------------
+    rows = []
+    label_codes = labels.map(class_index).to_numpy(dtype=np.int64)
+    for issue in issues:
+        flag = flags[issue]
+        overall = _rate_rows(flag, np.zeros(n, dtype=np.int64), ["all"], issue=issue, attribute="all",
+                             per_class=False, settings=settings)
+        for row in overall:
+            row["verdict"] = VERDICT_NONE
+        rows.extend(overall)
+        rows.extend(_rate_rows(flag, label_codes, classes, issue=issue, attribute="all", per_class=True,
+                               settings=settings))
+        for attribute, series in group_labels.items():
+            values = pd.Series(series).reset_index(drop=True).astype(str)
+            names = sorted(values.unique())
+            codes = values.map({name: k for k, name in enumerate(names)}).to_numpy(dtype=np.int64)
+            rows.extend(_rate_rows(flag, codes, names, issue=issue, attribute=attribute, per_class=False,
+                                   settings=settings))
+    group_table = coerce_group_metrics(pd.DataFrame(rows)) if rows else empty_group_metrics()
+
+    # Findings --------------------------------------------------------------------------------------------
+    worse = [row for row in rows if row["verdict"] == VERDICT_WORSE]
+    # Rank by the rate ratio with half a count added on each side, so that "3 of 40 against none of the rest"
+    # does not outrank a large, well-supported gap through an infinite ratio.
+    worse.sort(key=lambda r: (-r["_smoothed_ratio"], r["_p_adjusted"]))
+    findings = [_finding(row) for row in worse[:max_findings]]
+    if leakage["n_pairs"]:
+        parts = ", ".join(f"{e['split_a']}/{e['split_b']}: {e['n_pairs']}" for e in leakage["by_split_pair"])
+        findings.append(f"{leakage['n_pairs']} near-duplicate pairs cross splits ({parts}): the same images "
+                        "are in more than one split.")
+
+    summary = {
+        "n_images": n,
+        "issues": {issue: int(flags[issue].sum()) for issue in issues},
+        "n_duplicate_sets": int(component.max() + 1) if member.any() else 0,
+        "n_images_in_duplicate_sets": int(member.sum()),
+        "n_exact_duplicate_groups": int(pd.Series(images["content_hash"])[exact_flags].nunique()),
+    }
+    if outlier_threshold is not None:
+        settings = {**settings, "outlier_distance_threshold": outlier_threshold}
+    return DataQualityResult(per_image=per_image, group_table=group_table, pairs=_with_ids(pairs, ids),
+                             leakage=leakage, summary=summary, findings=findings, issues=issues,
+                             settings=settings)
+
+
+def _validate_settings(settings: dict, max_findings) -> None:
+    positive = lambda v: v > 0  # noqa: E731
+    _check_setting("confidence_level", settings["confidence_level"], lambda v: 0 < v < 1, "between 0 and 1")
+    _check_setting("min_group_size", settings["min_group_size"], lambda v: v >= 0, "a non-negative number")
+    _check_setting("max_ci_width", settings["max_ci_width"], positive, "a positive number")
+    if settings["correction"] not in ("holm", "bh"):
+        raise InputError(ERROR_SETTING.format(name="correction", what="'holm' or 'bh'",
+                                              value=settings["correction"]))
+    _check_setting("dark_threshold", settings["dark_threshold"], lambda v: 0 < v < 1, "between 0 and 1")
+    _check_setting("light_threshold", settings["light_threshold"], lambda v: 0 < v < 1, "between 0 and 1")
+    _check_setting("blurry_threshold", settings["blurry_threshold"], positive, "a positive number")
+    _check_setting("low_information_threshold", settings["low_information_threshold"], positive,
+                   "a positive number")
+    _check_setting("odd_size_factor", settings["odd_size_factor"], lambda v: v > 1, "a number above 1")
+    _check_setting("odd_aspect_ratio_threshold", settings["odd_aspect_ratio_threshold"], lambda v: v > 1,
+                   "a number above 1")
+    for name in ("phash_max_distance", "dhash_max_distance", "chash_max_distance"):
+        value = settings[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= 63:
+            raise InputError(ERROR_SETTING.format(name=name, what="an integer from 0 to 63", value=value))
+    _check_setting("embedding_similarity_threshold", settings["embedding_similarity_threshold"],
+                   lambda v: -1 < v < 1, "a cosine similarity between -1 and 1 (exclusive)")
+    value = settings["embedding_k"]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(ERROR_SETTING.format(name="embedding_k", what="a positive integer", value=value))
+    _check_setting("outlier_percentile", settings["outlier_percentile"], lambda v: 0 < v < 100,
+                   "a percentile between 0 and 100 (exclusive)")
+    if isinstance(max_findings, bool) or not isinstance(max_findings, (int, np.integer)) or max_findings < 0:
+        raise InputError(ERROR_SETTING.format(name="max_findings", what="a non-negative integer",
+                                              value=max_findings))
+
+
+def _merge_links(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One row per linked pair, keeping the strongest evidence (exact > hash > embedding)."""
+    links = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else \
+        pd.DataFrame({"i": [], "j": [], "kind": [], "hash_distance": [], "similarity": []})
+    links["i"] = links["i"].astype(np.int64)
+    links["j"] = links["j"].astype(np.int64)
+    if links.empty:
+        links["hash_distance"] = pd.array([], dtype="Int64")
+        links["similarity"] = links["similarity"].astype(np.float64)
+        return links.reset_index(drop=True)
+    rank = links["kind"].map({LINK_EXACT: 0, LINK_HASH: 1, LINK_EMBEDDING: 2})
+    links = links.assign(_rank=rank).sort_values(["i", "j", "_rank"], kind="stable")
+    similarity = links.groupby(["i", "j"], sort=False)["similarity"].transform("max")
+    links = links.assign(similarity=similarity).drop_duplicates(["i", "j"], keep="first").drop(columns="_rank")
+    # Embedding-only links have no hash distance (the hashes were not within the search radius).
+    distance = links["hash_distance"].astype("Int64")
+    distance[distance < 0] = pd.NA
+    links["hash_distance"] = distance
+    return links.sort_values(["i", "j"]).reset_index(drop=True)
+
+
+def _with_ids(pairs: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+    pairs = pairs.copy()
+    pairs.insert(2, "id_a", ids.to_numpy()[pairs["i"].to_numpy()] if len(pairs) else [])
+    pairs.insert(3, "id_b", ids.to_numpy()[pairs["j"].to_numpy()] if len(pairs) else [])
+    return pairs
+
+
+def _leakage(images: pd.DataFrame, pairs: pd.DataFrame) -> dict:
+    if "split" not in images.columns or pairs.empty:
+        return {"n_pairs": 0, "by_split_pair": [], "pairs": []}
+    split = images["split"].astype(object).where(images["split"].notna(), None).to_numpy()
+    i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+    split_i, split_j = split[i], split[j]
+    crossing = np.array([a is not None and b is not None and a != b for a, b in zip(split_i, split_j)], dtype=bool)
+    if not crossing.any():
+        return {"n_pairs": 0, "by_split_pair": [], "pairs": []}
+    ids = images["id"].astype(str).to_numpy()
+    listed, counts = [], {}
+    for k in np.flatnonzero(crossing):
+        a, b = str(split_i[k]), str(split_j[k])
+        key = tuple(sorted((a, b)))
+        counts[key] = counts.get(key, 0) + 1
+        distance = pairs["hash_distance"].iloc[k]
+        listed.append({"id_a": ids[i[k]], "split_a": a, "id_b": ids[j[k]], "split_b": b,
+                       "kind": pairs["kind"].iloc[k],
+                       "hash_distance": None if pd.isna(distance) else int(distance),
+                       "similarity": None if pd.isna(pairs["similarity"].iloc[k])
+                       else float(pairs["similarity"].iloc[k])})
+    by_pair = [{"split_a": a, "split_b": b, "n_pairs": c} for (a, b), c in sorted(counts.items())]
+    return {"n_pairs": int(crossing.sum()), "by_split_pair": by_pair, "pairs": listed}

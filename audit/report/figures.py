@@ -1,0 +1,162 @@
+"""Plotly figures of an audit, shared by the Streamlit app and the reports (HTML interactive, PDF static).
+
+Every function is pure: plain data read from the audit folder in (dicts from ``audit.json``, rows of
+``group_metrics.parquet`` as a DataFrame), a :class:`plotly.graph_objects.Figure` out. Nothing is computed
+here except choosing what to show (top N + "others" for long lists). Text from user data (class names,
+attribute values) is HTML-escaped before it reaches plotly, which otherwise interprets a subset of HTML tags
+in labels.
+"""
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+#: Colours of the group_metrics verdict words.
+VERDICT_COLOURS = {"worse_than_rest": "#c0392b", "no_evidence_of_gap": "#2e6da4", "insufficient_data": "#9e9e9e",
+                   "": "#2e6da4"}
+VERDICT_LABELS = {"worse_than_rest": "worse than the rest", "no_evidence_of_gap": "no evidence of a gap",
+                  "insufficient_data": "insufficient data", "": "not tested"}
+BAR_COLOUR = "#2e6da4"
+OTHERS_COLOUR = "#b0b0b0"
+FONT = dict(family="DejaVu Sans, Arial, sans-serif", size=11)
+
+
+def label(text) -> str:
+    """User text made safe for a plotly label (plotly renders a subset of HTML; entities show literally)."""
+    return html.escape(str(text), quote=False)
+
+
+def _layout(fig: go.Figure, *, title: str, height: int, xaxis: dict | None = None, yaxis: dict | None = None,
+            showlegend: bool = False) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0, xanchor="left", font=dict(size=13)), height=height,
+                      margin=dict(l=10, r=20, t=40, b=30), font=FONT, template="plotly_white",
+                      showlegend=showlegend, legend=dict(orientation="h", y=-0.15))
+    if xaxis:
+        fig.update_xaxes(**xaxis)
+    if yaxis:
+        fig.update_yaxes(**yaxis)
+    fig.update_yaxes(automargin=True)
+    return fig
+
+
+def _height(n_bars: int, *, per_bar: int = 18, minimum: int = 220, maximum: int = 900) -> int:
+    return max(minimum, min(maximum, 80 + per_bar * n_bars))
+
+
+def class_counts_figure(counts: Mapping[str, int], *, top_n: int = 30) -> go.Figure:
+    """Images per class (``analyses.class_distribution.counts``), largest first; beyond ``top_n`` one
+    grey "others" bar sums the remaining classes (its label says how many)."""
+    items = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+    shown = items[:top_n]
+    names = [label(name) for name, _ in shown]
+    values = [int(n) for _, n in shown]
+    colours = [BAR_COLOUR] * len(shown)
+    if len(items) > top_n:
+        rest = items[top_n:]
+        names.append(f"others ({len(rest)} classes)")
+        values.append(int(sum(n for _, n in rest)))
+        colours.append(OTHERS_COLOUR)
+    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=colours,
+                           hovertemplate="%{y}: %{x} images<extra></extra>"))
+    return _layout(fig, title="Images per class", height=_height(len(names)),
+                   xaxis=dict(title="images"), yaxis=dict(autorange="reversed", type="category"))
+
+
+def group_shares_figure(groups: Sequence[Mapping], *, attribute: str, top_n: int = 30) -> go.Figure:
+    """Share of images per group of one attribute with its interval (``attribute_distribution`` groups:
+    ``group, n, share, ci_low, ci_high, is_small``); small groups in grey."""
+    rows = sorted(groups, key=lambda g: -g["n"])[:top_n]
+    fig = go.Figure(go.Bar(
+        x=[g["share"] for g in rows], y=[label(g["group"]) for g in rows], orientation="h",
+        marker_color=[OTHERS_COLOUR if g.get("is_small") else BAR_COLOUR for g in rows],
+        error_x=dict(type="data", symmetric=False, array=[g["ci_high"] - g["share"] for g in rows],
+                     arrayminus=[g["share"] - g["ci_low"] for g in rows], color="#444", thickness=1),
+        customdata=[g["n"] for g in rows],
+        hovertemplate="%{y}: %{x:.1%} (%{customdata} images)<extra></extra>"))
+    return _layout(fig, title=f"Share of images by {label(attribute)}", height=_height(len(rows), minimum=160),
+                   xaxis=dict(title="share of images (95 % interval)", tickformat=".0%", rangemode="tozero"),
+                   yaxis=dict(autorange="reversed", type="category"))
+
+
+def group_metric_figure(rows: pd.DataFrame, *, metric: str, attribute: str, overall: float | None = None,
+                        threshold: float | None = None, higher_is_better: bool | None = True,
+                        top_n: int = 40) -> go.Figure:
+    """Disparity chart: one point per group with its interval, coloured by the group_metrics verdict.
+
+    ``rows``: group_metrics rows of one attribute and metric (``group, n, value, ci_low, ci_high, verdict``).
+    Groups are sorted worst first (by ``higher_is_better``); beyond ``top_n`` the best are left out (the
+    title says so). A dashed line marks the whole-data value, a dotted one the policy threshold.
+    """
+    frame = rows.copy()
+    ascending = higher_is_better is not False
+    frame = frame.sort_values("value", ascending=ascending, na_position="last")
+    left_out = max(len(frame) - top_n, 0)
+    frame = frame.head(top_n)
+    fig = go.Figure()
+    for verdict, part in frame.groupby(frame["verdict"].fillna(""), sort=False):
+        fig.add_trace(go.Scatter(
+            x=part["value"], y=[label(g) for g in part["group"]], mode="markers",
+            name=VERDICT_LABELS.get(verdict, verdict), marker=dict(color=VERDICT_COLOURS.get(verdict, BAR_COLOUR),
+                                                                   size=8),
+            error_x=dict(type="data", symmetric=False, array=(part["ci_high"] - part["value"]).tolist(),
+                         arrayminus=(part["value"] - part["ci_low"]).tolist(), thickness=1.2),
+            customdata=part["n"], hovertemplate="%{y}: %{x:.3f} (n = %{customdata})<extra></extra>"))
+    if overall is not None:
+        fig.add_vline(x=overall, line_dash="dash", line_color="#555",
+                      annotation_text="whole data", annotation_position="top")
+    if threshold is not None:
+        fig.add_vline(x=threshold, line_dash="dot", line_color="#c0392b",
+                      annotation_text="policy", annotation_position="bottom")
+    title = f"{label(metric)} by {label(attribute)} (95 % intervals)"
+    if left_out:
+        title += f"; {left_out} best groups not shown"
+    order = [label(g) for g in frame["group"]]
+    return _layout(fig, title=title, height=_height(len(frame), per_bar=22, minimum=180), showlegend=True,
+                   xaxis=dict(title=label(metric)),
+                   yaxis=dict(autorange="reversed", type="category", categoryorder="array", categoryarray=order))
+
+
+def class_metric_figure(rows: pd.DataFrame, *, metric: str, top_n: int = 25,
+                        higher_is_better: bool | None = False) -> go.Figure:
+    """Per-class values with intervals (group_metrics rows with ``class`` set), worst ``top_n`` classes."""
+    frame = rows.sort_values("value", ascending=higher_is_better is not False).head(top_n)
+    fig = go.Figure(go.Bar(
+        x=frame["value"], y=[label(c) for c in frame["class"]], orientation="h", marker_color=BAR_COLOUR,
+        error_x=dict(type="data", symmetric=False, array=(frame["ci_high"] - frame["value"]).tolist(),
+                     arrayminus=(frame["value"] - frame["ci_low"]).tolist(), color="#444", thickness=1),
+        customdata=frame["n"], hovertemplate="%{y}: %{x:.3f} (n = %{customdata})<extra></extra>"))
+    title = f"{label(metric)} per class (worst {len(frame)} of {len(rows)})" if len(rows) > top_n else \
+        f"{label(metric)} per class"
+    return _layout(fig, title=title, height=_height(len(frame)), xaxis=dict(title=label(metric)),
+                   yaxis=dict(autorange="reversed", type="category"))
+
+
+def association_figure(entries: Sequence[Mapping]) -> go.Figure:
+    """Cramer's V of class x attribute (``analyses.associations.attributes``), strongest first; significant
+    associations (after multiple-comparison control) in red."""
+    rows = [e for e in entries if e.get("cramers_v") is not None]
+    rows = sorted(rows, key=lambda e: -e["cramers_v"])
+    fig = go.Figure(go.Bar(
+        x=[e["cramers_v"] for e in rows], y=[label(e["attribute"]) for e in rows], orientation="h",
+        marker_color=["#c0392b" if e.get("significant") else BAR_COLOUR for e in rows],
+        hovertemplate="%{y}: V = %{x:.3f}<extra></extra>"))
+    return _layout(fig, title="Association of the class label with each attribute (Cramer's V)",
+                   height=_height(len(rows), minimum=160), xaxis=dict(title="Cramer's V", range=[0, 1]),
+                   yaxis=dict(autorange="reversed", type="category"))
+
+
+def noise_matrix_figure(matrix: Sequence[Sequence[float]], classes: Sequence[str]) -> go.Figure:
+    """Heatmap of the estimated noise (transition) matrix ``P(given label = row | true label = column)``
+    from ``analyses.label_noise.noise_matrix``. Meant for up to ~20 classes; for more, show a table of the
+    largest off-diagonal entries instead."""
+    names = [label(c) for c in classes]
+    fig = go.Figure(go.Heatmap(z=matrix, x=names, y=names, colorscale="Blues", zmin=0, zmax=1,
+                               hovertemplate="given %{y}, true %{x}: %{z:.3f}<extra></extra>",
+                               colorbar=dict(title="P")))
+    size = max(260, min(700, 120 + 28 * len(names)))
+    return _layout(fig, title="Estimated noise matrix: P(given label | true label)", height=size,
+                   xaxis=dict(title="true label", type="category"),
+                   yaxis=dict(title="given label", autorange="reversed", type="category"))

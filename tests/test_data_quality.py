@@ -1,0 +1,353 @@
+"""Data quality on generated images with known answers: duplicates, leakage, defects, concentrations."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from audit.analysis._table import GROUP_METRIC_COLUMNS
+from audit.analysis.data_quality import (ERROR_BAD_HASH, ERROR_DUPLICATE_IDS, ERROR_EMBEDDINGS_ROWS, ERROR_EMPTY,
+                                         ERROR_GROUP_LENGTH, ERROR_MISSING_COLUMNS, ERROR_SETTING,
+                                         ERROR_UNKNOWN_LABEL, HASH_COLUMNS, ISSUES, DataQualityResult,
+                                         find_data_quality_issues)
+from audit.analysis.hashing import compute_perceptual_hashes
+from audit.analysis.image_properties import compute_image_properties
+from audit.errors import InputError
+
+CLASSES = ("bird", "cat", "dog")
+DEFECTS = ("dark", "light", "blurry", "low_information", "grayscale", "odd_size", "odd_aspect_ratio")
+
+
+def synthetic_image(rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    field = rng.normal(128, 50, size=(4, 4, 3)).clip(30, 225).astype(np.uint8)
+    image = Image.fromarray(field).resize((size, size), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(image)
+    for _ in range(5):
+        x0, y0 = rng.integers(0, size - 8, 2)
+        x1, y1 = x0 + rng.integers(6, size // 2), y0 + rng.integers(6, size // 2)
+        colour = tuple(int(c) for c in rng.integers(20, 236, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((int(x0), int(y0), int(x1), int(y1)), fill=colour)
+    return np.asarray(image)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def image_row(rgb: np.ndarray, **fields) -> dict:
+    """What the pipeline computes in its single pass: properties, hashes, content hash of the file bytes."""
+    row = dict(fields)
+    row["content_hash"] = hashlib.sha256(png_bytes(rgb)).hexdigest()
+    row.update(compute_image_properties(rgb))
+    row.update(compute_perceptual_hashes(rgb))
+    return row
+
+
+def to_table(rows: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    for column in HASH_COLUMNS:
+        table[column] = np.array([int(v) for v in table[column]], dtype=np.uint64)
+    return table
+
+
+def jpeg(rgb, quality):
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def resize(rgb, factor):
+    h, w = rgb.shape[:2]
+    return np.asarray(Image.fromarray(rgb).resize((round(w * factor), round(h * factor)), Image.Resampling.BICUBIC))
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """240 distinct images (site a / b, train / test) plus planted copies and defects, with the truth."""
+    rng = np.random.default_rng(0)
+    rows, truth = [], {"exact": [], "near": [], "cross_split": [], "defect": {d: [] for d in DEFECTS}}
+    base = []
+    for k in range(240):
+        rgb = synthetic_image(rng)
+        base.append(rgb)
+        rows.append(image_row(rgb, id=f"img{k:03d}", label=CLASSES[k % 3], site="ab"[k % 2],
+                              split="train" if k < 180 else "test"))
+
+    def add(rgb, source, tag, split=None, site=None):
+        rows.append(image_row(rgb, id=f"{tag}{len(rows)}", label=rows[source]["label"],
+                              site=site or rows[source]["site"], split=split or rows[source]["split"]))
+        return len(rows) - 1
+
+    for source in range(0, 10):  # exact copies (same bytes), the same split
+        truth["exact"].append((source, add(base[source], source, "exact")))
+    for source, make in zip(range(10, 40), [lambda x: resize(x, 0.5), lambda x: resize(x, 2.0),
+                                            lambda x: jpeg(x, 50)] * 10):
+        truth["near"].append((source, add(make(base[source]), source, "near")))
+    for source in range(40, 50):  # 95 % crops
+        h, w = base[source].shape[:2]
+        x, y = int(rng.integers(0, 3)), int(rng.integers(0, 3))
+        truth["near"].append((source, add(base[source][y:y + round(h * .95), x:x + round(w * .95)], source, "crop")))
+    for source in range(50, 62):  # train images copied into test: leakage
+        copy = add(jpeg(base[source], 80), source, "leak", split="test")
+        truth["near"].append((source, copy))
+        truth["cross_split"].append((source, copy))
+    # Dark images concentrated in site b: 24 of the extra site-b images, 1 in site a.
+    for n_dark, site in ((24, "b"), (1, "a")):
+        for _ in range(n_dark):
+            rgb = (synthetic_image(rng).astype(np.float32) * 0.12).astype(np.uint8)
+            truth["defect"]["dark"].append(add(rgb, int(rng.integers(0, 240)), "dark", site=site))
+    for _ in range(4):
+        rgb = np.clip(synthetic_image(rng).astype(np.float32) * 0.1 + 235, 0, 255).astype(np.uint8)
+        truth["defect"]["light"].append(add(rgb, 0, "light"))
+    for _ in range(6):
+        rgb = np.asarray(Image.fromarray(synthetic_image(rng)).filter(ImageFilter.GaussianBlur(3)))
+        truth["defect"]["blurry"].append(add(rgb, 1, "blurry"))
+    for _ in range(3):
+        rgb = np.full((48, 48, 3), int(rng.integers(60, 200)), dtype=np.uint8)
+        rgb[int(rng.integers(0, 48)), int(rng.integers(0, 48))] += 3
+        truth["defect"]["low_information"].append(add(rgb, 2, "flat"))
+    for _ in range(5):
+        gray = synthetic_image(rng).mean(axis=2, keepdims=True).astype(np.uint8)
+        truth["defect"]["grayscale"].append(add(np.repeat(gray, 3, axis=2), 3, "gray"))
+    for _ in range(5):
+        tiny = np.asarray(Image.fromarray(synthetic_image(rng)).resize((12, 12), Image.Resampling.BOX))
+        truth["defect"]["odd_size"].append(add(tiny, 4, "tiny"))
+    for _ in range(4):
+        rgb = np.asarray(Image.fromarray(synthetic_image(rng)).resize((130, 40)))
+        truth["defect"]["odd_aspect_ratio"].append(add(rgb, 5, "wide"))
+    table = to_table(rows)
+    result = find_data_quality_issues(table, group_labels={"site": table["site"]}, classes=CLASSES)
+    return table, result, truth
+
+
+def linked(result, a, b):
+    pairs = set(zip(result.pairs["i"].tolist(), result.pairs["j"].tolist()))
+    return (min(a, b), max(a, b)) in pairs
+
+
+def test_result_shape(planted):
+    table, result, _ = planted
+    assert isinstance(result, DataQualityResult)
+    assert result.issues == tuple(i for i in ISSUES if i != "outlier")
+    assert len(result.per_image) == len(table)
+    assert result.per_image["id"].tolist() == table["id"].tolist()
+    for issue in result.issues:
+        flags = result.per_image[f"is_{issue}_issue"]
+        scores = result.per_image[f"{issue}_score"]
+        assert flags.dtype == bool
+        known = scores.notna()
+        assert ((scores[known] >= 0) & (scores[known] <= 1)).all(), issue
+        # Every score is below 0.5 exactly for flagged images.
+        assert ((scores[known] < 0.5) == flags[known]).all(), issue
+    assert str(result.per_image["duplicate_set"].dtype) == "Int64"
+
+
+def test_exact_copies_all_found(planted):
+    _, result, truth = planted
+    per_image = result.per_image
+    for source, copy in truth["exact"]:
+        assert per_image["is_exact_duplicate_issue"][source] and per_image["is_exact_duplicate_issue"][copy]
+        assert per_image["exact_duplicate_score"][copy] == 0.0
+        # exact copies are near duplicates too, in one set
+        assert per_image["is_near_duplicate_issue"][copy]
+        assert per_image["duplicate_set"][source] == per_image["duplicate_set"][copy]
+        assert linked(result, source, copy)
+    n_exact = 2 * len(truth["exact"])
+    assert int(per_image["is_exact_duplicate_issue"].sum()) == n_exact
+    assert result.summary["n_exact_duplicate_groups"] == len(truth["exact"])
+
+
+def test_near_copies_found_with_high_precision(planted):
+    _, result, truth = planted
+    expected = {(min(a, b), max(a, b)) for a, b in truth["near"] + truth["exact"]}
+    found = set(zip(result.pairs["i"].tolist(), result.pairs["j"].tolist()))
+    recall = len(expected & found) / len(expected)
+    precision = len(expected & found) / len(found)
+    assert recall >= 0.95, (recall, sorted(expected - found))
+    assert precision >= 0.95, (precision, sorted(found - expected))
+
+
+def test_every_member_of_a_set_is_flagged_and_carries_its_id(planted):
+    _, result, _ = planted
+    per_image = result.per_image
+    members = per_image["duplicate_set"].notna()
+    assert (members == per_image["is_near_duplicate_issue"]).all()
+    for _, pair in result.pairs.iterrows():
+        assert per_image["duplicate_set"][pair["i"]] == per_image["duplicate_set"][pair["j"]]
+    assert result.summary["n_duplicate_sets"] == per_image["duplicate_set"].nunique()
+    assert result.summary["n_images_in_duplicate_sets"] == int(members.sum())
+
+
+def test_leakage_lists_the_planted_cross_split_copies(planted):
+    table, result, truth = planted
+    leakage = result.leakage
+    listed = {(p["id_a"], p["id_b"]) for p in leakage["pairs"]}
+    for source, copy in truth["cross_split"]:
+        assert (table["id"][source], table["id"][copy]) in listed
+    assert leakage["n_pairs"] == len(leakage["pairs"]) >= len(truth["cross_split"])
+    assert leakage["by_split_pair"] == [{"split_a": "test", "split_b": "train", "n_pairs": leakage["n_pairs"]}]
+    assert any("cross splits" in sentence for sentence in result.findings)
+
+
+@pytest.mark.parametrize("defect", DEFECTS)
+def test_planted_defects_flagged(planted, defect):
+    _, result, truth = planted
+    flags = result.per_image[f"is_{defect}_issue"]
+    assert flags[truth["defect"][defect]].all(), defect
+    # The 240 distinct base images have no defects.
+    assert not flags[:240].any(), (defect, np.flatnonzero(flags[:240]))
+
+
+def test_group_table_rates_intervals_and_verdicts(planted):
+    table, result, _ = planted
+    group_table = result.group_table
+    assert tuple(group_table.columns) == GROUP_METRIC_COLUMNS
+    assert set(group_table["metric"]) == {f"issue_rate:{issue}" for issue in result.issues}
+    dark = group_table[group_table["metric"] == "issue_rate:dark"].set_index(["attribute", "group", "class"])
+    flags = result.per_image["is_dark_issue"]
+    overall = dark.loc[("all", "all", "")]
+    assert overall["n"] == len(table) and overall["value"] == pytest.approx(flags.mean())
+    assert overall["verdict"] == ""
+    for name in CLASSES:
+        row = dark.loc[("all", "all", name)]
+        in_class = table["label"] == name
+        assert row["n"] == in_class.sum() and row["value"] == pytest.approx(flags[in_class].mean())
+    site_b = dark.loc[("site", "b", "")]
+    assert site_b["value"] == pytest.approx(flags[table["site"] == "b"].mean())
+    assert site_b["ci_low"] <= site_b["value"] <= site_b["ci_high"]
+    assert site_b["verdict"] == "worse_than_rest"
+    assert dark.loc[("site", "a", "")]["verdict"] == "no_evidence_of_gap"
+    # insufficient_data exactly when insufficient_evidence
+    assert ((group_table["verdict"] == "insufficient_data") == group_table["insufficient_evidence"]).all()
+
+
+def test_findings_name_the_concentration(planted):
+    table, _, _ = planted
+    result = find_data_quality_issues(table, group_labels={"site": table["site"]}, classes=CLASSES,
+                                      max_findings=50)
+    flags = result.per_image["is_dark_issue"]
+    in_b = table["site"] == "b"
+    rate, rest = flags[in_b].mean(), flags[~in_b].mean()
+    expected = (f"Dark images are {rate / rest:.1f}x as common in site=b ({100 * rate:.0f} %) as in the rest "
+                f"({100 * rest:.2f} %).")
+    assert expected in result.findings
+
+
+def test_small_groups_are_insufficient_data(planted):
+    table, _, _ = planted
+    tiny_group = pd.Series(["x"] * 10 + ["y"] * (len(table) - 10))
+    result = find_data_quality_issues(table, group_labels={"g": tiny_group}, classes=CLASSES)
+    rows = result.group_table[(result.group_table["attribute"] == "g") & (result.group_table["group"] == "x")]
+    assert (rows["verdict"] == "insufficient_data").all() and rows["insufficient_evidence"].all()
+
+
+def test_to_dict_is_json_safe(planted):
+    _, result, _ = planted
+    payload = result.to_dict()
+    text = json.dumps(payload, allow_nan=False)
+    assert json.loads(text)["summary"]["issues"]["dark"] == int(result.per_image["is_dark_issue"].sum())
+    assert set(payload) == {"issues", "summary", "leakage", "findings", "settings", "metrics"}
+    assert payload["metrics"]["issue_rate:dark"]["higher_is_better"] is False
+
+
+def test_embeddings_add_links_and_outliers(planted):
+    table, _, truth = planted
+    rng = np.random.default_rng(1)
+    n = len(table)
+    centres = rng.normal(size=(12, 32))
+    embeddings = centres[rng.integers(0, 12, n)] + rng.normal(scale=0.2, size=(n, 32))
+    a, b = 100, 200  # unrelated pixels, identical embeddings: an embedding-only link
+    embeddings[b] = embeddings[a] * 1.0001
+    embeddings[7] = rng.normal(size=32) * 3  # far from every cluster
+    result = find_data_quality_issues(table, embeddings=embeddings, classes=CLASSES)
+    assert "outlier" in result.issues
+    assert result.per_image["is_outlier_issue"][7]
+    assert result.per_image["is_outlier_issue"].sum() <= np.ceil(0.01 * n) + 1
+    pair = result.pairs[(result.pairs["i"] == a) & (result.pairs["j"] == b)]
+    assert pair["kind"].tolist() == ["embedding"] and pd.isna(pair["hash_distance"].iloc[0])
+    assert result.per_image["duplicate_set"][a] == result.per_image["duplicate_set"][b]
+    # exact copies keep their strongest evidence
+    source, copy = truth["exact"][0]
+    row = result.pairs[(result.pairs["i"] == source) & (result.pairs["j"] == copy)]
+    assert row["kind"].tolist() == ["exact"]
+
+
+def test_no_split_column_means_no_leakage(planted):
+    table, _, _ = planted
+    result = find_data_quality_issues(table.drop(columns="split"), classes=CLASSES)
+    assert result.leakage == {"n_pairs": 0, "by_split_pair": [], "pairs": []}
+
+
+def test_hashes_stored_as_signed_or_python_ints_give_the_same_links(planted):
+    table, result, _ = planted
+    signed = table.copy()
+    for column in HASH_COLUMNS:
+        signed[column] = table[column].to_numpy().view(np.int64)
+    again = find_data_quality_issues(signed, group_labels={"site": table["site"]}, classes=CLASSES)
+    pd.testing.assert_frame_equal(again.pairs, result.pairs)
+    objects = table.copy()
+    objects["phash"] = [int(v) for v in table["phash"]]
+    assert len(find_data_quality_issues(objects, classes=CLASSES).pairs) == len(result.pairs)
+
+
+def test_input_errors(planted):
+    table, _, _ = planted
+    with pytest.raises(InputError) as error:
+        find_data_quality_issues(table.iloc[:0], classes=CLASSES)
+    assert str(error.value) == ERROR_EMPTY
+    with pytest.raises(InputError) as error:
+        find_data_quality_issues(table.drop(columns=["phash", "image_sharpness"]), classes=CLASSES)
+    assert str(error.value) == ERROR_MISSING_COLUMNS.format(columns="image_sharpness, phash")
+    duplicated = table.copy()
+    duplicated.loc[5, "id"] = duplicated.loc[4, "id"]
+    with pytest.raises(InputError) as error:
+        find_data_quality_issues(duplicated, classes=CLASSES)
+    assert str(error.value) == ERROR_DUPLICATE_IDS.format(value=table["id"][4])
+    with pytest.raises(InputError) as error:
+        find_data_quality_issues(table, classes=("bird", "cat"))
+    first_dog = int(np.flatnonzero(table["label"] == "dog")[0])
+    assert str(error.value) == ERROR_UNKNOWN_LABEL.format(row=first_dog, id=table["id"][first_dog], label="dog")
+    with pytest.raises(InputError) as error:
+        find_data_quality_issues(table, group_labels={"site": table["site"][:3]}, classes=CLASSES)
+    assert str(error.value) == ERROR_GROUP_LENGTH.format(name="site", rows=3, n=len(table))
+    with pytest.raises(InputError) as error:
+        find_data_quality_issues(table, embeddings=np.ones((3, 4)), classes=CLASSES)
+    assert str(error.value) == ERROR_EMBEDDINGS_ROWS.format(rows=3, n=len(table))
+    with pytest.raises(InputError) as error:
+        find_data_quality_issues(table, dark_threshold=1.5, classes=CLASSES)
+    assert str(error.value) == ERROR_SETTING.format(name="dark_threshold", what="between 0 and 1", value=1.5)
+    with pytest.raises(InputError) as error:
+        find_data_quality_issues(table, phash_max_distance=64, classes=CLASSES)
+    assert str(error.value) == ERROR_SETTING.format(name="phash_max_distance", what="an integer from 0 to 63",
+                                                    value=64)
+    bad = table.copy()
+    bad["dhash"] = bad["dhash"].astype(object)
+    bad.loc[2, "dhash"] = "abc"
+    with pytest.raises(InputError) as error:
+        find_data_quality_issues(bad, classes=CLASSES)
+    assert str(error.value) == ERROR_BAD_HASH.format(column="dhash", row=2)
+
+
+def test_missing_property_values_are_not_flagged(planted):
+    table, _, _ = planted
+    holes = table.copy()
+    holes.loc[0, "image_sharpness"] = None
+    holes.loc[1, "image_brightness"] = np.nan
+    result = find_data_quality_issues(holes, classes=CLASSES)
+    assert not result.per_image["is_blurry_issue"][0] and np.isnan(result.per_image["blurry_score"][0])
+    assert not result.per_image["is_dark_issue"][1] and not result.per_image["is_light_issue"][1]
+
+
+def test_findings_are_limited_and_ranked(planted):
+    table, result, _ = planted
+    concentrations = [s for s in result.findings if "cross splits" not in s]
+    assert len(concentrations) == 5
+    none = find_data_quality_issues(table, classes=CLASSES, max_findings=0)
+    assert all("cross splits" in s for s in none.findings)

@@ -1,0 +1,164 @@
+"""Near-duplicate search: multi-index hashing equals brute force; embedding neighbours; components."""
+from __future__ import annotations
+
+import builtins
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from audit.analysis.near_duplicates import (ERROR_EMBEDDINGS_SHAPE, ERROR_HASHES_NOT_1D, ERROR_K,
+                                            ERROR_MAX_DISTANCE, ERROR_THRESHOLD, connected_components,
+                                            find_embedding_neighbours, find_near_duplicate_pairs, popcount)
+
+
+def random_hashes(rng, n):
+    return rng.integers(0, 2 ** 63, size=n, dtype=np.int64).astype(np.uint64) ^ (
+        rng.integers(0, 2, size=n).astype(np.uint64) << np.uint64(63))
+
+
+def flip_bits(rng, value, k):
+    bits = rng.choice(64, size=k, replace=False)
+    mask = np.bitwise_or.reduce(np.uint64(1) << bits.astype(np.uint64))
+    return np.uint64(value) ^ mask
+
+
+def brute_force(hashes, max_distance):
+    found = []
+    for i, j in combinations(range(len(hashes)), 2):
+        d = bin(int(hashes[i]) ^ int(hashes[j])).count("1")
+        if d <= max_distance:
+            found.append((i, j, d))
+    return found
+
+
+def planted(rng, n_base=150, copies=3):
+    """Random hashes plus copies at 0..12 flipped bits, and a clump sharing the low 40 bits (big buckets)."""
+    base = random_hashes(rng, n_base)
+    values = list(base)
+    for value in base[:40]:
+        for _ in range(copies):
+            values.append(flip_bits(rng, value, int(rng.integers(0, 13))))
+    clump = (random_hashes(rng, 30) & ~np.uint64((1 << 40) - 1)) | np.uint64(12345)
+    values.extend(clump)
+    values = np.array(values, dtype=np.uint64)
+    return values[rng.permutation(values.size)]
+
+
+@pytest.mark.parametrize("max_distance", [0, 1, 3, 6, 10, 16, 24])
+def test_finds_exactly_the_brute_force_pairs(max_distance):
+    hashes = planted(np.random.default_rng(max_distance))
+    result = find_near_duplicate_pairs(hashes, max_distance=max_distance)
+    assert list(zip(result.i.tolist(), result.j.tolist(), result.distance.tolist())) == \
+        brute_force(hashes, max_distance)
+
+
+def test_pairs_are_sorted_unique_and_ordered():
+    hashes = planted(np.random.default_rng(7))
+    result = find_near_duplicate_pairs(hashes, max_distance=8)
+    assert len(result) > 0
+    assert (result.i < result.j).all()
+    keys = result.i * len(hashes) + result.j
+    assert (np.diff(keys) > 0).all()
+    assert result.n_candidates >= len(result)
+
+
+def test_identical_hashes_all_pair_up():
+    hashes = np.array([5, 5, 5, 9], dtype=np.uint64)
+    result = find_near_duplicate_pairs(hashes, max_distance=0)
+    assert list(zip(result.i.tolist(), result.j.tolist())) == [(0, 1), (0, 2), (1, 2)]
+    assert result.distance.tolist() == [0, 0, 0]
+
+
+def test_empty_and_single_inputs():
+    for n in (0, 1):
+        result = find_near_duplicate_pairs(np.zeros(n, dtype=np.uint64), max_distance=4)
+        assert len(result) == 0
+
+
+def test_accepts_signed_storage_of_the_same_bits():
+    hashes = np.array([2 ** 64 - 1, 2 ** 64 - 2], dtype=np.uint64)
+    result = find_near_duplicate_pairs(hashes.view(np.int64), max_distance=1)
+    assert result.distance.tolist() == [1]
+
+
+def test_validation_messages():
+    with pytest.raises(ValueError) as error:
+        find_near_duplicate_pairs(np.zeros((2, 2), dtype=np.uint64), max_distance=1)
+    assert str(error.value) == ERROR_HASHES_NOT_1D.format(shape=(2, 2))
+    for bad in (-1, 64, 2.0, True):
+        with pytest.raises(ValueError) as error:
+            find_near_duplicate_pairs(np.zeros(3, dtype=np.uint64), max_distance=bad)
+        assert str(error.value) == ERROR_MAX_DISTANCE.format(value=bad)
+
+
+def test_popcount():
+    values = np.array([0, 1, 2 ** 64 - 1, 0b1011], dtype=np.uint64)
+    assert popcount(values).tolist() == [0, 1, 64, 3]
+
+
+def clustered_embeddings(rng):
+    centres = rng.normal(size=(20, 16))
+    points = np.repeat(centres, 5, axis=0) + rng.normal(scale=0.3, size=(100, 16))
+    near_copy = points[3] + rng.normal(scale=0.001, size=16)
+    far = rng.normal(size=16) * 5 + 40  # far from every cluster direction
+    return np.vstack([points, near_copy, far])
+
+
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+def test_embedding_neighbours_find_the_planted_copy(backend, monkeypatch):
+    if backend == "sklearn":
+        real_import = builtins.__import__
+
+        def no_faiss(name, *args, **kwargs):
+            if name == "faiss":
+                raise ImportError("no faiss")
+            return real_import(name, *args, **kwargs)
+        monkeypatch.setattr(builtins, "__import__", no_faiss)
+    else:
+        pytest.importorskip("faiss")
+    embeddings = clustered_embeddings(np.random.default_rng(0))
+    result = find_embedding_neighbours(embeddings, k=5, threshold=0.999, chunk_size=17)
+    assert list(zip(result.i.tolist(), result.j.tolist())) == [(3, 100)]
+    assert result.similarity[0] > 0.999
+    assert result.mean_distance.shape == (102,)
+    assert (result.mean_distance >= -1e-6).all()
+
+
+def test_embedding_backends_agree():
+    pytest.importorskip("faiss")
+    embeddings = clustered_embeddings(np.random.default_rng(1))
+    with_faiss = find_embedding_neighbours(embeddings, k=4, threshold=0.9)
+    from sklearn.neighbors import NearestNeighbors
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    distance, index = NearestNeighbors(n_neighbors=5, metric="cosine").fit(unit).kneighbors(unit)
+    expected = distance[:, 1:].mean(axis=1)
+    np.testing.assert_allclose(with_faiss.mean_distance, expected, atol=1e-4)
+
+
+def test_embedding_validation_messages():
+    with pytest.raises(ValueError) as error:
+        find_embedding_neighbours(np.zeros(5), k=2, threshold=0.9)
+    assert str(error.value) == ERROR_EMBEDDINGS_SHAPE.format(shape=(5,))
+    bad = np.ones((3, 2))
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError) as error:
+        find_embedding_neighbours(bad, k=2, threshold=0.9)
+    assert str(error.value) == ERROR_EMBEDDINGS_SHAPE.format(shape=(3, 2))
+    with pytest.raises(ValueError) as error:
+        find_embedding_neighbours(np.ones((3, 2)), k=0, threshold=0.9)
+    assert str(error.value) == ERROR_K.format(value=0)
+    with pytest.raises(ValueError) as error:
+        find_embedding_neighbours(np.ones((3, 2)), k=1, threshold=1.5)
+    assert str(error.value) == ERROR_THRESHOLD.format(value=1.5)
+
+
+def test_single_embedding_has_no_neighbours():
+    result = find_embedding_neighbours(np.ones((1, 4)), k=3, threshold=0.5)
+    assert len(result.i) == 0 and result.mean_distance.tolist() == [0.0]
+
+
+def test_connected_components_numbered_by_smallest_member():
+    labels = connected_components(8, np.array([5, 1, 2, 6]), np.array([6, 2, 3, 7]))
+    assert labels.tolist() == [-1, 0, 0, 0, -1, 1, 1, 1]
+    assert connected_components(3, np.array([], dtype=int), np.array([], dtype=int)).tolist() == [-1, -1, -1]
