@@ -86,7 +86,7 @@ def _new_audit_form() -> None:
 
         try:
             name = _state.check_audit_name(name)
-            out = _state.REPORTS / name
+            out = _state.reports_dir() / name
             if out.exists():
                 raise InputError(_state.ERROR_AUDIT_EXISTS.format(name=name))
             if source == "Upload":
@@ -130,7 +130,7 @@ def _prepare_uploads(zip_upload, manifest_name, model_upload, sidecar_upload, pr
 
     if zip_upload is None:
         raise InputError("upload a zip of the images (with a manifest, or one folder per class)")
-    folder = _state.UPLOADS / uuid.uuid4().hex
+    folder = _state.uploads_dir() / uuid.uuid4().hex
     folder.mkdir(parents=True)
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
         archive = _save_upload(zip_upload, Path(scratch))

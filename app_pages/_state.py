@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -18,11 +19,17 @@ import pandas as pd
 import streamlit as st
 
 REPO = Path(__file__).resolve().parents[1]
-REPORTS = REPO / "reports"
-SAMPLE_AUDIT = REPORTS / "sample"
 SAMPLE_DATA = REPO / "sample_data"
-#: Where uploads of new audits are unpacked (one sub-folder per upload).
-UPLOADS = REPORTS / ".uploads"
+
+
+def reports_dir() -> Path:
+    """Folder of audits: ``reports/`` of the repository, or ``$IMAGEFAIR_REPORTS`` (tests, benchmarks)."""
+    return Path(os.environ.get("IMAGEFAIR_REPORTS") or REPO / "reports").resolve()
+
+
+def uploads_dir() -> Path:
+    """Where uploads of new audits are unpacked (one sub-folder per upload)."""
+    return reports_dir() / ".uploads"
 
 ERROR_NO_AUDIT = ("{path} holds no audit.json: pick an audit folder written by `imagefair run` "
                   "(or start a new audit in the sidebar)")
@@ -90,8 +97,9 @@ def is_audit_folder(path: Path) -> bool:
     return (Path(path) / "audit.json").is_file()
 
 
-def list_audits(root: Path = REPORTS) -> list[Path]:
+def list_audits(root: Path | None = None) -> list[Path]:
     """Audit folders directly under ``reports/`` (folders holding ``audit.json``), sample first."""
+    root = reports_dir() if root is None else root
     if not root.is_dir():
         return []
     found = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_audit_folder(p))
@@ -149,7 +157,7 @@ def default_audit_folder(arguments: argparse.Namespace) -> Path:
     if arguments.audit:
         candidate = Path(arguments.audit)
         return (candidate if candidate.is_absolute() else (Path.cwd() / candidate)).resolve()
-    return Path(_ensure_sample(str(SAMPLE_AUDIT)))
+    return Path(_ensure_sample(str(reports_dir() / "sample")))
 
 
 def run_new_audit(config, out: Path, *, progress=None) -> Path:

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _charts, _state
+from audit.report import figures
 
 audit = _state.current_audit()
 st.title("Attributes")
@@ -27,11 +28,9 @@ columns[2].metric("Small groups", entry.get("n_small_groups", 0),
                   help=f"Fewer than {distribution.get('min_group_size')} images.")
 columns[3].metric("Minimum group size", distribution.get("min_group_size", "-"))
 if not groups.empty:
-    st.plotly_chart(_charts.interval_bars(
-        groups["group"], groups["share"], groups["ci_low"], groups["ci_high"], ns=groups["n"],
-        small=groups["is_small"], verdicts=["insufficient_data" if s else "" for s in groups["is_small"]],
-        title=f"Share of images by {attribute} (95 % interval)", value_title="share of images"),
-        width="stretch", key="attr_shares")
+    st.plotly_chart(figures.group_shares_figure(entry["groups"], attribute=attribute), width="stretch",
+                    key="attr_shares")
+    st.caption(f"Grey bars: groups smaller than {distribution.get('min_group_size')} images.")
 
 reference = entry.get("reference")
 if reference:
@@ -86,6 +85,8 @@ if associations:
     st.subheader("Class x attribute association")
     summary = pd.DataFrame(associations.get("attributes", []))
     if not summary.empty:
+        st.plotly_chart(figures.association_figure(associations.get("attributes", [])), width="stretch",
+                        key="attr_assoc_strength")
         shown = [c for c in ("attribute", "n_groups", "cramers_v", "chi2", "dof", "p_value", "p_value_adjusted",
                              "significant", "low_expected_counts") if c in summary.columns]
         st.dataframe(summary[shown], hide_index=True, width="stretch", key="attr_assoc_table")

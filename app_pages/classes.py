@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _charts, _state
+from audit.report import figures
 
 audit = _state.current_audit()
 st.title("Classes")
@@ -29,8 +30,7 @@ columns[3].metric("Largest class", str(section.get("largest_class")))
 if section.get("empty_classes"):
     st.warning("Classes without images: " + _state.escape_markdown(", ".join(section["empty_classes"])))
 
-st.plotly_chart(_charts.bar(classes, counts, title="Images per class", value_title="images", text=counts),
-                width="stretch", key="class_counts")
+st.plotly_chart(figures.class_counts_figure(section["counts"]), width="stretch", key="class_counts")
 st.dataframe(pd.DataFrame({"class": classes, "images": counts, "share": shares}), hide_index=True,
              width="stretch", column_config={"share": st.column_config.NumberColumn(format="%.3f")})
 

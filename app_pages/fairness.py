@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _charts, _state
+from audit.report import figures
 
 audit = _state.current_audit()
 st.title("Fairness")
@@ -25,7 +26,10 @@ attributes = [a for a in dict.fromkeys(rows_metric["attribute"]) if a != "all"]
 if not attributes:
     st.info(f"No per-group rows for {metric}.")
     st.stop()
-attribute = controls[1].selectbox("Attribute or intersection", attributes, key="fair_attribute")
+flagged = [a for a in dict.fromkeys(rows_metric.loc[rows_metric["verdict"] == "worse_than_rest", "attribute"])
+           if a in attributes]
+attribute = controls[1].selectbox("Attribute or intersection", attributes,
+                                  index=attributes.index(flagged[0]) if flagged else 0, key="fair_attribute")
 class_names = [c for c in dict.fromkeys(rows_metric.loc[rows_metric["attribute"] == attribute, "class"])]
 class_name = controls[2].selectbox("Class", class_names, format_func=lambda c: c or "(all classes)",
                                    key="fair_class") if len(class_names) > 1 else class_names[0]
@@ -37,17 +41,15 @@ if info.get("description"):
 rows = rows_metric[(rows_metric["attribute"] == attribute) & (rows_metric["class"] == class_name)]
 overall = rows_metric[(rows_metric["attribute"] == "all") & (rows_metric["class"] == class_name)]
 reference = float(overall["value"].iloc[0]) if len(overall) else None
-percent = metric != "expected_calibration_error"
-st.plotly_chart(_charts.interval_bars(rows["group"], rows["value"], rows["ci_low"], rows["ci_high"], ns=rows["n"],
-                                      verdicts=rows["verdict"].fillna(""), small=rows["insufficient_evidence"],
-                                      reference=reference, percent=percent,
-                                      title=f"{metric} by {attribute}" + (f", class {class_name}" if class_name else "")
-                                      + " (95 % interval)", value_title=metric),
+st.plotly_chart(figures.group_metric_figure(rows, metric=metric + (f" of class {class_name}" if class_name else ""),
+                                            attribute=attribute, overall=reference,
+                                            higher_is_better=info.get("higher_is_better", True)),
                 width="stretch", key="fair_metric_chart")
 n_small = int(rows["insufficient_evidence"].sum())
 n_worse = int((rows["verdict"] == "worse_than_rest").sum())
 st.caption(f"{n_worse} group(s) significantly worse than the rest (red); {n_small} group(s) with insufficient "
-           "evidence (grey, hatched, marked [small]).")
+           f"evidence (grey: fewer than {audit.audit.get('provenance', {}).get('min_group_size', '?')} images or "
+           "an interval too wide to conclude). Dashed line: the whole data set.")
 st.dataframe(rows[["group", "n", "value", "ci_low", "ci_high", "insufficient_evidence", "verdict"]],
              hide_index=True, width="stretch", key="fair_rows")
 
@@ -90,13 +92,10 @@ calibration = metrics[(metrics["metric"] == "expected_calibration_error") & (met
 if not calibration.empty:
     st.subheader("Calibration by group")
     overall_ece = metrics[(metrics["metric"] == "expected_calibration_error") & (metrics["attribute"] == "all")]
-    st.plotly_chart(_charts.interval_bars(calibration["group"], calibration["value"], calibration["ci_low"],
-                                          calibration["ci_high"], ns=calibration["n"],
-                                          verdicts=calibration["verdict"].fillna(""),
-                                          small=calibration["insufficient_evidence"], percent=False,
-                                          reference=float(overall_ece["value"].iloc[0]) if len(overall_ece) else None,
-                                          title=f"Expected calibration error by {attribute} (lower is better)",
-                                          value_title="ECE"), width="stretch", key="fair_calibration")
+    st.plotly_chart(figures.group_metric_figure(
+        calibration, metric="expected_calibration_error", attribute=attribute, higher_is_better=False,
+        overall=float(overall_ece["value"].iloc[0]) if len(overall_ece) else None),
+        width="stretch", key="fair_calibration")
 
 # -- worse than rest and weak slices ------------------------------------------------------------------------
 worse = pd.DataFrame(performance.get("worse_than_rest", []))

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _charts, _state
+from audit.report import figures
 from audit import reviews
 from audit.errors import InputError
 
@@ -42,10 +43,8 @@ if len(conflicts):
 per_class = pd.DataFrame(section.get("per_class", []))
 left, right = st.columns(2)
 if not per_class.empty:
-    left.plotly_chart(_charts.interval_bars(per_class["class"], per_class["noise_rate"], per_class["ci_low"],
-                                            per_class["ci_high"], ns=per_class["n"],
-                                            title="Estimated noise rate per given class (95 % interval)",
-                                            value_title="noise rate", reference=rate, reference_name="overall"),
+    left.plotly_chart(figures.class_metric_figure(per_class.rename(columns={"noise_rate": "value"}),
+                                                  metric="estimated noise rate", higher_is_better=False),
                       width="stretch", key="labels_per_class")
 metrics = audit.group_metrics
 noise_rows = metrics[(metrics["metric"] == "estimated_noise_rate") & (metrics["class"] == "")
@@ -54,11 +53,8 @@ if not noise_rows.empty:
     attribute_names = list(dict.fromkeys(noise_rows["attribute"]))
     chosen = right.selectbox("Noise rate by", attribute_names, key="labels_noise_attribute")
     rows = noise_rows[noise_rows["attribute"] == chosen]
-    right.plotly_chart(_charts.interval_bars(rows["group"], rows["value"], rows["ci_low"], rows["ci_high"],
-                                             ns=rows["n"], verdicts=rows["verdict"].fillna(""),
-                                             small=rows["insufficient_evidence"], reference=rate,
-                                             title=f"Flagged share by {chosen} (95 % interval)",
-                                             value_title="noise rate"),
+    right.plotly_chart(figures.group_metric_figure(rows, metric="estimated_noise_rate", attribute=chosen,
+                                                   overall=rate, higher_is_better=False),
                        width="stretch", key="labels_per_group")
 
 matrices = {"noise matrix P(given | true)": "noise_matrix", "confident joint (counts, given x true)": "confident_joint",
@@ -69,11 +65,17 @@ if available:
     key = available[label]
     matrix = section[key]
     inverse = key == "inverse_noise_matrix"
-    st.plotly_chart(_charts.heatmap(matrix, x=audit.classes, y=audit.classes,
-                                    text=[[f"{v:.3g}" if v is not None else "" for v in row] for row in matrix],
-                                    title=label, x_title="given label" if inverse else "true label (estimated)",
-                                    y_title="true label (estimated)" if inverse else "given label",
-                                    colorbar_title=""), width="stretch", key="labels_matrix_chart")
+    chart = figures.noise_matrix_figure(matrix, audit.classes) if key == "noise_matrix" else None
+    if chart is not None:
+        chart.update_traces(text=[[f"{v:.3g}" if v is not None else "" for v in row] for row in matrix],
+                            texttemplate="%{text}")
+        st.plotly_chart(chart, width="stretch", key="labels_matrix_chart")
+    else:
+            st.plotly_chart(_charts.heatmap(matrix, x=audit.classes, y=audit.classes,
+                                        text=[[f"{v:.3g}" if v is not None else "" for v in row] for row in matrix],
+                                        title=label, x_title="given label" if inverse else "true label (estimated)",
+                                        y_title="true label (estimated)" if inverse else "given label",
+                                        colorbar_title=""), width="stretch", key="labels_matrix_chart")
 
 # -- gallery ----------------------------------------------------------------------------------------------
 st.subheader("Suspect images")

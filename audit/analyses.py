@@ -196,7 +196,10 @@ def _data_quality(images, sections, tables, metrics, *, embeddings, classes, gro
         from audit.analysis.data_quality import find_data_quality_issues
     except ImportError:
         return
-    group_dict = {name: labels for name, labels in iter_group_keys(groups, list(groups.columns), max_depth=1)}
+    # Pixel-attribute groups are defined by the same properties as the defects (dark images are in the
+    # dark group by construction), so issue concentration is measured over metadata attributes only.
+    metadata = [c for c in groups.columns if not c.startswith("image_")]
+    group_dict = {name: labels for name, labels in iter_group_keys(groups, metadata, max_depth=1)}
     result = runner("data_quality", find_data_quality_issues, images, embeddings=embeddings,
                     group_labels=group_dict, classes=classes, confidence_level=config.confidence_level,
                     min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,

@@ -69,6 +69,7 @@ def _performance_findings(group_metrics: pd.DataFrame) -> list[dict]:
                      f"{percent(lowest['value'])} against {percent(overall_value)} overall.")
         found.append(_finding("group_performance", "info", text, weight=0.5))
     small = rows[(rows["attribute"] != "all") & rows["insufficient_evidence"] & (~rows["attribute"].str.contains(" & "))]
+    small = small.assign(is_pixel=small["attribute"].str.startswith("image_")).sort_values(["is_pixel", "n"])
     if len(small):
         found.append(_finding(
             "group_performance", "medium",
@@ -111,7 +112,7 @@ def _label_noise_findings(section: dict, group_metrics: pd.DataFrame, classes) -
         found.append(_finding("label_noise", "high",
                               f"Labels look noisier for {row.attribute} = {row.group}: {percent(row.value)} flagged "
                               f"({_interval(row)}, n = {row.n}), significantly more than in the rest of the data.",
-                              weight=2.5 + row.value))
+                              weight=2.5 + row.value - 0.5 * row.is_intersection))
     return found
 
 

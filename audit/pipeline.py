@@ -160,7 +160,7 @@ def _accepts_mode(function) -> bool:
         return False
 
 
-def predict_with_model(kept: pd.DataFrame, *, classes, config: AuditConfig, progress: Progress):
+def predict_with_model(kept: pd.DataFrame, *, classes, config: AuditConfig, progress: Progress, model=None):
     """Model probabilities (dataset class order) and embeddings for the kept rows, from the cache if possible.
 
     Returns
@@ -174,7 +174,7 @@ def predict_with_model(kept: pd.DataFrame, *, classes, config: AuditConfig, prog
     from audit.model.cache import default_cache_dir, inference_cache_key, load_cached, store_cached
     from audit.model.inference import align_to_dataset, iter_predictions, load_class_map, load_model
 
-    model = load_model(config.model, arch=config.arch, preprocess_file=config.preprocess_file)
+    model = model or load_model(config.model, arch=config.arch, preprocess_file=config.preprocess_file)
     class_map = load_class_map(config.class_map_file) if config.class_map_file else None
     preprocessing = model.preprocessing.to_dict()
     key = inference_cache_key(content_hashes=list(kept["content_hash"]), model_sha256=model.sha256,
@@ -216,10 +216,10 @@ def predict_with_model(kept: pd.DataFrame, *, classes, config: AuditConfig, prog
             progress("running the model", done, n)
         if config.use_cache:
             store_cached(cache_dir, key, raw_probabilities, embeddings)
-    probabilities = align_to_dataset(raw_probabilities, model_classes=tuple(model.classes),
+    probabilities = align_to_dataset(raw_probabilities, model_classes=model.classes,
                                      dataset_classes=tuple(classes), class_map=class_map)
     info = {"source": str(Path(config.model).resolve()), "kind": model.kind, "sha256": model.sha256,
-            "arch": config.arch, "classes": list(model.classes), "preprocessing": preprocessing,
+            "arch": config.arch, "classes": list(model.classes) if model.classes else None, "preprocessing": preprocessing,
             "preprocessing_source": getattr(model, "preprocessing_source", None),
             "class_map": str(Path(config.class_map_file).resolve()) if config.class_map_file else None,
             "has_embeddings": embeddings is not None, "cache_key": key, "from_cache": from_cache}
@@ -252,10 +252,24 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
     from audit.io.manifest import load_dataset
 
     progress("reading the manifest", 0, 1)
-    dataset = load_dataset(config.data, label_column=config.label_column,
-                           group_by=list(config.group_by) if config.group_by else None,
+    # Pixel attributes (image_*) are computed by the engine and always analysed; only metadata columns are
+    # looked up in the manifest.
+    metadata_group_by = [c for c in config.group_by if not c.startswith("image_")] if config.group_by else None
+    dataset = load_dataset(config.data, label_column=config.label_column, group_by=metadata_group_by or None,
                            attributes_file=config.attributes_file)
     classes = tuple(dataset.classes)
+    class_order_source = dataset.class_order_source
+    model = None
+    if config.model:
+        from audit.model.inference import load_model
+
+        model = load_model(config.model, arch=config.arch, preprocess_file=config.preprocess_file)
+        # A model whose classes include every class of the data (e.g. a 10-class model audited on a subset)
+        # defines the class order, so its probabilities need no mapping; absent classes count as empty.
+        if (not config.class_map_file and model.classes and set(classes) <= set(model.classes)
+                and len(set(model.classes)) == len(model.classes)):
+            classes = tuple(model.classes)
+            class_order_source = "model"
     durations = {"load_dataset": round(time.perf_counter() - clock, 3)}
     stage_start = time.perf_counter()
     kept, decode_skips = decode_images(dataset, config=config, progress=progress)
@@ -273,7 +287,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
     stage_start = time.perf_counter()
     if config.model:
         probabilities, embeddings, model_info = predict_with_model(kept, classes=classes, config=config,
-                                                                   progress=progress)
+                                                                   progress=progress, model=model)
     elif config.predictions:
         from audit.model.predictions import load_predictions
 
@@ -302,7 +316,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         "dataset": {
             "source": str(Path(config.data).resolve()), "kind": dataset.kind, "root": str(dataset.root),
             "n_images": int(len(kept)), "n_rows": int(len(dataset.table) + len(dataset.skipped)),
-            "n_skipped": len(skipped), "n_classes": len(classes), "class_order_source": dataset.class_order_source,
+            "n_skipped": len(skipped), "n_classes": len(classes), "class_order_source": class_order_source,
             "label_column": config.label_column,
             "splits": sorted(kept["split"].dropna().astype(str).unique().tolist()) if "split" in kept else [],
             "group_attributes": list(dataset.group_attributes),

@@ -96,3 +96,37 @@ def test_failing_analysis_becomes_an_error_entry(monkeypatch, tmp_path):
     result = run_audit(AuditConfig(data=str(manifest)))
     assert {"analysis": "associations", "message": "RuntimeError: boom"} in result.audit["errors"]
     assert "class_distribution" in result.audit["analyses"]
+
+
+def _write_torchscript_model(folder, classes):
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self, k: int):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, k)
+
+        def forward(self, x):
+            return self.linear(x.mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model = torch.jit.script(Tiny(len(classes)))
+    path = folder / "tiny.pt"
+    model.save(str(path))
+    sidecar = {"classes": list(classes), "input_size": [8, 8], "center_crop": 1.0, "channel_order": "RGB",
+               "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "output": "logits"}
+    (folder / "tiny.json").write_text(json.dumps(sidecar))
+    return path
+
+
+def test_model_with_more_classes_than_the_data_defines_the_class_order(tmp_path):
+    manifest = write_manifest_dataset(tmp_path, n_per_cell=4)
+    model = _write_torchscript_model(tmp_path, ["bird", "dog", "cat"])
+    result = run_audit(AuditConfig(data=str(manifest), model=str(model), cache_dir=str(tmp_path / "cache")))
+    assert result.audit["classes"] == ["bird", "dog", "cat"]
+    assert result.audit["dataset"]["class_order_source"] == "model"
+    assert result.probabilities.shape == (16, 3)
+    assert result.audit["analyses"]["class_distribution"]["empty_classes"] == ["bird"]
+    again = run_audit(AuditConfig(data=str(manifest), model=str(model), cache_dir=str(tmp_path / "cache")))
+    assert again.audit["model"]["from_cache"] and not result.audit["model"]["from_cache"]
+    np.testing.assert_array_equal(again.probabilities, result.probabilities)

@@ -1,0 +1,536 @@
+"""``python -m audit report DIR --format pdf|html|md``: render an existing audit folder.
+
+:func:`build_report` reads the folder (:mod:`audit.report.load`) and arranges what every format shows into
+one plain structure (sections, rows of already-computed numbers, plotly figures); :mod:`~audit.report.html`,
+:mod:`~audit.report.pdf` and :mod:`~audit.report.markdown` only lay it out. Nothing here computes a
+statistic: numbers are read from ``audit.json`` and the Parquet tables; the report only selects (top N +
+"others" for long lists), sorts and formats them.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from audit.errors import InputError
+from audit.report.load import AuditFolder, load_audit_folder
+
+ERROR_FORMAT = "report format must be pdf, html or md, got {value!r}"
+ERROR_OUT_IS_DIR = "--out {path} is a folder; give a file name (e.g. {path}/report.{ext})"
+
+FORMATS = ("pdf", "html", "md")
+#: Rows shown of long lists (classes, groups, suspects); the rest are summarised as "others".
+TOP_CLASSES = 30
+TOP_GROUPS = 40
+TOP_SUSPECTS = 24
+TOP_ROWS = 15
+THUMBNAIL_SIZE = 96
+MAX_THUMBNAIL_PIXELS = 40_000_000
+
+METHODS = (
+    ("Composition", "Counts of images per class and per group are exact. Shares of groups carry 95 % Wilson "
+     "score intervals. The imbalance ratio is the largest class count divided by the smallest non-empty one. "
+     "Associations between the class label and each attribute are chi-square tests of the class x group "
+     "table, summarised as Cramer's V (0 = independent, 1 = the attribute determines the class), with p-values "
+     "adjusted for multiple comparisons; cells with large adjusted residuals are listed as over- or "
+     "under-represented."),
+    ("Label quality", "Label noise is estimated by confident learning (Northcutt, Jiang and Chuang, 2021): "
+     "per-class confidence thresholds from the predicted probabilities give a confident joint of given and "
+     "likely true labels, calibrated to the data set size. The images flagged as likely mislabelled are the "
+     "estimated number of errors, ranked by label score (the probability of the given label; lower = more "
+     "suspicious). Rates per class and per group are the flagged fractions with Wilson intervals. The "
+     "noise matrix is P(given label | true label)."),
+    ("Performance by group", "Accuracy, recall and precision are proportions with 95 % Wilson intervals; "
+     "balanced accuracy, macro-F1 and calibration error use a Poisson bootstrap. Each group is tested against "
+     "the rest of the data, one-sided in the harmful direction, with p-values adjusted within each attribute "
+     "and metric (Holm by default). A group is 'worse than the rest' only when that test is significant; "
+     "groups smaller than the minimum group size, or with intervals wider than the maximum width, get "
+     "'insufficient data' instead of a verdict. Weak slices are combinations of attribute values found by "
+     "a search and tested the same way."),
+    ("Policy checks", "Each policy threshold is compared with the stored value and its interval: PASS, WARN "
+     "(within the warning margin), FAIL, INSUFFICIENT_EVIDENCE (the group is too small, or the interval "
+     "straddles the threshold), ERROR (the needed analysis failed) or SKIPPED (not part of this audit). Gaps "
+     "and ratios between groups combine the two groups' intervals (MOVER)."),
+    ("Reproducibility", "The data hash is a SHA-256 over the id, content hash and label of every audited image; "
+     "the model checksum is the SHA-256 of the model file. Settings, seed and package versions are those of "
+     "the run that wrote the audit folder; this report re-reads that folder and computes nothing new."),
+)
+
+
+@dataclass
+class Report:
+    """What a report shows, already selected and ordered. ``figures`` maps a key to a plotly Figure."""
+
+    folder: Path
+    audit: dict
+    sections: dict
+    figures: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    thumbnails: bool = True
+
+
+# -- formatting ----------------------------------------------------------------------------------------------
+def fmt_percent(value, digits: int = 1) -> str:
+    """``0.8213`` -> ``"82.1 %"``; None/NaN -> ``"n/a"``."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{100 * float(value):.{digits}f} %"
+
+
+def fmt_number(value, digits: int = 4) -> str:
+    """Significant-digit formatting used in tables and policy rows (``0.81879`` -> ``"0.8188"``)."""
+    if value is None:
+        return "-"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not np.isfinite(value):
+        return "n/a"
+    if value.is_integer() and abs(value) < 1e15:
+        return f"{int(value)}"
+    return f"{value:.{digits}g}"
+
+
+def fmt_interval(low, high, digits: int = 1) -> str:
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return ""
+    return f"{100 * float(low):.{digits}f}-{100 * float(high):.{digits}f} %"
+
+
+def fmt_p(value) -> str:
+    if value is None or pd.isna(value):
+        return "n/a"
+    return f"{float(value):.2g}"
+
+
+# -- thumbnails ----------------------------------------------------------------------------------------------
+def thumbnail_data_uri(path, *, size: int = THUMBNAIL_SIZE) -> str | None:
+    """A small JPEG ``data:`` URI of the image at ``path``, or None when it is absent or unreadable."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_THUMBNAIL_PIXELS:
+                return None
+            image.draft("RGB", (size * 2, size * 2))
+            image = image.convert("RGB")
+            image.thumbnail((size, size))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=70)
+        return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    except Exception:  # noqa: BLE001 - a missing or broken image shows a placeholder, never ends the report
+        return None
+
+
+# -- building ------------------------------------------------------------------------------------------------
+def build_report(folder: str | os.PathLike | AuditFolder, *, thumbnails: bool = True) -> Report:
+    """Read the audit folder and arrange every section of the report.
+
+    Parameters
+    ----------
+    folder : path or AuditFolder
+    thumbnails : bool
+        Embed small thumbnails of the suspected mislabelled images; False shows none (shareable reports).
+    """
+    data = folder if isinstance(folder, AuditFolder) else load_audit_folder(folder)
+    audit = data.audit
+    analyses = audit.get("analyses") or {}
+    gm = data.group_metrics
+    report = Report(folder=data.path, audit=audit, sections={}, notes=list(data.notes), thumbnails=thumbnails)
+    s = report.sections
+    s["cover"] = _cover(audit)
+    s["summary"] = {"findings": list(audit.get("findings") or []),
+                    "errors": [{"analysis": e.get("analysis", ""), "message": e.get("message", "")}
+                               for e in audit.get("errors") or []]}
+    s["composition"] = _composition(report, analyses, audit)
+    s["label_quality"] = _label_quality(report, analyses, audit, data, gm, thumbnails=thumbnails)
+    s["performance"] = _performance(report, analyses, audit, gm)
+    s["data_quality"] = _data_quality(analyses)
+    s["policy"] = _policy(audit)
+    s["skipped"] = _skipped(audit)
+    s["provenance"] = _provenance(audit)
+    s["methods"] = [{"title": t, "text": x} for t, x in METHODS]
+    return report
+
+
+def _analysis_state(audit: dict, name: str) -> str | None:
+    """Why a section is absent: the error message when the analysis failed, else None."""
+    for error in audit.get("errors") or []:
+        if error.get("analysis") == name:
+            return f"The {name} analysis failed: {error.get('message', '')}"
+    return None
+
+
+def _cover(audit: dict) -> dict:
+    dataset = audit.get("dataset") or {}
+    model = audit.get("model") or None
+    provenance = audit.get("provenance") or {}
+    verdict = audit.get("verdict")
+    return {
+        "dataset": dataset.get("source") or dataset.get("root") or "",
+        "n_images": dataset.get("n_images"), "n_classes": dataset.get("n_classes"),
+        "n_skipped": dataset.get("n_skipped", 0), "group_attributes": dataset.get("group_attributes") or [],
+        "model": (f"{model.get('kind', '')}: {model.get('source', '')}" if model else "none (dataset only)"),
+        "audit_date": provenance.get("finished_at") or provenance.get("started_at") or "",
+        "report_date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "verdict": verdict["status"] if verdict else None,
+        "kind": audit.get("kind", "run"),
+        "tool": f"{(audit.get('tool') or {}).get('name', 'imagefair')} {(audit.get('tool') or {}).get('version', '')}",
+    }
+
+
+def _top_with_others(items: list[tuple[str, int]], top_n: int) -> tuple[list, dict | None]:
+    shown = items[:top_n]
+    rest = items[top_n:]
+    others = {"n_classes": len(rest), "n": int(sum(n for _, n in rest))} if rest else None
+    return shown, others
+
+
+def _composition(report: Report, analyses: dict, audit: dict) -> dict:
+    from audit.report import figures
+
+    out: dict = {}
+    classes = analyses.get("class_distribution")
+    if classes:
+        counts = classes.get("counts") or {}
+        shares = classes.get("shares") or {}
+        items = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+        shown, others = _top_with_others(items, TOP_CLASSES)
+        out["classes"] = {
+            "rows": [{"class": c, "n": n, "share": fmt_percent(shares.get(c))} for c, n in shown],
+            "others": others, "n_classes": classes.get("n_classes", len(counts)),
+            "imbalance_ratio": fmt_number(classes.get("imbalance_ratio"), 3),
+            "normalised_entropy": fmt_number(classes.get("normalised_entropy"), 3),
+            "smallest": classes.get("smallest_class"), "largest": classes.get("largest_class"),
+            "empty": list(classes.get("empty_classes") or []),
+            "split_shift": classes.get("split_shift")}
+        report.figures["class_counts"] = figures.class_counts_figure(counts, top_n=TOP_CLASSES)
+    else:
+        out["classes_missing"] = _analysis_state(audit, "class_distribution") or "No class distribution."
+    distribution = analyses.get("attribute_distribution")
+    group_attributes = list((audit.get("dataset") or {}).get("group_attributes") or [])
+    if distribution:
+        attributes = []
+        for name, entry in (distribution.get("attributes") or {}).items():
+            groups = entry.get("groups") or []
+            rows = sorted(groups, key=lambda g: -g["n"])
+            key = f"shares::{name}"
+            attributes.append({
+                "name": name, "key": key, "is_pixel": name not in group_attributes,
+                "n_groups": entry.get("n_groups", len(groups)), "missing_rate": fmt_percent(entry.get("missing_rate")),
+                "n_missing": entry.get("n_missing", 0), "n_small_groups": entry.get("n_small_groups", 0),
+                "rows": [{"group": g["group"], "n": g["n"], "share": fmt_percent(g.get("share")),
+                          "interval": fmt_interval(g.get("ci_low"), g.get("ci_high")),
+                          "small": bool(g.get("is_small"))} for g in rows[:TOP_GROUPS]],
+                "n_hidden": max(len(rows) - TOP_GROUPS, 0),
+                "reference": entry.get("reference")})
+            if groups and name in group_attributes:
+                report.figures[key] = figures.group_shares_figure(groups, attribute=name, top_n=TOP_GROUPS)
+        attributes.sort(key=lambda a: a["is_pixel"])
+        out["attributes"] = attributes
+        out["intersections"] = [
+            {"name": name, "n_cells_possible": entry.get("n_cells_possible"),
+             "n_cells_empty": entry.get("n_cells_empty"), "n_small_groups": entry.get("n_small_groups"),
+             "smallest": sorted(entry.get("groups") or [], key=lambda g: g["n"])[:5]}
+            for name, entry in (distribution.get("intersections") or {}).items()]
+        out["min_group_size"] = distribution.get("min_group_size")
+    else:
+        out["attributes_missing"] = _analysis_state(audit, "attribute_distribution")
+    associations = analyses.get("associations")
+    if associations:
+        entries = associations.get("attributes") or []
+        out["associations"] = [
+            {"attribute": e.get("attribute"), "cramers_v": fmt_number(e.get("cramers_v"), 3),
+             "p_adjusted": fmt_p(e.get("p_value_adjusted")), "significant": bool(e.get("significant")),
+             "low_expected_counts": bool(e.get("low_expected_counts")),
+             "cells": [c for c in (e.get("cells") or []) if c.get("significant")][:5]} for e in entries]
+        if entries:
+            report.figures["associations"] = figures.association_figure(entries)
+    else:
+        out["associations_missing"] = _analysis_state(audit, "associations")
+    return out
+
+
+def _top_confusions(matrix, classes, top_n: int = TOP_ROWS) -> list[dict]:
+    """Largest off-diagonal entries of the stored noise matrix (selection only)."""
+    array = np.asarray(matrix, dtype=float)
+    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] != len(classes):
+        return []
+    off = array.copy()
+    np.fill_diagonal(off, -np.inf)
+    flat = np.argsort(off, axis=None)[::-1][:top_n]
+    out = []
+    for index in flat:
+        given, true = np.unravel_index(index, array.shape)
+        value = array[given, true]
+        if not np.isfinite(value) or value <= 0:
+            break
+        out.append({"given": classes[given], "true": classes[true], "rate": fmt_number(value, 3)})
+    return out
+
+
+def _label_quality(report: Report, analyses: dict, audit: dict, data: AuditFolder, gm: pd.DataFrame, *,
+                   thumbnails: bool) -> dict:
+    from audit.report import figures
+
+    section = analyses.get("label_noise")
+    if not section:
+        reason = _analysis_state(audit, "label_noise") or (
+            "No label-noise estimate: the audit has no model or predictions.")
+        return {"present": False, "reason": reason}
+    classes = list(audit.get("classes") or [])
+    interval = list(section.get("noise_rate_ci") or [None, None]) + [None, None]
+    out = {"present": True, "noise_rate": fmt_percent(section.get("noise_rate")),
+           "interval": fmt_interval(interval[0], interval[1]), "n_label_issues": section.get("n_label_issues"),
+           "source": section.get("source", ""), "source_description": section.get("source_description", ""),
+           "probe": section.get("probe_cross_check")}
+    if out["probe"]:
+        out["probe_rate"] = fmt_percent(out["probe"].get("noise_rate"))
+    per_class = gm[(gm["metric"] == "estimated_noise_rate") & (gm["attribute"] == "all") & (gm["class"] != "")]
+    if not per_class.empty:
+        ordered = per_class.sort_values("value", ascending=False)
+        out["per_class"] = [{"class": r["class"], "n": int(r["n"]), "rate": fmt_percent(r["value"]),
+                             "interval": fmt_interval(r["ci_low"], r["ci_high"]),
+                             "insufficient": bool(r["insufficient_evidence"])}
+                            for _, r in ordered.head(TOP_ROWS).iterrows()]
+        out["per_class_hidden"] = max(len(ordered) - TOP_ROWS, 0)
+        report.figures["noise_by_class"] = figures.class_metric_figure(per_class, metric="estimated noise rate",
+                                                                       top_n=25, higher_is_better=False)
+    per_group = gm[(gm["metric"] == "estimated_noise_rate") & (gm["attribute"] != "all") & (gm["class"] == "")
+                   & (gm["verdict"] == "worse_than_rest")]
+    out["noisy_groups"] = [{"attribute": r["attribute"], "group": r["group"], "n": int(r["n"]),
+                            "rate": fmt_percent(r["value"]), "interval": fmt_interval(r["ci_low"], r["ci_high"])}
+                           for _, r in per_group.sort_values("value", ascending=False).head(TOP_ROWS).iterrows()]
+    matrix = section.get("noise_matrix")
+    if matrix is not None and 2 <= len(classes) <= 20:
+        report.figures["noise_matrix"] = figures.noise_matrix_figure(matrix, classes)
+    elif matrix is not None:
+        out["confusions"] = _top_confusions(matrix, classes)
+    out["suspects"], out["n_suspects"] = _suspects(data, thumbnails=thumbnails)
+    out["reviews"] = _review_summary(data)
+    return out
+
+
+def _suspects(data: AuditFolder, *, thumbnails: bool) -> tuple[list, int]:
+    images = data.images
+    if "is_label_issue" not in images.columns:
+        return [], 0
+    flagged = images[images["is_label_issue"].fillna(False).astype(bool)]
+    if "label_score" in flagged.columns:
+        flagged = flagged.sort_values("label_score", kind="stable")
+    decisions = {}
+    if data.reviews is not None and len(data.reviews):
+        decisions = dict(zip(data.reviews["id"].astype(str), data.reviews["decision"].astype(str)))
+    rows = []
+    for _, r in flagged.head(TOP_SUSPECTS).iterrows():
+        rows.append({"id": str(r["id"]), "path": str(r.get("path", "")), "label": str(r.get("label", "")),
+                     "suggested": str(r.get("suggested_label", "") or ""),
+                     "score": fmt_number(r.get("label_score"), 3),
+                     "thumbnail": thumbnail_data_uri(r.get("path")) if thumbnails else None,
+                     "review": decisions.get(str(r["id"]), "not reviewed" if data.reviews is not None else "")})
+    return rows, int(len(flagged))
+
+
+def _review_summary(data: AuditFolder) -> dict | None:
+    if data.reviews is None:
+        return None
+    reviews = data.reviews
+    flagged_ids = set()
+    if "is_label_issue" in data.images.columns:
+        flagged_ids = set(data.images.loc[data.images["is_label_issue"].fillna(False).astype(bool), "id"].astype(str))
+    counts = reviews["decision"].value_counts().to_dict() if len(reviews) else {}
+    reviewed_flagged = int(reviews["id"].astype(str).isin(flagged_ids).sum()) if len(reviews) else 0
+    return {"n_reviewed": int(len(reviews)), "counts": {k: int(v) for k, v in counts.items()},
+            "n_flagged": len(flagged_ids), "n_flagged_reviewed": reviewed_flagged}
+
+
+def _metric_rows(frame: pd.DataFrame) -> list[dict]:
+    return [{"attribute": r["attribute"], "group": r["group"], "n": int(r["n"]), "value": fmt_number(r["value"], 4),
+             "percent": fmt_percent(r["value"]), "interval": fmt_interval(r["ci_low"], r["ci_high"]),
+             "verdict": r["verdict"] or "-", "insufficient": bool(r["insufficient_evidence"])}
+            for _, r in frame.iterrows()]
+
+
+def _performance(report: Report, analyses: dict, audit: dict, gm: pd.DataFrame) -> dict:
+    from audit.report import figures
+
+    section = analyses.get("group_performance")
+    if not section:
+        reason = _analysis_state(audit, "group_performance") or (
+            "No performance by group: the audit has no model or predictions.")
+        return {"present": False, "reason": reason}
+    metrics_info = audit.get("metrics") or {}
+    overall = section.get("overall") or {}
+    out: dict = {"present": True, "overall": [
+        {"metric": name, "value": fmt_number(v.get("value"), 4), "percent": fmt_percent(v.get("value")),
+         "interval": fmt_interval(v.get("ci_low"), v.get("ci_high")), "n": v.get("n"),
+         "description": (metrics_info.get(name) or {}).get("description", "")}
+        for name, v in overall.items() if isinstance(v, dict)]}
+    accuracy = gm[(gm["metric"] == "accuracy") & (gm["class"] == "")]
+    whole = accuracy[accuracy["attribute"] == "all"]
+    overall_value = float(whole["value"].iloc[0]) if len(whole) else None
+    dataset = audit.get("dataset") or {}
+    singles = list(dataset.get("group_attributes") or []) + list(dataset.get("pixel_attributes") or [])
+    thresholds = _policy_thresholds(audit)
+    tables = []
+    for attribute in singles:
+        rows = accuracy[accuracy["attribute"] == attribute].sort_values("value")
+        if rows.empty:
+            continue
+        key = f"accuracy::{attribute}"
+        tables.append({"attribute": attribute, "key": key, "rows": _metric_rows(rows.head(TOP_GROUPS)),
+                       "n_hidden": max(len(rows) - TOP_GROUPS, 0),
+                       "is_pixel": attribute not in (dataset.get("group_attributes") or [])})
+        report.figures[key] = figures.group_metric_figure(
+            rows, metric="accuracy", attribute=attribute, overall=overall_value,
+            threshold=thresholds.get(("performance.min_worst_group", attribute)), top_n=TOP_GROUPS)
+    out["tables"] = tables
+    intersections = accuracy[accuracy["attribute"].str.contains(" & ", regex=False)]
+    judged = intersections[~intersections["insufficient_evidence"]].sort_values("value")
+    out["intersections"] = _metric_rows(judged.head(TOP_ROWS))
+    out["intersections_small"] = int(intersections["insufficient_evidence"].sum())
+    worse = gm[(gm["verdict"] == "worse_than_rest") & (gm["class"] == "")
+               & gm["metric"].isin([m for m, info in metrics_info.items() if info.get("higher_is_better") is not None
+                                    and m != "estimated_noise_rate" and not m.startswith("issue_rate")])]
+    worse = worse.assign(_order=worse["metric"].ne("accuracy")).sort_values(["_order", "value"])
+    out["worst"] = [dict(row, metric=metric) for row, metric in
+                    zip(_metric_rows(worse.head(TOP_ROWS)), worse.head(TOP_ROWS)["metric"])]
+    out["n_worse"] = int(len(worse))
+    slices = (analyses.get("weak_slices") or {})
+    out["slices"] = [{"group": e.get("group"), "n": e.get("n"), "accuracy": fmt_percent(e.get("accuracy")),
+                      "rest": fmt_percent(e.get("rest_accuracy")), "p_adjusted": fmt_p(e.get("p_value_adjusted"))}
+                     for e in (slices.get("slices") or [])[:10]]
+    out["slices_tried"] = slices.get("n_tried")
+    out["slices_missing"] = _analysis_state(audit, "weak_slices")
+    recall = gm[(gm["metric"] == "recall") & (gm["attribute"] == "all") & (gm["class"] != "")]
+    if not recall.empty:
+        ordered = recall.sort_values("value")
+        out["recall"] = [{"class": r["class"], "n": int(r["n"]), "value": fmt_percent(r["value"]),
+                          "interval": fmt_interval(r["ci_low"], r["ci_high"])}
+                         for _, r in ordered.head(TOP_ROWS).iterrows()]
+        out["recall_hidden"] = max(len(ordered) - TOP_ROWS, 0)
+    return out
+
+
+def _policy_thresholds(audit: dict) -> dict:
+    verdict = audit.get("verdict") or {}
+    return {(c.get("name"), c.get("attribute")): c.get("threshold") for c in verdict.get("checks") or []}
+
+
+def _flatten(value, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """Scalar leaves of a nested dict as ``(dotted key, text)`` (two levels; longer lists summarised)."""
+    if isinstance(value, dict):
+        out = []
+        for key, item in value.items():
+            out += _flatten(item, f"{prefix}.{key}" if prefix else str(key), depth + 1)
+        return out
+    if isinstance(value, list):
+        if all(not isinstance(v, (dict, list)) for v in value) and len(value) <= 8:
+            return [(prefix, ", ".join(fmt_number(v, 4) if isinstance(v, float) else str(v) for v in value))]
+        return [(prefix, f"{len(value)} entries")]
+    if isinstance(value, float):
+        return [(prefix, fmt_number(value, 4))]
+    return [(prefix, "-" if value is None else str(value))]
+
+
+def _data_quality(analyses: dict) -> dict | None:
+    section = analyses.get("data_quality")
+    if not section:
+        return None
+    rest = {k: v for k, v in section.items() if k != "findings"}
+    return {"findings": list(section.get("findings") or []), "items": _flatten(rest)[:60]}
+
+
+def _policy(audit: dict) -> dict | None:
+    verdict = audit.get("verdict")
+    if not verdict:
+        return None
+    order = {"FAIL": 0, "ERROR": 1, "INSUFFICIENT_EVIDENCE": 2, "WARN": 3, "PASS": 4, "SKIPPED": 5}
+    checks = sorted(verdict.get("checks") or [], key=lambda c: order.get(c.get("status"), 9))
+    return {"status": verdict.get("status"), "checks": [
+        {"name": c.get("name"), "status": c.get("status"), "value": fmt_number(c.get("value")),
+         "threshold": fmt_number(c.get("threshold")),
+         "where": ", ".join(x for x in (
+             f"{c.get('attribute')} = {c.get('group')}" if c.get("attribute") not in ("", "all", None) and c.get("group")
+             else (c.get("attribute") if c.get("attribute") not in ("", "all", None) else ""),
+             f"class {c.get('class')}" if c.get("class") else "") if x),
+         "message": c.get("message", "")} for c in checks]}
+
+
+def _skipped(audit: dict) -> dict:
+    entries = audit.get("skipped") or []
+    reasons = pd.Series([e.get("reason", "") for e in entries], dtype=object).value_counts()
+    return {"n": len(entries), "by_reason": [{"reason": r, "n": int(n)} for r, n in reasons.head(10).items()],
+            "rows": [{"row": "-" if e.get("row") is None else e.get("row"), "path": e.get("path", ""),
+                      "reason": e.get("reason", "")} for e in entries[:50]],
+            "n_hidden": max(len(entries) - 50, 0)}
+
+
+def _provenance(audit: dict) -> dict:
+    provenance = audit.get("provenance") or {}
+    main = [(k, provenance.get(k)) for k in ("data_hash", "model_sha256", "seed", "min_group_size", "started_at",
+                                               "finished_at", "duration_s", "platform", "command")
+            if k in provenance]
+    main = [(k, "-" if v is None else str(v)) for k, v in main]
+    main.insert(0, ("schema_version", str(audit.get("schema_version", ""))))
+    return {"main": main, "settings": _flatten(provenance.get("settings") or {}),
+            "versions": [(k, "-" if v is None else str(v)) for k, v in (provenance.get("versions") or {}).items()],
+            "preprocessing": _flatten(provenance.get("preprocessing") or {})}
+
+
+# -- entry point ---------------------------------------------------------------------------------------------
+def render_report(folder: str | os.PathLike, *, format: str, out: str | os.PathLike | None = None,
+                  thumbnails: bool = True) -> Path:
+    """Render the audit in ``folder`` as PDF, HTML or Markdown and write it atomically.
+
+    Parameters
+    ----------
+    folder : path
+        An audit folder.
+    format : {"pdf", "html", "md"}
+    out : path, optional
+        Output file (default ``folder/report.<format>``).
+    thumbnails : bool
+        Embed thumbnails of suspected mislabelled images (False: no image of anyone is shown).
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    InputError
+        Missing or corrupt audit folder, unknown format, ``out`` is a folder.
+    """
+    if format not in FORMATS:
+        raise InputError(ERROR_FORMAT.format(value=format))
+    folder = Path(folder)
+    target = Path(out) if out is not None else folder / f"report.{format}"
+    if target.is_dir():
+        raise InputError(ERROR_OUT_IS_DIR.format(path=target, ext=format))
+    from audit.io.atomic import write_bytes_atomic, write_text_atomic
+
+    if format == "md":
+        from audit.report.markdown import render_markdown
+
+        report = build_report(folder, thumbnails=False)
+        write_text_atomic(target, render_markdown(report))
+    elif format == "html":
+        from audit.report.html import render_html
+
+        report = build_report(folder, thumbnails=thumbnails)
+        write_text_atomic(target, render_html(report))
+    else:
+        from audit.report.pdf import render_pdf
+
+        report = build_report(folder, thumbnails=thumbnails)
+        write_bytes_atomic(target, render_pdf(report))
+    return target

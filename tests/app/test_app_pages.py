@@ -1,0 +1,292 @@
+"""AppTest tests of the dashboard: every page opens on an audit without exceptions, and the numbers and
+figures it shows are the engine's (audit.json / group_metrics.parquet), never recomputed."""
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic_audit import CLASSES, HTML_GROUP, build_audit, build_dataset  # noqa: E402
+
+from audit import reviews  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+APP = str(REPO / "app.py")
+PAGES = ["overview", "classes", "attributes", "labels", "fairness", "quality", "export"]
+SAMPLE = REPO / "reports" / "sample"
+
+
+@pytest.fixture(scope="module")
+def audit_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("app")
+    return build_audit(root / "data", root / "reports" / "synthetic")
+
+
+@pytest.fixture()
+def reports(audit_dir, monkeypatch) -> Path:
+    monkeypatch.setenv("IMAGEFAIR_REPORTS", str(audit_dir.parent))
+    return audit_dir.parent
+
+
+def _open(folder: Path, page: str = "overview") -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.session_state["audit_dir"] = str(folder)
+    if page != "overview":
+        app.switch_page(f"app_pages/{page}.py")
+    return app.run()
+
+
+def _chart(app: AppTest, key: str) -> dict:
+    charts = [c for c in app.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    assert len(charts) == 1, f"chart {key} not shown"
+    return json.loads(charts[0].proto.spec)
+
+
+def _values(array) -> list:
+    """Plotly JSON arrays may be plain lists or typed arrays ({"dtype", "bdata"})."""
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"])).tolist()
+    return list(array)
+
+
+def _escaped(name: str) -> str:
+    return name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _metrics(app: AppTest) -> dict:
+    return {m.label: m.value for m in app.metric}
+
+
+def _gallery_ids(app: AppTest) -> list:
+    """Image ids of the gallery cards in reading order (the grid has 4 columns, filled row by row; the
+    element tree lists them column by column)."""
+    ids = [t.value for t in app.text if t.value.startswith("img_")]
+    n = len(ids)
+    per_column = [(n - c + 3) // 4 for c in range(4)]
+    starts = np.concatenate([[0], np.cumsum(per_column)[:-1]])
+    columns = [ids[starts[c]: starts[c] + per_column[c]] for c in range(4)]
+    return [columns[i % 4][i // 4] for i in range(n)]
+
+
+def _load(folder: Path):
+    audit = json.loads((folder / "audit.json").read_text())
+    return audit, pd.read_parquet(folder / "images.parquet"), pd.read_parquet(folder / "group_metrics.parquet")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_opens_without_exceptions(audit_dir, reports, page):
+    app = _open(audit_dir, page)
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    assert app.title[0].value
+
+
+def test_overview_shows_dataset_card_and_findings(audit_dir, reports):
+    audit, images, _ = _load(audit_dir)
+    app = _open(audit_dir)
+    shown = _metrics(app)
+    assert shown["Images"] == f"{audit['dataset']['n_images']:,}"
+    assert shown["Classes"] == str(audit["dataset"]["n_classes"])
+    assert shown["Skipped inputs"] == str(audit["dataset"]["n_skipped"])
+    assert shown["Suspects reviewed"] == f"0 / {int(images['is_label_issue'].sum())}"
+    texts = " ".join(m.value for m in app.markdown)
+    # Findings are shown in order, escaped (the class name holds markup): never rendered as HTML.
+    assert len([m for m in app.markdown if m.value.startswith(":material/")]) == len(audit["findings"])
+    assert "<b>" not in texts and r"\<b\>fox\</b\>" in texts
+
+
+def test_classes_figure_is_the_engine_count(audit_dir, reports):
+    audit, _, _ = _load(audit_dir)
+    section = audit["analyses"]["class_distribution"]
+    spec = _chart(_open(audit_dir, "classes"), "class_counts")
+    assert spec["data"][0]["x"] == [_escaped(c) for c in audit["classes"]]
+    assert _values(spec["data"][0]["y"]) == [section["counts"][c] for c in audit["classes"]]
+    by_split = _chart(_open(audit_dir, "classes"), "class_by_split")
+    for trace in by_split["data"]:
+        assert _values(trace["y"]) == [section["by_split"][trace["name"]][c] for c in audit["classes"]]
+
+
+def _bars(spec: dict) -> pd.DataFrame:
+    """One row per bar of an interval chart: label, value, interval ends and the trace (verdict) name."""
+    rows = []
+    for trace in spec["data"]:
+        for label, value, (low, high) in zip(trace["x"], _values(trace["y"]), trace["customdata"]):
+            rows.append({"label": label, "value": value, "ci_low": low, "ci_high": high, "trace": trace["name"]})
+    return pd.DataFrame(rows)
+
+
+def test_fairness_bars_are_group_metrics_rows(audit_dir, reports):
+    _, _, metrics = _load(audit_dir)
+    app = _open(audit_dir, "fairness")
+    app.selectbox(key="fair_metric").set_value("accuracy").run()
+    app.selectbox(key="fair_attribute").set_value("skin").run()
+    bars = _bars(_chart(app, "fair_metric_chart")).set_index("label")
+    rows = metrics[(metrics.metric == "accuracy") & (metrics.attribute == "skin") & (metrics["class"] == "")]
+    assert len(bars) == len(rows)
+    for row in rows.itertuples():
+        bar = bars.loc[f"{row.group} (n={row.n})" + (" [small]" if row.insufficient_evidence else "")]
+        assert bar["value"] == pytest.approx(row.value, abs=1e-12)
+        assert (bar["ci_low"], bar["ci_high"]) == pytest.approx((row.ci_low, row.ci_high), abs=1e-12)
+        assert bar["trace"] == {"worse_than_rest": "worse than rest", "no_evidence_of_gap": "no evidence of gap",
+                                "insufficient_data": "insufficient data (small group)"}[row.verdict]
+    # The synthetic model is built worse on skin == dark: the engine flags it, the chart shows it red.
+    assert bars.loc[bars.index.str.startswith("dark"), "trace"].tolist() == ["worse than rest"]
+
+
+def test_fairness_marks_small_groups_and_recall_heatmap(audit_dir, reports):
+    _, _, metrics = _load(audit_dir)
+    app = _open(audit_dir, "fairness")
+    app.selectbox(key="fair_attribute").set_value("site & skin").run()
+    bars = _bars(_chart(app, "fair_metric_chart"))
+    rows = metrics[(metrics.metric == "accuracy") & (metrics.attribute == "site & skin") & (metrics["class"] == "")]
+    assert bars["label"].str.endswith("[small]").sum() == int(rows.insufficient_evidence.sum()) > 0
+    app.selectbox(key="fair_attribute").set_value("site").run()
+    spec = _chart(app, "fair_recall_heatmap")
+    recall = metrics[(metrics.metric == "recall") & (metrics.attribute == "site") & (metrics["class"] != "")]
+    groups = list(dict.fromkeys(recall.group))
+    assert spec["data"][0]["x"] == [_escaped(g) for g in groups]
+    expected = [[recall[(recall["class"] == c) & (recall.group == g)].value.iloc[0] for g in groups]
+                for c in sorted(CLASSES)]
+    assert np.allclose(np.array(spec["data"][0]["z"], dtype=float), expected)
+
+
+def test_label_quality_figures_are_the_engine_estimates(audit_dir, reports):
+    audit, images, _ = _load(audit_dir)
+    section = audit["analyses"]["label_noise"]
+    app = _open(audit_dir, "labels")
+    shown = _metrics(app)
+    assert shown["Flagged images"] == f"{section['n_label_issues']:,}"
+    assert shown["Estimated noise rate"] == f"{section['noise_rate']:.1%}"
+    matrix = _chart(app, "labels_matrix_chart")
+    assert np.allclose(np.array(matrix["data"][0]["z"], dtype=float), section["noise_matrix"])
+    per_class = _bars(_chart(app, "labels_per_class"))
+    assert np.allclose(per_class["value"], [r["noise_rate"] for r in section["per_class"]])
+    # Gallery: the first page is the flagged images with the lowest label score, in that order.
+    expected = images[images.is_label_issue].sort_values("label_score", kind="stable").id.head(12).tolist()
+    assert _gallery_ids(app) == expected
+
+
+def test_gallery_filters_by_class_group_and_score(audit_dir, reports):
+    _, images, _ = _load(audit_dir)
+    app = _open(audit_dir, "labels")
+    app.toggle(key="gallery_flagged").set_value(False).run()
+    app.multiselect(key="gallery_classes").set_value(["cat"]).run()
+    app.selectbox(key="gallery_attribute").set_value("site").run()
+    app.selectbox(key="gallery_group").set_value(HTML_GROUP).run()
+    app.slider(key="gallery_score").set_value((0.0, 0.5)).run()
+    expected = images[(images.label == "cat") & (images.site == HTML_GROUP) & images.label_score.between(0, 0.5)]
+    expected = expected.sort_values("label_score", kind="stable").id.head(12).tolist()
+    assert _gallery_ids(app) == expected
+    assert not app.exception
+
+
+def test_review_decision_is_recorded_and_counted(tmp_path, monkeypatch):
+    folder = build_audit(tmp_path / "data", tmp_path / "reports" / "review")
+    monkeypatch.setenv("IMAGEFAIR_REPORTS", str(tmp_path / "reports"))
+    app = _open(folder, "labels")
+    first = _gallery_ids(app)[0]
+    app.text_input(key="reviewer_name").input("ann").run()
+    app.radio(key=f"decision_{first}").set_value("label_wrong")
+    app.selectbox(key=f"new_label_{first}").set_value("dog")
+    app.text_input(key=f"note_{first}").input("clearly a dog")
+    submit = [b for b in app.button if b.label == "Save decision"][0]
+    submit.click().run()
+    assert not app.exception and not app.error
+    decisions = reviews.list_decisions(folder)
+    assert decisions[["reviewer", "decision", "new_label", "note"]].values.tolist() == [
+        ["ann", "label_wrong", "dog", "clearly a dog"]]
+    n_suspects = int(pd.read_parquet(folder / "images.parquet").is_label_issue.sum())
+    assert _metrics(app)["Suspects reviewed"] == f"1 / {n_suspects}"
+    assert _metrics(app)["Confirmed error rate"] == "100.0%"
+    # A second reviewer disagrees: the conflict is shown, both decisions kept.
+    images = pd.read_parquet(folder / "images.parquet")
+    content_hash = images.set_index("id").content_hash[first]
+    reviews.record_decision(folder, content_hash=content_hash, reviewer="bob", decision="label_correct")
+    app = _open(folder, "labels")
+    assert any("conflicting" in w.value for w in app.warning)
+    export = _open(folder, "export")
+    assert not export.exception
+
+
+def test_review_without_a_name_shows_the_error(audit_dir, reports):
+    app = _open(audit_dir, "labels")
+    [b for b in app.button if b.label == "Save decision"][0].click().run()
+    assert [e.value for e in app.error] == [reviews.ERROR_REVIEWER]
+    assert not app.exception
+
+
+def test_new_audit_from_a_bad_manifest_shows_the_reason(tmp_path, reports):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,klass\na.png,cat\n")
+    app = _open(reports / "synthetic")
+    app.text_input(key="new_name").input("bad_one")
+    app.text_input(key="new_data").input(str(bad))
+    [b for b in app.button if b.label == "Run audit"][0].click().run()
+    assert not app.exception
+    assert len(app.error) == 1 and "label" in app.error[0].value
+    assert not (reports / "bad_one").exists()
+
+
+def test_new_audit_name_is_validated(reports):
+    app = _open(reports / "synthetic")
+    app.text_input(key="new_name").input("../evil")
+    app.text_input(key="new_data").input("x.csv")
+    [b for b in app.button if b.label == "Run audit"][0].click().run()
+    assert [e.value for e in app.error] == ["audit name '../evil': use letters, digits, '-' and '_' only (it "
+                                            "becomes the folder reports/NAME)"]
+
+
+def test_new_audit_from_local_paths_runs_and_opens(tmp_path, reports):
+    files = build_dataset(tmp_path / "data2", n_images=60, seed=3)
+    app = _open(reports / "synthetic")
+    app.text_input(key="new_name").input("fresh")
+    app.text_input(key="new_data").input(files["manifest"])
+    app.text_input(key="new_predictions").input(files["predictions"])
+    [b for b in app.button if b.label == "Run audit"][0].click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert (reports / "fresh" / "audit.json").exists()
+    assert app.session_state["audit_dir"] == str((reports / "fresh").resolve())
+    assert _metrics(app)["Images"] == "60"
+
+
+def test_no_html_rendering_anywhere_in_the_app():
+    sources = [REPO / "app.py", *sorted((REPO / "app_pages").glob("*.py"))]
+    for source in sources:
+        assert "unsafe_allow_html" not in source.read_text(), source
+
+
+def test_caching_only_in_state_module():
+    for source in [REPO / "app.py", *sorted((REPO / "app_pages").glob("*.py"))]:
+        if source.name != "_state.py":
+            text = source.read_text()
+            assert "cache_data" not in text and "cache_resource" not in text, source
+
+
+@pytest.mark.skipif(not (SAMPLE / "audit.json").exists(), reason="reports/sample not computed yet")
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_opens_on_the_sample_audit(page):
+    app = _open(SAMPLE, page)
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+
+
+@pytest.mark.skipif(not (SAMPLE / "audit.json").exists(), reason="reports/sample not computed yet")
+def test_sample_overview_and_fairness_numbers():
+    audit, _, metrics = _load(SAMPLE)
+    app = _open(SAMPLE)
+    assert _metrics(app)["Images"] == f"{audit['dataset']['n_images']:,}"
+    app = _open(SAMPLE, "fairness")
+    attribute = app.selectbox(key="fair_attribute").value
+    metric = app.selectbox(key="fair_metric").value
+    bars = _bars(_chart(app, "fair_metric_chart"))
+    rows = metrics[(metrics.metric == metric) & (metrics.attribute == attribute) & (metrics["class"] == "")]
+    assert sorted(bars["value"]) == pytest.approx(sorted(rows.value))
