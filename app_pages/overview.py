@@ -10,7 +10,9 @@ audit = _state.current_audit()
 data = audit.audit
 dataset = data.get("dataset", {})
 st.title("Overview")
-st.caption(f"Audit folder: {audit.folder}")
+provenance = data.get("provenance", {})
+st.caption(_state.escape_markdown(f"Audit {audit.name} of {dataset.get('source', '?')}, finished "
+                                  f"{provenance.get('finished_at', '?')} (imagefair {data.get('tool', {}).get('version', '?')})"))
 
 columns = st.columns(5)
 columns[0].metric("Images", f"{dataset.get('n_images', len(audit.images)):,}")

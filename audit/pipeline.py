@@ -323,6 +323,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             "pixel_attributes": analyses.pixel_group_attributes,
             "constant_attributes": analyses.constant_attributes,
             "metadata_columns": list(dataset.metadata_columns),
+            "notes": list(dataset.notes),
         },
         "model": model_info,
         "metrics": analyses.metrics,

@@ -64,6 +64,8 @@ class Dataset:
         Rows left out while loading (missing files, escaping paths, ...).
     class_order_source : str
         Where the class order came from (``"sorted"``, ``"model"``, ``"classes file"``).
+    notes : tuple of str
+        Non-fatal facts about the load (e.g. attribute rows that matched no image).
     """
 
     table: pd.DataFrame
@@ -75,6 +77,7 @@ class Dataset:
     kind: str
     skipped: tuple[SkipEntry, ...] = field(default_factory=tuple)
     class_order_source: str = "sorted"
+    notes: tuple[str, ...] = ()
 
     @property
     def n_images(self) -> int:

@@ -8,7 +8,9 @@ Usage::
 For every case synthetic probabilities (a model with known accuracy on labels flipped symmetrically at
 10 %) are written to a ``.npy`` file in a temporary directory. Each implementation then runs in a fresh
 subprocess on that same file; its peak resident memory is the ``ru_maxrss`` that ``os.wait4`` reports for
-that subprocess (cleanlab's worker processes included, as the largest of them).
+that subprocess (cleanlab's worker processes included, as the largest of them). The data are written
+by a separate subprocess so that the parent's own memory high-water mark, which Linux hands down to
+forked children, stays small.
 
 * ours: ``estimate_label_noise`` on ``npy_chunk_source(path)`` -- streams the file, three passes;
   ``ours_s`` includes reading the file each pass.
@@ -47,7 +49,8 @@ def write_case(directory: Path, n: int, k: int, *, seed: int = 0, chunk_rows: in
     np.save(directory / "labels.npy", labels)
     np.save(directory / "true_labels.npy", true)
     path = directory / "probabilities.npy"
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, k))
+    handle = open(path, "wb")
+    np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": (n, k)})
     # Logit boost tuned so top-1 accuracy on the true class is roughly 80-90 %.
     boost = np.float32(3.0 if k <= 10 else 4.0)
     for start in range(0, n, chunk_rows):
@@ -57,13 +60,16 @@ def write_case(directory: Path, n: int, k: int, *, seed: int = 0, chunk_rows: in
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=1, keepdims=True)
-        out[start:stop] = logits
-        out.flush()
-    del out
+        handle.write(logits.astype("<f4", copy=False).tobytes())
+    handle.close()
     return path
 
 
 def worker(kind: str, directory: Path) -> None:
+    if kind.startswith("write:"):
+        _, n, k = kind.split(":")
+        write_case(directory, int(n), int(k))
+        return
     labels = np.load(directory / "labels.npy")
     path = directory / "probabilities.npy"
     result = {}
@@ -96,6 +102,8 @@ def worker(kind: str, directory: Path) -> None:
 
 
 def run_child(kind: str, directory: Path) -> dict:
+    # Linux copies the parent's memory high-water mark into a forked child (and exec keeps it in
+    # ru_maxrss), so this parent never holds large arrays: data are written by another subprocess.
     process = subprocess.Popen([sys.executable, __file__, "--worker", kind, "--dir", str(directory)])
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -132,7 +140,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="where to write the results")
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke test)")
-    parser.add_argument("--worker", choices=["ours", "cleanlab"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # ours | cleanlab | write:N:K
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -145,7 +153,8 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench_label_noise_") as tmp:
             directory = Path(tmp)
             start = time.perf_counter()
-            write_case(directory, n, k)
+            subprocess.run([sys.executable, __file__, "--worker", f"write:{n}:{k}", "--dir", str(directory)],
+                           check=True)
             print(f"[{n} x {k}] data written in {time.perf_counter() - start:.1f} s", flush=True)
             ours = run_child("ours", directory)
             print(f"[{n} x {k}] ours {ours['seconds']:.2f} s, {ours['peak_mb']:.0f} MB", flush=True)

@@ -27,10 +27,10 @@ def _write_jpeg(path: Path, colour) -> None:
 
 def build_audit_folder(folder, *, n_images: int = 600, n_classes: int = 3, class_names=None, with_model: bool = True,
                        errors=(), seed: int = 0, n_image_files: int = 40, verdict: dict | None = None,
-                       with_data_quality: bool = True) -> Path:
+                       with_data_quality: bool = True, gender_values=("Female", "Male")) -> Path:
     """Write a synthetic audit folder and return its path.
 
-    Attributes: ``gender`` (Female/Male), ``age`` (young/adult/old; ``old`` is small, 20 images, and the model
+    Attributes: ``gender`` (``gender_values``, default Female/Male; the first has lower accuracy), ``age`` (young/adult/old; ``old`` is small, 20 images, and the model
     is worse on it), ``image_brightness_group`` (pixel attribute). ``errors`` (analysis names) are written as
     failed analyses and their sections left out. The first ``n_image_files`` images exist on disk as small
     JPEGs; the others point to files that do not exist (the report must show placeholders).
@@ -44,14 +44,14 @@ def build_audit_folder(folder, *, n_images: int = 600, n_classes: int = 3, class
     weights /= weights.sum()
     label_codes = rng.choice(k, size=n_images, p=weights)
     label_codes[:k] = np.arange(k)  # every class present
-    gender = rng.choice(["Female", "Male"], size=n_images)
+    gender = rng.choice(list(gender_values), size=n_images)
     age = np.where(np.arange(n_images) % max(n_images // 20, 1) == 0, "old",
                    rng.choice(["young", "adult"], size=n_images))
     age = age.astype(object)
     age[1] = None  # one missing value
     brightness = rng.uniform(0, 1, n_images)
     brightness_group = np.where(brightness < 0.33, "dark", np.where(brightness < 0.66, "mid", "bright"))
-    accuracy = np.where(age == "old", 0.45, np.where(gender == "Female", 0.80, 0.90))
+    accuracy = np.where(age == "old", 0.45, np.where(gender == gender_values[0], 0.80, 0.90))
     correct = rng.uniform(size=n_images) < accuracy
     other = (label_codes + rng.integers(1, k, size=n_images)) % k
     predicted = np.where(correct, label_codes, other)
@@ -215,8 +215,11 @@ def build_audit_folder(folder, *, n_images: int = 600, n_classes: int = 3, class
             "estimated_noise_rate": {"higher_is_better": False, "description": "share flagged as label issues"}})
         findings.insert(0, f"An estimated {100 * n_issues / n_images:.1f} % of labels are wrong.")
     if with_data_quality:
-        sections["data_quality"] = {"issue_counts": {"duplicate": 4, "dark": 12, "blurry": 0},
-                                    "n_duplicate_sets": 2, "leakage": {"n_pairs": 0},
+        sections["data_quality"] = {"issues": ["near_duplicate", "dark", "blurry"],
+                                    "summary": {"n_images": n_images, "issues": {"near_duplicate": 4, "dark": 12,
+                                                                                  "blurry": 0},
+                                                "n_duplicate_sets": 2},
+                                    "leakage": {"n_pairs": 0, "pairs": []}, "settings": {"dark_threshold": 0.1},
                                     "findings": ["4 images are near duplicates (2 sets)."]}
     error_entries = []
     for name in errors:

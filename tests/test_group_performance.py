@@ -232,7 +232,8 @@ def test_probabilities_give_top_k_and_calibration_with_known_values():
     predictions = np.zeros(8, dtype=int)
     classes = tuple(f"c{i}" for i in range(k))
     groups = pd.DataFrame({"g": ["a"] * 4 + ["b"] * 4})
-    result = gp.compute_group_performance(labels, predictions, classes=classes, groups=groups, probabilities=probabilities,
+    result = gp.compute_group_performance(labels, predictions, classes=classes, groups=groups,
+                                          probabilities=probabilities,
                                           max_depth=1, top_k=2, n_bootstrap=50, min_group_size=1)
     rows = result.table[(result.table["class"] == "")].set_index(["attribute", "group", "metric"])["value"]
     assert rows[("g", "a", "top_k_accuracy")] == pytest.approx(3 / 4)

@@ -165,6 +165,21 @@ def test_agrees_with_a_single_image_class():
     assert_agrees(estimate_label_noise(labels, p, n_classes=10, chunk_rows=300), reference(labels, p))
 
 
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+@pytest.mark.parametrize("name", ["k10-seed1", "k50", "k2"])
+def test_agrees_with_tiny_blocks_and_frequent_merges(name, path, monkeypatch):
+    # Exercise the streaming candidate merges (normally one merge per million candidates) on both the
+    # sparse (gather a row's active cells) and the dense (all K margins) path.
+    monkeypatch.setattr(ln, "_BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(ln, "_MERGE_CANDIDATES", 50)
+    monkeypatch.setattr(ln, "_SPARSE_FACTOR", 0 if path == "sparse" else 10**9)
+    case = dict(CASES[name])
+    true, p = make_probabilities(case["n"], case["k"], seed=case["seed"], boost=case["boost"])
+    labels = flip_symmetric(true, case["k"], case["rate"], seed=case["seed"])
+    result = estimate_label_noise(labels, p, n_classes=case["k"], chunk_rows=500)
+    assert_agrees(result, reference(labels, p))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_agrees_when_margins_tie_at_the_pruning_boundary(seed, monkeypatch):
     # Coarsely quantised probabilities make many margins equal; ties straddling a cell's cut-off are
@@ -173,6 +188,7 @@ def test_agrees_when_margins_tie_at_the_pruning_boundary(seed, monkeypatch):
     labels = flip_symmetric(true, 4, 0.3, seed=seed)
     q = (np.round(p * 10) / 10).astype(np.float32)
     calls = []
+    monkeypatch.setattr(ln, "_MERGE_CANDIDATES", 100)
     original = ln._resolve_ties
     monkeypatch.setattr(ln, "_resolve_ties", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     result = estimate_label_noise(labels, q, n_classes=4, chunk_rows=250)
@@ -248,6 +264,18 @@ def test_to_dict_is_json_safe():
     assert back["n_label_issues"] == result.n_label_issues
     with pytest.raises(ValueError):
         result.to_dict(["only-one"])
+
+
+def test_image_columns():
+    true, p = make_probabilities(400, 3, seed=18, boost=1.5)
+    labels = flip_symmetric(true, 3, 0.2, seed=18)
+    result = estimate_label_noise(labels, p, n_classes=3)
+    frame = result.image_columns(["cat", "dog", "bird"])
+    assert list(frame.columns) == ["label_score", "is_label_issue", "suggested_label"]
+    assert len(frame) == 400 and frame["is_label_issue"].dtype == bool
+    np.testing.assert_array_equal(frame["is_label_issue"].to_numpy(), result.is_label_issue)
+    assert frame["suggested_label"].iloc[0] == ["cat", "dog", "bird"][p[0].argmax()]
+    assert frame["label_score"].between(0, 1).all()
 
 
 # ----------------------------------------------------------------------------------- bad inputs
@@ -382,6 +410,13 @@ def test_noise_rate_by_group_wide_interval_is_insufficient():
                                          max_ci_width=0.3)
     row = frame[(frame["attribute"] == "g") & (frame["group"] == "b") & (frame["class"] == "")].iloc[0]
     assert row["insufficient_evidence"] and row["verdict"] == "insufficient_data"
+
+
+def test_noise_rate_by_group_label_out_of_range():
+    with pytest.raises(InputError) as info:
+        estimate_noise_rate_by_group(np.zeros(3, bool), np.array([0, 2, 1]), {"g": pd.Series(["a"] * 3)},
+                                     classes=["c", "d"])
+    assert str(info.value) == ln.ERROR_LABEL_RANGE.format(row=1, value=2, max_index=1, n_classes=2)
 
 
 def test_noise_rate_by_group_length_mismatch():

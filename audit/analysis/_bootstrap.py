@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
-from scipy import sparse
 
 #: Upper bound on the number of float64 values one chunk of replicates may hold (about 32 MB).
 DEFAULT_MAX_ELEMENTS = 4_000_000
@@ -33,30 +33,64 @@ def family_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8"))])
 
 
-def indicator(cell_targets: np.ndarray, n_targets: int, *, weights: np.ndarray | None = None) -> sparse.csr_matrix:
-    """Sparse ``(n_cells, n_targets)`` matrix mapping each cell to the target it is summed into.
+class Target(NamedTuple):
+    """Where each cell's rows are summed: ``columns[i]`` (``-1``: nowhere), each row adding ``weights[i]``
+    (1 when ``weights`` is None), into an array of ``size`` sums."""
 
-    ``cell_targets[i] = -1`` leaves cell ``i`` out. ``weights`` (default 1) is what one row of the cell
-    contributes (e.g. the cell's mean confidence).
-    """
-    cell_targets = np.asarray(cell_targets, dtype=np.int64)
-    keep = cell_targets >= 0
-    rows = np.flatnonzero(keep)
-    data = np.ones(rows.size) if weights is None else np.asarray(weights, dtype=float)[keep]
-    return sparse.csr_matrix((data, (rows, cell_targets[keep])), shape=(cell_targets.size, n_targets))
+    columns: np.ndarray
+    weights: np.ndarray | None
+    size: int
 
 
-def iter_poisson_sums(cell_counts: np.ndarray, targets: Sequence[sparse.spmatrix], *, n_boot: int,
+def indicator(cell_targets: np.ndarray, n_targets: int, *, weights: np.ndarray | None = None) -> Target:
+    """Map each cell to the target it is summed into (``-1`` leaves it out); ``weights`` (default 1) is
+    what one row of the cell contributes (e.g. the cell's mean confidence)."""
+    columns = np.asarray(cell_targets, dtype=np.int64)
+    return Target(columns, None if weights is None else np.asarray(weights, dtype=float), int(n_targets))
+
+
+#: Cells holding at most this many rows are resampled by drawing rows (see :func:`iter_poisson_sums`).
+SMALL_CELL = 3
+
+
+class _Plan(NamedTuple):
+    """How the cells of one size class feed one target (precomputed once)."""
+
+    order: np.ndarray  # positions (into the size class) of contributing cells, sorted by column
+    starts: np.ndarray  # reduceat segment starts in ``order``
+    columns: np.ndarray  # target column of each segment
+    weights: np.ndarray | None  # per contributing cell, in ``order``
+
+
+def _plan(cells: np.ndarray, target: Target) -> _Plan:
+    columns = target.columns[cells]
+    contributing = np.flatnonzero(columns >= 0)
+    order = contributing[np.argsort(columns[contributing], kind="stable")]
+    sorted_columns = columns[order]
+    starts = np.flatnonzero(np.r_[True, sorted_columns[1:] != sorted_columns[:-1]]) if order.size else order
+    weights = None if target.weights is None else target.weights[cells][order]
+    return _Plan(order, starts, sorted_columns[starts] if order.size else order, weights)
+
+
+def iter_poisson_sums(cell_counts: np.ndarray, targets: Sequence[Target], *, n_boot: int,
                       rng: np.random.Generator, width: int | None = None,
                       max_elements: int = DEFAULT_MAX_ELEMENTS) -> Iterator[tuple[int, list[np.ndarray]]]:
-    """Yield bootstrap replicates of per-target sums, a chunk of replicates at a time.
+    """Yield Poisson-bootstrap replicates of per-target sums, a chunk of replicates at a time.
+
+    Each cell holding ``c`` rows gets an independent Poisson(``c``) count in every replicate. Large cells
+    draw that count directly. Small cells (at most ``SMALL_CELL`` rows; e.g. the scattered off-diagonal
+    cells of a 100-class confusion matrix) are resampled by their rows instead, which is exactly
+    equivalent and much cheaper when there are many of them: a chunk of ``B`` replicates draws
+    ``M ~ Poisson(B R)`` (replicate, row) pairs uniformly with replacement from the ``B R`` pairs of their
+    ``R`` rows (a Poissonised multinomial, whose counts per pair, hence per cell and replicate, are
+    independent Poisson).
 
     Parameters
     ----------
     cell_counts : ndarray of int, shape (n_cells,)
         Rows in each cell.
-    targets : sequence of sparse matrices, each (n_cells, n_targets_j)
-        From :func:`indicator`; replicate sums are ``weights @ target``.
+    targets : sequence of Target
+        From :func:`indicator`; one array of sums is yielded per target.
     n_boot : int
         Total number of replicates.
     rng : numpy Generator
@@ -69,17 +103,47 @@ def iter_poisson_sums(cell_counts: np.ndarray, targets: Sequence[sparse.spmatrix
     ------
     size : int
         Replicates in this chunk.
-    sums : list of ndarray, each (size, n_targets_j)
-        Replicate sums for each target matrix.
+    sums : list of ndarray, each (size, target.size)
+        Replicate sums for each target.
     """
-    cell_counts = np.asarray(cell_counts, dtype=float)
-    widest = max([cell_counts.size, width or 1] + [t.shape[1] for t in targets])
-    chunk = int(max(1, min(n_boot, max_elements // max(widest, 1))))
+    cell_counts = np.asarray(cell_counts, dtype=np.int64)
+    small = np.flatnonzero(cell_counts <= SMALL_CELL)
+    large = np.flatnonzero(cell_counts > SMALL_CELL)
+    rows_of_small = np.repeat(small, cell_counts[small])
+    n_rows = rows_of_small.size
+    per_replicate = max([large.size, n_rows, width or 1] + [t.size for t in targets])
+    chunk = int(max(1, min(n_boot, max_elements // max(per_replicate, 1))))
+    large_lam = cell_counts[large].astype(float)
+    large_plans = [_plan(large, target) for target in targets]
+    # Small cells, row by row: the target column of every row (``size`` = nowhere, dropped afterwards).
+    row_columns = [np.where(t.columns[rows_of_small] >= 0, t.columns[rows_of_small], t.size) for t in targets]
+    row_weights = [None if t.weights is None else t.weights[rows_of_small] for t in targets]
+    row_used = [bool((c < t.size).any()) for c, t in zip(row_columns, targets)]
     done = 0
     while done < n_boot:
         size = min(chunk, n_boot - done)
-        weights = rng.poisson(cell_counts, size=(size, cell_counts.size)).astype(np.float64)
-        yield size, [np.asarray(weights @ target) for target in targets]
+        sums = [np.zeros((size, t.size)) for t in targets]
+        if large.size:
+            draws = rng.poisson(large_lam, size=(size, large.size)).astype(np.float64)
+            for plan, out in zip(large_plans, sums):
+                if plan.order.size == 0:
+                    continue
+                block = draws[:, plan.order]
+                if plan.weights is not None:
+                    block *= plan.weights
+                out[:, plan.columns] += np.add.reduceat(block, plan.starts, axis=1)
+        if n_rows:
+            # Poissonised multinomial over (replicate, row) pairs: independent Poisson(1) per pair.
+            picks = rng.integers(0, size * n_rows, size=int(rng.poisson(size * n_rows)))
+            replicate, row = np.divmod(picks, n_rows)
+            for target, columns, weights, used, out in zip(targets, row_columns, row_weights, row_used, sums):
+                if not used:
+                    continue
+                flat = replicate * (target.size + 1) + columns[row]
+                counted = np.bincount(flat, weights=None if weights is None else weights[row],
+                                      minlength=size * (target.size + 1))
+                out += counted.reshape(size, target.size + 1)[:, :target.size]
+        yield size, sums
         done += size
 
 
@@ -143,8 +207,8 @@ def basic_interval(replicates: np.ndarray, estimate: np.ndarray, *, confidence_l
     calibration error, whose plug-in estimate is biased upwards in small groups, the percentile interval
     sits above the truth while this one does not.
     """
-    q_low, q_high = percentile_interval(replicates, np.full(np.shape(estimate), np.nan), confidence_level=confidence_level,
-                                        n=n, widen=False)
+    q_low, q_high = percentile_interval(replicates, np.full(np.shape(estimate), np.nan),
+                                        confidence_level=confidence_level, n=n, widen=False)
     estimate = np.asarray(estimate, dtype=float)
     low = np.clip(2 * estimate - q_high, lower, upper)
     high = np.clip(2 * estimate - q_low, lower, upper)

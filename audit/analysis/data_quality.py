@@ -21,7 +21,11 @@ from it, so scores compare across issues.
       smallest Hamming distance among (whole, whole), (centre of one, whole of the other) and (whole,
       centre). Candidates come from multi-index hashing on ``phash`` and ``phash_centre``
       (:func:`audit.analysis.near_duplicates.find_near_duplicate_pairs`), which finds every pair within
-      ``phash_max_distance``; the other two hashes confirm them. Defaults (16, 14, 12 of 64 bits) were
+      ``phash_max_distance``; the other two hashes confirm them. The search cost grows with the square of
+      the number of images at this radius; when it would exceed ``max_hash_comparisons`` (counted exactly
+      beforehand), the radius is lowered until it fits, ``settings["phash_search_distance"]`` records the
+      radius used and a finding says so (resizes and re-encodes sit within 4 bits and are still found;
+      crops may not be). Defaults (16, 14, 12 of 64 bits) were
       measured on the CIFAR-10 test JPEGs (tests/data/test_data_quality_cifar.py): they keep >= 90 % of
       0.5x / 2x resizes, JPEG q50 re-encodes and 95 % crops and link few unrelated images;
     * embeddings (when given): cosine similarity >= ``embedding_similarity_threshold`` among each image's
@@ -80,11 +84,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from audit.analysis._groups import group_labels as normalise_group_labels
 from audit.analysis._stats import adjust_p_values, two_proportion_p_value_lower, wilson_interval
 from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NO_GAP, VERDICT_NONE, VERDICT_WORSE,
                                    coerce_group_metrics, empty_group_metrics, flag_insufficient_evidence)
 from audit.analysis.near_duplicates import (connected_components, find_embedding_neighbours,
-                                            find_near_duplicate_pairs, popcount)
+                                            count_bucket_comparisons, find_near_duplicate_pairs,
+                                            popcount)
 from audit.errors import InputError
 
 ERROR_MISSING_COLUMNS = ("the image table has no column(s) {columns}: compute the pixel attributes "
@@ -99,6 +105,10 @@ ERROR_GROUP_LENGTH = ("group_labels[{name!r}] has {rows} values but there are {n
 ERROR_UNKNOWN_LABEL = ("row {row} (id {id!r}) has label {label!r}, which is not in classes: pass every class "
                        "name in classes")
 ERROR_SETTING = "{name} must be {what}, got {value!r}"
+#: Finding (not an error) when the hash search had to be narrowed to fit ``max_hash_comparisons``.
+ERROR_SEARCH_NARROWED = ("The near-duplicate hash search was narrowed to fit its time budget: hashes were compared "
+                         "up to {used} bits apart instead of {wanted}, so cropped or heavily edited copies may be "
+                         "missed (raise max_hash_comparisons, or give embeddings).")
 ERROR_BAD_HASH = ("column {column} holds a value that is not a 64-bit hash (row {row}): store the hashes of "
                   "audit.analysis.hashing.compute_perceptual_hashes as unsigned 64-bit integers")
 
@@ -131,6 +141,8 @@ DEFAULT_CHASH_MAX_DISTANCE = 12
 DEFAULT_EMBEDDING_SIMILARITY_THRESHOLD = 0.95
 DEFAULT_EMBEDDING_K = 10
 DEFAULT_OUTLIER_PERCENTILE = 99.0
+#: Budget of hash comparisons for the near-duplicate search (about 10 s on one core of a 2024 server).
+DEFAULT_MAX_HASH_COMPARISONS = 2_000_000_000
 
 #: ``metrics`` entries for ``audit.json`` (direction and definition of each metric this module writes).
 METRIC_INFO = {f"issue_rate:{issue}": {"higher_is_better": False,
@@ -265,7 +277,8 @@ def _defects(images: pd.DataFrame, settings: dict) -> dict[str, tuple[np.ndarray
     contrast = _number(images, "image_contrast")
     out["low_information"] = (contrast < settings["low_information_threshold"],
                               _linear_low_score(contrast, settings["low_information_threshold"]))
-    grayscale = images["image_is_grayscale"].fillna(False).astype(bool).to_numpy()
+    grayscale = np.array([bool(v) if not pd.isna(v) else False for v in images["image_is_grayscale"]],
+                         dtype=bool)
     out["grayscale"] = (grayscale, np.where(grayscale, 0.0, 1.0))
 
     width, height = _number(images, "image_width"), _number(images, "image_height")
@@ -292,11 +305,20 @@ def _min_cross_distance(hashes: dict[str, np.ndarray], name: str, i: np.ndarray,
     return distance.astype(np.int64)
 
 
-def _hash_links(hashes: dict[str, np.ndarray], settings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hash-confirmed links (i < j) and their smallest phash distance."""
+def _search_distance(stacked: np.ndarray, settings: dict) -> int:
+    """The largest search radius up to ``phash_max_distance`` whose bucket comparisons fit the budget."""
+    radius = settings["phash_max_distance"]
+    while radius > 0 and count_bucket_comparisons(stacked, max_distance=radius) > settings["max_hash_comparisons"]:
+        radius -= 1
+    return radius
+
+
+def _hash_links(hashes: dict[str, np.ndarray], settings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Hash-confirmed links (i < j), their smallest phash distance, and the search radius used."""
     n = hashes["phash"].size
     stacked = np.concatenate([hashes["phash"], hashes["phash_centre"]])
-    found = find_near_duplicate_pairs(stacked, max_distance=settings["phash_max_distance"])
+    radius = _search_distance(stacked, settings)
+    found = find_near_duplicate_pairs(stacked, max_distance=radius)
     a, b = found.i, found.j
     # Drop an image against its own centre, and centre-against-centre comparisons (not part of the rule).
     keep = (a % n != b % n) & (a < n)
@@ -307,9 +329,8 @@ def _hash_links(hashes: dict[str, np.ndarray], settings: dict) -> tuple[np.ndarr
     p = _min_cross_distance(hashes, "phash", i, j)
     d = _min_cross_distance(hashes, "dhash", i, j)
     c = _min_cross_distance(hashes, "chash", i, j)
-    ok = ((p <= settings["phash_max_distance"]) & (d <= settings["dhash_max_distance"])
-          & (c <= settings["chash_max_distance"]))
-    return i[ok], j[ok], p[ok]
+    ok = (p <= radius) & (d <= settings["dhash_max_distance"]) & (c <= settings["chash_max_distance"])
+    return i[ok], j[ok], p[ok], radius
 
 
 def _exact_links(content_hash: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -320,7 +341,10 @@ def _exact_links(content_hash: pd.Series) -> tuple[np.ndarray, np.ndarray, np.nd
     n = len(codes)
     positions = np.arange(n)
     valid = codes >= 0
-    first = np.full(codes.max() + 1 if valid.any() else 0, n, dtype=np.int64)
+    if not valid.any():
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), np.zeros(n, dtype=bool)
+    first = np.full(codes.max() + 1, n, dtype=np.int64)
     np.minimum.at(first, codes[valid], positions[valid])
     counts = np.bincount(codes[valid], minlength=first.size)
     flags = np.zeros(n, dtype=bool)
@@ -415,6 +439,7 @@ def find_data_quality_issues(
     embedding_similarity_threshold: float = DEFAULT_EMBEDDING_SIMILARITY_THRESHOLD,
     embedding_k: int = DEFAULT_EMBEDDING_K,
     outlier_percentile: float = DEFAULT_OUTLIER_PERCENTILE,
+    max_hash_comparisons: int = DEFAULT_MAX_HASH_COMPARISONS,
     max_findings: int = 5,
 ) -> DataQualityResult:
     """Find duplicates, leakage, outliers and image defects, and where they concentrate.
@@ -456,7 +481,7 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
         "phash_max_distance": phash_max_distance, "dhash_max_distance": dhash_max_distance,
         "chash_max_distance": chash_max_distance,
         "embedding_similarity_threshold": embedding_similarity_threshold, "embedding_k": embedding_k,
-        "outlier_percentile": outlier_percentile,
+        "outlier_percentile": outlier_percentile, "max_hash_comparisons": max_hash_comparisons,
     }
     _validate_settings(settings, max_findings)
     n = len(images)
@@ -496,7 +521,7 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
     flags["exact_duplicate"] = exact_flags
     scores["exact_duplicate"] = np.where(exact_flags, 0.0, 1.0)
     hashes = {name: _as_uint64(images[name], name) for name in HASH_COLUMNS}
-    hash_i, hash_j, hash_d = _hash_links(hashes, settings)
+    hash_i, hash_j, hash_d, search_distance = _hash_links(hashes, settings)
     link_frames = [
         pd.DataFrame({"i": exact_i, "j": exact_j, "kind": LINK_EXACT, "hash_distance": 0, "similarity": np.nan}),
         pd.DataFrame({"i": hash_i, "j": hash_j, "kind": LINK_HASH, "hash_distance": hash_d,
@@ -565,7 +590,7 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
         rows.extend(_rate_rows(flag, label_codes, classes, issue=issue, attribute="all", per_class=True,
                                settings=settings))
         for attribute, series in group_labels.items():
-            values = pd.Series(series).reset_index(drop=True).astype(str)
+            values = normalise_group_labels(pd.Series(series).reset_index(drop=True))
             names = sorted(values.unique())
             codes = values.map({name: k for k, name in enumerate(names)}).to_numpy(dtype=np.int64)
             rows.extend(_rate_rows(flag, codes, names, issue=issue, attribute=attribute, per_class=False,
@@ -590,8 +615,11 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
         "n_images_in_duplicate_sets": int(member.sum()),
         "n_exact_duplicate_groups": int(pd.Series(images["content_hash"])[exact_flags].nunique()),
     }
+    settings = {**settings, "phash_search_distance": search_distance}
     if outlier_threshold is not None:
         settings = {**settings, "outlier_distance_threshold": outlier_threshold}
+    if search_distance < phash_max_distance:
+        findings.append(ERROR_SEARCH_NARROWED.format(used=search_distance, wanted=phash_max_distance))
     return DataQualityResult(per_image=per_image, group_table=group_table, pairs=_with_ids(pairs, ids),
                              leakage=leakage, summary=summary, findings=findings, issues=issues,
                              settings=settings)
@@ -624,6 +652,10 @@ def _validate_settings(settings: dict, max_findings) -> None:
         raise InputError(ERROR_SETTING.format(name="embedding_k", what="a positive integer", value=value))
     _check_setting("outlier_percentile", settings["outlier_percentile"], lambda v: 0 < v < 100,
                    "a percentile between 0 and 100 (exclusive)")
+    value = settings["max_hash_comparisons"]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(ERROR_SETTING.format(name="max_hash_comparisons", what="a non-negative integer",
+                                              value=value))
     if isinstance(max_findings, bool) or not isinstance(max_findings, (int, np.integer)) or max_findings < 0:
         raise InputError(ERROR_SETTING.format(name="max_findings", what="a non-negative integer",
                                               value=max_findings))

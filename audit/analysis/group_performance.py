@@ -29,13 +29,17 @@ Tests: each group against the rest of the data (all images outside the group), o
 direction: a one-sided Fisher exact test for the proportions (the pooled two-proportion z test's normal
 approximation understates the lower tail of accuracies near 1 in groups of a few dozen to a few hundred
 images: measured family-wise false-positive rates of 9-13 % at a nominal 5 %), a Wald test with the
-bootstrap standard error of the difference (group - rest) for the others. p-values are adjusted (Holm by default, or
-Benjamini-Hochberg) within one family = one attribute (or intersection) x one metric, over the rows that
-are tested (rows with sufficient evidence; for per-class metrics every group x class row of the metric).
+bootstrap standard error of the difference (group - rest) for balanced accuracy and macro-F1; for the
+calibration error a parametric test against "same calibration curve as the rest" whose null
+distribution carries the estimator's small-group bias (see ``_ece_null_p_value``). p-values are adjusted
+(Holm by default, or Benjamini-Hochberg) within one family = one attribute (or intersection) x one
+metric, over the rows that are tested (rows with sufficient evidence; for per-class metrics every
+group x class row of the metric).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -44,7 +48,7 @@ from audit.analysis import _bootstrap
 from audit.analysis._groups import codes_for, iter_group_keys
 from audit.analysis._stats import adjust_p_values, fisher_p_value_lower, wilson_interval
 from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NO_GAP, VERDICT_NONE, VERDICT_WORSE,
-                                   coerce_group_metrics, flag_insufficient_evidence)
+                                   coerce_group_metrics)
 from audit.errors import InputError
 
 ERROR_LABELS_SHAPE = ("labels must be a 1-D array of class indices, got shape {shape}: pass one integer "
@@ -268,9 +272,10 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
 
     families = [("all", np.zeros(len(labels), dtype=np.int64), ["all"], 0)]
     attributes = [str(c) for c in groups.columns]
-    for name, group_labels in iter_group_keys(groups, attributes, max_depth=max_depth):
+    combos = [combo for depth in range(1, max_depth + 1) for combo in combinations(attributes, depth)]
+    for combo, (name, group_labels) in zip(combos, iter_group_keys(groups, attributes, max_depth=max_depth)):
         codes, names = codes_for(group_labels)
-        families.append((name, codes, names, name.count(" & ") + 1))
+        families.append((name, codes, names, len(combo)))
 
     blocks = []
     summaries = []
@@ -282,10 +287,11 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
         blocks.append(block)
         if depth > 0:
             summaries.append(_summary(block, name, codes, names, depth, extra, data, min_group_size=min_group_size))
-    frame = pd.concat(blocks, ignore_index=True)
-    overall_rows = blocks[0][blocks[0]["class"] == ""]
-    overall = {row.metric: {"value": row.value, "ci_low": row.ci_low, "ci_high": row.ci_high, "n": int(row.n)}
-               for row in overall_rows.itertuples()}
+    frame = pd.DataFrame(_concat(blocks))
+    first = blocks[0]
+    overall = {first["metric"][i]: {"value": first["value"][i], "ci_low": first["ci_low"][i],
+                                    "ci_high": first["ci_high"][i], "n": int(first["n"][i])}
+               for i in np.flatnonzero(first["class"] == "")}
     notes = []
     if probabilities is None:
         notes.append("no probabilities: top_k_accuracy and expected_calibration_error not computed")
@@ -293,37 +299,39 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
         notes.append(f"top_k_accuracy not computed: {k} classes is not more than top_k = {top_k}")
     settings_out = dict(settings, alpha=round(alpha, 12), ece_bins=ECE_BINS, per_class_max_depth=1,
                         interval_methods={"accuracy": "wilson", "top_k_accuracy": "wilson", "recall": "wilson",
-                                          "precision": "wilson", "balanced_accuracy": "poisson bootstrap, expanded percentile",
+                                          "precision": "wilson",
+                                          "balanced_accuracy": "poisson bootstrap, expanded percentile",
                                           "macro_f1": "poisson bootstrap, expanded percentile",
                                           "expected_calibration_error": "poisson bootstrap, basic (bias-reflecting)"},
                         test=("one-sided, group vs rest of the data in the harmful direction: Fisher exact "
                               "test (proportions), Wald test with the bootstrap standard error of the "
-                              "difference (others); adjusted within attribute x metric"),
+                              "difference (balanced accuracy, macro-F1); for calibration error a null of the rest's "
+                              "per-bin accuracy simulated with binomial draws; adjusted within attribute x metric"),
                         notes=notes)
     table = coerce_group_metrics(frame)
     return GroupPerformanceResult(table=table, summaries=tuple(summaries), overall=_json_safe(overall),
                                   settings=_json_safe(settings_out))
 
 
-def _add_verdicts(block: pd.DataFrame, *, tested: bool, min_group_size, max_ci_width, alpha, correction) -> None:
+def _add_verdicts(block: dict, *, tested: bool, min_group_size, max_ci_width, alpha, correction) -> None:
     """Fill ``insufficient_evidence``, ``p_value_adjusted`` and ``verdict`` of one attribute's rows in place.
 
-    The family of one adjustment is every tested row (sufficient evidence) of one metric.
+    The family of one adjustment is every tested row (sufficient evidence) of one metric. The
+    insufficient-evidence rule is ``_table.flag_insufficient_evidence``'s (a NaN interval counts as too wide).
     """
-    insufficient = flag_insufficient_evidence(block, min_group_size=min_group_size,
-                                              max_ci_width=max_ci_width).to_numpy()
+    width = block["ci_high"] - block["ci_low"]
+    insufficient = (block["n"] < min_group_size) | ~(width <= max_ci_width)
     block["insufficient_evidence"] = insufficient
-    adjusted_all = np.full(len(block), np.nan)
-    verdict = np.full(len(block), VERDICT_NONE, dtype=object)
+    adjusted_all = np.full(len(insufficient), np.nan)
+    verdict = np.full(len(insufficient), VERDICT_NONE, dtype=object)
     if tested:
         verdict[insufficient] = VERDICT_INSUFFICIENT
-        metric = block["metric"].to_numpy()
-        p_values = block["p_value"].to_numpy()
+        metric = block["metric"]
         for name in pd.unique(metric):
             rows = np.flatnonzero((metric == name) & ~insufficient)
             if rows.size == 0:
                 continue
-            adjusted = adjust_p_values(p_values[rows], method=correction)
+            adjusted = adjust_p_values(block["p_value"][rows], method=correction)
             adjusted_all[rows] = adjusted
             verdict[rows] = np.where(adjusted < alpha, VERDICT_WORSE, VERDICT_NO_GAP)
     block["p_value_adjusted"] = adjusted_all
@@ -375,18 +383,26 @@ def _ece_from_bins(n_bin: np.ndarray, correct_bin: np.ndarray, confidence_bin: n
         return np.abs(correct_bin - confidence_bin).sum(axis=-1) / n_bin.sum(axis=-1)
 
 
-def _block(name, names, metric, n, value, low, high, p_value, rest_value, class_names=None):
+_COLUMNS = ("attribute", "group", "class", "n", "metric", "value", "ci_low", "ci_high", "p_value", "rest_value")
+
+
+def _block(name, names, metric, n, value, low, high, p_value, rest_value, class_names=None) -> dict:
+    """Rows of one metric of one attribute, as a dict of equal-length numpy arrays."""
     size = len(value)
-    return pd.DataFrame({
-        "attribute": name,
-        "group": np.asarray(names, dtype=object) if class_names is None else names,
-        "class": "" if class_names is None else class_names,
-        "n": np.asarray(n, dtype=np.int64), "metric": metric,
+    return {
+        "attribute": np.full(size, name, dtype=object),
+        "group": np.asarray(names, dtype=object),
+        "class": np.full(size, "", dtype=object) if class_names is None else np.asarray(class_names, dtype=object),
+        "n": np.asarray(n).astype(np.int64), "metric": np.full(size, metric, dtype=object),
         "value": np.asarray(value, dtype=float), "ci_low": np.asarray(low, dtype=float),
         "ci_high": np.asarray(high, dtype=float),
         "p_value": np.asarray(p_value, dtype=float) if p_value is not None else np.full(size, np.nan),
         "rest_value": np.asarray(rest_value, dtype=float) if rest_value is not None else np.full(size, np.nan),
-    })
+    }
+
+
+def _concat(blocks) -> dict:
+    return {column: np.concatenate([block[column] for block in blocks]) for column in blocks[0]}
 
 
 def _family_rows(name, codes, names, depth, data: _Data, *, classes, confidence_level, n_bootstrap, seed):
@@ -489,7 +505,7 @@ def _family_rows(name, codes, names, depth, data: _Data, *, classes, confidence_
             blocks.append(_block(name, group_grid[keep], metric, n, x / n, low, high, p, rest_value,
                                  class_names=class_grid[keep]))
     extra = {"tp": tp, "n_true": n_true, "n_pred": n_pred, "n_group": n_group}
-    return pd.concat(blocks, ignore_index=True), extra
+    return _concat(blocks), extra
 
 
 def _ece_block(name, codes, names, has_rest, data: _Data, n_group, *, confidence_level, n_bootstrap, rng):
@@ -505,11 +521,11 @@ def _ece_block(name, codes, names, has_rest, data: _Data, n_group, *, confidence
     bin_key = codes * ECE_BINS + ece_bin
     gap = np.bincount(bin_key, weights=correct - confidence, minlength=g_count * ECE_BINS).reshape(g_count, ECE_BINS)
     estimate = np.abs(gap).sum(axis=1) / n_group
+    n_bin = np.bincount(bin_key, minlength=g_count * ECE_BINS).reshape(g_count, ECE_BINS)
+    corr_bin = np.bincount(bin_key, weights=correct, minlength=g_count * ECE_BINS).reshape(g_count, ECE_BINS)
+    conf_bin = np.bincount(bin_key, weights=confidence, minlength=g_count * ECE_BINS).reshape(g_count, ECE_BINS)
     rest_value = None
     if has_rest:
-        n_bin = np.bincount(bin_key, minlength=g_count * ECE_BINS).reshape(g_count, ECE_BINS)
-        corr_bin = np.bincount(bin_key, weights=correct, minlength=g_count * ECE_BINS).reshape(g_count, ECE_BINS)
-        conf_bin = np.bincount(bin_key, weights=confidence, minlength=g_count * ECE_BINS).reshape(g_count, ECE_BINS)
         rest_value = _ece_from_bins(n_bin.sum(0) - n_bin, corr_bin.sum(0) - corr_bin, conf_bin.sum(0) - conf_bin)
     # Bootstrap on cells (group, sub-bin, correct), each carrying its exact mean confidence.
     cell_key = (codes * (ECE_BINS * _ECE_SUB_BINS) + sub_bin) * 2 + correct
@@ -522,49 +538,81 @@ def _ece_block(name, codes, names, has_rest, data: _Data, n_group, *, confidence
     size = g_count * ECE_BINS
     targets = [_bootstrap.indicator(target, size), _bootstrap.indicator(target, size, weights=cell_correct),
                _bootstrap.indicator(target, size, weights=mean_conf)]
-    reps, diffs = [], []
+    reps = []
     for b, sums in _bootstrap.iter_poisson_sums(counts, targets, n_boot=n_bootstrap, rng=rng, width=size):
         n_b, corr_b, conf_b = (a.reshape(b, g_count, ECE_BINS) for a in sums)
         ece_b = _ece_from_bins(n_b, corr_b, conf_b)
         reps.append(ece_b)
-        if has_rest:
-            rest_b = _ece_from_bins(*(a.sum(axis=1, keepdims=True) - a for a in (n_b, corr_b, conf_b)))
-            diffs.append(ece_b - rest_b)
-    # The plug-in ECE is biased upwards, more so in small groups: a basic (bias-reflecting) interval and a
-    # bias-corrected test keep small, well-calibrated groups from looking worse than large ones.
+    # The plug-in ECE is biased upwards, more so in small groups: a basic (bias-reflecting) interval, and a
+    # test whose null distribution carries the same bias, keep small groups from looking worse than large ones.
     low, high = _bootstrap.basic_interval(np.concatenate(reps), estimate, confidence_level=confidence_level,
                                           n=n_group)
     p = None
     if has_rest:
-        # Harmful direction is *higher* calibration error: test rest - group < 0.
-        p = _bootstrap.bootstrap_p_value_lower(rest_value - estimate, -np.concatenate(diffs), bias_correct=True)
+        p = _ece_null_p_value(estimate - rest_value, n_bin, conf_bin, corr_bin, n_bootstrap=n_bootstrap, rng=rng)
     return _block(name, names, "expected_calibration_error", n_group, estimate, low, high, p, rest_value)
 
 
-def _summary(rows, name, codes, names, depth, extra, data: _Data, *, min_group_size) -> dict:
+def _ece_null_p_value(observed, n_bin, conf_bin, corr_bin, *, n_bootstrap, rng) -> np.ndarray:
+    """One-sided p-value that a group's ECE exceeds the rest's by more than chance (and small-sample bias).
+
+    Null hypothesis: the group has the rest's calibration curve, i.e. in every confidence bin its accuracy
+    equals the rest's accuracy in that bin (the whole data set's where the rest has no image in the bin).
+    Under it each side's correct count in a bin is binomial with that accuracy, its own bin sizes and its
+    own confidence sums; the null distribution of ECE(group) - ECE(rest) therefore carries the upward bias
+    of the plug-in ECE of a group of that size and confidence profile (and of the rest's).
+    ``p = 1 - Phi((observed - null mean) / null sd)``.
+    """
+    from scipy import stats
+
+    g_count = n_bin.shape[0]
+    total_n, total_correct = n_bin.sum(axis=0), corr_bin.sum(axis=0)
+    pooled_accuracy = np.where(total_n > 0, total_correct / np.maximum(total_n, 1), 0.0)
+    rest_n, rest_conf = total_n - n_bin, conf_bin.sum(axis=0) - conf_bin
+    rest_correct_observed = total_correct - corr_bin
+    # Per group: the rest's accuracy in each bin (the whole data's where the rest has no image in the bin).
+    bin_accuracy = np.where(rest_n > 0, rest_correct_observed / np.maximum(rest_n, 1), pooled_accuracy)
+    chunk = max(1, min(n_bootstrap, _bootstrap.DEFAULT_MAX_ELEMENTS // max(1, g_count * ECE_BINS)))
+    draws, done = [], 0
+    while done < n_bootstrap:
+        size = min(chunk, n_bootstrap - done)
+        group_correct = rng.binomial(np.broadcast_to(n_bin, (size,) + n_bin.shape), bin_accuracy)
+        rest_correct = rng.binomial(np.broadcast_to(rest_n, (size,) + rest_n.shape), bin_accuracy)
+        draws.append(_ece_from_bins(n_bin, group_correct, conf_bin) - _ece_from_bins(rest_n, rest_correct, rest_conf))
+        done += size
+    null = np.concatenate(draws, axis=0)
+    mean, sd = null.mean(axis=0), null.std(axis=0, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = stats.norm.sf((observed - mean) / sd)
+    p = np.where(sd <= 1e-15, np.where(observed > mean + 1e-12, 0.0, 1.0), p)
+    return np.where(np.isfinite(observed), p, np.nan)
+
+
+def _summary(rows: dict, name, codes, names, depth, extra, data: _Data, *, min_group_size) -> dict:
     metrics = {}
+    present = set(rows["metric"])
     for metric in AGGREGATE_METRICS:
-        part = rows[(rows["metric"] == metric) & ~rows["insufficient_evidence"] & rows["value"].notna()]
-        if metric not in set(rows["metric"]):
+        if metric not in present:
             continue
-        if part.empty:
+        select = (rows["metric"] == metric) & ~rows["insufficient_evidence"] & np.isfinite(rows["value"])
+        if not select.any():
             metrics[metric] = {"worst_group": None, "worst_value": None, "best_group": None, "best_value": None,
                                "difference": None, "ratio": None, "n_groups_compared": 0}
             continue
         higher_is_better = METRIC_INFO[metric]["higher_is_better"]
-        values = part["value"].to_numpy()
+        values, group_names = rows["value"][select], rows["group"][select]
         worst = int(np.argmin(values) if higher_is_better else np.argmax(values))
         best = int(np.argmax(values) if higher_is_better else np.argmin(values))
         top, bottom = values.max(), values.min()
         metrics[metric] = {
-            "worst_group": part["group"].iloc[worst], "worst_value": float(values[worst]),
-            "best_group": part["group"].iloc[best], "best_value": float(values[best]),
+            "worst_group": group_names[worst], "worst_value": float(values[worst]),
+            "best_group": group_names[best], "best_value": float(values[best]),
             "difference": float(top - bottom), "ratio": float(bottom / top) if top > 0 else None,
-            "n_groups_compared": int(len(part)),
+            "n_groups_compared": int(select.sum()),
         }
-    worse = rows[rows["verdict"] == VERDICT_WORSE]
-    worse_list = worse[["group", "metric", "class", "n", "value", "rest_value", "p_value",
-                        "p_value_adjusted"]].to_dict("records")
+    worse_list = [{column: rows[column][i] for column in ("group", "metric", "class", "n", "value", "rest_value",
+                                                         "p_value", "p_value_adjusted")}
+                  for i in np.flatnonzero(rows["verdict"] == VERDICT_WORSE)]
     summary = {"attribute": name, "depth": depth, "n_groups": len(names), "metrics": metrics,
                "equalized_odds_gap": _equalized_odds_gap(extra, names, data.classes, min_group_size=min_group_size),
                "worse_than_rest": worse_list}

@@ -185,6 +185,19 @@ class LabelNoiseResult:
     def n_images(self) -> int:
         return int(self.is_label_issue.shape[0])
 
+    def image_columns(self, classes: Sequence[str]) -> pd.DataFrame:
+        """The ``images.parquet`` label-quality columns, one row per image in probabilities order.
+
+        ``label_score`` (float, 0..1, lower = more likely mislabelled), ``is_label_issue`` (bool) and
+        ``suggested_label`` (class name), as ``contract.md`` names them.
+        """
+        classes = np.asarray([str(name) for name in classes], dtype=object)
+        if classes.size != self.n_classes:
+            raise ValueError(ERROR_CLASSES_LENGTH.format(found=classes.size, n_classes=self.n_classes))
+        return pd.DataFrame({"label_score": np.asarray(self.label_score, dtype=np.float64),
+                             "is_label_issue": self.is_label_issue,
+                             "suggested_label": classes[self.suggested_label]})
+
     def to_dict(self, classes: Sequence[str] | None = None, *, source: str | None = None) -> dict:
         """JSON-safe summary for ``audit.json`` section ``label_noise`` (matrices as nested lists).
 
@@ -453,8 +466,8 @@ def estimate_label_noise(labels, probabilities, *, n_classes: int, score_method:
     issue_indices = np.arange(n)[is_label_issue]
     ranking = issue_indices[np.argsort(label_score[is_label_issue])]
 
-    z_successes = n - int(np.trace(calibrated))
-    low, high = wilson_interval(z_successes, n, confidence_level=confidence_level)
+    n_mislabelled = n - int(np.trace(calibrated))
+    low, high = wilson_interval(n_mislabelled, n, confidence_level=confidence_level)
     per_class = _per_class(calibrated, label_counts, labels, is_label_issue, confidence_level)
     return LabelNoiseResult(
         n_classes=k, score_method=score_method, confidence_level=float(confidence_level),
@@ -492,106 +505,162 @@ def _max_other(chunk, y, predicted) -> np.ndarray:
     return result
 
 
+#: Pass 3 works on row blocks of about this many probabilities, so its temporaries stay small.
+_BLOCK_ELEMENTS = 1 << 20
+#: Pending pruning candidates are merged (and the per-cell cut-offs raised) once there are this many.
+_MERGE_CANDIDATES = 1 << 20
+#: Pass 3 gathers only a row's active cells when (mean active cells per row) x this <= K.
+_SPARSE_FACTOR = 8
+
+
 def _prune_by_noise_rate(source, labels, self_confidence, prune, label_counts, *, n_classes, dtype):
     """Indices selected by "prune by noise rate" before the model-agrees filter.
 
-    For every class ``k`` with more than one image and every other class ``j`` with ``prune[j, k] > 0``,
-    select the ``prune[j, k]`` images labelled ``k`` with the largest margin ``p_j - p_k`` (computed in
-    the probabilities' dtype, like the reference). Streaming keeps, per (k, j) cell, the best candidates
-    seen so far plus any tied with the current cut-off; a tie straddling the final cut-off is broken by
-    reproducing the reference's sort on that cell's full margin vector (an extra, rare pass).
+    For every class ``k`` with more than one image and every other class ``j`` with ``prune[j, k] > 0``
+    (a *cell* ``(k, j)``), select the ``prune[j, k]`` images labelled ``k`` with the largest margin
+    ``p_j - p_k`` (computed in the probabilities' dtype, like the reference).
+
+    Streaming: a K x K matrix holds each cell's current cut-off (the m-th largest margin seen so far,
+    -inf until m images have been seen, +inf for cells that prune nothing). A block's margins are compared
+    with it densely; the few that reach it are kept as candidates, and candidates are periodically merged,
+    keeping per cell the m best plus anything tied with the m-th, which raises the cut-offs. Memory: one
+    block of margins plus the candidates (about the number of flagged images). A tie that straddles a
+    cell's final cut-off is broken by reproducing the reference's sort on that cell's full margin vector
+    (an extra, rare pass).
     """
     k = n_classes
-    rows_j, cols_k = np.nonzero(prune)
-    keep = (rows_j != cols_k) & (label_counts[cols_k] > 1)
-    pair_j, pair_k = rows_j[keep], cols_k[keep]
-    if pair_j.size == 0:
+    cell_m = np.ascontiguousarray(prune.T).reshape(-1).astype(np.int64)  # cell k*K + j -> prune[j, k]
+    active = cell_m > 0
+    active[np.arange(k) * (k + 1)] = False  # diagonal cells prune nothing
+    active &= np.repeat(label_counts > 1, k)  # classes with at most one image are never pruned
+    cell_m[~active] = 0
+    if not active.any():
         return np.zeros(0, dtype=np.int64)
-    order = np.lexsort((pair_j, pair_k))
-    pair_j, pair_k = pair_j[order], pair_k[order]
-    pair_m = prune[pair_j, pair_k].astype(np.int64)
-    n_pairs = pair_j.size
-    pairs_per_class = np.bincount(pair_k, minlength=k)
-    first_pair = np.concatenate([[0], np.cumsum(pairs_per_class)[:-1]])
-
-    cut = np.full(n_pairs, -np.inf)
-    kept_pair = np.zeros(0, dtype=np.int64)
-    kept_margin = np.zeros(0, dtype=dtype)
-    kept_index = np.zeros(0, dtype=np.int64)
+    cut = np.where(active, -np.inf, np.inf).astype(dtype).reshape(k, k)
+    flat_cut = cut.reshape(-1)
+    # Active columns of each class, for the sparse path.
+    active_cells = np.flatnonzero(active)
+    cells_per_class = np.bincount(active_cells // k, minlength=k)
+    first_cell = np.concatenate([[0], np.cumsum(cells_per_class)[:-1]])
+    active_columns = active_cells % k
     n = labels.shape[0]
+    # Dense (all K margins of a row) or sparse (only the row's active cells): the sparse path gathers
+    # scattered values, worth it when a row has few active cells (the usual case for large K).
+    mean_cells = float(cells_per_class[labels].mean())
+    sparse = mean_cells * _SPARSE_FACTOR <= k
+    block_rows = max(1, _BLOCK_ELEMENTS // (max(1, int(cells_per_class.max())) if sparse else k))
+
+    kept = (np.zeros(0, np.int64), np.zeros(0, dtype), np.zeros(0, np.int64))
+    pending, n_pending = [], 0
+    # Warm-up: until the cut-offs are established every margin is a candidate, so start with small
+    # blocks and frequent merges and let both grow geometrically.
+    rows_now = max(1, block_rows // 64)
+    merge_at = min(4096, _MERGE_CANDIDATES)
     for start, chunk in _iter_checked(source, n_classes=k, n_rows=n, dtype=dtype, pass_number=3):
-        stop = start + chunk.shape[0]
-        y = labels[start:stop]
-        per_row = pairs_per_class[y]
-        rows = np.flatnonzero(per_row)
-        if rows.size == 0:
-            continue
-        repeats = per_row[rows]
-        expanded_rows = np.repeat(rows, repeats)
-        run_starts = np.repeat(np.cumsum(repeats) - repeats, repeats)
-        pair = first_pair[y[expanded_rows]] + (np.arange(expanded_rows.size) - run_starts)
-        flat = chunk.reshape(-1)
-        margin = flat[expanded_rows * k + pair_j[pair]] - self_confidence[start + expanded_rows]
-        candidate = margin >= cut[pair]
-        if not candidate.any():
-            continue
-        kept_pair = np.concatenate([kept_pair, pair[candidate]])
-        kept_margin = np.concatenate([kept_margin, margin[candidate]])
-        kept_index = np.concatenate([kept_index, start + expanded_rows[candidate]])
-        kept_pair, kept_margin, kept_index, cut = _top_per_pair(kept_pair, kept_margin, kept_index, pair_m)
+        flat = chunk.reshape(-1) if sparse else None
+        offset = 0
+        while offset < chunk.shape[0]:
+            first = start + offset
+            y = labels[first:first + min(rows_now, chunk.shape[0] - offset)]
+            offset += y.size
+            rows_now = min(block_rows, 2 * rows_now)
+            if sparse:
+                per_row = cells_per_class[y]
+                rows = np.flatnonzero(per_row)
+                repeats = per_row[rows]
+                expanded = np.repeat(rows, repeats)
+                position = np.arange(expanded.size) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+                columns = active_columns[first_cell[y[expanded]] + position]
+                margin = flat[(first - start + expanded) * k + columns] - self_confidence[first + expanded]
+                cells = y[expanded] * k + columns
+                hit = margin >= flat_cut[cells]
+                rows, cells, margin = expanded[hit], cells[hit], margin[hit]
+            else:
+                block = chunk[first - start:first - start + y.size]
+                margin = block - self_confidence[first:first + y.size, None]
+                rows, columns = np.nonzero(margin >= cut[y])
+                cells, margin = y[rows] * k + columns, margin[rows, columns]
+            if rows.size == 0:
+                continue
+            pending.append((cells, margin, first + rows))
+            n_pending += rows.size
+            if n_pending >= max(merge_at, kept[0].size):
+                kept = _merge_candidates(kept, pending, cell_m, cut)
+                pending, n_pending = [], 0
+                merge_at = min(_MERGE_CANDIDATES, 2 * merge_at)
+    cells, margins, indices = _merge_candidates(kept, pending, cell_m, cut)
 
-    # Final selection: top m per cell; cells whose m-th and (m+1)-th margins tie need the reference order.
-    order = np.lexsort((kept_index, -kept_margin, kept_pair))
-    kept_pair, kept_margin, kept_index = kept_pair[order], kept_margin[order], kept_index[order]
-    group_start = np.searchsorted(kept_pair, np.arange(n_pairs), side="left")
-    group_count = np.searchsorted(kept_pair, np.arange(n_pairs), side="right") - group_start
-    rank = np.arange(kept_pair.size) - group_start[kept_pair]
-    selected = kept_index[rank < pair_m[kept_pair]]
-    tied = np.flatnonzero(group_count > pair_m)
-    if tied.size:
-        boundary = group_start[tied] + pair_m[tied]
-        straddles = kept_margin[boundary - 1] == kept_margin[boundary]
-        tied = tied[straddles]
-    if tied.size == 0:
-        return np.unique(selected)
-    tied_set = np.zeros(n_pairs, dtype=bool)
-    tied_set[tied] = True
-    selected = selected[~tied_set[kept_pair[rank < pair_m[kept_pair]]]]
-    resolved = _resolve_ties(source, labels, tied, pair_j, pair_k, pair_m, n_classes=k, dtype=dtype)
-    return np.unique(np.concatenate([selected, resolved]))
-
-
-def _top_per_pair(pair, margin, index, pair_m):
-    """Keep, per cell, the ``m`` largest margins and everything tied with the m-th; return the cut-offs."""
-    order = np.lexsort((index, -margin, pair))
-    pair, margin, index = pair[order], margin[order], index[order]
-    n_pairs = pair_m.size
-    group_start = np.searchsorted(pair, np.arange(n_pairs), side="left")
-    group_count = np.searchsorted(pair, np.arange(n_pairs), side="right") - group_start
-    full = group_count >= pair_m
-    cut = np.full(n_pairs, -np.inf)
-    cut[full] = margin[group_start[full] + pair_m[full] - 1]
-    keep = margin >= cut[pair]
-    return pair[keep], margin[keep], index[keep], cut
+    # Final selection: the first m of every cell (sorted by margin, descending); a cell whose m-th and
+    # (m+1)-th margins are equal is re-done the reference's way.
+    starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]]) if cells.size else np.zeros(0, np.int64)
+    counts = np.diff(np.r_[starts, cells.size])
+    m = cell_m[cells[starts]]
+    rank = np.arange(cells.size) - np.repeat(starts, counts)
+    chosen = rank < np.repeat(m, counts)
+    straddling = counts > m
+    straddling[straddling] = margins[(starts + m - 1)[straddling]] == margins[(starts + m)[straddling]]
+    if not straddling.any():
+        return np.unique(indices[chosen])
+    tied_cells = cells[starts[straddling]]
+    chosen &= ~np.repeat(straddling, counts)
+    resolved = _resolve_ties(source, labels, tied_cells, cell_m, n_classes=k, dtype=dtype)
+    return np.unique(np.concatenate([indices[chosen], resolved]))
 
 
-def _resolve_ties(source, labels, tied, pair_j, pair_k, pair_m, *, n_classes, dtype):
+def _order_by_cell_then_margin(cells: np.ndarray, margins: np.ndarray) -> np.ndarray:
+    """Permutation sorting by cell, then margin descending (order among equal margins is irrelevant)."""
+    if margins.dtype == np.float32 and (cells.size == 0 or cells.max() < 2**32):
+        # One integer sort: the cell in the high 32 bits, an order-preserving image of -margin below.
+        bits = (margins + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into +0.0
+        ascending = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
+        key = (cells.astype(np.uint64) << np.uint64(32)) | (~ascending).astype(np.uint64)
+        return np.argsort(key)
+    return np.lexsort((-margins, cells))
+
+
+def _merge_candidates(kept, pending, cell_m, cut):
+    """Keep, per cell, the m largest margins and any tied with the m-th; raise the cells' cut-offs.
+
+    Returns the kept ``(cells, margins, indices)`` sorted by cell, then margin descending.
+    """
+    parts = [kept] + pending
+    cells = np.concatenate([p[0] for p in parts])
+    margins = np.concatenate([p[1] for p in parts])
+    indices = np.concatenate([p[2] for p in parts])
+    order = _order_by_cell_then_margin(cells, margins)
+    cells, margins, indices = cells[order], margins[order], indices[order]
+    if cells.size == 0:
+        return cells, margins, indices
+    starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
+    counts = np.diff(np.r_[starts, cells.size])
+    m = cell_m[cells[starts]]
+    full = counts >= m
+    threshold = np.full(starts.size, -np.inf, dtype=margins.dtype)
+    threshold[full] = margins[starts[full] + m[full] - 1]
+    cut.reshape(-1)[cells[starts[full]]] = threshold[full]
+    keep = margins >= np.repeat(threshold, counts)
+    return cells[keep], margins[keep], indices[keep]
+
+
+def _resolve_ties(source, labels, tied_cells, cell_m, *, n_classes, dtype):
     """Select the tied cells' images exactly as the reference: argsort of minus the full margin vector."""
-    margins = {int(p): [] for p in tied}
-    indices = {int(p): [] for p in tied}
+    k = n_classes
+    margins = {int(c): [] for c in tied_cells}
+    indices = {int(c): [] for c in tied_cells}
     n = labels.shape[0]
-    for start, chunk in _iter_checked(source, n_classes=n_classes, n_rows=n, dtype=dtype, pass_number=4):
+    for start, chunk in _iter_checked(source, n_classes=k, n_rows=n, dtype=dtype, pass_number=4):
         y = labels[start:start + chunk.shape[0]]
-        for p in margins:
-            rows = np.flatnonzero(y == pair_k[p])
+        for cell in margins:
+            given, other = divmod(cell, k)
+            rows = np.flatnonzero(y == given)
             if rows.size:
-                margins[p].append(chunk[rows, pair_j[p]] - chunk[rows, pair_k[p]])
-                indices[p].append(start + rows)
+                margins[cell].append(chunk[rows, other] - chunk[rows, given])
+                indices[cell].append(start + rows)
     selected = []
-    for p in margins:
-        margin = np.concatenate(margins[p])
-        index = np.concatenate(indices[p])
-        selected.append(index[np.argsort(-margin)[:pair_m[p]]])
+    for cell in margins:
+        margin = np.concatenate(margins[cell])
+        index = np.concatenate(indices[cell])
+        selected.append(index[np.argsort(-margin)[:cell_m[cell]]])
     return np.concatenate(selected) if selected else np.zeros(0, dtype=np.int64)
 
 
@@ -658,6 +727,11 @@ def estimate_noise_rate_by_group(is_label_issue, labels, group_labels: Mapping[s
     if labels.shape[0] != n:
         raise InputError(ERROR_MASK_LENGTH.format(found=n, expected=labels.shape[0]))
     classes = [str(c) for c in classes]
+    bad = np.flatnonzero((labels < 0) | (labels >= len(classes)))
+    if bad.size:
+        row = int(bad[0])
+        raise InputError(ERROR_LABEL_RANGE.format(row=row, value=int(labels[row]), max_index=len(classes) - 1,
+                                                  n_classes=len(classes)), row=row, column="label")
     alpha = 1.0 - confidence_level
     records = []
 

@@ -21,7 +21,9 @@ Connected components (:func:`connected_components`)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
 from scipy import sparse
@@ -96,14 +98,60 @@ class EmbeddingNeighbours:
     mean_distance: np.ndarray
 
 
-def _band_masks(n_bands: int) -> list[tuple[int, np.uint64]]:
-    """(shift, mask) of each of ``n_bands`` contiguous bands covering the 64 bits as evenly as possible."""
-    sizes = [64 // n_bands + (1 if b < 64 % n_bands else 0) for b in range(n_bands)]
-    bands, shift = [], 0
-    for size in sizes:
-        bands.append((shift, np.uint64((1 << size) - 1)))
-        shift += size
-    return bands
+def _band_layout(n_bands: int) -> list[tuple[int, int]]:
+    """(shift, width) of each of ``n_bands`` contiguous bands covering the 64 bits as evenly as possible."""
+    widths = [64 // n_bands + (1 if b < 64 % n_bands else 0) for b in range(n_bands)]
+    shifts = np.concatenate(([0], np.cumsum(widths)[:-1])).tolist()
+    return list(zip(shifts, widths))
+
+
+#: Cost of one bucketing pass per hash (argsort + scan set-up), in units of one pair comparison.
+_PASS_COST_PER_HASH = 3.0
+#: Fixed cost of one pass (Python overhead), in the same units.
+_PASS_COST_FIXED = 20_000.0
+
+
+def _plan(n: int, max_distance: int) -> tuple[int, int]:
+    """(number of bands, in-band radius) with the least expected work for ``n`` uniformly spread hashes.
+
+    Any ``m`` bands with in-band radius ``s = max_distance // m`` find every pair, because
+    ``m * (s + 1) > max_distance`` (pigeonhole). Radius 0 is plain bucketing; radius ``s`` runs one pass per
+    choice of ``s`` bit positions of the band, with those bits masked out of the key.
+    """
+    best = None
+    for n_bands in range(1, min(max_distance, 63) + 2):
+        radius = max_distance // n_bands
+        passes = candidates = 0.0
+        for _, width in _band_layout(n_bands):
+            if radius >= width:
+                candidates = math.inf
+                break
+            combos = math.comb(width, radius)
+            passes += combos
+            candidates += combos * n * n / 2.0 / 2.0 ** (width - radius)
+        cost = candidates + passes * (n * _PASS_COST_PER_HASH + _PASS_COST_FIXED)
+        if best is None or cost < best[0]:
+            best = (cost, n_bands, radius)
+    return best[1], best[2]
+
+
+def _passes(n: int, max_distance: int):
+    """Yield ``(shift, key_mask)`` of every bucketing pass of the plan for ``n`` hashes."""
+    n_bands, radius = _plan(n, max_distance)
+    for shift, width in _band_layout(n_bands):
+        full = (1 << width) - 1
+        for positions in combinations(range(width), radius):
+            mask = full
+            for position in positions:
+                mask &= ~(1 << position)
+            yield shift, np.uint64(mask)
+
+
+def _validate_max_distance(max_distance) -> int:
+    if isinstance(max_distance, bool) or not isinstance(max_distance, (int, np.integer)) \
+            or not 0 <= max_distance <= 63:
+        raise ValueError(ERROR_MAX_DISTANCE.format(value=max_distance))
+    return int(max_distance)
 
 
 def _validate_hashes(hashes) -> np.ndarray:
@@ -111,6 +159,25 @@ def _validate_hashes(hashes) -> np.ndarray:
     if array.ndim != 1:
         raise ValueError(ERROR_HASHES_NOT_1D.format(shape=array.shape))
     return array.astype(np.uint64, copy=False)
+
+
+def count_bucket_comparisons(hashes, *, max_distance: int) -> int:
+    """Number of same-bucket comparisons :func:`find_near_duplicate_pairs` would make (its cost), cheaply.
+
+    One counting pass per bucketing pass (no pairs are formed), so a caller can pick a ``max_distance``
+    that fits a time budget before searching.
+    """
+    max_distance = _validate_max_distance(max_distance)
+    hashes = _validate_hashes(hashes)
+    total = 0
+    for shift, mask in _passes(hashes.size, max_distance):
+        keys = (hashes >> np.uint64(shift)) & mask
+        if int(mask) < (1 << 20):
+            counts = np.bincount(keys.astype(np.int64), minlength=1).astype(np.int64)
+        else:
+            counts = np.unique(keys, return_counts=True)[1].astype(np.int64)
+        total += int((counts * (counts - 1) // 2).sum())
+    return total
 
 
 def find_near_duplicate_pairs(hashes, *, max_distance: int) -> HashPairs:
@@ -121,27 +188,26 @@ def find_near_duplicate_pairs(hashes, *, max_distance: int) -> HashPairs:
     hashes : array-like of uint64, shape (n,)
         One hash per image (e.g. the ``phash`` column).
     max_distance : int
-        Largest Hamming distance (0..63) reported. The hash bits are split into ``max_distance + 1`` bands;
-        see the module docstring for why this finds every pair and what it costs.
+        Largest Hamming distance (0..63) reported. See the module docstring for why every pair is found
+        and what it costs.
 
     Returns
     -------
     HashPairs
         The pairs ``i < j`` with their distances, sorted, each pair once.
     """
-    if isinstance(max_distance, bool) or not isinstance(max_distance, (int, np.integer)) \
-            or not 0 <= max_distance <= 63:
-        raise ValueError(ERROR_MAX_DISTANCE.format(value=max_distance))
+    max_distance = _validate_max_distance(max_distance)
     hashes = _validate_hashes(hashes)
     n = hashes.size
     found_i, found_j, found_d = [], [], []
     n_candidates = 0
-    for shift, mask in _band_masks(int(max_distance) + 1):
+    positions_all = np.arange(n)
+    for shift, mask in _passes(n, max_distance):
         keys = (hashes >> np.uint64(shift)) & mask
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys)  # introsort (SIMD): several times faster than a stable sort here
         sorted_keys = keys[order]
-        # Items sharing a bucket are contiguous in sorted order; compare each with the next ``offset``-th item
-        # while they still share a bucket. ``active`` holds the start positions whose bucket is long enough.
+        # Items sharing a bucket are contiguous in sorted order; compare each with the ``offset``-th next
+        # item while they still share a bucket. ``positions`` holds the sorted positions still in play.
         boundaries = np.flatnonzero(np.diff(sorted_keys)) + 1
         starts = np.concatenate(([0], boundaries))
         ends = np.concatenate((boundaries, [n]))
@@ -149,7 +215,7 @@ def find_near_duplicate_pairs(hashes, *, max_distance: int) -> HashPairs:
         if n == 0 or sizes.max() < 2:
             continue
         bucket_end = np.repeat(ends, sizes)  # end (exclusive) of each sorted position's bucket
-        positions = np.flatnonzero(bucket_end - np.arange(n) > 1)  # positions with a later bucket mate
+        positions = np.flatnonzero(bucket_end - positions_all > 1)
         offset = 1
         while positions.size:
             # Chunk positions so one step never holds more than _PAIR_CHUNK candidates.
@@ -173,7 +239,7 @@ def find_near_duplicate_pairs(hashes, *, max_distance: int) -> HashPairs:
     i = np.concatenate(found_i).astype(np.int64)
     j = np.concatenate(found_j).astype(np.int64)
     d = np.concatenate(found_d).astype(np.int64)
-    # A pair sharing several bands was found once per band: keep one.
+    # A pair sharing several buckets was found once per bucket: keep one.
     key = i * np.int64(max(n, 1)) + j
     key, first = np.unique(key, return_index=True)
     return HashPairs(i[first], j[first], d[first], n_candidates)

@@ -64,7 +64,8 @@ class SliceResult:
     explained : tuple of dict
         Significant slices left out, with ``attribute``, ``group``, ``reason`` (``"parent"``: not
         worse than a significant parent; ``"children"``: its weakness lies in reported deeper slices inside it;
-        ``"overlap"``: in reported slices overlapping it) and ``by`` (the slices, as ``attribute = group`` strings, that explain them).
+        ``"overlap"``: in reported slices overlapping it) and ``by`` (the slices, as ``attribute = group``
+        strings, that explain them).
     settings : dict
         Settings used.
     """

@@ -33,7 +33,7 @@ def _layout(fig: go.Figure, *, title: str, height: int, xaxis: dict | None = Non
             showlegend: bool = False) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0, xanchor="left", font=dict(size=13)), height=height,
                       margin=dict(l=10, r=20, t=40, b=30), font=FONT, template="plotly_white",
-                      showlegend=showlegend, legend=dict(orientation="h", y=-0.15))
+                      showlegend=showlegend)
     if xaxis:
         fig.update_xaxes(**xaxis)
     if yaxis:
@@ -114,8 +114,9 @@ def group_metric_figure(rows: pd.DataFrame, *, metric: str, attribute: str, over
     if left_out:
         title += f"; {left_out} best groups not shown"
     order = [label(g) for g in frame["group"]]
-    return _layout(fig, title=title, height=_height(len(frame), per_bar=22, minimum=180), showlegend=True,
-                   xaxis=dict(title=label(metric)),
+    fig.update_layout(legend=dict(orientation="h", x=1, xanchor="right", y=1.0, yanchor="bottom"))
+    return _layout(fig, title=title, height=_height(len(frame), per_bar=22, minimum=200), showlegend=True,
+                   xaxis=dict(title=None),
                    yaxis=dict(autorange="reversed", type="category", categoryorder="array", categoryarray=order))
 
 

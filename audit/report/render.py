@@ -30,6 +30,8 @@ TOP_CLASSES = 30
 TOP_GROUPS = 40
 TOP_SUSPECTS = 24
 TOP_ROWS = 15
+#: Charts of composition / accuracy per attribute (metadata attributes only; the rest get tables).
+MAX_PERFORMANCE_CHARTS = 8
 THUMBNAIL_SIZE = 96
 MAX_THUMBNAIL_PIXELS = 40_000_000
 
@@ -235,11 +237,16 @@ def _composition(report: Report, analyses: dict, audit: dict) -> dict:
                 report.figures[key] = figures.group_shares_figure(groups, attribute=name, top_n=TOP_GROUPS)
         attributes.sort(key=lambda a: a["is_pixel"])
         out["attributes"] = attributes
-        out["intersections"] = [
+        intersections = [
             {"name": name, "n_cells_possible": entry.get("n_cells_possible"),
              "n_cells_empty": entry.get("n_cells_empty"), "n_small_groups": entry.get("n_small_groups"),
-             "smallest": sorted(entry.get("groups") or [], key=lambda g: g["n"])[:5]}
+             "smallest": sorted(entry.get("groups") or [], key=lambda g: g["n"])[:3],
+             "is_pixel": any(part not in group_attributes for part in name.split(" & "))}
             for name, entry in (distribution.get("intersections") or {}).items()]
+        # metadata intersections first, then those with the most small groups
+        intersections.sort(key=lambda i: (i["is_pixel"], -(i["n_small_groups"] or 0)))
+        out["intersections"] = intersections[:TOP_ROWS]
+        out["intersections_hidden"] = max(len(intersections) - TOP_ROWS, 0)
         out["min_group_size"] = distribution.get("min_group_size")
     else:
         out["attributes_missing"] = _analysis_state(audit, "attribute_distribution")
@@ -352,8 +359,7 @@ def _review_summary(data: AuditFolder) -> dict | None:
 
 
 def _metric_rows(frame: pd.DataFrame) -> list[dict]:
-    return [{"attribute": r["attribute"], "group": r["group"], "n": int(r["n"]), "value": fmt_number(r["value"], 4),
-             "percent": fmt_percent(r["value"]), "interval": fmt_interval(r["ci_low"], r["ci_high"]),
+    return [{"attribute": r["attribute"], "group": r["group"], "n": int(r["n"]), "value": fmt_percent(r["value"]), "interval": fmt_interval(r["ci_low"], r["ci_high"]),
              "verdict": r["verdict"] or "-", "insufficient": bool(r["insufficient_evidence"])}
             for _, r in frame.iterrows()]
 
@@ -369,7 +375,7 @@ def _performance(report: Report, analyses: dict, audit: dict, gm: pd.DataFrame) 
     metrics_info = audit.get("metrics") or {}
     overall = section.get("overall") or {}
     out: dict = {"present": True, "overall": [
-        {"metric": name, "value": fmt_number(v.get("value"), 4), "percent": fmt_percent(v.get("value")),
+        {"metric": name, "value": fmt_percent(v.get("value")),
          "interval": fmt_interval(v.get("ci_low"), v.get("ci_high")), "n": v.get("n"),
          "description": (metrics_info.get(name) or {}).get("description", "")}
         for name, v in overall.items() if isinstance(v, dict)]}
@@ -388,6 +394,8 @@ def _performance(report: Report, analyses: dict, audit: dict, gm: pd.DataFrame) 
         tables.append({"attribute": attribute, "key": key, "rows": _metric_rows(rows.head(TOP_GROUPS)),
                        "n_hidden": max(len(rows) - TOP_GROUPS, 0),
                        "is_pixel": attribute not in (dataset.get("group_attributes") or [])})
+        if tables[-1]["is_pixel"] or len(tables) > MAX_PERFORMANCE_CHARTS:
+            continue  # pixel attributes: tables only, so the number of charts stays bounded
         report.figures[key] = figures.group_metric_figure(
             rows, metric="accuracy", attribute=attribute, overall=overall_value,
             threshold=thresholds.get(("performance.min_worst_group", attribute)), top_n=TOP_GROUPS)
@@ -441,11 +449,20 @@ def _flatten(value, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
 
 
 def _data_quality(analyses: dict) -> dict | None:
+    """Findings, issue counts and the other summary numbers of ``analyses.data_quality`` (settings, metric
+    definitions and per-pair lists are left to audit.json)."""
     section = analyses.get("data_quality")
     if not section:
         return None
-    rest = {k: v for k, v in section.items() if k != "findings"}
-    return {"findings": list(section.get("findings") or []), "items": _flatten(rest)[:60]}
+    summary = section.get("summary") if isinstance(section.get("summary"), dict) else {}
+    issues = summary.get("issues") if isinstance(summary.get("issues"), dict) else section.get("issue_counts") or {}
+    rest = {k: v for k, v in section.items()
+            if k not in ("findings", "settings", "metrics", "issues", "summary", "issue_counts")}
+    rest.update({k: v for k, v in summary.items() if k != "issues"})
+    items = [(k, v) for k, v in _flatten(rest) if not v.endswith(" entries") or not v.startswith("0")]
+    return {"findings": list(section.get("findings") or []),
+            "issues": [{"issue": k, "n": v} for k, v in issues.items()] if isinstance(issues, dict) else [],
+            "n_images": summary.get("n_images"), "items": items[:30]}
 
 
 def _policy(audit: dict) -> dict | None:
@@ -529,8 +546,21 @@ def render_report(folder: str | os.PathLike, *, format: str, out: str | os.PathL
         report = build_report(folder, thumbnails=thumbnails)
         write_text_atomic(target, render_html(report))
     else:
-        from audit.report.pdf import render_pdf
+        from audit.report.pdf import ChartServer, render_pdf
 
-        report = build_report(folder, thumbnails=thumbnails)
-        write_bytes_atomic(target, render_pdf(report))
+        with ChartServer() as server:  # Chromium boots while the folder is read
+            report = build_report(folder, thumbnails=thumbnails)
+            data = render_pdf(report, server=server)
+        write_bytes_atomic(target, data)
+    _readable(target)
     return target
+
+
+def _readable(path: Path) -> None:
+    """Atomic writes create the file with mode 0600 (mkstemp); a report is meant to be shared: apply the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    try:
+        path.chmod(0o666 & ~mask)
+    except OSError:
+        pass

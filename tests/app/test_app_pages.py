@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_audit import CLASSES, HTML_GROUP, build_audit, build_dataset  # noqa: E402
 
 from audit import reviews  # noqa: E402
+from audit.report import figures  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
@@ -108,19 +109,24 @@ def test_classes_figure_is_the_engine_count(audit_dir, reports):
     audit, _, _ = _load(audit_dir)
     section = audit["analyses"]["class_distribution"]
     spec = _chart(_open(audit_dir, "classes"), "class_counts")
-    assert spec["data"][0]["x"] == [_escaped(c) for c in audit["classes"]]
-    assert _values(spec["data"][0]["y"]) == [section["counts"][c] for c in audit["classes"]]
+    shown = dict(zip(spec["data"][0]["y"], _values(spec["data"][0]["x"])))
+    assert shown == {_escaped(c): section["counts"][c] for c in audit["classes"]}
     by_split = _chart(_open(audit_dir, "classes"), "class_by_split")
     for trace in by_split["data"]:
         assert _values(trace["y"]) == [section["by_split"][trace["name"]][c] for c in audit["classes"]]
 
 
-def _bars(spec: dict) -> pd.DataFrame:
-    """One row per bar of an interval chart: label, value, interval ends and the trace (verdict) name."""
+def _points(spec: dict) -> pd.DataFrame:
+    """One row per group of a horizontal interval chart (audit.report.figures): label, value, interval ends
+    (value + error bars) and the trace name (the verdict)."""
     rows = []
     for trace in spec["data"]:
-        for label, value, (low, high) in zip(trace["x"], _values(trace["y"]), trace["customdata"]):
-            rows.append({"label": label, "value": value, "ci_low": low, "ci_high": high, "trace": trace["name"]})
+        values = _values(trace["x"])
+        error = trace.get("error_x", {})
+        above, below = _values(error.get("array", [0] * len(values))), _values(error.get("arrayminus", [0] * len(values)))
+        for label, value, up, down in zip(trace["y"], values, above, below):
+            rows.append({"label": label, "value": value, "ci_low": value - down, "ci_high": value + up,
+                         "trace": trace.get("name")})
     return pd.DataFrame(rows)
 
 
@@ -129,26 +135,27 @@ def test_fairness_bars_are_group_metrics_rows(audit_dir, reports):
     app = _open(audit_dir, "fairness")
     app.selectbox(key="fair_metric").set_value("accuracy").run()
     app.selectbox(key="fair_attribute").set_value("skin").run()
-    bars = _bars(_chart(app, "fair_metric_chart")).set_index("label")
+    points = _points(_chart(app, "fair_metric_chart")).set_index("label")
     rows = metrics[(metrics.metric == "accuracy") & (metrics.attribute == "skin") & (metrics["class"] == "")]
-    assert len(bars) == len(rows)
+    assert len(points) == len(rows)
     for row in rows.itertuples():
-        bar = bars.loc[f"{row.group} (n={row.n})" + (" [small]" if row.insufficient_evidence else "")]
-        assert bar["value"] == pytest.approx(row.value, abs=1e-12)
-        assert (bar["ci_low"], bar["ci_high"]) == pytest.approx((row.ci_low, row.ci_high), abs=1e-12)
-        assert bar["trace"] == {"worse_than_rest": "worse than rest", "no_evidence_of_gap": "no evidence of gap",
-                                "insufficient_data": "insufficient data (small group)"}[row.verdict]
+        point = points.loc[_escaped(row.group)]
+        assert point["value"] == pytest.approx(row.value, abs=1e-12)
+        assert (point["ci_low"], point["ci_high"]) == pytest.approx((row.ci_low, row.ci_high), abs=1e-12)
+        assert point["trace"] == figures.VERDICT_LABELS[row.verdict]
     # The synthetic model is built worse on skin == dark: the engine flags it, the chart shows it red.
-    assert bars.loc[bars.index.str.startswith("dark"), "trace"].tolist() == ["worse than rest"]
+    assert points.loc["dark", "trace"] == figures.VERDICT_LABELS["worse_than_rest"]
 
 
 def test_fairness_marks_small_groups_and_recall_heatmap(audit_dir, reports):
     _, _, metrics = _load(audit_dir)
     app = _open(audit_dir, "fairness")
     app.selectbox(key="fair_attribute").set_value("site & skin").run()
-    bars = _bars(_chart(app, "fair_metric_chart"))
+    points = _points(_chart(app, "fair_metric_chart"))
     rows = metrics[(metrics.metric == "accuracy") & (metrics.attribute == "site & skin") & (metrics["class"] == "")]
-    assert bars["label"].str.endswith("[small]").sum() == int(rows.insufficient_evidence.sum()) > 0
+    small = points[points.trace == figures.VERDICT_LABELS["insufficient_data"]]
+    assert sorted(small.label) == sorted(_escaped(g) for g in rows[rows.insufficient_evidence].group)
+    assert len(small) > 0
     app.selectbox(key="fair_attribute").set_value("site").run()
     spec = _chart(app, "fair_recall_heatmap")
     recall = metrics[(metrics.metric == "recall") & (metrics.attribute == "site") & (metrics["class"] != "")]
@@ -168,8 +175,10 @@ def test_label_quality_figures_are_the_engine_estimates(audit_dir, reports):
     assert shown["Estimated noise rate"] == f"{section['noise_rate']:.1%}"
     matrix = _chart(app, "labels_matrix_chart")
     assert np.allclose(np.array(matrix["data"][0]["z"], dtype=float), section["noise_matrix"])
-    per_class = _bars(_chart(app, "labels_per_class"))
-    assert np.allclose(per_class["value"], [r["noise_rate"] for r in section["per_class"]])
+    per_class = _points(_chart(app, "labels_per_class")).set_index("label")
+    for row in section["per_class"]:
+        assert per_class.loc[_escaped(row["class"]), "value"] == pytest.approx(row["noise_rate"], abs=1e-12)
+        assert per_class.loc[_escaped(row["class"]), "ci_high"] == pytest.approx(row["ci_high"], abs=1e-12)
     # Gallery: the first page is the flagged images with the lowest label score, in that order.
     expected = images[images.is_label_issue].sort_values("label_score", kind="stable").id.head(12).tolist()
     assert _gallery_ids(app) == expected
@@ -287,6 +296,23 @@ def test_sample_overview_and_fairness_numbers():
     app = _open(SAMPLE, "fairness")
     attribute = app.selectbox(key="fair_attribute").value
     metric = app.selectbox(key="fair_metric").value
-    bars = _bars(_chart(app, "fair_metric_chart"))
+    points = _points(_chart(app, "fair_metric_chart"))
     rows = metrics[(metrics.metric == metric) & (metrics.attribute == attribute) & (metrics["class"] == "")]
-    assert sorted(bars["value"]) == pytest.approx(sorted(rows.value))
+    assert len(points) == min(len(rows), 40)
+    assert all(np.isclose(rows.value, v).any() for v in points["value"])
+
+
+@pytest.mark.skipif(not (REPO / "sample_data" / "model.onnx").exists(), reason="sample_data not built")
+def test_no_arguments_computes_the_sample_once_then_loads_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGEFAIR_REPORTS", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["app.py"])
+    app = AppTest.from_file(APP, default_timeout=300).run()
+    assert not app.exception and not app.error
+    assert (tmp_path / "sample" / "audit.json").exists()
+    assert app.session_state["audit_dir"] == str(tmp_path / "sample")
+    audit = json.loads((tmp_path / "sample" / "audit.json").read_text())
+    assert _metrics(app)["Images"] == f"{audit['dataset']['n_images']:,}"
+    # A second start loads the folder instead of recomputing it.
+    stamp = (tmp_path / "sample" / "audit.json").stat().st_mtime_ns
+    AppTest.from_file(APP, default_timeout=300).run()
+    assert (tmp_path / "sample" / "audit.json").stat().st_mtime_ns == stamp

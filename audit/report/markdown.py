@@ -1,0 +1,73 @@
+"""Markdown report: a concise summary for a pull request (verdict, headline numbers, findings, worst groups)."""
+from __future__ import annotations
+
+from audit.report.render import Report
+
+STATUS_MARK = {"PASS": "✅", "WARN": "⚠️", "FAIL": "❌", "INSUFFICIENT_EVIDENCE": "❔", "ERROR": "💥",
+               "SKIPPED": "⏭️"}
+
+
+def md(text) -> str:
+    """User text safe inside Markdown (and a table cell): no HTML tags, pipes or line breaks."""
+    text = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("`", "\\`")
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_markdown(report: Report, *, max_checks: int = 20) -> str:
+    """The Markdown summary of ``report``."""
+    s = report.sections
+    cover = s["cover"]
+    lines = ["## imagefair audit summary", ""]
+    verdict = cover["verdict"]
+    if verdict:
+        lines.append(f"**Policy verdict: {STATUS_MARK.get(verdict, '')} {verdict}**")
+    else:
+        lines.append("No policy verdict recorded (use `python -m audit gate DIR --policy FILE`).")
+    lines.append("")
+    lines.append(f"- Dataset: `{md(cover['dataset'])}`: {cover['n_images']} images, {cover['n_classes']} classes, "
+                 f"{cover['n_skipped']} inputs skipped")
+    lines.append(f"- Model: {md(cover['model'])}")
+    lines.append(f"- Audit date: {md(cover['audit_date'])}")
+    performance = s["performance"]
+    if performance.get("present"):
+        for row in performance["overall"]:
+            if row["metric"] == "accuracy":
+                lines.append(f"- Accuracy: {row['value']} (95 % CI {row['interval']}, n = {row['n']})")
+    labels = s["label_quality"]
+    if labels.get("present"):
+        lines.append(f"- Estimated label-noise rate: {labels['noise_rate']}"
+                     + (f" (95 % CI {labels['interval']})" if labels["interval"] else "")
+                     + f"; {labels['n_label_issues']} images flagged")
+    lines.append("")
+    findings = s["summary"]["findings"]
+    if findings:
+        lines += ["### Findings", ""] + [f"{i}. {md(f)}" for i, f in enumerate(findings[:8], 1)] + [""]
+    errors = s["summary"]["errors"]
+    if errors:
+        lines += ["### Analyses that failed", ""] + [f"- `{md(e['analysis'])}`: {md(e['message'])}" for e in errors]
+        lines.append("")
+    policy = s["policy"]
+    if policy and policy["checks"]:
+        lines += ["### Policy checks", "", "| status | check | where | value | threshold |",
+                  "|---|---|---|---:|---:|"]
+        for check in policy["checks"][:max_checks]:
+            lines.append(f"| {STATUS_MARK.get(check['status'], '')} {check['status']} | `{check['name']}` | "
+                         f"{md(check['where'])} | {check['value']} | {check['threshold']} |")
+        if len(policy["checks"]) > max_checks:
+            lines.append(f"\n{len(policy['checks']) - max_checks} more checks in the full report.")
+        lines.append("")
+    if performance.get("present") and performance["worst"]:
+        lines += ["### Groups significantly worse than the rest", "",
+                  "| metric | attribute | group | n | value | 95 % CI |", "|---|---|---|---:|---:|---:|"]
+        for row in performance["worst"][:8]:
+            lines.append(f"| {md(row['metric'])} | {md(row['attribute'])} | {md(row['group'])} | {row['n']} | "
+                         f"{row['value']} | {row['interval']} |")
+        lines.append("")
+    if s["skipped"]["n"]:
+        reasons = "; ".join(f"{md(r['reason'])} ({r['n']})" for r in s["skipped"]["by_reason"][:5])
+        lines += [f"{s['skipped']['n']} inputs were skipped: {reasons}.", ""]
+    provenance = dict(s["provenance"]["main"])
+    lines.append(f"<sub>data hash `{md(provenance.get('data_hash', '-'))}` · model `"
+                 f"{md(provenance.get('model_sha256', '-'))}` · seed {md(provenance.get('seed', '-'))} · "
+                 f"{md(cover['tool'])}</sub>")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,281 @@
+"""Benchmark: data-quality checks (ours) vs CleanVision, and the near-duplicate search at a million hashes.
+
+Usage::
+
+    python bench/data_quality.py --json bench/results/data_quality.json
+    python bench/data_quality.py --json /tmp/quick.json --quick      # 2,000 images, 100,000 hashes
+
+Cases (each implementation in a fresh subprocess):
+
+* ``cifar10_test_jpeg``: the 10,000 CIFAR-10 test JPEGs in ``../shared/data/cifar10-test-jpeg/test``
+  (skipped when absent).
+
+  - ours: read each file, sha256 of its bytes, decode with Pillow to RGB, the engine's pixel attributes
+    (:func:`audit.analysis.image_properties.compute_image_properties`) and perceptual hashes
+    (:func:`audit.analysis.hashing.compute_perceptual_hashes`), in a thread pool of 2; then
+    :func:`audit.analysis.data_quality.find_data_quality_issues` (default settings, no embeddings).
+    ``ours_s`` is all of it, from file names to result.
+  - CleanVision: ``Imagelab(filepaths=...).find_issues()`` with its default checks (dark, light,
+    odd_aspect_ratio, low_information, exact_duplicates, near_duplicates, blurry, grayscale, odd_size:
+    the same issues as ours, outliers excepted) and its default ``n_jobs`` (all cores, worker processes).
+    ``cleanvision_s`` is the constructor plus ``find_issues``.
+  - ``*_peak_mb``: the ``ru_maxrss`` that ``os.wait4`` reports for the subprocess (for CleanVision the
+    largest of the main process and its workers); ``*_peak_tree_mb``: the largest sum of resident memory
+    over the subprocess and all its descendants, sampled every 20 ms from /proc.
+* ``hash_search_1m``: 1,000,000 synthetic 64-bit hashes (uniformly random) of which ``n_planted`` are
+  copies of other hashes with 1..``max_distance`` random bits flipped. Only
+  :func:`audit.analysis.near_duplicates.find_near_duplicate_pairs` is timed (``ours_s``); ``recall`` is the
+  share of planted pairs found (1 by construction: the pigeonhole guarantee), ``n_pairs`` all pairs found
+  (planted plus random hashes that happen to be that close). Run at several ``max_distance`` values: the
+  cost grows quickly with it (module docstring of near_duplicates).
+
+Output format: ``contract.md`` "Benchmark JSON".
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10-test-jpeg" / "test"
+N_HASHES = 1_000_000
+N_PLANTED = 50_000
+RADII = (4, 5)
+
+
+def cifar_files(limit: int | None) -> list[str]:
+    files = sorted(str(p) for p in CIFAR.glob("*/*.jpg"))
+    return files[:limit] if limit else files
+
+
+def run_ours_images(files: list[str]) -> dict:
+    sys.path.insert(0, str(ROOT))
+    import pandas as pd
+    from PIL import Image
+
+    from audit.analysis.data_quality import HASH_COLUMNS, find_data_quality_issues
+    from audit.analysis.hashing import compute_perceptual_hashes
+    from audit.analysis.image_properties import compute_image_properties
+
+    def one(path: str) -> dict:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        with Image.open(io.BytesIO(data)) as image:
+            mode = image.mode
+            rgb = np.asarray(image.convert("RGB"))
+        row = {"id": path, "label": Path(path).parent.name, "content_hash": hashlib.sha256(data).hexdigest()}
+        row.update(compute_image_properties(rgb, mode=mode))
+        row.update(compute_perceptual_hashes(rgb))
+        return row
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        rows = list(pool.map(one, files))
+    decoded = time.perf_counter()
+    table = pd.DataFrame(rows)
+    for column in HASH_COLUMNS:
+        table[column] = np.array([int(v) for v in table[column]], dtype=np.uint64)
+    result = find_data_quality_issues(table)
+    end = time.perf_counter()
+    return {"seconds": end - start, "per_image_pass_s": decoded - start, "detection_s": end - decoded,
+            "issues": result.summary["issues"], "n_duplicate_sets": result.summary["n_duplicate_sets"]}
+
+
+def run_cleanvision(files: list[str]) -> dict:
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from cleanvision import Imagelab
+
+    start = time.perf_counter()
+    lab = Imagelab(filepaths=files, verbose=False)
+    lab.find_issues(verbose=False)
+    seconds = time.perf_counter() - start
+    summary = lab.issue_summary
+    return {"seconds": seconds,
+            "issues": {str(r["issue_type"]): int(r["num_images"]) for _, r in summary.iterrows()}}
+
+
+def run_hash_search(n: int, n_planted: int, max_distance: int, seed: int = 0) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from audit.analysis.near_duplicates import find_near_duplicate_pairs
+
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2 ** 63, size=n, dtype=np.int64).astype(np.uint64) ^ (
+        rng.integers(0, 2, size=n).astype(np.uint64) << np.uint64(63))
+    copies = np.arange(n - n_planted, n)
+    sources = rng.choice(n - n_planted, size=n_planted, replace=False)
+    flips = rng.integers(1, max_distance + 1, size=n_planted) if max_distance > 0 else np.zeros(n_planted, int)
+    masks = np.zeros(n_planted, dtype=np.uint64)
+    for k in range(max(max_distance, 0)):
+        bit = rng.integers(0, 64, size=n_planted).astype(np.uint64)
+        # draw distinct bits per row by rejection: re-draw where the bit is already set
+        for _ in range(64):
+            taken = (masks >> bit) & np.uint64(1)
+            redo = (taken == 1)
+            if not redo.any():
+                break
+            bit[redo] = rng.integers(0, 64, size=int(redo.sum())).astype(np.uint64)
+        use = flips > k
+        masks[use] |= np.uint64(1) << bit[use]
+    hashes[copies] = hashes[sources] ^ masks
+    start = time.perf_counter()
+    found = find_near_duplicate_pairs(hashes, max_distance=max_distance)
+    seconds = time.perf_counter() - start
+    key = set((found.i * n + found.j).tolist())
+    planted = np.minimum(sources, copies) * n + np.maximum(sources, copies)
+    recall = float(np.mean([p in key for p in planted.tolist()]))
+    return {"seconds": seconds, "recall": recall, "n_pairs": len(found), "n_candidates": found.n_candidates}
+
+
+def worker(args) -> None:
+    spec = json.loads(Path(args.spec).read_text())
+    if spec["kind"] == "ours":
+        result = run_ours_images(spec["files"])
+    elif spec["kind"] == "cleanvision":
+        result = run_cleanvision(spec["files"])
+    else:
+        result = run_hash_search(spec["n"], spec["n_planted"], spec["max_distance"])
+    Path(args.out).write_text(json.dumps(result))
+
+
+def _tree_rss_mb(root_pid: int) -> float:
+    """Sum of resident memory of ``root_pid`` and all its descendants, from /proc (0 when unreadable)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            ppid, pages = int(fields[1]), int(fields[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def run_child(spec: dict) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench_dq_") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        spec_path.write_text(json.dumps(spec))
+        env = dict(os.environ, TQDM_DISABLE="1")  # CleanVision's progress bars
+        process = subprocess.Popen([sys.executable, __file__, "--worker", "--spec", str(spec_path),
+                                    "--out", str(out_path)], env=env)
+        peak_tree = [0.0]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak_tree[0] = max(peak_tree[0], _tree_rss_mb(process.pid))
+                done.wait(0.02)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        done.set()
+        sampler.join()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            raise RuntimeError(f"{spec['kind']} worker failed with exit code {process.returncode}")
+        result = json.loads(out_path.read_text())
+    result["peak_mb"] = usage.ru_maxrss / 1024.0  # Linux: kilobytes
+    result["peak_tree_mb"] = peak_tree[0]
+    return result
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "numpy": np.__version__}
+    for name in ("cleanvision", "PIL", "faiss"):
+        try:
+            module = __import__(name)
+            info[name] = getattr(module, "__version__", None)
+        except ImportError:  # pragma: no cover
+            info[name] = None
+    try:
+        with open("/proc/meminfo") as handle:
+            info["memory_gb"] = round(int(handle.readline().split()[1]) / 2 ** 20, 1)
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:  # pragma: no cover
+        pass
+    return info
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="where to write the results")
+    parser.add_argument("--quick", action="store_true", help="2,000 images and 100,000 hashes (a smoke test)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    if args.json is None:
+        parser.error("--json PATH is required")
+    cases = []
+    if CIFAR.is_dir():
+        files = cifar_files(2000 if args.quick else None)
+        ours = run_child({"kind": "ours", "files": files})
+        print(f"[cifar {len(files)}] ours {ours['seconds']:.1f} s, {ours['peak_mb']:.0f} MB", flush=True)
+        theirs = run_child({"kind": "cleanvision", "files": files})
+        print(f"[cifar {len(files)}] cleanvision {theirs['seconds']:.1f} s, {theirs['peak_mb']:.0f} MB", flush=True)
+        cases.append({
+            "case": "cifar10_test_jpeg", "n": len(files),
+            "ours_s": round(ours["seconds"], 3), "cleanvision_s": round(theirs["seconds"], 3),
+            "ours_peak_mb": round(ours["peak_mb"], 1), "cleanvision_peak_mb": round(theirs["peak_mb"], 1),
+            "ours_peak_tree_mb": round(ours["peak_tree_mb"], 1),
+            "cleanvision_peak_tree_mb": round(theirs["peak_tree_mb"], 1),
+            "ours_per_image_pass_s": round(ours["per_image_pass_s"], 3),
+            "ours_detection_s": round(ours["detection_s"], 3),
+            "speedup": round(theirs["seconds"] / ours["seconds"], 2),
+            "ours_issues": ours["issues"], "ours_n_duplicate_sets": ours["n_duplicate_sets"],
+            "cleanvision_issues": theirs["issues"],
+        })
+    else:
+        print(f"skipping the CIFAR-10 case: {CIFAR} is absent", flush=True)
+    n = 100_000 if args.quick else N_HASHES
+    n_planted = n // 20
+    for radius in RADII:
+        search = run_child({"kind": "hash_search", "n": n, "n_planted": n_planted, "max_distance": radius})
+        print(f"[hashes {n}, max_distance {radius}] {search['seconds']:.1f} s, {search['peak_mb']:.0f} MB, "
+              f"recall {search['recall']:.3f}", flush=True)
+        cases.append({
+            "case": "hash_search", "n": n, "n_planted": n_planted, "max_distance": radius,
+            "ours_s": round(search["seconds"], 3), "ours_peak_mb": round(search["peak_mb"], 1),
+            "recall": search["recall"], "n_pairs": search["n_pairs"], "n_candidates": search["n_candidates"],
+        })
+    payload = {"machine": machine(), "cases": cases}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
