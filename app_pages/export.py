@@ -1,7 +1,7 @@
 """Export: audit.json, the contract tables as formula-injection-safe CSV, the corrected-labels CSV, reports."""
 from __future__ import annotations
 
-import importlib
+from pathlib import Path
 
 import streamlit as st
 
@@ -37,27 +37,28 @@ st.download_button("corrected_labels.csv", data=reviews.to_safe_csv(corrected), 
 if len(corrected):
     st.dataframe(corrected.head(1000), hide_index=True, width="stretch", key="export_corrected_table")
 
-# Reports: wired when the report renderers exist (audit.report.html / pdf / markdown).
-renderers = []
-for module_name, label, mime in (("audit.report.html", "report.html", "text/html"),
-                                 ("audit.report.pdf", "report.pdf", "application/pdf"),
-                                 ("audit.report.markdown", "report.md", "text/markdown")):
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        continue
-    render = getattr(module, "render_" + module_name.rsplit(".", 1)[-1], None)
-    if callable(render):
-        renderers.append((label, mime, render))
-if renderers:
-    st.subheader("Reports")
-    for label, mime, render in renderers:
-        if st.button(f"Build {label}", key=f"export_build_{label}"):
+# Reports (audit.report.render): written to DIR/report.<ext> and offered for download.
+try:
+    from audit.report.render import render_report
+except ImportError:  # the report module is optional for the app
+    render_report = None
+if render_report is not None:
+    st.subheader("Report")
+    st.caption("The report includes the review status above. Thumbnails show images of people in the data set: "
+               "leave them out for a report you share widely.")
+    thumbnails = st.toggle("Include thumbnails of suspect images", value=True, key="export_thumbnails")
+    columns = st.columns(3)
+    for column, (fmt, mime) in zip(columns, (("html", "text/html"), ("pdf", "application/pdf"),
+                                             ("md", "text/markdown"))):
+        if column.button(f"Build report.{fmt}", key=f"export_build_{fmt}"):
             try:
-                output = render(audit.folder)
-                data = output if isinstance(output, (bytes, str)) else (audit.folder / label).read_bytes()
+                with st.spinner(f"Rendering report.{fmt}..."):
+                    path = render_report(audit.folder, format=fmt, thumbnails=thumbnails)
             except Exception as error:  # noqa: BLE001 - shown as a message, never a traceback
-                st.error(f"{label} could not be built: {error}")
+                column.error(f"report.{fmt} could not be built: {error}")
             else:
-                st.download_button(f"Download {label}", data=data, file_name=f"{name}-{label}", mime=mime,
-                                   key=f"export_download_{label}")
+                st.session_state[f"export_report_{fmt}"] = str(path)
+        built = st.session_state.get(f"export_report_{fmt}")
+        if built and Path(built).exists() and Path(built).parent == audit.folder:
+            column.download_button(f"Download report.{fmt}", data=Path(built).read_bytes(),
+                                   file_name=f"{name}-report.{fmt}", mime=mime, key=f"export_download_{fmt}")

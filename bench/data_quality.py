@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10-test-jpeg" / "test"
 N_HASHES = 1_000_000
 N_PLANTED = 50_000
-RADII = (4, 5)
+RADII = (4, 5, 6)
 
 
 def cifar_files(limit: int | None) -> list[str]:

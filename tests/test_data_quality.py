@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from audit.analysis._table import GROUP_METRIC_COLUMNS
 from audit.analysis.data_quality import (ERROR_BAD_HASH, ERROR_DUPLICATE_IDS, ERROR_EMBEDDINGS_ROWS, ERROR_EMPTY,
-                                         ERROR_GROUP_LENGTH, ERROR_MISSING_COLUMNS, ERROR_SETTING,
+                                         ERROR_GROUP_LENGTH, ERROR_MISSING_COLUMNS, ERROR_SEARCH_NARROWED,
+                                         ERROR_SETTING,
                                          ERROR_UNKNOWN_LABEL, HASH_COLUMNS, ISSUES, DataQualityResult,
                                          find_data_quality_issues)
 from audit.analysis.hashing import compute_perceptual_hashes
@@ -351,3 +352,32 @@ def test_findings_are_limited_and_ranked(planted):
     assert len(concentrations) == 5
     none = find_data_quality_issues(table, classes=CLASSES, max_findings=0)
     assert all("cross splits" in s for s in none.findings)
+
+
+def test_search_narrowed_to_fit_the_budget(planted):
+    table, full, _ = planted
+    result = find_data_quality_issues(table, classes=CLASSES, max_hash_comparisons=2000)
+    used = result.settings["phash_search_distance"]
+    assert used < 16
+    assert ERROR_SEARCH_NARROWED.format(used=used, wanted=16) in result.findings
+    assert full.settings["phash_search_distance"] == 16
+    # Exact copies are still found whatever the budget.
+    assert result.per_image["is_exact_duplicate_issue"].sum() == full.per_image["is_exact_duplicate_issue"].sum()
+    assert len(result.pairs) <= len(full.pairs)
+
+
+def test_group_labels_missing_values_form_the_missing_group(planted):
+    table, _, _ = planted
+    labels = pd.Series(["x"] * (len(table) - 40) + [None] * 40)
+    result = find_data_quality_issues(table, group_labels={"g": labels}, classes=CLASSES)
+    groups = set(result.group_table.loc[result.group_table["attribute"] == "g", "group"])
+    assert groups == {"x", "<missing>"}
+
+
+def test_rows_without_content_hash_are_not_exact_duplicates(planted):
+    table, _, _ = planted
+    blank = table.copy()
+    blank["content_hash"] = None
+    result = find_data_quality_issues(blank, classes=CLASSES)
+    assert not result.per_image["is_exact_duplicate_issue"].any()
+    assert result.per_image["is_near_duplicate_issue"].any()

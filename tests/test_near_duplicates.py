@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from audit.analysis.near_duplicates import (ERROR_EMBEDDINGS_SHAPE, ERROR_HASHES_NOT_1D, ERROR_K,
+                                            count_bucket_comparisons,
                                             ERROR_MAX_DISTANCE, ERROR_THRESHOLD, connected_components,
                                             find_embedding_neighbours, find_near_duplicate_pairs, popcount)
 
@@ -162,3 +163,34 @@ def test_connected_components_numbered_by_smallest_member():
     labels = connected_components(8, np.array([5, 1, 2, 6]), np.array([6, 2, 3, 7]))
     assert labels.tolist() == [-1, 0, 0, 0, -1, 1, 1, 1]
     assert connected_components(3, np.array([], dtype=int), np.array([], dtype=int)).tolist() == [-1, -1, -1]
+
+
+@pytest.mark.parametrize("plan, max_distance", [((3, 1), 5), ((4, 1), 7), ((6, 2), 16), ((2, 3), 7), ((1, 2), 2)])
+def test_masked_band_plans_find_the_brute_force_pairs(plan, max_distance, monkeypatch):
+    # Large data sets use fewer, longer bands searched within a small radius; force those plans here.
+    import audit.analysis.near_duplicates as module
+
+    n_bands, radius = plan
+    assert n_bands * (radius + 1) > max_distance  # the pigeonhole condition the planner relies on
+    monkeypatch.setattr(module, "_plan", lambda n, r: plan)
+    hashes = planted(np.random.default_rng(max_distance), n_base=80, copies=2)
+    result = find_near_duplicate_pairs(hashes, max_distance=max_distance)
+    assert list(zip(result.i.tolist(), result.j.tolist(), result.distance.tolist())) == \
+        brute_force(hashes, max_distance)
+    assert count_bucket_comparisons(hashes, max_distance=max_distance) == result.n_candidates
+
+
+@pytest.mark.parametrize("n, max_distance", [(10, 0), (500, 8), (10**6, 5), (10**6, 16)])
+def test_plan_satisfies_the_pigeonhole_condition(n, max_distance):
+    from audit.analysis.near_duplicates import _plan
+
+    n_bands, radius = _plan(n, max_distance)
+    assert n_bands * (radius + 1) > max_distance
+    assert radius < 64 // n_bands
+
+
+def test_count_bucket_comparisons_matches_the_search():
+    hashes = planted(np.random.default_rng(11))
+    for max_distance in (2, 9):
+        assert count_bucket_comparisons(hashes, max_distance=max_distance) == \
+            find_near_duplicate_pairs(hashes, max_distance=max_distance).n_candidates

@@ -226,3 +226,39 @@ def test_figures_are_pure_and_escape_labels():
     assert {t.name for t in fig.data} == {"worse than the rest", "no evidence of a gap"}
     worse = next(t for t in fig.data if t.name == "worse than the rest")
     assert list(worse.error_x.array) == pytest.approx([0.1]) and list(worse.error_x.arrayminus) == pytest.approx([0.1])
+
+
+def test_review_decisions_follow_the_contract(tmp_path):
+    from audit.report.load import load_reviews
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    images = pd.DataFrame({"id": ["a", "b", "c"], "content_hash": ["ha", "hb", "hc"]})
+    write_reviews(folder, [
+        {"id": "a", "content_hash": "ha", "reviewer": "r1", "decision": "label_correct", "new_label": None,
+         "note": "", "decided_at": "2026-01-01T00:00:00"},
+        {"id": "a", "content_hash": "ha", "reviewer": "r1", "decision": "label_wrong", "new_label": "dog",
+         "note": "", "decided_at": "2026-01-02T00:00:00"},  # the reviewer's latest decision counts
+        {"id": "b", "content_hash": "hb", "reviewer": "r1", "decision": "label_wrong", "new_label": None,
+         "note": "", "decided_at": "2026-01-01T00:00:00"},
+        {"id": "b", "content_hash": "hb", "reviewer": "r2", "decision": "label_correct", "new_label": None,
+         "note": "", "decided_at": "2026-01-01T00:00:00"},
+        {"id": "c", "content_hash": "old", "reviewer": "r1", "decision": "label_wrong", "new_label": None,
+         "note": "", "decided_at": "2026-01-01T00:00:00"},  # the image changed since: does not apply
+    ])
+    reviews = load_reviews(folder, images).set_index("id")
+    assert reviews.loc["a", "decision"] == "label_wrong" and reviews.loc["a", "new_label"] == "dog"
+    assert reviews.loc["b", "decision"] == "conflict" and reviews.loc["b", "reviewers"] == "r1, r2"
+    assert "c" not in reviews.index
+    assert load_reviews(tmp_path, images) is None  # no reviews.sqlite
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "reports" / "sample"
+
+
+@pytest.mark.skipif(not (SAMPLE / "audit.json").exists(), reason="the sample audit has not been computed")
+def test_sample_audit_markdown_matches_its_tables(tmp_path):
+    gm = load_group_metrics(SAMPLE)
+    overall = gm[(gm.attribute == "all") & (gm.metric == "accuracy") & (gm["class"] == "")].iloc[0]
+    text = render_report(SAMPLE, format="md", out=tmp_path / "sample.md").read_text()
+    assert f"Accuracy: {fmt_percent(overall.value)} (95 % CI {fmt_interval(overall.ci_low, overall.ci_high)}" in text

@@ -106,10 +106,10 @@ def group_metric_figure(rows: pd.DataFrame, *, metric: str, attribute: str, over
             customdata=part["n"], hovertemplate="%{y}: %{x:.3f} (n = %{customdata})<extra></extra>"))
     if overall is not None:
         fig.add_vline(x=overall, line_dash="dash", line_color="#555",
-                      annotation_text="whole data", annotation_position="top")
+                      annotation_text="whole data", annotation_position="bottom right")
     if threshold is not None:
         fig.add_vline(x=threshold, line_dash="dot", line_color="#c0392b",
-                      annotation_text="policy", annotation_position="bottom")
+                      annotation_text="policy", annotation_position="bottom left")
     title = f"{label(metric)} by {label(attribute)} (95 % intervals)"
     if left_out:
         title += f"; {left_out} best groups not shown"

@@ -302,14 +302,17 @@ def _label_quality(report: Report, analyses: dict, audit: dict, data: AuditFolde
         out["probe_rate"] = fmt_percent(out["probe"].get("noise_rate"))
     per_class = gm[(gm["metric"] == "estimated_noise_rate") & (gm["attribute"] == "all") & (gm["class"] != "")]
     if not per_class.empty:
-        ordered = per_class.sort_values("value", ascending=False)
+        # classes with enough evidence first: on 1,000 classes the highest point estimates are tiny classes
+        ordered = per_class.sort_values(["insufficient_evidence", "value"], ascending=[True, False])
         out["per_class"] = [{"class": r["class"], "n": int(r["n"]), "rate": fmt_percent(r["value"]),
                              "interval": fmt_interval(r["ci_low"], r["ci_high"]),
                              "insufficient": bool(r["insufficient_evidence"])}
                             for _, r in ordered.head(TOP_ROWS).iterrows()]
         out["per_class_hidden"] = max(len(ordered) - TOP_ROWS, 0)
-        report.figures["noise_by_class"] = figures.class_metric_figure(per_class, metric="estimated noise rate",
-                                                                       top_n=25, higher_is_better=False)
+        judged = per_class[~per_class["insufficient_evidence"]]
+        out["per_class_chart_judged_only"] = 0 < len(judged) < len(per_class)
+        report.figures["noise_by_class"] = figures.class_metric_figure(
+            judged if len(judged) else per_class, metric="estimated noise rate", top_n=25, higher_is_better=False)
     per_group = gm[(gm["metric"] == "estimated_noise_rate") & (gm["attribute"] != "all") & (gm["class"] == "")
                    & (gm["verdict"] == "worse_than_rest")]
     out["noisy_groups"] = [{"attribute": r["attribute"], "group": r["group"], "n": int(r["n"]),
@@ -459,7 +462,7 @@ def _data_quality(analyses: dict) -> dict | None:
     rest = {k: v for k, v in section.items()
             if k not in ("findings", "settings", "metrics", "issues", "summary", "issue_counts")}
     rest.update({k: v for k, v in summary.items() if k != "issues"})
-    items = [(k, v) for k, v in _flatten(rest) if not v.endswith(" entries") or not v.startswith("0")]
+    items = [(k, v) for k, v in _flatten(rest) if v not in ("", "-", "0 entries")]
     return {"findings": list(section.get("findings") or []),
             "issues": [{"issue": k, "n": v} for k, v in issues.items()] if isinstance(issues, dict) else [],
             "n_images": summary.get("n_images"), "items": items[:30]}

@@ -80,7 +80,8 @@ def browser(width: int = 1400, height: int = 1000):
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            page = instance.new_page(viewport={"width": width, "height": height})
+            # An explicit context, so further tabs (same HTTP cache, new Streamlit sessions) can be opened.
+            page = instance.new_context(viewport={"width": width, "height": height}).new_page()
             yield page
         finally:
             instance.close()

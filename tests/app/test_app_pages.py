@@ -316,3 +316,36 @@ def test_no_arguments_computes_the_sample_once_then_loads_it(tmp_path, monkeypat
     stamp = (tmp_path / "sample" / "audit.json").stat().st_mtime_ns
     AppTest.from_file(APP, default_timeout=300).run()
     assert (tmp_path / "sample" / "audit.json").stat().st_mtime_ns == stamp
+
+
+class _Code:
+    """Pickles to a call of print: what a malicious checkpoint would do with os.system."""
+
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+@pytest.mark.parametrize("case", ["predictions_shape", "pickled_model"])
+def test_new_audit_bad_model_or_predictions_shows_the_reason(tmp_path, reports, case, capsys):
+    import pickle
+
+    files = build_dataset(tmp_path / "data3", n_images=30, seed=4)
+    app = _open(reports / "synthetic")
+    app.text_input(key="new_name").input(f"bad_{case}")
+    app.text_input(key="new_data").input(files["manifest"])
+    if case == "predictions_shape":
+        wrong = tmp_path / "wrong.npy"
+        np.save(wrong, np.full((7, 2), 0.5, dtype=np.float32))
+        app.text_input(key="new_predictions").input(str(wrong))
+    else:
+        model = tmp_path / "model.pt"
+        model.write_bytes(pickle.dumps({"weight": _Code()}, protocol=2))
+        app.text_input(key="new_model").input(str(model))
+        app.text_input(key="new_arch").input("cifar_resnet20")
+    [b for b in app.button if b.label == "Run audit"][0].click().run()
+    assert not app.exception
+    assert len(app.error) == 1, [e.value for e in app.error]
+    assert "Traceback" not in app.error[0].value
+    assert str(tmp_path / ("wrong.npy" if case == "predictions_shape" else "model.pt")) in app.error[0].value
+    assert "pickled code ran" not in capsys.readouterr().out
+    assert not (reports / f"bad_{case}").exists()
