@@ -43,6 +43,7 @@ ERROR_TORCHSCRIPT_UPLOAD = ("{name} is a TorchScript model, which is code: uploa
 
 #: Gallery page size (thumbnails are loaded only for the visible page).
 GALLERY_PAGE_SIZE = 12
+GALLERY_COLUMNS = 3
 THUMBNAIL_PX = 160
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")

@@ -111,9 +111,32 @@ visible = view.iloc[(page - 1) * page_size: page * page_size]
 
 current = resolved.set_index("content_hash") if not resolved.empty else None
 DECISION_LABELS = {"label_wrong": "label wrong -> new label", "label_correct": "label correct", "unsure": "unsure"}
-grid = st.columns(4)
+
+
+def _review_status(content_hash) -> str | None:
+    if current is None or content_hash not in current.index:
+        return None
+    decided = current.loc[content_hash]
+    marker = "CONFLICT - " if decided["decision"] == reviews.CONFLICT else ""
+    return f"reviewed: {marker}{decided['details']}"
+
+
+def _select(image_id: str) -> None:
+    st.session_state["review_selected"] = image_id
+
+
+# One review panel beside the grid (a form for the selected image) keeps the page light: the grid holds
+# thumbnails, text and one button per image, not four widgets per image.
+visible_ids = visible["id"].astype(str).tolist()
+selected = st.session_state.get("review_selected")
+if selected not in visible_ids:
+    unreviewed = [i for i, h in zip(visible_ids, visible["content_hash"]) if _review_status(h) is None]
+    selected = (unreviewed or visible_ids or [None])[0]
+grid_area, panel = st.columns([3, 1.3])
+columns = _state.GALLERY_COLUMNS
+grid = grid_area.columns(columns)
 for position, row in enumerate(visible.itertuples(index=False)):
-    card = grid[position % 4].container(border=True)
+    card = grid[position % columns].container(border=True)
     picture = _state.thumbnail(str(row.path))
     if picture is None:
         card.caption("(image not readable)")
@@ -121,27 +144,42 @@ for position, row in enumerate(visible.itertuples(index=False)):
         card.image(picture, width="stretch")
     card.text(f"{row.id}")
     card.text(f"given: {row.label}\nsuggested: {row.suggested_label}\nscore: {row.label_score:.3f}")
-    if current is not None and row.content_hash in current.index:
-        decided = current.loc[row.content_hash]
-        marker = "CONFLICT - " if decided["decision"] == reviews.CONFLICT else ""
-        card.text(f"reviewed: {marker}{decided['details']}")
-    with card.form(f"review_{row.id}", border=False):
+    status = _review_status(row.content_hash)
+    if status:
+        card.text(status)
+    card.button("Reviewing" if str(row.id) == selected else "Review", key=f"pick_{row.id}",
+                type="primary" if str(row.id) == selected else "secondary", on_click=_select, args=(str(row.id),))
+
+if selected is not None:
+    row = visible[visible["id"].astype(str) == selected].iloc[0]
+    box = panel.container(border=True)
+    box.markdown("**Review**")
+    picture = _state.thumbnail(str(row["path"]), 320)
+    if picture is not None:
+        box.image(picture, width="stretch")
+    box.text(f"{row['id']}\ngiven: {row['label']}\nsuggested: {row['suggested_label']}\n"
+             f"score: {row['label_score']:.3f}")
+    status = _review_status(row["content_hash"])
+    if status:
+        box.text(status)
+    with box.form("review_form", border=False):
         decision = st.radio("Decision", list(DECISION_LABELS), format_func=DECISION_LABELS.get,
-                            key=f"decision_{row.id}")
-        suggested = str(row.suggested_label)
+                            key=f"decision_{selected}")
+        suggested = str(row["suggested_label"])
         new_label = st.selectbox("New label", audit.classes,
                                  index=audit.classes.index(suggested) if suggested in audit.classes else 0,
-                                 key=f"new_label_{row.id}")
-        note = st.text_input("Note", key=f"note_{row.id}")
-        if st.form_submit_button("Save decision"):
+                                 key=f"new_label_{selected}")
+        note = st.text_input("Note", key=f"note_{selected}")
+        if st.form_submit_button("Save decision", type="primary"):
             try:
-                reviews.record_decision(audit.folder, content_hash=str(row.content_hash), reviewer=reviewer,
+                reviews.record_decision(audit.folder, content_hash=str(row["content_hash"]), reviewer=reviewer,
                                         decision=decision, new_label=new_label if decision == "label_wrong" else None,
                                         note=note, classes=audit.classes)
             except InputError as error:
                 st.error(str(error))
             else:
-                st.session_state["review_saved"] = f"Saved: {row.id} - {DECISION_LABELS[decision]}"
+                st.session_state["review_saved"] = f"Saved: {selected} - {DECISION_LABELS[decision]}"
+                st.session_state.pop("review_selected", None)  # move on to the next unreviewed image
                 st.rerun()
 if st.session_state.get("review_saved"):
     st.toast(st.session_state.pop("review_saved"))

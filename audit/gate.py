@@ -136,5 +136,3 @@ def run_gate(folder: str | os.PathLike, *, policy_file: str | os.PathLike, outpu
         write_json_atomic(json_file, verdict.to_dict())
     return exit_code(verdict.status)
 
-
-__all__ = ["run_gate", "render_gate_text", "render_gate_markdown", "ERROR", "FAIL"]

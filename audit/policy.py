@@ -169,7 +169,8 @@ def policy_from_dict(data: dict, *, source: str = "<policy>") -> Policy:
             values[f"{section}_{key}"] = _check_value(value, expected, constraint, name=name, source=source)
     metric = values.get("performance_metric")
     if metric is not None and metric not in PERFORMANCE_METRICS:
-        raise PolicyError(ERROR_UNKNOWN_METRIC.format(path=source, value=metric, allowed=", ".join(PERFORMANCE_METRICS)),
+        allowed = ", ".join(PERFORMANCE_METRICS)
+        raise PolicyError(ERROR_UNKNOWN_METRIC.format(path=source, value=metric, allowed=allowed),
                           source=source, column="performance.metric")
     return Policy(**values, source=source)
 
@@ -526,7 +527,19 @@ def _judged_groups(rows: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def _attributes(context: _Context, configured) -> list[str]:
-    return list(configured) if configured is not None else list(context.group_attributes)
+    """The attributes a check looks at; an intersection named in another order ("race & age") is matched
+    to the audit's own name ("age & race"), since the audit orders intersections as the attributes were given."""
+    if configured is None:
+        return list(context.group_attributes)
+    known = set(context.gm["attribute"].unique()) if "attribute" in context.gm else set()
+    distribution = context.analyses.get("attribute_distribution") or {}
+    known |= set(distribution.get("intersections") or {}) | set(distribution.get("attributes") or {})
+    by_parts = {frozenset(name.split(INTERSECTION_SEPARATOR)): name for name in known}
+    resolved = []
+    for name in configured:
+        parts = frozenset(part.strip() for part in str(name).split(INTERSECTION_SEPARATOR.strip()))
+        resolved.append(name if name in known else by_parts.get(parts, name))
+    return resolved
 
 
 def _check_groups(context: _Context, name: str, section: str, metric: str, threshold: float, *, upper: bool,

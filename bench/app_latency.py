@@ -124,7 +124,9 @@ def main(argv=None) -> int:
     for n in args.n_images:
         audit, build_s = build_cached_audit(n, Path(args.cache))
         case = {"n_images": n, "audit_build_s": None if build_s is None else round(build_s, 1)}
+        case["load_average_1m_before"] = round(os.getloadavg()[0], 2)
         case.update(measure(audit, sessions=args.sessions, rounds=args.rounds))
+        case["load_average_1m_after"] = round(os.getloadavg()[0], 2)
         print(json.dumps(case), flush=True)
         cases.append(case)
     result = {"machine": machine(), "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

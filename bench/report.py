@@ -4,9 +4,10 @@ Usage: python bench/report.py --json bench/results/report.json [--n-images 50000
 
 Writes ``{"machine": {...}, "cases": [{"n_images", "n_classes", "pdf_s", "html_s", "md_s", "pdf_pages",
 "pdf_mb", "html_mb", "n_charts", "charts_static"}]}`` (contract benchmark format): the requested case and a
-20,000-image, 1,000-class case (``--no-wide`` skips it) to show a long class list stays readable. Each format is rendered in a
-fresh subprocess so the timing includes imports and, for the PDF, starting Chromium for kaleido. There is no
-peer: no other tool renders an image-audit PDF from the same data. Target: pdf_s < 15.
+20,000-image, 1,000-class case (``--no-wide`` skips it) to show a long class list stays readable. Each format
+is rendered in a fresh subprocess so the timing includes imports and, for the PDF, starting Chromium for
+kaleido. There is no peer: no other tool renders an image-audit PDF from the same data. Target: pdf_s < 15.
+The machine is shared: ``machine.load_average_1m_at_end`` says how busy it was.
 """
 from __future__ import annotations
 

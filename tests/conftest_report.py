@@ -30,8 +30,8 @@ def build_audit_folder(folder, *, n_images: int = 600, n_classes: int = 3, class
                        with_data_quality: bool = True, gender_values=("Female", "Male")) -> Path:
     """Write a synthetic audit folder and return its path.
 
-    Attributes: ``gender`` (``gender_values``, default Female/Male; the first has lower accuracy), ``age`` (young/adult/old; ``old`` is small, 20 images, and the model
-    is worse on it), ``image_brightness_group`` (pixel attribute). ``errors`` (analysis names) are written as
+    Attributes: ``gender`` (``gender_values``, default Female/Male; the first has lower accuracy), ``age``
+    (young/adult/old; ``old`` is small, 20 images, and the model is worse on it), ``image_brightness_group`` (pixel attribute). ``errors`` (analysis names) are written as
     failed analyses and their sections left out. The first ``n_image_files`` images exist on disk as small
     JPEGs; the others point to files that do not exist (the report must show placeholders).
     """

@@ -142,7 +142,8 @@ def test_noise_rate_pass_fail_and_straddle(audit, gm):
 
 
 def test_warn_margin(audit, gm):
-    rate, (low, high) = audit["analyses"]["label_noise"]["noise_rate"], audit["analyses"]["label_noise"]["noise_rate_ci"]
+    section = audit["analyses"]["label_noise"]
+    rate, (low, high) = section["noise_rate"], section["noise_rate_ci"]
     policy = policy_from_dict({"label_noise": {"max_rate": high + 0.01}, "gate": {"warn_margin": high + 0.02 - rate}})
     verdict = evaluate_policy(audit, gm, policy)
     assert verdict.checks[0].status == "WARN"
@@ -181,8 +182,8 @@ def test_intersection_attribute_and_unknown_attribute(audit, gm):
     policy = policy_from_dict({"representation": {"min_group_images": 5, "attributes": ["gender & age", "race"]}})
     checks = evaluate_policy(audit, gm, policy).checks
     assert checks[0].attribute == "gender & age" and checks[0].status == "PASS"
-    smallest = min(g["n"] for g in audit["analyses"]["attribute_distribution"]["intersections"]["gender & age"]["groups"]
-                   if "<missing>" not in g["group"])
+    groups = audit["analyses"]["attribute_distribution"]["intersections"]["gender & age"]["groups"]
+    smallest = min(g["n"] for g in groups if "<missing>" not in g["group"])
     assert checks[0].value == smallest
     assert checks[1].status == "ERROR" and "race" in checks[1].message
     assert evaluate_policy(audit, gm, policy).status == "ERROR"
@@ -261,6 +262,7 @@ def test_empty_policy_passes(audit, gm):
 
 
 def test_policy_module_imports_no_ui():
-    code = "import sys, audit.policy, audit.gate; print(any(m.split('.')[0] in ('plotly', 'streamlit') for m in sys.modules))"
+    code = ("import sys, audit.policy, audit.gate; "
+            "print(any(m.split('.')[0] in ('plotly', 'streamlit') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"

@@ -203,6 +203,12 @@ def test_audit_without_model_and_with_failed_analysis(tmp_path):
     failed = build_audit_folder(tmp_path / "failed", errors=["group_performance"], n_image_files=0)
     text = render_report(failed, format="md").read_text()
     assert "synthetic failure of group_performance" in text
+    broken = ["class_distribution", "attribute_distribution", "associations", "label_noise", "group_performance",
+              "weak_slices", "data_quality"]
+    nothing = build_audit_folder(tmp_path / "nothing", errors=broken, n_image_files=0)
+    text = render_report(nothing, format="html").read_text()
+    for name in broken[:5]:
+        assert f"The {name} analysis failed: RuntimeError: synthetic failure of {name}" in text
 
 
 def test_bad_input(tmp_path, folder, capsys):

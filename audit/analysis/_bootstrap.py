@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-#: Upper bound on the number of float64 values one chunk of replicates may hold (about 32 MB).
-DEFAULT_MAX_ELEMENTS = 4_000_000
+#: Upper bound on the number of values one array of a chunk of replicates may hold (about 8 MB of float64).
+DEFAULT_MAX_ELEMENTS = 1_000_000
 
 
 def family_rng(seed: int, name: str) -> np.random.Generator:

@@ -49,8 +49,11 @@ def popcount(values) -> np.ndarray:
     return _BYTE_COUNTS[as_bytes].sum(axis=-1, dtype=np.uint8)
 
 
-#: Candidate pairs compared per step; bounds the working memory of the bucket scan (~40 bytes a pair).
-_PAIR_CHUNK = 4_000_000
+#: Found pair records kept before repeats are dropped (bounds memory when pairs share many buckets).
+_COMPACT_AT = 1_000_000
+
+#: Candidate pairs compared per step; bounds the working memory of the bucket scan (~50 bytes a pair).
+_PAIR_CHUNK = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,9 @@ def find_near_duplicate_pairs(hashes, *, max_distance: int) -> HashPairs:
     max_distance = _validate_max_distance(max_distance)
     hashes = _validate_hashes(hashes)
     n = hashes.size
-    found_i, found_j, found_d = [], [], []
+    width = np.int64(max(n, 1))
+    found_keys, found_d = [], []  # pair key i * n + j (i < j) and distance, compacted as they grow
+    n_pending = 0
     n_candidates = 0
     positions_all = np.arange(n)
     for shift, mask in _passes(n, max_distance):
@@ -228,21 +233,30 @@ def find_near_duplicate_pairs(hashes, *, max_distance: int) -> HashPairs:
                 keep = distance <= max_distance
                 if keep.any():
                     a, b = a[keep], b[keep]
-                    found_i.append(np.minimum(a, b))
-                    found_j.append(np.maximum(a, b))
-                    found_d.append(distance[keep])
+                    found_keys.append(np.minimum(a, b).astype(np.int64) * width + np.maximum(a, b))
+                    found_d.append(distance[keep].astype(np.int8))
+                    n_pending += int(keep.sum())
+                    if n_pending > _COMPACT_AT:
+                        # A pair sharing several buckets is found once per bucket: drop repeats as we go so
+                        # memory stays proportional to the distinct pairs.
+                        found_keys, found_d = _compact(found_keys, found_d)
+                        n_pending = 0
             offset += 1
             positions = positions[bucket_end[positions] - positions > offset]
-    if not found_i:
+    if not found_keys:
         empty = np.zeros(0, dtype=np.int64)
         return HashPairs(empty, empty.copy(), empty.copy(), n_candidates)
-    i = np.concatenate(found_i).astype(np.int64)
-    j = np.concatenate(found_j).astype(np.int64)
-    d = np.concatenate(found_d).astype(np.int64)
-    # A pair sharing several buckets was found once per bucket: keep one.
-    key = i * np.int64(max(n, 1)) + j
+    found_keys, found_d = _compact(found_keys, found_d)
+    key = found_keys[0]
+    return HashPairs(key // width, key % width, found_d[0].astype(np.int64), n_candidates)
+
+
+def _compact(keys: list, distances: list) -> tuple[list, list]:
+    """Merge the found pair keys into one sorted array without repeats (and their distances)."""
+    key = np.concatenate(keys)
+    distance = np.concatenate(distances)
     key, first = np.unique(key, return_index=True)
-    return HashPairs(i[first], j[first], d[first], n_candidates)
+    return [key], [distance[first]]
 
 
 def _normalise(embeddings) -> np.ndarray:

@@ -362,7 +362,8 @@ def _review_summary(data: AuditFolder) -> dict | None:
 
 
 def _metric_rows(frame: pd.DataFrame) -> list[dict]:
-    return [{"attribute": r["attribute"], "group": r["group"], "n": int(r["n"]), "value": fmt_percent(r["value"]), "interval": fmt_interval(r["ci_low"], r["ci_high"]),
+    return [{"attribute": r["attribute"], "group": r["group"], "n": int(r["n"]), "value": fmt_percent(r["value"]),
+             "interval": fmt_interval(r["ci_low"], r["ci_high"]),
              "verdict": r["verdict"] or "-", "insufficient": bool(r["insufficient_evidence"])}
             for _, r in frame.iterrows()]
 
@@ -476,12 +477,19 @@ def _policy(audit: dict) -> dict | None:
     checks = sorted(verdict.get("checks") or [], key=lambda c: order.get(c.get("status"), 9))
     return {"status": verdict.get("status"), "checks": [
         {"name": c.get("name"), "status": c.get("status"), "value": fmt_number(c.get("value")),
-         "threshold": fmt_number(c.get("threshold")),
-         "where": ", ".join(x for x in (
-             f"{c.get('attribute')} = {c.get('group')}" if c.get("attribute") not in ("", "all", None) and c.get("group")
-             else (c.get("attribute") if c.get("attribute") not in ("", "all", None) else ""),
-             f"class {c.get('class')}" if c.get("class") else "") if x),
-         "message": c.get("message", "")} for c in checks]}
+         "threshold": fmt_number(c.get("threshold")), "where": _where(c), "message": c.get("message", "")}
+        for c in checks]}
+
+
+def _where(check: dict) -> str:
+    """``attribute = group, class c`` of a verdict check (empty parts left out)."""
+    parts = []
+    attribute, group = check.get("attribute"), check.get("group")
+    if attribute not in ("", "all", None):
+        parts.append(f"{attribute} = {group}" if group else attribute)
+    if check.get("class"):
+        parts.append(f"class {check['class']}")
+    return ", ".join(parts)
 
 
 def _skipped(audit: dict) -> dict:

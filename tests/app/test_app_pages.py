@@ -15,8 +15,10 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from synthetic_audit import CLASSES, HTML_GROUP, build_audit, build_dataset  # noqa: E402
 
+from app_pages import _state  # noqa: E402
 from audit import reviews  # noqa: E402
 from audit.report import figures  # noqa: E402
 
@@ -68,14 +70,14 @@ def _metrics(app: AppTest) -> dict:
 
 
 def _gallery_ids(app: AppTest) -> list:
-    """Image ids of the gallery cards in reading order (the grid has 4 columns, filled row by row; the
-    element tree lists them column by column)."""
-    ids = [t.value for t in app.text if t.value.startswith("img_")]
-    n = len(ids)
-    per_column = [(n - c + 3) // 4 for c in range(4)]
-    starts = np.concatenate([[0], np.cumsum(per_column)[:-1]])
-    columns = [ids[starts[c]: starts[c] + per_column[c]] for c in range(4)]
-    return [columns[i % 4][i // 4] for i in range(n)]
+    """Image ids of the gallery cards in reading order (the grid is filled row by row; the element tree
+    lists it column by column). The review panel's text starts with the id followed by a newline."""
+    ids = [t.value for t in app.text if t.value.startswith("img_") and "\n" not in t.value]
+    k, n = _state.GALLERY_COLUMNS, len(ids)
+    per_column = [(n - c + k - 1) // k for c in range(k)]
+    starts = np.concatenate([[0], np.cumsum(per_column)[:-1]]).astype(int)
+    columns = [ids[starts[c]: starts[c] + per_column[c]] for c in range(k)]
+    return [columns[i % k][i // k] for i in range(n)]
 
 
 def _load(folder: Path):
@@ -349,3 +351,15 @@ def test_new_audit_bad_model_or_predictions_shows_the_reason(tmp_path, reports, 
     assert str(tmp_path / ("wrong.npy" if case == "predictions_shape" else "model.pt")) in app.error[0].value
     assert "pickled code ran" not in capsys.readouterr().out
     assert not (reports / f"bad_{case}").exists()
+
+
+def test_export_offers_tables_corrected_labels_and_builds_a_report(audit_dir, reports):
+    pytest.importorskip("audit.report.render")
+    app = _open(audit_dir, "export")
+    labels = [b.label for b in app.get("download_button")] if app.get("download_button") else []
+    app.toggle(key="export_images_prepare").set_value(True).run()
+    [b for b in app.button if b.label == "Build report.md"][0].click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert (audit_dir / "report.md").exists()
+    assert app.session_state["export_report_md"] == str(audit_dir / "report.md")
+    assert not labels or "audit.json" in labels
