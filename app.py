@@ -62,7 +62,9 @@ def _new_audit_form() -> None:
                 data = st.text_input("Image folder or manifest (CSV/Parquet)", key="new_data")
                 model = st.text_input("Model file (ONNX, TorchScript, state_dict) - optional", key="new_model")
                 predictions = st.text_input("Predictions file - optional", key="new_predictions")
+                policy = st.text_input("Policy file (TOML) - optional", key="new_policy")
                 zip_upload = manifest_name = model_upload = sidecar_upload = predictions_upload = None
+                policy_upload = None
             else:
                 zip_upload = st.file_uploader("Zip of images + manifest", key="new_zip")
                 manifest_name = st.text_input("Manifest inside the zip (empty = folders are classes)",
@@ -70,7 +72,8 @@ def _new_audit_form() -> None:
                 predictions_upload = st.file_uploader("Predictions file - optional", key="new_pred_upload")
                 model_upload = st.file_uploader("Model (ONNX or state_dict) - optional", key="new_model_upload")
                 sidecar_upload = st.file_uploader("model.json sidecar - optional", key="new_sidecar_upload")
-                data = model = predictions = None
+                policy_upload = st.file_uploader("Policy file (TOML) - optional", key="new_policy_upload")
+                data = model = predictions = policy = None
             arch = st.text_input("Architecture (state_dict only, e.g. resnet20) - optional", key="new_arch")
             label_column = st.text_input("Label column", value="label", key="new_label_column")
             group_by = st.text_input("Group attributes (comma separated; empty = automatic)", key="new_group_by")
@@ -90,14 +93,15 @@ def _new_audit_form() -> None:
             if out.exists():
                 raise InputError(_state.ERROR_AUDIT_EXISTS.format(name=name))
             if source == "Upload":
-                data, model, predictions = _prepare_uploads(zip_upload, manifest_name, model_upload,
-                                                            sidecar_upload, predictions_upload)
+                data, model, predictions, policy = _prepare_uploads(zip_upload, manifest_name, model_upload,
+                                                                    sidecar_upload, predictions_upload,
+                                                                    policy_upload)
             elif model:
                 _check_model_kind(Path(model), uploaded=False)
             config = AuditConfig(data=data or "", label_column=label_column or "label",
                                  group_by=tuple(c.strip() for c in group_by.split(",") if c.strip()) or None,
                                  model=model or None, arch=arch or None, predictions=predictions or None,
-                                 min_group_size=int(min_group_size))
+                                 policy_file=policy or None, min_group_size=int(min_group_size))
             if not config.data:
                 raise InputError("give the image folder or manifest of the data set to audit")
             _state.run_new_audit(config, out, progress=report)
@@ -123,7 +127,7 @@ def _check_model_kind(path: Path, *, uploaded: bool) -> None:
         raise InputError(_state.ERROR_TORCHSCRIPT_UPLOAD.format(name=path.name))
 
 
-def _prepare_uploads(zip_upload, manifest_name, model_upload, sidecar_upload, predictions_upload):
+def _prepare_uploads(zip_upload, manifest_name, model_upload, sidecar_upload, predictions_upload, policy_upload):
     """Save uploads to a fresh folder under reports/.uploads and unpack the zip safely."""
     from audit.errors import InputError
     from audit.io.archives import extract_zip
@@ -151,8 +155,14 @@ def _prepare_uploads(zip_upload, manifest_name, model_upload, sidecar_upload, pr
             (folder / "model" / "model.json").write_bytes(sidecar_upload.getbuffer())
         _check_model_kind(model, uploaded=True)
     if predictions_upload is not None:
-        predictions = _save_upload(predictions_upload, folder)
-    return str(data), (str(model) if model else None), (str(predictions) if predictions else None)
+        (folder / "predictions").mkdir()
+        predictions = _save_upload(predictions_upload, folder / "predictions")
+    policy = None
+    if policy_upload is not None:
+        (folder / "policy").mkdir()
+        policy = _save_upload(policy_upload, folder / "policy")
+    return (str(data), (str(model) if model else None), (str(predictions) if predictions else None),
+            (str(policy) if policy else None))
 
 
 def main() -> None:

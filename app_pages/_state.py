@@ -149,7 +149,9 @@ def _ensure_sample(folder: str) -> str:
             raise InputError(ERROR_SAMPLE_MISSING.format(path=needed))
     from audit.config import AuditConfig
 
-    run_new_audit(AuditConfig(data=str(manifest), model=str(model)), path)
+    policy = REPO / "policy.example.toml"  # the same command as the README's sample audit
+    run_new_audit(AuditConfig(data=str(manifest), model=str(model),
+                              policy_file=str(policy) if policy.exists() else None), path)
     return folder
 
 

@@ -35,7 +35,8 @@ resolved = reviews.resolve_decisions(decisions)
 conflicts = resolved[resolved["decision"] == reviews.CONFLICT]
 if len(conflicts):
     st.warning(f"{len(conflicts)} image(s) have conflicting review decisions; both sides are kept below.")
-    shown = conflicts.merge(images[["id", "content_hash", "label"]], on="content_hash", how="left")
+    shown = conflicts.merge(images[["id", "content_hash", "label"]].astype({"id": str}), on=["id", "content_hash"],
+                            how="left")
     st.dataframe(shown[["id", "label", "details", "decided_at"]], hide_index=True, width="stretch",
                  key="labels_conflicts")
 
@@ -109,14 +110,15 @@ page = pager[0].number_input("Page", min_value=1, max_value=n_pages, value=1, st
 pager[1].caption(f"{len(view):,} images match; page {page} of {n_pages}, {page_size} per page.")
 visible = view.iloc[(page - 1) * page_size: page * page_size]
 
-current = resolved.set_index("content_hash") if not resolved.empty else None
+current = resolved.astype({"id": str}).set_index(["id", "content_hash"]) if not resolved.empty else None
 DECISION_LABELS = {"label_wrong": "label wrong -> new label", "label_correct": "label correct", "unsure": "unsure"}
 
 
-def _review_status(content_hash) -> str | None:
-    if current is None or content_hash not in current.index:
+def _review_status(image_id, content_hash) -> str | None:
+    key = (str(image_id), str(content_hash))
+    if current is None or key not in current.index:
         return None
-    decided = current.loc[content_hash]
+    decided = current.loc[key]
     marker = "CONFLICT - " if decided["decision"] == reviews.CONFLICT else ""
     return f"reviewed: {marker}{decided['details']}"
 
@@ -130,7 +132,7 @@ def _select(image_id: str) -> None:
 visible_ids = visible["id"].astype(str).tolist()
 selected = st.session_state.get("review_selected")
 if selected not in visible_ids:
-    unreviewed = [i for i, h in zip(visible_ids, visible["content_hash"]) if _review_status(h) is None]
+    unreviewed = [i for i, h in zip(visible_ids, visible["content_hash"]) if _review_status(i, h) is None]
     selected = (unreviewed or visible_ids or [None])[0]
 grid_area, panel = st.columns([3, 1.3])
 columns = _state.GALLERY_COLUMNS
@@ -144,7 +146,7 @@ for position, row in enumerate(visible.itertuples(index=False)):
         card.image(picture, width="stretch")
     card.text(f"{row.id}")
     card.text(f"given: {row.label}\nsuggested: {row.suggested_label}\nscore: {row.label_score:.3f}")
-    status = _review_status(row.content_hash)
+    status = _review_status(row.id, row.content_hash)
     if status:
         card.text(status)
     card.button("Reviewing" if str(row.id) == selected else "Review", key=f"pick_{row.id}",
@@ -159,7 +161,7 @@ if selected is not None:
         box.image(picture, width="stretch")
     box.text(f"{row['id']}\ngiven: {row['label']}\nsuggested: {row['suggested_label']}\n"
              f"score: {row['label_score']:.3f}")
-    status = _review_status(row["content_hash"])
+    status = _review_status(row["id"], row["content_hash"])
     if status:
         box.text(status)
     with box.form("review_form", border=False):
@@ -172,7 +174,8 @@ if selected is not None:
         note = st.text_input("Note", key=f"note_{selected}")
         if st.form_submit_button("Save decision", type="primary"):
             try:
-                reviews.record_decision(audit.folder, content_hash=str(row["content_hash"]), reviewer=reviewer,
+                reviews.record_decision(audit.folder, image_id=str(row["id"]), content_hash=str(row["content_hash"]),
+                                        reviewer=reviewer,
                                         decision=decision, new_label=new_label if decision == "label_wrong" else None,
                                         note=note, classes=audit.classes)
             except InputError as error:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from audit.analysis._groups import group_labels, iter_group_keys
-from audit.analysis._table import coerce_group_metrics, empty_group_metrics
+from audit.analysis._table import VERDICT_INSUFFICIENT, coerce_group_metrics, empty_group_metrics
 from audit.findings import compose_findings
 
 #: Metrics of group_metrics.parquet that are not model metrics, and their direction.
@@ -118,6 +118,11 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
                       config=config, runner=runner)
 
     group_metrics = coerce_group_metrics(pd.concat(tables, ignore_index=True)) if tables else empty_group_metrics()
+    # Contract: verdict is insufficient_data exactly when insufficient_evidence is true, on every row
+    # (including `all` rows of a data set smaller than min_group_size).
+    group_metrics.loc[group_metrics["insufficient_evidence"], "verdict"] = VERDICT_INSUFFICIENT
+    group_metrics.loc[(~group_metrics["insufficient_evidence"])
+                      & (group_metrics["verdict"] == VERDICT_INSUFFICIENT), "verdict"] = ""
     findings = compose_findings(sections, group_metrics, n_skipped=n_skipped, classes=classes)
     images = _finish_images(images)
     return AnalysisBundle(sections=sections, images=images, group_metrics=group_metrics, metrics=metrics,

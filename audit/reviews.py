@@ -1,11 +1,13 @@
 """Review decisions on flagged images: ``reviews.sqlite`` in the audit folder and the corrected-labels CSV.
 
 The store follows ``contract.md``: table ``decisions(id, content_hash, reviewer, decision, new_label, note,
-decided_at)`` in a SQLite file in WAL mode. It is an append-only log:
+decided_at)`` in a SQLite file in WAL mode, where ``id`` is the image's ``id`` in ``images.parquet`` and
+``content_hash`` the sha256 of its bytes when it was reviewed. It is an append-only log (row order = SQLite
+``rowid``):
 
 - every call of :func:`record_decision` adds one row, so nothing a reviewer said is ever lost;
-- a reviewer's *current* decision on an image is their latest row for its ``content_hash`` (a reviewer may
-  change their mind; their earlier rows stay in the log);
+- a reviewer's *current* decision on an image is their latest row for its ``id`` and ``content_hash`` (a
+  reviewer may change their mind; their earlier rows stay in the log);
 - when the current decisions of different reviewers differ (``decision`` or ``new_label``), the image is
   in *conflict*: both decisions are kept and shown, neither wins;
 - a decision applies to an image while the image's ``content_hash`` matches (an edited file is a new
@@ -46,12 +48,13 @@ ERROR_NEW_LABEL_MISSING = "decision label_wrong needs the new label: choose the 
 ERROR_NEW_LABEL_UNKNOWN = "new label {value!r} is not a class of this audit; choose one of: {classes}"
 ERROR_NEW_LABEL_UNEXPECTED = "only decision label_wrong takes a new label; got new label {value!r} with {decision}"
 ERROR_CONTENT_HASH = "content_hash must be the image's sha256 (64 hex digits); got {value!r}"
+ERROR_IMAGE_ID = "give the image's id (the id column of images.parquet); got an empty id"
 ERROR_NOT_A_FOLDER = "{path} is not an audit folder (no such directory); pick an existing audit"
 ERROR_IMAGES_COLUMNS = "the images table lacks the column(s) {columns} needed to export corrected labels"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
     content_hash TEXT NOT NULL,
     reviewer TEXT NOT NULL,
     decision TEXT NOT NULL CHECK (decision IN ('label_wrong', 'label_correct', 'unsure')),
@@ -59,7 +62,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     note TEXT,
     decided_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS decisions_by_hash ON decisions (content_hash);
+CREATE INDEX IF NOT EXISTS decisions_by_image ON decisions (id, content_hash);
 """
 
 
@@ -86,18 +89,21 @@ def open_reviews(folder: str | Path) -> sqlite3.Connection:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # Microseconds, so that readers ordering by decided_at see a reviewer's decisions in the order made.
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def record_decision(folder: str | Path, *, content_hash: str, reviewer: str, decision: str,
+def record_decision(folder: str | Path, *, image_id: str, content_hash: str, reviewer: str, decision: str,
                     new_label: str | None = None, note: str | None = None, classes=None,
                     decided_at: str | None = None) -> int:
-    """Append one review decision; return its row ``id``.
+    """Append one review decision; return its SQLite ``rowid`` (position in the log).
 
     Parameters
     ----------
     folder : path
         The audit folder (``reviews.sqlite`` is created in it when missing).
+    image_id : str
+        The image's ``id`` (``images.parquet``).
     content_hash : str
         sha256 of the image file (``images.parquet`` ``content_hash``); the decision applies to the image
         while its bytes are unchanged.
@@ -123,6 +129,9 @@ def record_decision(folder: str | Path, *, content_hash: str, reviewer: str, dec
         raise InputError(ERROR_DECISION.format(value=decision))
     if not reviewer:
         raise InputError(ERROR_REVIEWER)
+    image_id = "" if image_id is None else str(image_id)
+    if not image_id:
+        raise InputError(ERROR_IMAGE_ID)
     if not isinstance(content_hash, str) or len(content_hash) != 64 or any(
             c not in "0123456789abcdef" for c in content_hash.lower()):
         raise InputError(ERROR_CONTENT_HASH.format(value=content_hash))
@@ -139,9 +148,9 @@ def record_decision(folder: str | Path, *, content_hash: str, reviewer: str, dec
     try:
         connection.execute("BEGIN IMMEDIATE")
         cursor = connection.execute(
-            "INSERT INTO decisions (content_hash, reviewer, decision, new_label, note, decided_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (content_hash.lower(), reviewer, decision, new_label, note, decided_at or _now()))
+            "INSERT INTO decisions (id, content_hash, reviewer, decision, new_label, note, decided_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (image_id, content_hash.lower(), reviewer, decision, new_label, note, decided_at or _now()))
         connection.execute("COMMIT")
         return int(cursor.lastrowid)
     except BaseException:
@@ -155,20 +164,21 @@ def record_decision(folder: str | Path, *, content_hash: str, reviewer: str, dec
 def list_decisions(folder: str | Path, *, current_only: bool = True) -> pd.DataFrame:
     """The decisions as a table with the contract columns (``DECISION_COLUMNS``), oldest first.
 
-    ``current_only`` keeps each reviewer's latest decision per ``content_hash`` (the one that counts);
+    ``current_only`` keeps each reviewer's latest decision per image (``id`` and ``content_hash``; the one
+    that counts);
     ``False`` returns the whole log. An audit without ``reviews.sqlite`` gives an empty table (the file is
     not created by reading).
     """
     path = _database(folder)
     if not path.exists():
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "id" else object) for c in DECISION_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in DECISION_COLUMNS})
     connection = open_reviews(folder)
     try:
         if current_only:
-            query = ("SELECT d.* FROM decisions d JOIN (SELECT content_hash, reviewer, MAX(id) AS id FROM decisions "
-                     "GROUP BY content_hash, reviewer) latest ON d.id = latest.id ORDER BY d.id")
+            query = ("SELECT d.* FROM decisions d JOIN (SELECT MAX(rowid) AS last FROM decisions "
+                     "GROUP BY id, content_hash, reviewer) latest ON d.rowid = latest.last ORDER BY d.rowid")
         else:
-            query = "SELECT * FROM decisions ORDER BY id"
+            query = "SELECT * FROM decisions ORDER BY rowid"
         frame = pd.read_sql_query(query, connection)
     finally:
         connection.close()
@@ -176,25 +186,25 @@ def list_decisions(folder: str | Path, *, current_only: bool = True) -> pd.DataF
 
 
 def resolve_decisions(decisions: pd.DataFrame) -> pd.DataFrame:
-    """One row per ``content_hash`` from current decisions (output of :func:`list_decisions`).
+    """One row per reviewed image (``id``, ``content_hash``) from current decisions (:func:`list_decisions`).
 
-    Columns: ``content_hash``, ``decision`` (the shared decision, or ``conflict`` when the reviewers'
+    Columns: ``id``, ``content_hash``, ``decision`` (the shared decision, or ``conflict`` when the reviewers'
     current decisions or new labels differ), ``new_label`` (the shared new label of ``label_wrong``, else
     None), ``reviewers`` (sorted, joined by ``"; "``), ``decided_at`` (latest), ``n_reviewers``,
     ``details`` (``"reviewer: decision [-> new label]"`` joined by ``"; "``, so a conflict shows both sides).
     """
-    columns = ["content_hash", "decision", "new_label", "reviewers", "decided_at", "n_reviewers", "details"]
+    columns = ["id", "content_hash", "decision", "new_label", "reviewers", "decided_at", "n_reviewers", "details"]
     if decisions.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     rows = []
-    for content_hash, block in decisions.sort_values("id").groupby("content_hash", sort=False):
+    for (image_id, content_hash), block in decisions.groupby(["id", "content_hash"], sort=False):
         pairs = {(row.decision, row.new_label if isinstance(row.new_label, str) else None)
                  for row in block.itertuples()}
         decision, new_label = next(iter(pairs)) if len(pairs) == 1 else (CONFLICT, None)
         details = "; ".join(
             f"{row.reviewer}: {row.decision}" + (f" -> {row.new_label}" if isinstance(row.new_label, str) else "")
             for row in block.sort_values("reviewer").itertuples())
-        rows.append({"content_hash": content_hash, "decision": decision, "new_label": new_label,
+        rows.append({"id": image_id, "content_hash": content_hash, "decision": decision, "new_label": new_label,
                      "reviewers": "; ".join(sorted(block["reviewer"].astype(str).unique())),
                      "decided_at": str(block["decided_at"].max()), "n_reviewers": int(block["reviewer"].nunique()),
                      "details": details})
@@ -207,6 +217,12 @@ def find_conflicts(folder: str | Path) -> pd.DataFrame:
     return resolved[resolved["decision"] == CONFLICT].reset_index(drop=True)
 
 
+def _matching(images: pd.DataFrame, resolved: pd.DataFrame) -> pd.DataFrame:
+    """Resolved decisions that apply to the images now: same ``id`` and same ``content_hash``."""
+    keys = images[["id", "content_hash"]].astype(str)
+    return keys.merge(resolved.astype({"id": str, "content_hash": str}), on=["id", "content_hash"], how="inner")
+
+
 @dataclass(frozen=True)
 class ReviewSummary:
     """Counts over the current review decisions of flagged images (no statistics).
@@ -216,7 +232,7 @@ class ReviewSummary:
     n_suspects : int
         Images flagged as label issues (``is_label_issue``) in the audit.
     n_reviewed : int
-        Flagged images with at least one current decision (matching ``content_hash``).
+        Flagged images with at least one current decision (same ``id`` and ``content_hash``).
     n_label_wrong, n_label_correct, n_unsure, n_conflicts : int
         Flagged reviewed images by resolved decision (``conflict`` when reviewers disagree).
     confirmed_error_rate : float or None
@@ -243,17 +259,16 @@ def summarise_reviews(images: pd.DataFrame, decisions: pd.DataFrame) -> ReviewSu
     Parameters
     ----------
     images : DataFrame
-        ``images.parquet`` (needs ``content_hash``; ``is_label_issue`` when the audit has label noise).
+        ``images.parquet`` (needs ``id``, ``content_hash``; ``is_label_issue`` when the audit has label noise).
     decisions : DataFrame
         Current decisions (:func:`list_decisions`).
     """
     if "is_label_issue" in images.columns:
-        suspects = images.loc[images["is_label_issue"].astype(bool), "content_hash"]
+        suspects = images.loc[images["is_label_issue"].astype(bool)]
     else:
-        suspects = images["content_hash"].iloc[:0]
-    resolved = resolve_decisions(decisions).set_index("content_hash")["decision"]
-    reviewed = suspects[suspects.isin(resolved.index)]
-    counts = resolved.reindex(reviewed).value_counts()
+        suspects = images.iloc[:0]
+    reviewed = _matching(suspects, resolve_decisions(decisions))
+    counts = reviewed["decision"].value_counts()
     wrong, correct = int(counts.get("label_wrong", 0)), int(counts.get("label_correct", 0))
     return ReviewSummary(n_suspects=int(len(suspects)), n_reviewed=int(len(reviewed)), n_label_wrong=wrong,
                          n_label_correct=correct, n_unsure=int(counts.get("unsure", 0)),
@@ -264,7 +279,7 @@ def summarise_reviews(images: pd.DataFrame, decisions: pd.DataFrame) -> ReviewSu
 def corrected_labels(images: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
     """The corrected-labels table (``CORRECTED_LABEL_COLUMNS``): one row per reviewed image.
 
-    An image is reviewed when a current decision matches its ``content_hash``. ``corrected_label`` is the
+    An image is reviewed when a current decision matches its ``id`` and ``content_hash``. ``corrected_label`` is the
     new label of an agreed ``label_wrong`` and the given label otherwise (``label_correct``, ``unsure``,
     ``conflict``: the label stands until the reviewers agree it is wrong); ``decision`` says which case it is.
     Rows follow the order of ``images``.
@@ -272,8 +287,9 @@ def corrected_labels(images: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFr
     missing = [c for c in ("id", "path", "label", "content_hash") if c not in images.columns]
     if missing:
         raise InputError(ERROR_IMAGES_COLUMNS.format(columns=", ".join(missing)))
-    resolved = resolve_decisions(decisions)
-    merged = images[["id", "path", "label", "content_hash"]].merge(resolved, on="content_hash", how="inner")
+    resolved = resolve_decisions(decisions).astype({"id": str, "content_hash": str})
+    frame = images[["id", "path", "label", "content_hash"]].astype({"id": str, "content_hash": str})
+    merged = frame.merge(resolved, on=["id", "content_hash"], how="inner")
     corrected = merged["label"].astype(str).where(merged["decision"] != "label_wrong", merged["new_label"])
     return pd.DataFrame({"id": merged["id"].astype(str), "path": merged["path"].astype(str),
                          "label": merged["label"].astype(str), "corrected_label": corrected.astype(str),

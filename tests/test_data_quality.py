@@ -12,10 +12,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from audit.analysis._table import GROUP_METRIC_COLUMNS
 from audit.analysis.data_quality import (ERROR_BAD_HASH, ERROR_DUPLICATE_IDS, ERROR_EMBEDDINGS_ROWS, ERROR_EMPTY,
-                                         ERROR_GROUP_LENGTH, ERROR_MISSING_COLUMNS, ERROR_SEARCH_NARROWED,
-                                         ERROR_SETTING,
-                                         ERROR_UNKNOWN_LABEL, HASH_COLUMNS, ISSUES, DataQualityResult,
-                                         find_data_quality_issues)
+                                         ERROR_GROUP_LENGTH, ERROR_HASH_FLOAT, ERROR_MISSING_COLUMNS,
+                                         ERROR_SEARCH_NARROWED, ERROR_SETTING, ERROR_UNKNOWN_LABEL, HASH_COLUMNS,
+                                         ISSUES, DataQualityResult, find_data_quality_issues)
 from audit.analysis.hashing import compute_perceptual_hashes
 from audit.analysis.image_properties import compute_image_properties
 from audit.errors import InputError
@@ -147,7 +146,12 @@ def test_result_shape(planted):
         assert ((scores[known] >= 0) & (scores[known] <= 1)).all(), issue
         # Every score is below 0.5 exactly for flagged images.
         assert ((scores[known] < 0.5) == flags[known]).all(), issue
-    assert str(result.per_image["duplicate_set"].dtype) == "Int64"
+    sets = result.per_image["duplicate_set"]
+    assert sets.dtype == object
+    assert all(v is None or (isinstance(v, str) and v.isdigit()) for v in sets)
+    ids = sorted({v for v in sets if v is not None})
+    assert len({len(v) for v in ids}) == 1  # zero-padded: string order is set order
+    assert ids == [f"{k:0{len(ids[0])}d}" for k in range(len(ids))]
 
 
 def test_exact_copies_all_found(planted):
@@ -247,6 +251,10 @@ def test_small_groups_are_insufficient_data(planted):
     result = find_data_quality_issues(table, group_labels={"g": tiny_group}, classes=CLASSES)
     rows = result.group_table[(result.group_table["attribute"] == "g") & (result.group_table["group"] == "x")]
     assert (rows["verdict"] == "insufficient_data").all() and rows["insufficient_evidence"].all()
+    # A data set smaller than min_group_size: the whole-data-set rows are insufficient too.
+    small = find_data_quality_issues(table.iloc[:20], classes=CLASSES)
+    overall = small.group_table[small.group_table["attribute"] == "all"]
+    assert (overall["verdict"] == "insufficient_data").all()
 
 
 def test_to_dict_is_json_safe(planted):
@@ -334,6 +342,11 @@ def test_input_errors(planted):
     with pytest.raises(InputError) as error:
         find_data_quality_issues(bad, classes=CLASSES)
     assert str(error.value) == ERROR_BAD_HASH.format(column="dhash", row=2)
+    floats = table.copy()
+    floats["chash"] = floats["chash"].astype(np.float64)
+    with pytest.raises(InputError) as error:
+        find_data_quality_issues(floats, classes=CLASSES)
+    assert str(error.value) == ERROR_HASH_FLOAT.format(column="chash")
 
 
 def test_missing_property_values_are_not_flagged(planted):

@@ -22,7 +22,7 @@ def _images() -> pd.DataFrame:
 
 
 def test_store_is_wal_with_contract_table(tmp_path):
-    reviews.record_decision(tmp_path, content_hash=H1, reviewer="ann", decision="label_correct")
+    reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="ann", decision="label_correct")
     connection = sqlite3.connect(tmp_path / reviews.REVIEWS_FILE)
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     columns = [row[1] for row in connection.execute("PRAGMA table_info(decisions)")]
@@ -44,9 +44,10 @@ def test_reading_does_not_create_the_store(tmp_path):
      reviews.ERROR_NEW_LABEL_UNKNOWN.format(value="cow", classes="cat, dog")),
     ({"new_label": "dog"}, reviews.ERROR_NEW_LABEL_UNEXPECTED.format(value="dog", decision="unsure")),
     ({"content_hash": "xyz"}, reviews.ERROR_CONTENT_HASH.format(value="xyz")),
+    ({"image_id": ""}, reviews.ERROR_IMAGE_ID),
 ])
 def test_bad_decisions_are_refused(tmp_path, kwargs, message):
-    arguments = dict(content_hash=H1, reviewer="ann", decision="unsure", classes=["cat", "dog"])
+    arguments = dict(image_id="i1", content_hash=H1, reviewer="ann", decision="unsure", classes=["cat", "dog"])
     arguments.update(kwargs)
     with pytest.raises(InputError) as raised:
         reviews.record_decision(tmp_path, **arguments)
@@ -56,13 +57,13 @@ def test_bad_decisions_are_refused(tmp_path, kwargs, message):
 
 def test_missing_folder_is_an_input_error(tmp_path):
     with pytest.raises(InputError) as raised:
-        reviews.record_decision(tmp_path / "nope", content_hash=H1, reviewer="a", decision="unsure")
+        reviews.record_decision(tmp_path / "nope", image_id="i1", content_hash=H1, reviewer="a", decision="unsure")
     assert str(raised.value) == reviews.ERROR_NOT_A_FOLDER.format(path=tmp_path / "nope")
 
 
 def test_latest_decision_of_a_reviewer_counts_and_log_keeps_all(tmp_path):
-    reviews.record_decision(tmp_path, content_hash=H1, reviewer="ann", decision="unsure")
-    reviews.record_decision(tmp_path, content_hash=H1, reviewer="ann", decision="label_wrong", new_label="dog")
+    reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="ann", decision="unsure")
+    reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="ann", decision="label_wrong", new_label="dog")
     current = reviews.list_decisions(tmp_path)
     assert len(current) == 1 and current.iloc[0]["decision"] == "label_wrong"
     assert len(reviews.list_decisions(tmp_path, current_only=False)) == 2
@@ -70,17 +71,17 @@ def test_latest_decision_of_a_reviewer_counts_and_log_keeps_all(tmp_path):
 
 
 def test_different_reviewers_disagreeing_is_a_conflict_keeping_both(tmp_path):
-    reviews.record_decision(tmp_path, content_hash=H1, reviewer="ann", decision="label_wrong", new_label="dog")
-    reviews.record_decision(tmp_path, content_hash=H1, reviewer="bob", decision="label_correct")
+    reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="ann", decision="label_wrong", new_label="dog")
+    reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="bob", decision="label_correct")
     # Same decision but a different new label is a conflict too.
-    reviews.record_decision(tmp_path, content_hash=H2, reviewer="ann", decision="label_wrong", new_label="cat")
-    reviews.record_decision(tmp_path, content_hash=H2, reviewer="bob", decision="label_wrong", new_label="cow")
+    reviews.record_decision(tmp_path, image_id="i2", content_hash=H2, reviewer="ann", decision="label_wrong", new_label="cat")
+    reviews.record_decision(tmp_path, image_id="i2", content_hash=H2, reviewer="bob", decision="label_wrong", new_label="cow")
     # Agreement is not.
-    reviews.record_decision(tmp_path, content_hash=H3, reviewer="ann", decision="label_wrong", new_label="dog")
-    reviews.record_decision(tmp_path, content_hash=H3, reviewer="bob", decision="label_wrong", new_label="dog")
+    reviews.record_decision(tmp_path, image_id="i3", content_hash=H3, reviewer="ann", decision="label_wrong", new_label="dog")
+    reviews.record_decision(tmp_path, image_id="i3", content_hash=H3, reviewer="bob", decision="label_wrong", new_label="dog")
     conflicts = reviews.find_conflicts(tmp_path)
-    assert sorted(conflicts["content_hash"]) == [H1, H2]
-    row = conflicts.set_index("content_hash").loc[H1]
+    assert sorted(conflicts["id"]) == ["i1", "i2"]
+    row = conflicts.set_index("id").loc["i1"]
     assert row["reviewers"] == "ann; bob"
     assert row["details"] == "ann: label_wrong -> dog; bob: label_correct"
     assert len(reviews.list_decisions(tmp_path)) == 6
@@ -88,26 +89,26 @@ def test_different_reviewers_disagreeing_is_a_conflict_keeping_both(tmp_path):
 
 def test_summary_counts(tmp_path):
     images = _images()
-    reviews.record_decision(tmp_path, content_hash=H1, reviewer="ann", decision="label_wrong", new_label="dog")
-    reviews.record_decision(tmp_path, content_hash=H2, reviewer="ann", decision="label_correct")
-    reviews.record_decision(tmp_path, content_hash=H3, reviewer="ann", decision="unsure")
-    reviews.record_decision(tmp_path, content_hash="d" * 64, reviewer="ann", decision="label_correct")  # not a suspect
-    reviews.record_decision(tmp_path, content_hash="e" * 64, reviewer="ann", decision="label_correct")  # no image
+    reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="ann", decision="label_wrong", new_label="dog")
+    reviews.record_decision(tmp_path, image_id="i2", content_hash=H2, reviewer="ann", decision="label_correct")
+    reviews.record_decision(tmp_path, image_id="i3", content_hash=H3, reviewer="ann", decision="unsure")
+    reviews.record_decision(tmp_path, image_id="i4", content_hash="d" * 64, reviewer="ann", decision="label_correct")  # not a suspect
+    reviews.record_decision(tmp_path, image_id="i9", content_hash="e" * 64, reviewer="ann", decision="label_correct")  # no image
     summary = reviews.summarise_reviews(images, reviews.list_decisions(tmp_path))
     assert summary.to_dict() == {"n_suspects": 3, "n_reviewed": 3, "n_label_wrong": 1, "n_label_correct": 1,
                                  "n_unsure": 1, "n_conflicts": 0, "confirmed_error_rate": 0.5}
-    reviews.record_decision(tmp_path, content_hash=H1, reviewer="bob", decision="label_correct")
+    reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="bob", decision="label_correct")
     summary = reviews.summarise_reviews(images, reviews.list_decisions(tmp_path))
     assert (summary.n_conflicts, summary.n_label_wrong, summary.confirmed_error_rate) == (1, 0, 0.0)
 
 
 def test_corrected_labels_csv_follows_contract_and_is_injection_safe(tmp_path):
     images = _images()
-    reviews.record_decision(tmp_path, content_hash=H1, reviewer="ann", decision="label_wrong", new_label="dog",
+    reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="ann", decision="label_wrong", new_label="dog",
                             decided_at="2026-01-01T00:00:00+00:00")
-    reviews.record_decision(tmp_path, content_hash=H2, reviewer="ann", decision="label_wrong", new_label="cat")
-    reviews.record_decision(tmp_path, content_hash=H2, reviewer="@bob", decision="unsure")
-    reviews.record_decision(tmp_path, content_hash=H3, reviewer="ann", decision="label_correct")
+    reviews.record_decision(tmp_path, image_id="i2", content_hash=H2, reviewer="ann", decision="label_wrong", new_label="cat")
+    reviews.record_decision(tmp_path, image_id="i2", content_hash=H2, reviewer="@bob", decision="unsure")
+    reviews.record_decision(tmp_path, image_id="i3", content_hash=H3, reviewer="ann", decision="label_correct")
     out = tmp_path / "corrected.csv"
     data = reviews.export_corrected_labels(tmp_path, images, out=out)
     assert out.read_bytes() == data
@@ -122,8 +123,8 @@ def test_corrected_labels_csv_follows_contract_and_is_injection_safe(tmp_path):
 
 def _write_many(folder, worker, n):
     for i in range(n):
-        reviews.record_decision(folder, content_hash=f"{worker:02x}{i:062x}", reviewer=f"worker{worker}",
-                                decision="unsure", note=f"{worker}-{i}")
+        reviews.record_decision(folder, image_id=f"w{worker}-{i}", content_hash=f"{worker:02x}{i:062x}",
+                                reviewer=f"worker{worker}", decision="unsure", note=f"{worker}-{i}")
 
 
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
@@ -140,3 +141,31 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     assert len(log) == 2 * n
     assert log["id"].is_unique
     assert set(log["note"]) == {f"{w}-{i}" for w in (1, 2) for i in range(n)}
+
+
+def test_a_decision_applies_while_id_and_content_hash_match(tmp_path):
+    images = _images()
+    reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="ann", decision="label_wrong",
+                            new_label="dog")
+    assert reviews.summarise_reviews(images, reviews.list_decisions(tmp_path)).n_reviewed == 1
+    # The file of i1 was edited since (new bytes): the old decision no longer applies to it.
+    edited = images.assign(content_hash=[H3, H2, H3, "d" * 64])
+    assert reviews.summarise_reviews(edited, reviews.list_decisions(tmp_path)).n_reviewed == 0
+    assert reviews.corrected_labels(edited, reviews.list_decisions(tmp_path)).empty
+    # An exact copy of i1 under another id is another image: it is not reviewed by i1's decision.
+    copy = images.assign(content_hash=[H1, H1, H3, "d" * 64])
+    assert reviews.corrected_labels(copy, reviews.list_decisions(tmp_path))["id"].tolist() == ["i1"]
+
+
+def test_the_report_reader_sees_the_same_decisions(tmp_path):
+    load = pytest.importorskip("audit.report.load")
+    images = _images()
+    reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="ann", decision="unsure")
+    reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="ann", decision="label_wrong",
+                            new_label="dog")
+    reviews.record_decision(tmp_path, image_id="i2", content_hash=H2, reviewer="ann", decision="label_correct")
+    reviews.record_decision(tmp_path, image_id="i2", content_hash=H2, reviewer="bob", decision="unsure")
+    theirs = load.load_reviews(tmp_path, images).set_index("id")
+    ours = reviews.corrected_labels(images, reviews.list_decisions(tmp_path)).set_index("id")
+    assert theirs.loc["i1", "decision"] == ours.loc["i1", "decision"] == "label_wrong"
+    assert theirs.loc["i2", "decision"] == ours.loc["i2", "decision"] == "conflict"

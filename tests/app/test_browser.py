@@ -86,8 +86,8 @@ def test_every_page_review_persists_and_screenshots(tmp_path):
         from audit import reviews
 
         decisions = reviews.list_decisions(folder)
-        assert decisions[["content_hash", "reviewer", "decision", "note"]].values.tolist() == [
-            [first.content_hash, "ann", "label_correct", "checked in the browser"]]
+        assert decisions[["id", "content_hash", "reviewer", "decision", "note"]].values.tolist() == [
+            [str(first.id), first.content_hash, "ann", "label_correct", "checked in the browser"]]
 
         page.reload()
         wait_ready(page)
@@ -182,3 +182,38 @@ def test_bad_uploads_show_the_reason_and_the_app_stays_usable(tmp_path):
                 assert not (tmp_path / "escape.txt").exists()
                 switch_page(page, "Fairness")  # still usable
                 _no_exception(page)
+
+
+def test_upload_zip_and_predictions_runs_an_audit_with_progress_and_opens_it(tmp_path):
+    import zipfile
+
+    from synthetic_audit import build_dataset
+
+    folder = _audit_copy(tmp_path)
+    files = build_dataset(tmp_path / "small", n_images=40, seed=5)
+    archive_path = tmp_path / "small.zip"
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        for path in sorted((tmp_path / "small").rglob("*")):
+            if path.is_file() and path.name != "predictions.csv":
+                archive.write(path, path.relative_to(tmp_path / "small").as_posix())
+    with running_app("--audit", str(folder), env={"IMAGEFAIR_REPORTS": str(folder.parent)}) as url, \
+            browser(height=1200) as page:
+        open_page(page, url)
+        sidebar = page.get_by_test_id("stSidebar")
+        sidebar.get_by_text("Start a new audit").click()
+        sidebar.get_by_text("Upload", exact=True).click()
+        sidebar.get_by_label("Audit name (folder under reports/)").fill("uploaded")
+        inputs = sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]')
+        inputs.nth(0).set_input_files(str(archive_path))
+        inputs.nth(1).set_input_files(files["predictions"])
+        for name in ("small.zip", "predictions.csv"):
+            sidebar.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+        sidebar.get_by_role("button", name="Run audit").click()
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('[data-testid=\"stMetric\"]'))"
+            ".some(m => m.innerText.includes('Images') && m.innerText.includes('40'))", timeout=120_000)
+        wait_ready(page)
+        _no_exception(page)
+        assert (folder.parent / "uploaded" / "audit.json").exists()
+        caption = page.get_by_test_id("stMain").get_by_test_id("stCaptionContainer").first.inner_text()
+        assert caption.startswith("Audit uploaded of"), caption
