@@ -167,6 +167,10 @@ def _label_noise(images, sections, tables, *, label_codes, probabilities, embedd
     images["label_score"] = np.asarray(result.label_score, dtype=float)
     images["is_label_issue"] = np.asarray(result.is_label_issue, dtype=bool)
     images["suggested_label"] = np.array(classes, dtype=object)[np.asarray(result.suggested_label)]
+    # 1 = most suspect; empty for images not flagged. Rows keep the probabilities.npy order (contract).
+    rank = np.full(len(images), np.nan)
+    rank[np.asarray(result.ranking, dtype=np.int64)] = np.arange(1, len(result.ranking) + 1)
+    images["label_issue_rank"] = pd.array(np.where(np.isnan(rank), None, rank), dtype="Int64")
     group_dict = {name: labels for name, labels in iter_group_keys(groups, list(groups.columns),
                                                                    max_depth=config.max_intersection_depth)}
     table = runner("label_noise_by_group", estimate_noise_rate_by_group, np.asarray(result.is_label_issue),
@@ -208,7 +212,14 @@ def _data_quality(images, sections, tables, metrics, *, embeddings, classes, gro
     # dark group by construction), so issue concentration is measured over metadata attributes only.
     metadata = [c for c in groups.columns if not c.startswith("image_")]
     group_dict = {name: labels for name, labels in iter_group_keys(groups, metadata, max_depth=1)}
-    result = runner("data_quality", find_data_quality_issues, images, embeddings=embeddings,
+    from audit.analysis.data_quality import HASH_COLUMNS, PROPERTY_COLUMNS
+
+    needed = [c for c in ("id", "label", "split", "content_hash", *PROPERTY_COLUMNS) if c in images.columns]
+    frame = images[needed].copy()
+    for name in HASH_COLUMNS:
+        if f"image_{name}" in images.columns:
+            frame[name] = images[f"image_{name}"].to_numpy()
+    result = runner("data_quality", find_data_quality_issues, frame, embeddings=embeddings,
                     group_labels=group_dict, classes=classes, confidence_level=config.confidence_level,
                     min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
                     correction=config.correction)

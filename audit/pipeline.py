@@ -141,7 +141,8 @@ def decode_images(dataset: Dataset, *, config: AuditConfig, progress: Progress):
         record.update(compute_image_properties(item.rgb, mode=getattr(item, "mode", None))
                       if _accepts_mode(compute_image_properties) else compute_image_properties(item.rgb))
         if compute_perceptual_hashes is not None:
-            record.update(compute_perceptual_hashes(item.rgb))
+            # prefixed like every engine-computed column, so a manifest column named "phash" cannot collide
+            record.update({f"image_{name}": value for name, value in compute_perceptual_hashes(item.rgb).items()})
         records[position] = record
     keep = np.array([r is not None for r in records], dtype=bool)
     kept = table.loc[keep].reset_index(drop=True)
