@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import re
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,7 +247,3 @@ def check_audit_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
         raise InputError(ERROR_AUDIT_NAME.format(name=name))
     return name
-
-
-def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in sys.argv)

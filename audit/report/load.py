@@ -144,29 +144,21 @@ def load_reviews(path: str | os.PathLike, images: pd.DataFrame | None = None) ->
     file = Path(path) / "reviews.sqlite"
     if not file.is_file():
         return None
-    connection = sqlite3.connect(f"file:{file}?mode=ro", uri=True)
-    try:
-        decisions = pd.read_sql_query(
-            "SELECT id, content_hash, reviewer, decision, new_label, note, decided_at FROM decisions", connection)
-    finally:
-        connection.close()
+    # One rule for the app, the CSV export and the reports: audit.reviews decides what counts and what
+    # is a conflict (different decisions, or different new labels, from different reviewers).
+    from audit.reviews import list_decisions, resolve_decisions
+
     columns = ["id", "decision", "new_label", "reviewers", "decided_at"]
+    decisions = list_decisions(path, current_only=True)
     if decisions.empty:
         return pd.DataFrame(columns=columns)
     decisions["id"] = decisions["id"].astype(str)
     if images is not None and "content_hash" in images.columns:
         current = dict(zip(images["id"].astype(str), images["content_hash"].astype(str)))
         decisions = decisions[[current.get(i) == str(h) for i, h in zip(decisions["id"], decisions["content_hash"])]]
-    decisions = decisions.sort_values("decided_at").groupby(["id", "reviewer"], sort=False).tail(1)
-    rows = []
-    for image_id, part in decisions.groupby("id", sort=False):
-        words = set(part["decision"].astype(str))
-        decision = words.pop() if len(words) == 1 else "conflict"
-        labels = [x for x in part["new_label"].dropna().astype(str) if x]
-        rows.append({"id": image_id, "decision": decision, "new_label": labels[-1] if labels else None,
-                     "reviewers": ", ".join(sorted(part["reviewer"].astype(str))),
-                     "decided_at": str(part["decided_at"].max())})
-    return pd.DataFrame(rows, columns=columns)
+    resolved = resolve_decisions(decisions)
+    resolved["reviewers"] = resolved["reviewers"].str.replace("; ", ", ", regex=False)
+    return resolved[columns].reset_index(drop=True)
 
 
 def load_audit_folder(path: str | os.PathLike) -> AuditFolder:

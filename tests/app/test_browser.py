@@ -124,10 +124,10 @@ def _upload_and_run(page, name: str, files: dict) -> str:
     for label, path in files.items():
         inputs.nth(labels.index(label)).set_input_files(str(path))
     for path in files.values():  # wait until every upload is listed (it has reached the server)
-        sidebar.get_by_text(Path(path).name, exact=True).first.wait_for(timeout=30_000)
+        sidebar.get_by_text(Path(path).name, exact=True).first.wait_for(timeout=60_000)
     sidebar.get_by_role("button", name="Run audit").click()
     error = sidebar.get_by_test_id("stAlertContentError").first
-    error.wait_for(timeout=60_000)
+    error.wait_for(timeout=120_000)
     return error.inner_text()
 
 
