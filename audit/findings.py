@@ -100,7 +100,7 @@ def _label_noise_findings(section: dict, group_metrics: pd.DataFrame, classes) -
                              & (group_metrics["class"] == "")]
     if section.get("source") == "model" and len(accuracy) and float(accuracy["value"].iloc[0]) < 0.9:
         found.append(_finding(
-            "label_noise", "medium",
+            "label_noise", "high" if rate >= 0.05 else "medium",
             f"The model behind the label-noise estimate is {percent(float(accuracy['value'].iloc[0]))} accurate, so "
             f"many flagged images may be model errors rather than wrong labels: review the suspects before "
             f"relying on the rate.", weight=2 + 10 * rate - 0.01))
