@@ -2,6 +2,14 @@
 
 Called by :func:`audit.pipeline.run_audit` (full audits) and :func:`audit.label_noise_audit.run_label_noise_audit`
 (labels + probabilities only). Each analysis is isolated by ``runner``: a failure becomes an ``errors`` entry.
+
+Probabilities come either as an in-memory ``(N, K)`` array (every analysis as usual) or, for predictions too
+large to hold, as a *chunk source* (a callable returning a fresh iterator of consecutive ``(rows, K)``
+chunks, see :mod:`audit.io.arrays`) plus the per-image :class:`PredictionColumns`. Then label noise is
+estimated in bounded memory from the chunks and group performance runs on the per-image predictions:
+every metric except ``top_k_accuracy`` and ``expected_calibration_error``, which
+:func:`~audit.analysis.group_performance.compute_group_performance` computes only from an in-memory matrix;
+the ``group_performance`` section says so (``settings.notes`` and ``skipped_metrics``).
 """
 from __future__ import annotations
 
@@ -25,6 +33,68 @@ BASE_METRICS = {
 
 PIXEL_GROUP_BOOLEAN = ("image_is_grayscale",)
 
+#: Metrics of ``group_performance`` that need the whole probability matrix in memory.
+PROBABILITY_METRICS = ("top_k_accuracy", "expected_calibration_error")
+#: ``group_performance`` note when the probabilities were streamed (``{n}`` images x ``{k}`` classes).
+NOTE_STREAMED_PROBABILITIES = ("top_k_accuracy and expected_calibration_error not computed: the probabilities "
+                               "({n} x {k} values) were streamed in chunks to keep memory bounded, and these "
+                               "metrics need the whole matrix in memory; every other metric uses the per-image "
+                               "predictions")
+
+ERROR_COLUMNS_LENGTH = ("prediction columns have {found} rows but there are {expected} images: compute them "
+                        "from the same probabilities, one row per image in table order")
+ERROR_NEEDS_COLUMNS = ("probabilities given as a chunk source need their per-image columns "
+                       "(PredictionColumns.from_chunks(source, labels))")
+
+
+@dataclass(frozen=True)
+class PredictionColumns:
+    """Per-image model outputs computed chunk by chunk, so the ``(N, K)`` matrix need not be in memory.
+
+    Attributes
+    ----------
+    predicted : ndarray (N,) of int64
+        Most probable class (``argmax`` of the row, first maximum on ties).
+    confidence : ndarray (N,)
+        Probability of the predicted class (the row's maximum), in the probabilities' dtype.
+    label_probability : ndarray (N,)
+        Probability of the given label.
+    """
+
+    predicted: np.ndarray
+    confidence: np.ndarray
+    label_probability: np.ndarray
+
+    @staticmethod
+    def of_chunk(chunk: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(predicted, confidence, label_probability)`` of one ``(rows, K)`` chunk and its labels."""
+        predicted = chunk.argmax(axis=1)
+        confidence = chunk.max(axis=1)
+        label_probability = chunk[np.arange(chunk.shape[0]), labels]
+        return predicted, confidence, label_probability
+
+    @classmethod
+    def from_chunks(cls, source, labels) -> "PredictionColumns":
+        """One pass over a chunk source (see :mod:`audit.io.arrays`); ``labels`` = class index per image."""
+        labels = np.asarray(labels, dtype=np.int64)
+        n = labels.shape[0]
+        predicted = np.empty(n, dtype=np.int64)
+        confidence = label_probability = None
+        start = 0
+        for chunk in source():
+            stop = start + chunk.shape[0]
+            if stop > n:
+                raise ValueError(ERROR_COLUMNS_LENGTH.format(found=f"more than {n}", expected=n))
+            columns = cls.of_chunk(chunk, labels[start:stop])
+            if confidence is None:
+                confidence = np.empty(n, dtype=columns[1].dtype)
+                label_probability = np.empty(n, dtype=columns[2].dtype)
+            predicted[start:stop], confidence[start:stop], label_probability[start:stop] = columns
+            start = stop
+        if start != n:
+            raise ValueError(ERROR_COLUMNS_LENGTH.format(found=start, expected=n))
+        return cls(predicted=predicted, confidence=confidence, label_probability=label_probability)
+
 
 @dataclass
 class AnalysisBundle:
@@ -45,8 +115,16 @@ def pixel_group_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings, config, runner,
-                 progress, n_skipped: int = 0) -> AnalysisBundle:
-    """Run every analysis the inputs allow; return sections, tables, metric directions and findings."""
+                 progress, n_skipped: int = 0, prediction_columns: PredictionColumns | None = None
+                 ) -> AnalysisBundle:
+    """Run every analysis the inputs allow; return sections, tables, metric directions and findings.
+
+    ``probabilities``: None (no model), an ``(N, K)`` array, or a chunk source (callable returning a fresh
+    iterator of ``(rows, K)`` chunks, in table order) for matrices too large for memory; with a chunk source
+    give ``prediction_columns`` (computed in the same pass that validated the chunks; computed here with one
+    extra pass otherwise). A chunk source is read only by the label-noise engine; group performance then
+    leaves out the metrics that need the whole matrix (:data:`PROBABILITY_METRICS`) and says so.
+    """
     classes = tuple(classes)
     class_index = {name: i for i, name in enumerate(classes)}
     labels = kept["label"].astype(str)
@@ -98,17 +176,32 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
 
     # -- model-based analyses -------------------------------------------------------------------------------
     if probabilities is not None:
-        predicted = probabilities.argmax(axis=1)
+        streamed = not isinstance(probabilities, np.ndarray) and callable(probabilities)
+        if streamed:
+            if prediction_columns is None:
+                prediction_columns = PredictionColumns.from_chunks(probabilities, label_codes)
+            if len(prediction_columns.predicted) != len(kept):
+                raise ValueError(ERROR_COLUMNS_LENGTH.format(found=len(prediction_columns.predicted),
+                                                             expected=len(kept)))
+            predicted = np.asarray(prediction_columns.predicted, dtype=np.int64)
+            confidence = np.asarray(prediction_columns.confidence)
+            label_probability = np.asarray(prediction_columns.label_probability)
+            streamed_note = NOTE_STREAMED_PROBABILITIES.format(n=len(kept), k=len(classes))
+        else:
+            predicted = probabilities.argmax(axis=1)
+            confidence = probabilities.max(axis=1)
+            label_probability = probabilities[np.arange(len(kept)), label_codes]
+            streamed_note = None
         images["prediction"] = np.array(classes, dtype=object)[predicted]
-        images["confidence"] = probabilities.max(axis=1).astype(float)
-        images["label_probability"] = probabilities[np.arange(len(kept)), label_codes].astype(float)
+        images["confidence"] = confidence.astype(float)
+        images["label_probability"] = label_probability.astype(float)
         progress("estimating label noise", 0, 1)
         runner("label_noise", _label_noise, images, sections, tables, label_codes=label_codes, probabilities=probabilities,
                      embeddings=embeddings, classes=classes, groups=groups[compared], config=config, runner=runner)
         progress("measuring performance by group", 0, 1)
         runner("group_performance", _group_performance, sections, tables, metrics, label_codes=label_codes, predicted=predicted,
-                           probabilities=probabilities, classes=classes, groups=groups[compared], config=config,
-                           runner=runner)
+                           probabilities=None if streamed else probabilities, classes=classes, groups=groups[compared],
+                           config=config, runner=runner, streamed_note=streamed_note)
 
     # -- data quality ---------------------------------------------------------------------------------------
     if "content_hash" in kept.columns:
@@ -131,6 +224,7 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
 
 def _label_noise(images, sections, tables, *, label_codes, probabilities, embeddings, classes, groups, config,
                  runner):
+    """Confident learning on ``probabilities`` (an array or a chunk source; the engine streams either)."""
     from audit.analysis.label_noise import estimate_label_noise, estimate_noise_rate_by_group
 
     source = "model"
@@ -181,7 +275,9 @@ def _label_noise(images, sections, tables, *, label_codes, probabilities, embedd
 
 
 def _group_performance(sections, tables, metrics, *, label_codes, predicted, probabilities, classes, groups,
-                       config, runner):
+                       config, runner, streamed_note: str | None = None):
+    """Per-group performance; ``streamed_note`` (probabilities streamed, so ``probabilities`` is None) replaces
+    the "no probabilities" note and lists the metrics left out under ``skipped_metrics``."""
     from audit.analysis.group_performance import compute_group_performance
 
     result = runner("group_performance", compute_group_performance, label_codes, predicted, classes=classes,
@@ -192,6 +288,11 @@ def _group_performance(sections, tables, metrics, *, label_codes, predicted, pro
     if result is not None:
         section = result.to_dict()
         metrics.update(section.pop("metrics", {}))
+        if streamed_note is not None:
+            settings = section.setdefault("settings", {})
+            notes = [note for note in settings.get("notes", []) if not str(note).startswith("no probabilities")]
+            settings["notes"] = notes + [streamed_note]
+            section["skipped_metrics"] = {"metrics": list(PROBABILITY_METRICS), "reason": streamed_note}
         sections["group_performance"] = section
         tables.append(result.table)
     from audit.analysis.slices import find_weak_slices

@@ -11,10 +11,16 @@ import os
 import sys
 from typing import TextIO
 
+from audit.errors import InputError
 from audit.policy import (ERROR, FAIL, INSUFFICIENT_EVIDENCE, PASS, SKIPPED, WARN, Verdict, evaluate_policy,
                           exit_code, load_policy)
 
 ERROR_OUTPUT_FORMAT = "--format must be text or md, got {value!r}"
+ERROR_JSON_IS_DIR = "--json {path} is a folder; give a file name (e.g. {path}/verdict.json)"
+ERROR_JSON_NOT_WRITABLE = "cannot write the verdict to --json {path} ({reason}); give a file in a folder you can write to"
+#: The one line on stderr when the verdict is ERROR (exit code 2), besides the table on stdout.
+MESSAGE_VERDICT_ERROR = ("gate: verdict ERROR for {folder}: {n} check(s) could not be evaluated; first: {name}: "
+                         "{message}")
 
 #: Shown before each status in the Markdown summary (plain words stay beside them for screen readers).
 STATUS_MARK = {PASS: "✅", WARN: "⚠️", FAIL: "❌", INSUFFICIENT_EVIDENCE: "❔", ERROR: "💥", SKIPPED: "⏭️"}
@@ -66,9 +72,16 @@ def render_gate_text(verdict: Verdict, *, folder: str = "", policy_file: str = "
 
 
 def _md_cell(text) -> str:
-    """Markdown table cell: no pipes, newlines or HTML tags from user data."""
-    text = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-    return text.replace("<", "&lt;").replace(">", "&gt;")
+    """Markdown table cell: no pipes, newlines, HTML tags, links or mentions from user data (the report's rule)."""
+    from audit.report.markdown import md
+
+    return md(text)
+
+
+def _md_code(text) -> str:
+    from audit.report.markdown import code
+
+    return code(text)
 
 
 def render_gate_markdown(verdict: Verdict, *, folder: str = "", policy_file: str = "") -> str:
@@ -76,7 +89,7 @@ def render_gate_markdown(verdict: Verdict, *, folder: str = "", policy_file: str
     order = {FAIL: 0, ERROR: 1, INSUFFICIENT_EVIDENCE: 2, WARN: 3, PASS: 4, SKIPPED: 5}
     checks = sorted(verdict.checks, key=lambda c: order[c.status])
     lines = [f"### imagefair release gate: {STATUS_MARK.get(verdict.status, '')} **{verdict.status}**", ""]
-    context = f"Audit `{_md_cell(folder)}`" + (f", policy `{_md_cell(policy_file)}`" if policy_file else "")
+    context = f"Audit `{_md_code(folder)}`" + (f", policy `{_md_code(policy_file)}`" if policy_file else "")
     lines.append(f"{context}: {_summary_counts(verdict)}"
                  + (" (strict mode: INSUFFICIENT_EVIDENCE fails the gate)." if verdict.strict else "."))
     lines.append("")
@@ -124,6 +137,8 @@ def run_gate(folder: str | os.PathLike, *, policy_file: str | os.PathLike, outpu
 
     if output_format not in ("text", "md"):
         raise ValueError(ERROR_OUTPUT_FORMAT.format(value=output_format))
+    if json_file is not None and os.path.isdir(json_file):
+        raise InputError(ERROR_JSON_IS_DIR.format(path=json_file), source=str(json_file))
     policy = load_policy(policy_file)
     audit = load_audit_json(folder)
     group_metrics = load_group_metrics(folder)
@@ -133,6 +148,18 @@ def run_gate(folder: str | os.PathLike, *, policy_file: str | os.PathLike, outpu
     if json_file is not None:
         from audit.io.atomic import write_json_atomic
 
-        write_json_atomic(json_file, verdict.to_dict())
+        try:
+            write_json_atomic(json_file, verdict.to_dict())
+        except OSError as error:
+            raise InputError(ERROR_JSON_NOT_WRITABLE.format(path=json_file,
+                                                            reason=error.strerror or type(error).__name__),
+                             source=str(json_file)) from error
+    if verdict.status == ERROR:
+        # exit code 2 comes with one line on stderr (contract); the table above says the rest
+        errors = [c for c in verdict.checks if c.status == ERROR]
+        first = errors[0] if errors else None
+        print(MESSAGE_VERDICT_ERROR.format(folder=folder, n=len(errors), name=first.name if first else "-",
+                                           message=" ".join(str(first.message).split()) if first else "-"),
+              file=sys.stderr)
     return exit_code(verdict.status)
 

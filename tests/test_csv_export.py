@@ -11,12 +11,14 @@ from audit.io.csv_export import FORMULA_PREFIXES, neutralise_cell, to_safe_csv, 
 
 
 @pytest.mark.parametrize("text", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "\nx",
-                                  "=HYPERLINK(\"http://x\",\"y\")"])
+                                  "=HYPERLINK(\"http://x\",\"y\")",
+                                  # importers that trim spaces would still see a formula; full-width signs
+                                  " =after a space", "\u00a0=after nbsp", "\uff1dcmd", "\uff0b1", "\uff20x"])
 def test_formula_like_text_gets_a_quote(text):
     assert neutralise_cell(text) == "'" + text
 
 
-@pytest.mark.parametrize("value", ["cat", "", " =not first", "a=b", "'already", 3, -3, -2.5, True, None])
+@pytest.mark.parametrize("value", ["cat", "", "a =not first", "a=b", "'already", 3, -3, -2.5, True, None])
 def test_other_values_unchanged(value):
     assert neutralise_cell(value) is value or neutralise_cell(value) == value
 

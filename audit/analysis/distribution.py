@@ -21,6 +21,12 @@ ERROR_REFERENCE_COLUMNS = ("reference file {path}: expected columns attribute,gr
                            "found {columns}")
 ERROR_REFERENCE_SHARE = ("reference file {path}, row {row}: expected_share {value!r} is not a number "
                          "between 0 and 1")
+ERROR_REFERENCE_EMPTY = ("reference file {path}, row {row}: the '{column}' cell is empty; fill it or remove "
+                         "the row")
+ERROR_REFERENCE_DUPLICATE = ("reference file {path}: rows {first} and {second} both give attribute {attribute!r}, "
+                             "group {group!r}; keep one row per group")
+ERROR_REFERENCE_UNKNOWN_ATTRIBUTE = ("reference file {path}, row {row}: attribute {attribute!r} is not a group "
+                                     "attribute of the data set ({available}); fix the name or remove its rows")
 
 
 def _json_float(value) -> float | None:
@@ -151,21 +157,49 @@ class AttributeDistributionResult:
                 "intersections": self.intersections}
 
 
-def load_reference_proportions(frame: pd.DataFrame, *, path: str) -> pd.DataFrame:
-    """Validate a reference table (``attribute,group,expected_share``) read by the io layer."""
+def load_reference_proportions(frame: pd.DataFrame, *, path: str, attributes=None) -> pd.DataFrame:
+    """Validate a reference table (``attribute,group,expected_share``) read by the io layer.
+
+    Every row needs an attribute and a group (an empty cell is an error), each (attribute, group) pair
+    appears once, and, when ``attributes`` (the data set's group attributes and intersections) is given,
+    every attribute must be one of them, so a misspelt attribute is an error instead of a comparison that
+    silently never happens.
+    """
+    from audit.errors import InputError
+
     expected = {"attribute", "group", "expected_share"}
     if not expected <= set(frame.columns):
-        from audit.errors import InputError
         raise InputError(ERROR_REFERENCE_COLUMNS.format(path=path, columns=", ".join(map(str, frame.columns))),
                          source=path)
+    for column in ("attribute", "group"):
+        empty = frame[column].isna().to_numpy() | (frame[column].astype(str).str.strip() == "").to_numpy()
+        if empty.any():
+            row = int(np.flatnonzero(empty)[0])
+            raise InputError(ERROR_REFERENCE_EMPTY.format(path=path, row=row, column=column), source=path, row=row,
+                             column=column)
+    keys = list(zip(frame["attribute"].astype(str).str.strip(), frame["group"].astype(str).str.strip()))
+    first_row: dict = {}
+    for row, key in enumerate(keys):
+        if key in first_row:
+            raise InputError(ERROR_REFERENCE_DUPLICATE.format(path=path, first=first_row[key], second=row,
+                                                              attribute=key[0], group=key[1]),
+                             source=path, row=row, column="group")
+        first_row[key] = row
+    if attributes is not None:
+        known = [str(a) for a in attributes]
+        for row, (attribute, _) in enumerate(keys):
+            if attribute not in known:
+                raise InputError(ERROR_REFERENCE_UNKNOWN_ATTRIBUTE.format(
+                    path=path, row=row, attribute=attribute, available=", ".join(known) or "none"),
+                    source=path, row=row, column="attribute")
     shares = pd.to_numeric(frame["expected_share"], errors="coerce")
     bad = shares.isna() | (shares < 0) | (shares > 1)
     if bad.any():
-        from audit.errors import InputError
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise InputError(ERROR_REFERENCE_SHARE.format(path=path, row=row, value=frame["expected_share"].iloc[row]),
                          source=path, row=row, column="expected_share")
-    return pd.DataFrame({"attribute": frame["attribute"].astype(str), "group": frame["group"].astype(str),
+    return pd.DataFrame({"attribute": frame["attribute"].astype(str).str.strip(),
+                         "group": frame["group"].astype(str).str.strip(),
                          "expected_share": shares.astype(float)})
 
 

@@ -177,7 +177,8 @@ def _validate(labels, predictions, classes, groups, probabilities, settings) -> 
         bad = (values < 0) | (values >= k)
         if bad.any():
             raise InputError(ERROR_CLASS_RANGE.format(name=name, value=int(values[np.argmax(bad)]), last=k - 1, k=k))
-    if groups is None:
+    if groups is None or groups.shape[1] == 0:
+        # no group attributes: a column-less frame (``pd.DataFrame({})`` has 0 rows) means "no groups"
         groups = pd.DataFrame(index=range(n))
     if len(groups) != n:
         raise InputError(ERROR_GROUPS_LENGTH.format(rows=len(groups), n=n))

@@ -107,6 +107,9 @@ def _validate(correct, groups, settings):
         if bad:
             raise InputError(ERROR_CORRECT_VALUES.format(value=bad[0].item() if hasattr(bad[0], "item") else bad[0]))
         correct = correct.astype(bool)
+    if groups.shape[1] == 0:
+        # no group attributes: a column-less frame (``pd.DataFrame({})`` has 0 rows) means "no groups"
+        groups = pd.DataFrame(index=range(correct.size))
     if len(groups) != correct.size:
         raise InputError(ERROR_GROUPS_LENGTH.format(rows=len(groups), n=correct.size))
     checks = (

@@ -14,13 +14,15 @@ import pandas as pd
 
 from audit.io.atomic import write_text_atomic
 
-#: First characters that make a spreadsheet treat a cell as a formula (OWASP).
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
+#: First characters that make a spreadsheet treat a cell as a formula (OWASP), with the full-width forms
+#: (U+FF1D, U+FF0B, U+FF0D, U+FF20) that some spreadsheet locales also read as formula starts.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 def neutralise_cell(value):
-    """``"'" + value`` when ``value`` is a string starting with one of :data:`FORMULA_PREFIXES`; else ``value``."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+    """``"'" + value`` when ``value`` is a string starting with one of :data:`FORMULA_PREFIXES`, also after
+    leading spaces (some importers trim them before evaluating); else ``value``."""
+    if isinstance(value, str) and value.lstrip(" \u00a0\u3000").startswith(FORMULA_PREFIXES):
         return "'" + value
     return value
 

@@ -38,7 +38,12 @@ value on every image that has one, over at least :data:`ID_LIKE_MIN_VALUES` imag
 Skips and errors
 ----------------
 A manifest path that escapes the data root (absolute outside it, ``..`` traversal, a symlink resolving
-outside) and a missing image file are counted skips (:data:`SKIP_PATH_ESCAPES`, :data:`SKIP_NOT_FOUND`).
+outside), a missing image file, a path naming a folder, pipe or device, and a path holding a NUL byte are
+counted skips (:data:`SKIP_PATH_ESCAPES`, :data:`SKIP_NOT_FOUND`, :data:`SKIP_NOT_A_FILE`,
+:data:`SKIP_INVALID_PATH`). A label cell holding one of :data:`LABEL_MISSING_TOKENS` (``nan``, ``null``) is an
+error like an empty one; a column named like a per-image column the engine writes (:data:`ENGINE_COLUMNS`,
+``is_<issue>_issue``, ``<issue>_score``) is refused; a CSV whose only column holds ``;``, tabs or ``|`` is
+reported as using the wrong delimiter.
 Everything else that makes the input unusable raises :class:`audit.errors.InputError` with one of the
 ``ERROR_*`` constants below.
 
@@ -79,9 +84,25 @@ ID_LIKE_MIN_VALUES = 10
 #: Folder names ignored in an ImageFolder tree (besides hidden ones).
 IGNORED_FOLDERS = frozenset({"__MACOSX"})
 
+#: Label cells that read as a missing label (an error naming the row, like an empty cell): what pandas,
+#: numpy and databases write for a missing value. "None" and "NA" are left alone: they can be real classes.
+LABEL_MISSING_TOKENS = frozenset({"nan", "NaN", "NAN", "null", "NULL", "Null"})
+
+#: Per-image columns the engine writes into ``images.parquet`` (contract): a manifest or attribute column of
+#: the same name would be overwritten there while still being analysed as a group, so it is refused.
+#: ``is_<issue>_issue`` is refused for any issue; ``<issue>_score`` for the issues of
+#: :data:`audit.analysis.data_quality.ISSUES` (copied here: io must not import analysis; a test keeps them equal).
+ENGINE_COLUMNS = frozenset({"prediction", "confidence", "label_probability", "label_score", "suggested_label",
+                            "label_issue_rank", "duplicate_set"})
+ENGINE_ISSUES = ("exact_duplicate", "near_duplicate", "outlier", "dark", "light", "blurry", "low_information",
+                 "grayscale", "odd_size", "odd_aspect_ratio")
+_ENGINE_ISSUE_COLUMN = re.compile(r"^is_.+_issue$")
+
 # --- counted skips (SkipEntry.reason) --------------------------------------------------------------------
 SKIP_PATH_ESCAPES = "path escapes the data root"
 SKIP_NOT_FOUND = "file not found"
+SKIP_NOT_A_FILE = "not a regular file (a folder, pipe or device)"
+SKIP_INVALID_PATH = "invalid path (contains a NUL byte)"
 SKIP_NOT_IMAGE_EXTENSION = "not an image file (extension {extension!r}; images are {extensions})"
 SKIP_OUTSIDE_CLASS_FOLDER = "file outside any class folder"
 
@@ -106,6 +127,12 @@ ERROR_RESERVED_COLUMN = (
     "{path} has a column '{column}', a name the audit reserves for its own data. Rename the column.")
 ERROR_DUPLICATE_COLUMN = (
     "{path} has the column '{column}' more than once. Give every column a unique name.")
+ERROR_WRONG_DELIMITER = (
+    "Manifest {path} has a single column '{header}': it looks separated by {delimiter} instead of commas. "
+    "Save it as a comma-separated CSV (UTF-8, with a header row).")
+ERROR_MISSING_LABEL = (
+    "Manifest {path}, {where}: the label column '{column}' holds '{value}', which reads as a missing value. "
+    "Give the image its class name or remove the row.")
 ERROR_DUPLICATE_ID = (
     "Manifest {path}: {first} and {second} have the same id '{id}'. Ids (the 'id' column, else the path) "
     "must be unique; fix or remove one of the rows.")
@@ -326,7 +353,7 @@ def _scan_imagefolder(root: Path, source: str) -> tuple[pd.DataFrame, list[SkipE
             skipped.append(SkipEntry(row, relative, SKIP_PATH_ESCAPES))
             continue
         if not os.path.isfile(absolute):
-            skipped.append(SkipEntry(row, relative, SKIP_NOT_FOUND))
+            skipped.append(SkipEntry(row, relative, SKIP_NOT_A_FILE if os.path.exists(absolute) else SKIP_NOT_FOUND))
             continue
         rows.append(row)
         ids.append(relative)
@@ -363,6 +390,12 @@ def _table_kind(path: Path) -> str | None:
 def _where(row: int, kind: str) -> str:
     """'row 3 (line 5)' for CSV (header on line 1), 'row 3' for Parquet; rows are 0-based data rows."""
     return f"row {row} (line {row + 2})" if kind == "csv" else f"row {row}"
+
+
+def is_engine_column(name: str) -> bool:
+    """True when the engine writes a per-image column of this name (see :data:`ENGINE_COLUMNS`)."""
+    return (name in ENGINE_COLUMNS or bool(_ENGINE_ISSUE_COLUMN.match(name))
+            or any(name == f"{issue}_score" for issue in ENGINE_ISSUES))
 
 
 def _read_table(path: Path, kind: str) -> pd.DataFrame:
@@ -450,9 +483,14 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str,
             raise InputError(ERROR_RESERVED_COLUMN.format(path=source, column=reserved), source=source,
                              column=reserved)
     for column in columns:
-        if column.startswith("image_"):
+        if column.startswith("image_") or is_engine_column(column):
             raise InputError(ERROR_RESERVED_COLUMN.format(path=source, column=column), source=source,
                              column=column)
+    if kind == "csv" and len(columns) == 1:
+        for delimiter, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
+            if delimiter in columns[0]:
+                raise InputError(ERROR_WRONG_DELIMITER.format(path=source, header=columns[0].replace("\t", "\\t"),
+                                                              delimiter=name), source=source)
 
     n = len(raw)
     paths = _column_to_str(raw["path"].tolist(), attribute=False)
@@ -468,6 +506,10 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str,
                              row=row, column="path")
         if labels[row] is None:
             raise InputError(ERROR_EMPTY_LABEL.format(path=source, where=_where(row, kind), column=label_column),
+                             source=source, row=row, column=label_column)
+        if labels[row] in LABEL_MISSING_TOKENS:
+            raise InputError(ERROR_MISSING_LABEL.format(path=source, where=_where(row, kind), column=label_column,
+                                                        value=labels[row]),
                              source=source, row=row, column=label_column)
         if has_id and given_ids[row] is None:
             raise InputError(ERROR_EMPTY_ID.format(path=source, where=_where(row, kind)), source=source,
@@ -493,10 +535,13 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str,
     skipped: list[SkipEntry] = []
     for row in range(n):
         absolute = absolute_paths[row]
-        if _DRIVE.match(paths[row]) or not _inside(os.path.realpath(absolute), root_text):
+        if "\x00" in absolute:  # os.path.realpath raises ValueError on it; no file can have such a name
+            skipped.append(SkipEntry(row, paths[row].replace("\x00", "\\x00"), SKIP_INVALID_PATH))
+        elif _DRIVE.match(paths[row]) or not _inside(os.path.realpath(absolute), root_text):
             skipped.append(SkipEntry(row, paths[row], SKIP_PATH_ESCAPES))
         elif not os.path.isfile(absolute):
-            skipped.append(SkipEntry(row, paths[row], SKIP_NOT_FOUND))
+            reason = SKIP_NOT_A_FILE if os.path.exists(absolute) else SKIP_NOT_FOUND
+            skipped.append(SkipEntry(row, paths[row], reason))
         else:
             keep.append(row)
 
@@ -548,7 +593,7 @@ def _join_attributes(table: pd.DataFrame, path: Path, notes: list[str], data_sou
     for column in columns:
         if column in ("id", "path"):
             continue
-        if column in RESERVED_COLUMNS or column.startswith("image_"):
+        if column in RESERVED_COLUMNS or column.startswith("image_") or is_engine_column(column):
             raise InputError(ERROR_RESERVED_COLUMN.format(path=source, column=column), source=source,
                              column=column)
         if column in table.columns:

@@ -25,6 +25,8 @@ ERROR_AUDIT_JSON_SCHEMA = "{file} is not a valid audit ({reason}): re-run the au
 ERROR_NO_TABLE = "{path} has no {name}: the audit folder is incomplete; re-run the audit"
 ERROR_TABLE_CORRUPT = "{file} cannot be read as Parquet ({reason}): the file is damaged; re-run the audit"
 ERROR_TABLE_COLUMNS = "{file} lacks the columns {columns}: it does not follow the contract; re-run the audit"
+ERROR_TABLE_ROWS = ("{file} has {found} rows but audit.json counts {expected} images: the folder mixes files of "
+                    "different runs or was edited; re-run the audit")
 NOTE_REVIEWS_UNREADABLE = "reviews.sqlite exists but cannot be read ({reason}); review status is not shown"
 
 GROUP_METRIC_COLUMNS = ("attribute", "group", "class", "n", "metric", "value", "ci_low", "ci_high",
@@ -173,6 +175,10 @@ def load_audit_folder(path: str | os.PathLike) -> AuditFolder:
     audit = load_audit_json(folder)
     group_metrics = load_group_metrics(folder)
     images = load_images(folder)
+    expected = (audit.get("dataset") or {}).get("n_images")
+    if isinstance(expected, int) and not isinstance(expected, bool) and len(images) != expected:
+        file = folder / "images.parquet"
+        raise InputError(ERROR_TABLE_ROWS.format(file=file, found=len(images), expected=expected), source=str(file))
     notes = []
     try:
         reviews = load_reviews(folder, images)

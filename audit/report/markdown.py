@@ -7,10 +7,25 @@ STATUS_MARK = {"PASS": "✅", "WARN": "⚠️", "FAIL": "❌", "INSUFFICIENT_EVI
                "SKIPPED": "⏭️"}
 
 
+#: Markdown punctuation escaped in user text: links and images (``[x](url)``, ``![x](url)``), emphasis,
+#: code, table pipes (``_`` is left alone: GitHub Markdown ignores it inside words, and it is in every
+#: metric name). ``<``/``>`` become entities (no HTML), ``@`` gets a zero-width space after it so a class
+#: or group named ``@org/team`` does not notify anyone when the summary is posted on a pull request.
+MARKDOWN_ESCAPED = "\\`*[]|~"
+
+
 def md(text) -> str:
-    """User text safe inside Markdown (and a table cell): no HTML tags, pipes or line breaks."""
-    text = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("`", "\\`")
-    return text.replace("<", "&lt;").replace(">", "&gt;")
+    """User text safe inside Markdown (and a table cell): no HTML tags, links, emphasis, pipes, mentions or
+    line breaks."""
+    text = " ".join(str(text).splitlines()) if "\n" in str(text) or "\r" in str(text) else str(text)
+    text = "".join("\\" + c if c in MARKDOWN_ESCAPED else c for c in text)
+    return text.replace("<", "&lt;").replace(">", "&gt;").replace("@", "@\u200b")
+
+
+def code(text) -> str:
+    """User text inside a code span (`` `...` ``): escapes are not read there, so a backtick (which would end
+    the span) becomes a quote and line breaks become spaces."""
+    return " ".join(str(text).replace("`", "'").splitlines())
 
 
 def render_markdown(report: Report, *, max_checks: int = 20) -> str:
@@ -24,7 +39,7 @@ def render_markdown(report: Report, *, max_checks: int = 20) -> str:
     else:
         lines.append("No policy verdict recorded (use `python -m audit gate DIR --policy FILE`).")
     lines.append("")
-    lines.append(f"- Dataset: `{md(cover['dataset'])}`: {cover['n_images']} images, {cover['n_classes']} classes, "
+    lines.append(f"- Dataset: `{code(cover['dataset'])}`: {cover['n_images']} images, {cover['n_classes']} classes, "
                  f"{cover['n_skipped']} inputs skipped")
     lines.append(f"- Model: {md(cover['model'])}")
     lines.append(f"- Audit date: {md(cover['audit_date'])}")
@@ -44,7 +59,7 @@ def render_markdown(report: Report, *, max_checks: int = 20) -> str:
         lines += ["### Findings", ""] + [f"{i}. {md(f)}" for i, f in enumerate(findings[:8], 1)] + [""]
     errors = s["summary"]["errors"]
     if errors:
-        lines += ["### Analyses that failed", ""] + [f"- `{md(e['analysis'])}`: {md(e['message'])}" for e in errors]
+        lines += ["### Analyses that failed", ""] + [f"- `{code(e['analysis'])}`: {md(e['message'])}" for e in errors]
         lines.append("")
     policy = s["policy"]
     if policy and policy["checks"]:
@@ -67,7 +82,7 @@ def render_markdown(report: Report, *, max_checks: int = 20) -> str:
         reasons = "; ".join(f"{md(r['reason'])} ({r['n']})" for r in s["skipped"]["by_reason"][:5])
         lines += [f"{s['skipped']['n']} inputs were skipped: {reasons}.", ""]
     provenance = dict(s["provenance"]["main"])
-    lines.append(f"<sub>data hash `{md(provenance.get('data_hash', '-'))}` · model `"
-                 f"{md(provenance.get('model_sha256', '-'))}` · seed {md(provenance.get('seed', '-'))} · "
+    lines.append(f"<sub>data hash `{code(provenance.get('data_hash', '-'))}` · model `"
+                 f"{code(provenance.get('model_sha256', '-'))}` · seed {md(provenance.get('seed', '-'))} · "
                  f"{md(cover['tool'])}</sub>")
     return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ from audit.report.load import AuditFolder, load_audit_folder
 
 ERROR_FORMAT = "report format must be pdf, html or md, got {value!r}"
 ERROR_OUT_IS_DIR = "--out {path} is a folder; give a file name (e.g. {path}/report.{ext})"
+ERROR_OUT_NOT_WRITABLE = "cannot write the report to {path} ({reason}); give --out a file in a folder you can write to"
 
 FORMATS = ("pdf", "html", "md")
 #: Rows shown of long lists (classes, groups, suspects); the rest are summarised as "others".
@@ -544,25 +545,30 @@ def render_report(folder: str | os.PathLike, *, format: str, out: str | os.PathL
     target = Path(out) if out is not None else folder / f"report.{format}"
     if target.is_dir():
         raise InputError(ERROR_OUT_IS_DIR.format(path=target, ext=format))
-    from audit.io.atomic import write_bytes_atomic, write_text_atomic
+    from audit.io.atomic import write_bytes_atomic
 
     if format == "md":
         from audit.report.markdown import render_markdown
 
         report = build_report(folder, thumbnails=False)
-        write_text_atomic(target, render_markdown(report))
+        data = render_markdown(report).encode("utf-8")
     elif format == "html":
         from audit.report.html import render_html
 
         report = build_report(folder, thumbnails=thumbnails)
-        write_text_atomic(target, render_html(report))
+        data = render_html(report).encode("utf-8")
     else:
         from audit.report.pdf import ChartServer, render_pdf
 
         with ChartServer() as server:  # Chromium boots while the folder is read
             report = build_report(folder, thumbnails=thumbnails)
             data = render_pdf(report, server=server)
+    try:
         write_bytes_atomic(target, data)
+    except OSError as error:
+        # missing/unwritable folder, a file where a folder should be, disk full: one line naming --out
+        raise InputError(ERROR_OUT_NOT_WRITABLE.format(path=target, reason=error.strerror or type(error).__name__),
+                         source=str(target)) from error
     _readable(target)
     return target
 
