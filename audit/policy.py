@@ -226,7 +226,7 @@ def load_policy(path: str | os.PathLike) -> Policy:
     if not path.is_file():
         raise PolicyError(ERROR_POLICY_NOT_FOUND.format(path=path), source=str(path))
     try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        data = tomllib.loads(path.read_bytes().decode("utf-8-sig"))  # a BOM (Windows editors) is not TOML
     except tomllib.TOMLDecodeError as error:
         raise PolicyError(ERROR_POLICY_TOML.format(path=path, reason=error), source=str(path)) from None
     except (OSError, UnicodeDecodeError) as error:

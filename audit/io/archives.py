@@ -60,6 +60,8 @@ ERROR_SIZE_MISMATCH = (
     "Archive {path}: the entry '{name}' expands to more than its declared {declared} bytes (a corrupt "
     "archive or a zip bomb). Re-create the archive.")
 ERROR_CORRUPT_MEMBER = "Archive {path}: the entry '{name}' cannot be extracted ({detail}). Re-create the archive."
+ERROR_PATH_CLASH = ("Archive {path}: the entry '{name}' cannot be extracted because a file and a folder share "
+                    "its path. Re-create the archive.")
 ERROR_DEST_EXISTS = "Destination {dest} already exists and is not empty. Choose a new folder."
 
 
@@ -189,10 +191,12 @@ def _extract_members(archive: zipfile.ZipFile, members, root: Path, source: str,
     files: list[Path] = []
     for info, parts, is_dir in members:
         target = root.joinpath(*parts)
+        try:
+            (target if is_dir else target.parent).mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as error:  # 'a' as a file and 'a/b' as a member
+            raise InputError(ERROR_PATH_CLASH.format(path=source, name=info.filename), source=source) from error
         if is_dir:
-            target.mkdir(parents=True, exist_ok=True)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         written = 0
         try:
             with archive.open(info) as reader, open(target, "xb") as writer:

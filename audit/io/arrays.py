@@ -65,7 +65,7 @@ def read_npy_header(path) -> tuple[tuple[int, ...], np.dtype, int]:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
             offset = handle.tell()
     except (OSError, ValueError) as error:
-        raise InputError(ERROR_NPY_UNREADABLE.format(path=path, reason=error), source=str(path)) from None
+        raise InputError(ERROR_NPY_UNREADABLE.format(path=path, reason=" ".join(str(error).split()) or type(error).__name__), source=str(path)) from None
     if dtype.hasobject or dtype.kind not in "fiub":
         raise InputError(ERROR_NPY_DTYPE.format(path=path, dtype=dtype), source=str(path))
     if fortran and len(shape) > 1:
@@ -159,7 +159,7 @@ def _parquet_file(path):
     try:
         return pq.ParquetFile(path)
     except (OSError, ValueError) as error:
-        raise InputError(ERROR_PARQUET_UNREADABLE.format(path=path, reason=error), source=str(path)) from None
+        raise InputError(ERROR_PARQUET_UNREADABLE.format(path=path, reason=" ".join(str(error).split()) or type(error).__name__), source=str(path)) from None
 
 
 def _table_to_matrix(path, table, columns: Sequence[str]) -> np.ndarray:

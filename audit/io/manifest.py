@@ -405,12 +405,20 @@ def _read_table(path: Path, kind: str) -> pd.DataFrame:
         if kind == "csv":
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
         else:
+            import pyarrow.parquet as pq
+
+            # pyarrow refuses to read a file with a repeated column name with an obscure message: check first
+            schema_names = [str(c).strip() for c in pq.read_schema(path).names]
+            repeated = [c for c, n in Counter(schema_names).items() if n > 1]
+            if repeated:
+                raise InputError(ERROR_DUPLICATE_COLUMN.format(path=path, column=repeated[0]), source=str(path),
+                                 column=repeated[0])
             frame = pd.read_parquet(path)
-    except MemoryError:
+    except (MemoryError, InputError):
         raise
     except Exception as error:  # pandas, the csv module and pyarrow raise many types for a broken file
         text = str(error).strip()
-        detail = text.splitlines()[0] if text else type(error).__name__
+        detail = text.splitlines()[0].rstrip(".") if text else type(error).__name__
         raise InputError(ERROR_UNREADABLE_TABLE.format(path=path, kind=label, detail=detail),
                          source=str(path)) from error
     names = [str(c).strip() for c in frame.columns]
@@ -469,6 +477,11 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str,
                    label_column: str) -> tuple[pd.DataFrame, list[SkipEntry]]:
     raw = _read_table(path, kind)
     columns = list(raw.columns)
+    if kind == "csv" and len(columns) == 1:
+        for delimiter, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
+            if delimiter in columns[0]:
+                raise InputError(ERROR_WRONG_DELIMITER.format(path=source, header=columns[0].replace("\t", "\\t"),
+                                                              delimiter=name), source=source)
     shown = ", ".join(repr(c) for c in columns) if columns else "none"
     if "path" not in columns:
         raise InputError(ERROR_NO_PATH_COLUMN.format(path=source, columns=shown), source=source, column="path")
@@ -486,11 +499,6 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str,
         if column.startswith("image_") or is_engine_column(column):
             raise InputError(ERROR_RESERVED_COLUMN.format(path=source, column=column), source=source,
                              column=column)
-    if kind == "csv" and len(columns) == 1:
-        for delimiter, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
-            if delimiter in columns[0]:
-                raise InputError(ERROR_WRONG_DELIMITER.format(path=source, header=columns[0].replace("\t", "\\t"),
-                                                              delimiter=name), source=source)
 
     n = len(raw)
     paths = _column_to_str(raw["path"].tolist(), attribute=False)

@@ -126,6 +126,16 @@ ERROR_CLASS_MAP_UNKNOWN_DATASET_CLASS = (
 )
 
 
+def one_line(error: BaseException, *, limit: int = 300) -> str:
+    """An exception's text as one line for a user message: white space (TorchScript and onnxruntime put
+    source excerpts and stack traces over several lines) collapsed, cut at ``limit`` characters, no final
+    period (the message adds its own)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if len(text) > limit:
+        text = text[:limit - 3].rstrip() + "..."
+    return text.rstrip(".")
+
+
 def n_threads() -> int:
     """Threads used for inference: ``$IMAGEFAIR_NUM_THREADS`` if set, else min(2, CPU count)."""
     value = os.environ.get("IMAGEFAIR_NUM_THREADS")
@@ -153,7 +163,7 @@ def detect_model_kind(path: str | os.PathLike) -> str:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
         except (zipfile.BadZipFile, OSError) as exc:
-            raise ModelError(ERROR_MODEL_LOAD_FAILED.format(kind="zip", file=source, reason=exc),
+            raise ModelError(ERROR_MODEL_LOAD_FAILED.format(kind="zip", file=source, reason=one_line(exc)),
                              source=source) from exc
         # torch.jit.save writes <root>/constants.pkl and <root>/code/...; torch.save writes only
         # <root>/data.pkl with <root>/data/<n> tensor storages.
@@ -174,7 +184,10 @@ def detect_model_kind(path: str | os.PathLike) -> str:
 def softmax(scores: np.ndarray) -> np.ndarray:
     """Row-wise softmax, numerically stable (the row maximum is subtracted first); float32 out."""
     scores = np.asarray(scores, dtype=np.float64)
-    shifted = scores - scores.max(axis=1, keepdims=True)
+    # finite logits far apart (1e308 and -1e308) overflow to -inf in the difference: exp gives 0, as it should;
+    # the warning numpy would print on stderr is not for the user
+    with np.errstate(over="ignore"):
+        shifted = scores - scores.max(axis=1, keepdims=True)
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=1, keepdims=True)
     return shifted.astype(np.float32)
@@ -258,7 +271,7 @@ class LoadedModel:
         except ModelError:
             raise
         except Exception as exc:  # the runtimes raise many types; the user needs one clear line
-            raise ModelError(ERROR_MODEL_RUN_FAILED.format(file=self.path, reason=exc), source=self.path) from exc
+            raise ModelError(ERROR_MODEL_RUN_FAILED.format(file=self.path, reason=one_line(exc)), source=self.path) from exc
         scores = np.asarray(scores)
         if scores.ndim != 2 or scores.shape[0] != n:
             raise ModelError(ERROR_MODEL_OUTPUT_SHAPE.format(file=self.path, shape=scores.shape, n=n),
@@ -330,7 +343,7 @@ def _load_torchscript(path: str):
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(path, map_location="cpu")
     except Exception as exc:
-        raise ModelError(ERROR_MODEL_LOAD_FAILED.format(kind="TorchScript", file=path, reason=exc),
+        raise ModelError(ERROR_MODEL_LOAD_FAILED.format(kind="TorchScript", file=path, reason=one_line(exc)),
                          source=path) from exc
     return _torch_runner(module, torch)
 
@@ -345,7 +358,7 @@ def _load_onnx(path: str, preprocessing: Preprocessing, source: str):
     try:
         session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelError(ERROR_MODEL_LOAD_FAILED.format(kind="ONNX", file=path, reason=exc), source=path) from exc
+        raise ModelError(ERROR_MODEL_LOAD_FAILED.format(kind="ONNX", file=path, reason=one_line(exc)), source=path) from exc
     model_input = session.get_inputs()[0]
     shape = list(model_input.shape)
     if len(shape) == 4 and all(isinstance(v, int) for v in shape[2:]) \
@@ -387,7 +400,7 @@ def _load_state_dict(path: str, arch: str | None):
         reason = f"it refers to {found.group(1)}" if found else "rejected by torch.load(weights_only=True)"
         raise ModelError(ERROR_MODEL_PICKLED_CODE.format(file=path, reason=reason), source=path) from exc
     except Exception as exc:
-        raise ModelError(ERROR_MODEL_LOAD_FAILED.format(kind="checkpoint", file=path, reason=exc),
+        raise ModelError(ERROR_MODEL_LOAD_FAILED.format(kind="checkpoint", file=path, reason=one_line(exc)),
                          source=path) from exc
     state = checkpoint
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
@@ -509,7 +522,7 @@ def load_class_map(path: str | os.PathLike) -> dict[str, str]:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ModelError(ERROR_CLASS_MAP_UNREADABLE.format(file=source, reason=exc), source=source) from exc
+        raise ModelError(ERROR_CLASS_MAP_UNREADABLE.format(file=source, reason=one_line(exc)), source=source) from exc
     header = [cell.strip() for cell in rows[0]] if rows else []
     if header != ["model_class", "dataset_class"]:
         raise ModelError(ERROR_CLASS_MAP_HEADER.format(file=source, found=",".join(header) or "an empty file"),

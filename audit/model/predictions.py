@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from audit.errors import InputError
-from audit.model.inference import softmax
+from audit.model.inference import one_line, softmax
 
 __all__ = ["PredictionsResult", "load_predictions", "PREDICTION_KINDS", "SUM_TOLERANCE"]
 
@@ -138,7 +138,7 @@ def _read_npy(path: Path, source: str, table: pd.DataFrame, classes: tuple) -> t
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - numpy raises several types for bad files
-        raise InputError(ERROR_PREDICTIONS_UNREADABLE.format(file=source, reason=exc), source=source) from exc
+        raise InputError(ERROR_PREDICTIONS_UNREADABLE.format(file=source, reason=one_line(exc)), source=source) from exc
     if array.ndim != 2 or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise InputError(ERROR_PREDICTIONS_NPY_SHAPE.format(file=source, shape=array.shape, dtype=array.dtype),
                          source=source)
@@ -165,7 +165,7 @@ def _read_frame(path: Path, source: str) -> pd.DataFrame:
         else:
             frame = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types
-        raise InputError(ERROR_PREDICTIONS_UNREADABLE.format(file=source, reason=exc), source=source) from exc
+        raise InputError(ERROR_PREDICTIONS_UNREADABLE.format(file=source, reason=one_line(exc)), source=source) from exc
     frame.columns = [str(c) for c in frame.columns]
     return frame
 

@@ -131,6 +131,10 @@ class Preprocessing:
         return out
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()).rstrip(".") or type(error).__name__
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -216,10 +220,10 @@ def load_sidecar(path: str | os.PathLike) -> Preprocessing:
     """Read and validate a sidecar JSON file (every key checked; see module docstring)."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # tolerate a BOM (Windows editors)
         data = json.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelError(ERROR_SIDECAR_UNREADABLE.format(file=source, reason=exc), source=source) from exc
+        raise ModelError(ERROR_SIDECAR_UNREADABLE.format(file=source, reason=_one_line(exc)), source=source) from exc
     return check_sidecar(data, source=source)
 
 

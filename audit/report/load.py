@@ -101,7 +101,7 @@ def _read_parquet(folder: Path, name: str, required, columns=None) -> pd.DataFra
     try:
         frame = pd.read_parquet(file, columns=columns)
     except Exception as error:  # noqa: BLE001 - pyarrow raises several types for damaged files
-        raise InputError(ERROR_TABLE_CORRUPT.format(file=file, reason=f"{type(error).__name__}: {error}"),
+        raise InputError(ERROR_TABLE_CORRUPT.format(file=file, reason=f"{type(error).__name__}: {' '.join(str(error).split())}"),
                          source=str(file)) from None
     missing = [c for c in required if c not in frame.columns]
     if missing:
