@@ -899,3 +899,47 @@ def test_extreme_logits_give_probabilities_without_warnings(data, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numpy's overflow warning would reach the user's stderr
         assert softmax(np.array([[1e308, -1e308]])).tolist() == [[1.0, 0.0]]
+
+
+class _TinyModel:  # built lazily so that importing this file does not import torch
+    @staticmethod
+    def script(path: Path) -> None:
+        import torch
+
+        class Tiny(torch.nn.Module):
+            def forward(self, x):
+                return torch.softmax(x.mean(dim=(2, 3))[:, :2], 1)
+
+        torch.jit.save(torch.jit.script(Tiny()), str(path))
+
+
+def test_corrupt_torchscript_gives_one_line(data, capsys):
+    from audit.model.inference import ERROR_MODEL_LOAD_FAILED
+
+    _TinyModel.script(data / "good.pt")
+    with zipfile.ZipFile(data / "good.pt") as source, zipfile.ZipFile(data / "bad.pt", "w") as target:
+        for info in source.infolist():
+            payload = source.read(info.filename)
+            if info.filename.endswith(".py"):  # TorchScript's parser error spans several lines
+                payload = b"def forward(self, x):\n    return foo(\n"
+            target.writestr(info, payload)
+    (data / "model.json").write_text(json.dumps({
+        "classes": ["cat", "dog"], "input_size": [16, 16], "center_crop": 1.0, "channel_order": "RGB",
+        "mean": [0, 0, 0], "std": [1, 1, 1], "output": "probabilities"}))
+    expect_error(cli(capsys, *run_args(data, "--model", data / "bad.pt", "--preprocess", data / "model.json")),
+                 ERROR_MODEL_LOAD_FAILED, kind="TorchScript", file=data / "bad.pt")
+
+
+def test_pdf_report_keeps_truncated_images_off_and_loads_no_local_file(broken, capsys, monkeypatch, tmp_path):
+    from PIL import ImageFile
+
+    import audit.report.pdf as pdf
+
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (40, 40), (255, 0, 0)).save(secret)
+    injected = f'<html><body><p>x</p><img src="{secret.as_uri()}"><img src="secret.png"></body></html>'
+    monkeypatch.setattr(pdf, "render_pdf_html", lambda report, server=None: injected)
+    code, lines, _ = cli(capsys, "report", broken, "--format", "pdf", "--no-thumbnails")
+    assert code == 0 and lines == []
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # weasyprint switches it on when imported
+    assert b"/Image" not in (broken / "report.pdf").read_bytes()  # neither file:// nor a relative path loaded

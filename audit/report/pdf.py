@@ -96,9 +96,21 @@ def render_pdf_html(report: Report, *, server: ChartServer | None = None) -> str
 
 def render_pdf(report: Report, *, server: ChartServer | None = None) -> bytes:
     """The PDF report as bytes (``server``: an already started :class:`ChartServer`, else one is started)."""
-    from weasyprint import HTML
+    from PIL import ImageFile
 
+    truncated = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        from weasyprint import HTML
+        from weasyprint.urls import URLFetcher
+    finally:
+        # importing weasyprint switches Pillow's LOAD_TRUNCATED_IMAGES on for the whole process, which would
+        # make every later audit in it (the app, the tests) refuse to run (audit.io.images): switch it back
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated
+
+    # everything the report embeds is a data: URI; never read a local file or the network, whatever text ends
+    # up in the HTML
+    offline = URLFetcher(allowed_protocols=("data",))
     for name in ("weasyprint", "fontTools"):
         logging.getLogger(name).setLevel(logging.ERROR)
     html = render_pdf_html(report, server=server)
-    return HTML(string=html, base_url=str(report.folder)).write_pdf()
+    return HTML(string=html, base_url=str(report.folder), url_fetcher=offline).write_pdf()
