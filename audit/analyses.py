@@ -244,6 +244,7 @@ def _label_noise(images, sections, tables, *, label_codes, probabilities, embedd
             probe_note = runner("label_noise_probe", estimate_label_noise, label_codes, np.asarray(probe),
                                 n_classes=len(classes), confidence_level=config.confidence_level)
     result = runner("label_noise", estimate_label_noise, label_codes, noise_probabilities, n_classes=len(classes),
+                    score_method=getattr(config, "label_score_method", "self_confidence"),
                     confidence_level=config.confidence_level)
     if result is None:
         return

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument("--label-noise-source", default="model", choices=("model", "probe"),
                           help="probabilities for label noise: the model's, or an out-of-sample logistic-regression "
                                "probe on its embeddings (use probe when the model was trained on this data)")
+    settings.add_argument("--label-score", default="self_confidence", choices=("self_confidence", "normalized_margin"),
+                          help="per-image label_score that ranks suspects: the given label's probability "
+                               "(self_confidence) or its margin over the best other class (normalized_margin)")
     settings.add_argument("--cache-dir", default=None, metavar="DIR",
                           help="inference cache (default $IMAGEFAIR_CACHE_DIR or ~/.cache/imagefair)")
     settings.add_argument("--no-cache", action="store_true", help="do not read or write the inference cache")
@@ -143,7 +146,8 @@ def _command_run(args) -> int:
         class_map_file=args.class_map, predictions=args.predictions, predictions_kind=args.predictions_kind,
         policy_file=args.policy, min_group_size=args.min_group_size, max_ci_width=args.max_ci_width,
         max_intersection_depth=args.max_intersection_depth, n_bootstrap=args.n_bootstrap, seed=args.seed,
-        correction=args.correction, label_noise_source=args.label_noise_source, cache_dir=args.cache_dir,
+        correction=args.correction, label_noise_source=args.label_noise_source,
+        label_score_method=args.label_score, cache_dir=args.cache_dir,
         use_cache=not args.no_cache)
     result = run_audit(config, progress=_progress_bar(args.quiet))
     folder = write_audit_folder(args.out, audit=result.audit, images=result.images,

@@ -9,6 +9,7 @@ ERROR_CONFIDENCE_LEVEL = "confidence level must be strictly between 0 and 1, got
 ERROR_MODEL_AND_PREDICTIONS = "give either --model or --predictions, not both"
 ERROR_PREDICTIONS_KIND = "--predictions-kind must be auto, probabilities or logits, got {value!r}"
 ERROR_LABEL_NOISE_SOURCE = "--label-noise-source must be model or probe, got {value!r}"
+ERROR_LABEL_SCORE = "--label-score must be self_confidence or normalized_margin, got {value!r}"
 ERROR_MAX_DEPTH = "--max-intersection-depth must be 1, 2 or 3, got {value!r}"
 
 
@@ -45,6 +46,9 @@ class AuditConfig:
     label_noise_source : str
         ``model`` = the model's probabilities; ``probe`` = out-of-sample probabilities of a K-fold
         logistic-regression probe on the model's embeddings (for a model trained on the audited data).
+    label_score_method : str
+        Per-image ``label_score``: ``self_confidence`` (probability of the given label) or
+        ``normalized_margin`` (that probability minus the largest other one, mapped to 0..1).
     max_pixels : int
         Images with more pixels are skipped (decompression-bomb guard).
     cache_dir : str or None
@@ -72,6 +76,7 @@ class AuditConfig:
     seed: int = 0
     correction: str = "holm"
     label_noise_source: str = "model"
+    label_score_method: str = "self_confidence"
     max_pixels: int = 40_000_000
     batch_size: int = 128
     cache_dir: str | None = None
@@ -91,6 +96,8 @@ class AuditConfig:
             raise InputError(ERROR_PREDICTIONS_KIND.format(value=self.predictions_kind))
         if self.label_noise_source not in ("model", "probe"):
             raise InputError(ERROR_LABEL_NOISE_SOURCE.format(value=self.label_noise_source))
+        if self.label_score_method not in ("self_confidence", "normalized_margin"):
+            raise InputError(ERROR_LABEL_SCORE.format(value=self.label_score_method))
         if self.max_intersection_depth not in (1, 2, 3):
             raise InputError(ERROR_MAX_DEPTH.format(value=self.max_intersection_depth))
 

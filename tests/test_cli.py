@@ -101,3 +101,19 @@ def test_label_noise_command_rejects_out_of_range_label(tmp_path):
     line = _one_error_line(run_cli("label-noise", "--labels", str(tmp_path / "labels.npy"), "--predictions",
                                    str(tmp_path / "probs.npy"), "--out", str(tmp_path / "o")))
     assert "row 2" in line and "5" in line
+
+
+def test_label_score_option_changes_the_ranking_not_the_flagged_set(tmp_path):
+    manifest = write_manifest_dataset(tmp_path, n_per_cell=20)
+    predictions = write_predictions_csv(manifest, tmp_path / "p.csv", accuracy_by_group={"a": 0.9, "b": 0.7})
+    folders = {}
+    for method in ("self_confidence", "normalized_margin"):
+        out = tmp_path / method
+        done = run_cli("run", "--data", str(manifest), "--predictions", str(predictions), "--out", str(out),
+                       "--quiet", "--n-bootstrap", "50", "--label-score", method)
+        assert done.returncode == 0, done.stderr
+        folders[method] = pd.read_parquet(out / "images.parquet")
+        assert json.loads((out / "audit.json").read_text())["analyses"]["label_noise"]["score_method"] == method
+    first, second = folders["self_confidence"], folders["normalized_margin"]
+    assert (first["is_label_issue"] == second["is_label_issue"]).all()
+    assert not np.allclose(first["label_score"], second["label_score"])
