@@ -132,8 +132,8 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
     pixel_groups = pixel_group_columns(kept)
     group_attributes = list(dataset.group_attributes) + pixel_groups
     groups = pd.DataFrame({a: group_labels(kept[a].map(lambda v: None if v is None else str(v))
-                                           if a in PIXEL_GROUP_BOOLEAN else kept[a])
-                           for a in group_attributes})
+                                           if a in PIXEL_GROUP_BOOLEAN else kept[a]).to_numpy()
+                           for a in group_attributes}, index=range(len(kept)))
     # An attribute with a single group (e.g. every image 128 px wide) says something about composition but
     # nothing about differences between groups: it is described, not compared or intersected.
     constant = [a for a in group_attributes if groups[a].nunique() < 2]
@@ -159,7 +159,8 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
     if config.reference_file:
         from audit.io.tables import read_table
 
-        reference = load_reference_proportions(read_table(config.reference_file), path=config.reference_file)
+        reference = load_reference_proportions(read_table(config.reference_file), path=config.reference_file,
+                                               attributes=group_attributes)
     result = runner("attribute_distribution", compute_attribute_distribution, groups, attributes=group_attributes,
                     compared_attributes=compared,
                     min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,

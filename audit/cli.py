@@ -15,6 +15,8 @@ EXIT_OK = 0
 EXIT_POLICY_FAILED = 1
 EXIT_ERROR = 2
 
+ERROR_OUT_OF_MEMORY = ("error: out of memory: the data set does not fit this machine; for label noise alone use "
+                       "`label-noise` with an .npy of probabilities, which streams")
 ERROR_INTERNAL = ("internal error: {error} (this is a bug in imagefair; rerun with IMAGEFAIR_DEBUG=1 for details "
                   "and report it)")
 
@@ -218,19 +220,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except AuditError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_ERROR
-    except (OSError, MemoryError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except OSError as error:
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        print(f"error: {where}{_one_line(error.strerror or error)}", file=sys.stderr)
+        return EXIT_ERROR
+    except MemoryError:
+        print(ERROR_OUT_OF_MEMORY, file=sys.stderr)
         return EXIT_ERROR
     except Exception as error:  # noqa: BLE001 - never a raw traceback for the user
         if os.environ.get("IMAGEFAIR_DEBUG"):
             traceback.print_exc()
-        print(ERROR_INTERNAL.format(error=f"{type(error).__name__}: {error}"), file=sys.stderr)
+        print(ERROR_INTERNAL.format(error=_one_line(f"{type(error).__name__}: {error}")), file=sys.stderr)
         return EXIT_ERROR
+
+
+def _one_line(text) -> str:
+    """Collapse a message (possibly multi-line text from a third-party library) onto one line."""
+    return " ".join(str(text).split())
 
 
 def main_exit() -> None:

@@ -1,6 +1,7 @@
 """Settings of one audit run (everything the CLI and the app can set)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,9 @@ ERROR_MODEL_AND_PREDICTIONS = "give either --model or --predictions, not both"
 ERROR_PREDICTIONS_KIND = "--predictions-kind must be auto, probabilities or logits, got {value!r}"
 ERROR_LABEL_NOISE_SOURCE = "--label-noise-source must be model or probe, got {value!r}"
 ERROR_LABEL_SCORE = "--label-score must be self_confidence or normalized_margin, got {value!r}"
+ERROR_N_BOOTSTRAP = "--n-bootstrap must be an integer of at least 2, got {value!r}"
+ERROR_MAX_CI_WIDTH = "--max-ci-width must be a number greater than 0 and at most 1, got {value!r}"
+ERROR_FILE_MISSING = "{option} {path}: file not found"
 ERROR_MAX_DEPTH = "--max-intersection-depth must be 1, 2 or 3, got {value!r}"
 
 
@@ -88,6 +92,16 @@ class AuditConfig:
 
         if not isinstance(self.min_group_size, int) or self.min_group_size < 1:
             raise InputError(ERROR_MIN_GROUP_SIZE.format(value=self.min_group_size))
+        if not isinstance(self.n_bootstrap, int) or isinstance(self.n_bootstrap, bool) or self.n_bootstrap < 2:
+            raise InputError(ERROR_N_BOOTSTRAP.format(value=self.n_bootstrap))
+        if not (isinstance(self.max_ci_width, (int, float)) and math.isfinite(self.max_ci_width)
+                and 0 < self.max_ci_width <= 1):
+            raise InputError(ERROR_MAX_CI_WIDTH.format(value=self.max_ci_width))
+        for option, path in (("--reference", self.reference_file), ("--attributes", self.attributes_file),
+                             ("--policy", self.policy_file), ("--class-map", self.class_map_file),
+                             ("--preprocess", self.preprocess_file)):
+            if path and not Path(path).is_file():
+                raise InputError(ERROR_FILE_MISSING.format(option=option, path=path), source=str(path))
         if not 0 < self.confidence_level < 1:
             raise InputError(ERROR_CONFIDENCE_LEVEL.format(value=self.confidence_level))
         if self.model and self.predictions:

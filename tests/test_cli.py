@@ -104,8 +104,10 @@ def test_label_noise_command_rejects_out_of_range_label(tmp_path):
 
 
 def test_label_score_option_changes_the_ranking_not_the_flagged_set(tmp_path):
-    manifest = write_manifest_dataset(tmp_path, n_per_cell=20)
-    predictions = write_predictions_csv(manifest, tmp_path / "p.csv", accuracy_by_group={"a": 0.9, "b": 0.7})
+    classes = ("bird", "cat", "dog")  # with two classes the normalised margin equals the self-confidence
+    manifest = write_manifest_dataset(tmp_path, n_per_cell=20, classes=classes)
+    predictions = write_predictions_csv(manifest, tmp_path / "p.csv", accuracy_by_group={"a": 0.9, "b": 0.7},
+                                        classes=classes)
     folders = {}
     for method in ("self_confidence", "normalized_margin"):
         out = tmp_path / method

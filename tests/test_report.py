@@ -283,3 +283,22 @@ def test_sample_audit_markdown_matches_its_tables(tmp_path, sample_audit):
     overall = gm[(gm.attribute == "all") & (gm.metric == "accuracy") & (gm["class"] == "")].iloc[0]
     text = render_report(SAMPLE, format="md", out=tmp_path / "sample.md").read_text()
     assert f"Accuracy: {fmt_percent(overall.value)} (95 % CI {fmt_interval(overall.ci_low, overall.ci_high)}" in text
+
+
+def test_thumbnails_only_from_inside_the_audited_data_root(tmp_path):
+    from PIL import Image
+
+    from audit.report.render import _inside_root, thumbnail_data_uri
+
+    root = tmp_path / "data"
+    root.mkdir()
+    inside = root / "a.png"
+    outside = tmp_path / "secret.png"
+    for path in (inside, outside):
+        Image.new("RGB", (8, 8), "red").save(path)
+    (root / "link.png").symlink_to(outside)
+    assert _inside_root(inside, root) and thumbnail_data_uri(inside) is not None
+    assert not _inside_root(outside, root)
+    assert not _inside_root(root / "link.png", root)  # a symlink out of the root
+    assert not _inside_root(root / ".." / "secret.png", root)
+    assert not _inside_root(inside, None)

@@ -114,6 +114,19 @@ def fmt_p(value) -> str:
 
 
 # -- thumbnails ----------------------------------------------------------------------------------------------
+def _inside_root(path, root) -> bool:
+    """Whether ``path`` lies inside the audited data root. A report embeds only the audited images: a crafted
+    ``images.parquet`` naming other files on the reader's disk must not pull them into a shared report."""
+    if not path or not root:
+        return False
+    try:
+        real = os.path.realpath(str(path))
+        real_root = os.path.realpath(str(root))
+        return os.path.commonpath([real, real_root]) == real_root
+    except (ValueError, OSError):
+        return False
+
+
 def thumbnail_data_uri(path, *, size: int = THUMBNAIL_SIZE) -> str | None:
     """A small JPEG ``data:`` URI of the image at ``path``, or None when it is absent or unreadable."""
     try:
@@ -344,7 +357,8 @@ def _suspects(data: AuditFolder, *, thumbnails: bool) -> tuple[list, int]:
         rows.append({"id": str(r["id"]), "path": str(r.get("path", "")), "label": str(r.get("label", "")),
                      "suggested": str(r.get("suggested_label", "") or ""),
                      "score": fmt_number(r.get("label_score"), 3),
-                     "thumbnail": thumbnail_data_uri(r.get("path")) if thumbnails else None,
+                     "thumbnail": thumbnail_data_uri(r.get("path")) if thumbnails and _inside_root(
+                         r.get("path"), (data.audit.get("dataset") or {}).get("root")) else None,
                      "review": decisions.get(str(r["id"]), "not reviewed" if data.reviews is not None else "")})
     return rows, int(len(flagged))
 
