@@ -82,3 +82,30 @@ class Dataset:
     @property
     def n_images(self) -> int:
         return len(self.table)
+
+
+def json_safe(value):
+    """Recursively convert numpy scalars/arrays, tuples and paths to JSON types; non-finite floats become None.
+
+    Every ``to_dict()`` and the audit-folder writer use it, so ``audit.json`` never holds NaN or Infinity.
+    """
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value

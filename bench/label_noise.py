@@ -115,25 +115,9 @@ def run_child(kind: str, directory: Path) -> dict:
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "numpy": np.__version__}
-    try:
-        import cleanlab
+    from _machine import machine_info  # bench/ is on sys.path when a script here runs
 
-        info["cleanlab"] = cleanlab.__version__
-    except ImportError:  # pragma: no cover
-        info["cleanlab"] = None
-    try:
-        with open("/proc/meminfo") as handle:
-            info["memory_gb"] = round(int(handle.readline().split()[1]) / 2**20, 1)
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:  # pragma: no cover
-        pass
-    return info
+    return machine_info("numpy", "cleanlab")
 
 
 def main(argv=None) -> int:

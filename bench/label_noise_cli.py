@@ -79,19 +79,9 @@ def run_measured(command: list[str]) -> tuple[float, float, int, str]:
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "numpy": np.__version__}
-    try:
-        with open("/proc/meminfo") as handle:
-            info["memory_gb"] = round(int(handle.readline().split()[1]) / 2**20, 1)
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:  # pragma: no cover
-        pass
-    return info
+    from _machine import machine_info  # bench/ is on sys.path when a script here runs
+
+    return machine_info("numpy")
 
 
 def measure_case(n: int, k: int) -> dict:

@@ -54,6 +54,7 @@ from audit.analysis._stats import adjust_p_values, fisher_p_value_lower, wilson_
 from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NO_GAP, VERDICT_NONE, VERDICT_WORSE,
                                    coerce_group_metrics)
 from audit.errors import InputError
+from audit.types import json_safe
 
 ERROR_LABELS_SHAPE = ("labels must be a 1-D array of class indices, got shape {shape}: pass one integer "
                       "label per image")
@@ -143,19 +144,7 @@ class GroupPerformanceResult:
         })
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if np.isfinite(value) else None
-    return value
+_json_safe = json_safe  # one conversion for every section of audit.json
 
 
 def _validate(labels, predictions, classes, groups, probabilities, settings) -> tuple:

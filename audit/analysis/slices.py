@@ -34,7 +34,7 @@ import pandas as pd
 from audit.analysis._groups import codes_for, group_labels
 from audit.analysis._stats import adjust_p_values, fisher_p_value_lower, wilson_interval
 from audit.errors import InputError
-from audit.types import INTERSECTION_SEPARATOR
+from audit.types import INTERSECTION_SEPARATOR, json_safe
 
 ERROR_CORRECT_SHAPE = ("correct must be a 1-D array with one boolean per image (prediction == label), got "
                        "shape {shape}")
@@ -82,19 +82,7 @@ class SliceResult:
                            "slices": [dict(s) for s in self.slices], "explained": [dict(e) for e in self.explained]})
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if np.isfinite(value) else None
-    return value
+_json_safe = json_safe  # one conversion for every section of audit.json
 
 
 def _validate(correct, groups, settings):

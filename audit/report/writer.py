@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pandas as pd
 from audit.errors import InputError
 from audit.io.atomic import atomic_path, write_npy_atomic, write_parquet_atomic
 from audit.schema import validate_audit
+from audit.types import json_safe
 
 ERROR_OUT_IS_FILE = "--out {path} is a file; give a folder (it is created if missing)"
 ERROR_OUT_NOT_WRITABLE = ("--out {path}: cannot write the audit folder ({reason}); give a folder you can write to "
@@ -26,23 +26,8 @@ CONTRACT_FILES = ("audit.json", "images.parquet", "group_metrics.parquet", "prob
 
 
 def to_json_safe(value):
-    """Recursively convert numpy scalars/arrays and non-finite floats (to None) so ``json`` accepts them."""
-    if isinstance(value, dict):
-        return {str(k): to_json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_json_safe(value.tolist())
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    """Recursively convert numpy values, tuples and paths for ``json``; non-finite floats become None."""
+    return json_safe(value)
 
 
 def write_npy_chunks_atomic(path: str | Path, probabilities) -> None:
