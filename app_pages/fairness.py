@@ -96,6 +96,11 @@ if not calibration.empty:
         calibration, metric="expected_calibration_error", attribute=attribute, higher_is_better=False,
         overall=float(overall_ece["value"].iloc[0]) if len(overall_ece) else None),
         width="stretch", key="fair_calibration")
+curves = (audit.analyses.get("calibration") or {}).get("attributes", {}).get(attribute)
+if curves:
+    st.plotly_chart(figures.reliability_figure(curves, attribute=attribute), width="stretch",
+                    key="fair_reliability")
+    st.caption("Points below the dashed diagonal: the model is more confident than it is right for that group.")
 
 # -- worse than rest and weak slices ------------------------------------------------------------------------
 worse = pd.DataFrame(performance.get("worse_than_rest", []))

@@ -203,6 +203,12 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
         runner("group_performance", _group_performance, sections, tables, metrics, label_codes=label_codes, predicted=predicted,
                            probabilities=None if streamed else probabilities, classes=classes, groups=groups[compared],
                            config=config, runner=runner, streamed_note=streamed_note)
+        from audit.analysis.calibration import compute_reliability_by_group
+
+        reliability = runner("calibration", compute_reliability_by_group, label_codes == predicted,
+                             images["confidence"].to_numpy(dtype=float), groups=groups[compared])
+        if reliability is not None:
+            sections["calibration"] = reliability.to_dict()
 
     # -- data quality ---------------------------------------------------------------------------------------
     if "content_hash" in kept.columns:

@@ -161,3 +161,25 @@ def noise_matrix_figure(matrix: Sequence[Sequence[float]], classes: Sequence[str
     return _layout(fig, title="Estimated noise matrix: P(given label | true label)", height=size,
                    xaxis=dict(title="true label", type="category"),
                    yaxis=dict(title="given label", autorange="reversed", type="category"))
+
+
+def reliability_figure(curves: Mapping[str, Sequence[Mapping]], *, attribute: str, top_n: int = 8) -> go.Figure:
+    """Reliability diagram: accuracy against mean confidence per confidence bin, one line per group.
+
+    ``curves`` maps a group to its bins (``mean_confidence``, ``accuracy``, ``n``) as the audit's
+    ``analyses.calibration`` section holds them; the largest ``top_n`` groups are drawn. A calibrated group
+    follows the diagonal; a line below it is over-confident.
+    """
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#999999", dash="dash"),
+                             name="perfect calibration", hoverinfo="skip"))
+    largest = sorted(curves.items(), key=lambda item: -sum(b["n"] for b in item[1]))[:top_n]
+    for group, bins in largest:
+        fig.add_trace(go.Scatter(
+            x=[b["mean_confidence"] for b in bins], y=[b["accuracy"] for b in bins], mode="lines+markers",
+            name=label(group), customdata=[b["n"] for b in bins],
+            hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>n = %{customdata}<extra>%{fullData.name}</extra>"))
+    shown = f" (largest {top_n} of {len(curves)} groups)" if len(curves) > top_n else ""
+    return _layout(fig, title=f"Reliability by {label(attribute)}{shown}", height=360, showlegend=True,
+                   xaxis=dict(title="mean confidence in bin", range=[0, 1]),
+                   yaxis=dict(title="accuracy in bin", range=[0, 1]))

@@ -401,3 +401,15 @@ def test_sample_quality_counts_and_rates_are_the_engine_numbers(sample):
                    & (metrics["class"] == "")]
     for row in rows.itertuples():
         assert points.loc[_escaped(row.group), "value"] == pytest.approx(row.value, abs=1e-12)
+
+
+def test_sample_reliability_curves_are_the_engine_bins(sample):
+    audit, _, _ = _load(sample)
+    app = _open(sample, "fairness")
+    attribute = app.selectbox(key="fair_attribute").value
+    curves = audit["analyses"]["calibration"]["attributes"][attribute]
+    spec = _chart(app, "fair_reliability")
+    drawn = {trace["name"]: _values(trace["y"]) for trace in spec["data"][1:]}
+    assert drawn, "no group curve drawn"
+    for group, accuracy in drawn.items():
+        assert accuracy == pytest.approx([b["accuracy"] for b in curves[group]])
