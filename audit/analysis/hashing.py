@@ -47,10 +47,18 @@ ERROR_NOT_RGB = ("compute_perceptual_hashes expects an RGB image array of shape 
                  "dtype uint8, got shape {shape} and dtype {dtype}: decode the image to RGB first")
 
 #: Hash column names written by :func:`compute_perceptual_hashes`.
-HASH_NAMES = ("phash", "dhash", "chash", "phash_centre", "dhash_centre", "chash_centre")
+HASH_NAMES = ("phash", "dhash", "chash", "phash_centre", "dhash_centre", "chash_centre",
+              "phash_nw", "dhash_nw", "chash_nw", "phash_ne", "dhash_ne", "chash_ne",
+              "phash_sw", "dhash_sw", "chash_sw", "phash_se", "dhash_se", "chash_se")
+
+#: Suffixes of the four corner-crop hashes (nw = top left, ne = top right, sw = bottom left, se = bottom right).
+CORNERS = ("nw", "ne", "sw", "se")
 
 #: Fraction of width and height kept by the centre hashes.
 CENTRE_FRACTION = 0.95
+
+#: Fraction of width and height kept by the corner-crop hashes.
+CORNER_FRACTION = 0.90
 
 _DCT_SIZE = 32
 _REDUCE_SIDE = 64
@@ -91,12 +99,16 @@ def _above_median(values: np.ndarray) -> np.ndarray:
     return values > np.median(values)
 
 
-def _three_hashes(rgb: np.ndarray) -> tuple[int, int, int]:
-    """(phash, dhash, chash) of one RGB uint8 array; see the module docstring."""
+def _planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Luminance and the two opponent colour channels of an RGB uint8 array, as float32 planes."""
     channels = rgb.astype(np.float32)
     red, green, blue = channels[..., 0], channels[..., 1], channels[..., 2]
     gray = red * 0.299 + green * 0.587 + blue * 0.114
+    return gray, red - green, (red + green) / 2 - blue
 
+
+def _three_hashes(gray: np.ndarray, red_green: np.ndarray, yellow_blue: np.ndarray) -> tuple[int, int, int]:
+    """(phash, dhash, chash) of one region, given its luminance and opponent planes; module docstring."""
     small = _resize(gray, _DCT_SIZE, _DCT_SIZE)
     coefficients = dctn(small.astype(np.float64), type=2, norm="ortho")[_ZZ_ROWS, _ZZ_COLS]
     phash = _bits_to_int(coefficients > np.median(coefficients))
@@ -105,20 +117,24 @@ def _three_hashes(rgb: np.ndarray) -> tuple[int, int, int]:
     dhash = _bits_to_int((tiny[:, :-1] > tiny[:, 1:]).ravel())
 
     colour_bits = np.concatenate([
-        _above_median(_resize_box(np.ascontiguousarray(red - green), 4, 4)),
-        _above_median(_resize_box(np.ascontiguousarray((red + green) / 2 - blue), 4, 4)),
+        _above_median(_resize_box(np.ascontiguousarray(red_green), 4, 4)),
+        _above_median(_resize_box(np.ascontiguousarray(yellow_blue), 4, 4)),
         _above_median(_resize_box(np.ascontiguousarray(gray), 4, 8)),
     ])
     chash = _bits_to_int(colour_bits)
     return phash, dhash, chash
 
 
-def _centre(rgb: np.ndarray) -> np.ndarray:
-    height, width = rgb.shape[:2]
+def _regions(height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, height, width) of the whole image, its central 95 % and its four 90 % corner crops."""
     keep_w = max(1, round(width * CENTRE_FRACTION))
     keep_h = max(1, round(height * CENTRE_FRACTION))
-    left, top = (width - keep_w) // 2, (height - keep_h) // 2
-    return rgb[top:top + keep_h, left:left + keep_w]
+    regions = [(0, 0, height, width), ((height - keep_h) // 2, (width - keep_w) // 2, keep_h, keep_w)]
+    keep_w = max(1, round(width * CORNER_FRACTION))
+    keep_h = max(1, round(height * CORNER_FRACTION))
+    for top, left in ((0, 0), (0, width - keep_w), (height - keep_h, 0), (height - keep_h, width - keep_w)):
+        regions.append((top, left, keep_h, keep_w))
+    return regions
 
 
 def compute_perceptual_hashes(rgb: np.ndarray) -> dict:
@@ -151,9 +167,11 @@ def compute_perceptual_hashes(rgb: np.ndarray) -> dict:
     factor = min(rgb.shape[0], rgb.shape[1]) // _REDUCE_SIDE
     if factor >= 2:
         rgb = np.asarray(Image.fromarray(rgb).reduce(factor))
-    full = _three_hashes(rgb)
-    centre = _three_hashes(_centre(rgb))
-    return dict(zip(HASH_NAMES, full + centre))
+    planes = _planes(rgb)
+    values = []
+    for top, left, height, width in _regions(rgb.shape[0], rgb.shape[1]):
+        values.extend(_three_hashes(*(plane[top:top + height, left:left + width] for plane in planes)))
+    return dict(zip(HASH_NAMES, values))  # HASH_NAMES lists (phash, dhash, chash) region by region
 
 
 def hamming_distance(a, b) -> np.ndarray:

@@ -163,11 +163,13 @@ def noise_matrix_figure(matrix: Sequence[Sequence[float]], classes: Sequence[str
                    yaxis=dict(title="given label", autorange="reversed", type="category"))
 
 
-def reliability_figure(curves: Mapping[str, Sequence[Mapping]], *, attribute: str, top_n: int = 8) -> go.Figure:
+def reliability_figure(curves: Mapping[str, Sequence[Mapping]], *, attribute: str, top_n: int = 6,
+                       min_bin_images: int = 10) -> go.Figure:
     """Reliability diagram: accuracy against mean confidence per confidence bin, one line per group.
 
     ``curves`` maps a group to its bins (``mean_confidence``, ``accuracy``, ``n``) as the audit's
-    ``analyses.calibration`` section holds them; the largest ``top_n`` groups are drawn. A calibrated group
+    ``analyses.calibration`` section holds them; the largest ``top_n`` groups are drawn, each with its bins
+    of at least ``min_bin_images`` images (a bin of three images is noise, not a curve). A calibrated group
     follows the diagonal; a line below it is over-confident.
     """
     fig = go.Figure()
@@ -175,6 +177,9 @@ def reliability_figure(curves: Mapping[str, Sequence[Mapping]], *, attribute: st
                              name="perfect calibration", hoverinfo="skip"))
     largest = sorted(curves.items(), key=lambda item: -sum(b["n"] for b in item[1]))[:top_n]
     for group, bins in largest:
+        bins = [b for b in bins if b["n"] >= min_bin_images]
+        if not bins:
+            continue
         fig.add_trace(go.Scatter(
             x=[b["mean_confidence"] for b in bins], y=[b["accuracy"] for b in bins], mode="lines+markers",
             name=label(group), customdata=[b["n"] for b in bins],

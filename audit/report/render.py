@@ -419,6 +419,12 @@ def _performance(report: Report, analyses: dict, audit: dict, gm: pd.DataFrame) 
             rows, metric="accuracy", attribute=attribute, overall=overall_value,
             threshold=thresholds.get(("performance.min_worst_group", attribute)), top_n=TOP_GROUPS)
     out["tables"] = tables
+    curves = (analyses.get("calibration") or {}).get("attributes") or {}
+    out["reliability"] = []
+    for attribute in [a for a in (dataset.get("group_attributes") or []) if a in curves][:3]:
+        key = f"reliability::{attribute}"
+        report.figures[key] = figures.reliability_figure(curves[attribute], attribute=attribute)
+        out["reliability"].append({"attribute": attribute, "key": key})
     intersections = accuracy[accuracy["attribute"].str.contains(" & ", regex=False)]
     judged = intersections[~intersections["insufficient_evidence"]].sort_values("value")
     out["intersections"] = _metric_rows(judged.head(TOP_ROWS))
