@@ -41,8 +41,13 @@ if info.get("description"):
 rows = rows_metric[(rows_metric["attribute"] == attribute) & (rows_metric["class"] == class_name)]
 overall = rows_metric[(rows_metric["attribute"] == "all") & (rows_metric["class"] == class_name)]
 reference = float(overall["value"].iloc[0]) if len(overall) else None
+# The policy's worst-group threshold for this metric and attribute, when the audit recorded a verdict.
+threshold = next((c.get("threshold") for c in (audit.audit.get("verdict") or {}).get("checks", [])
+                  if c.get("name") == "performance.min_worst_group" and c.get("attribute") == attribute
+                  and metric == (audit.audit.get("policy") or {}).get("performance", {}).get("metric", "accuracy")
+                  and not class_name), None)
 st.plotly_chart(figures.group_metric_figure(rows, metric=metric + (f" of class {class_name}" if class_name else ""),
-                                            attribute=attribute, overall=reference,
+                                            attribute=attribute, overall=reference, threshold=threshold,
                                             higher_is_better=info.get("higher_is_better", True)),
                 width="stretch", key="fair_metric_chart")
 n_small = int(rows["insufficient_evidence"].sum())

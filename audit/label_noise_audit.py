@@ -537,5 +537,6 @@ def run_label_noise_audit(*, labels_file: str, predictions_file: str, classes_fi
         from audit.policy import evaluate_policy, load_policy
 
         audit["verdict"] = evaluate_policy(audit, analyses.group_metrics, load_policy(policy_file)).to_dict()
+        audit["policy"] = load_policy(policy_file).to_dict()
     return AuditResult(audit=audit, images=images, group_metrics=analyses.group_metrics,
                        probabilities=probabilities)

@@ -354,5 +354,6 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
 
         policy = load_policy(config.policy_file)
         audit["verdict"] = evaluate_policy(audit, analyses.group_metrics, policy).to_dict()
+        audit["policy"] = policy.to_dict()  # the thresholds the verdict used, for views that draw them
     return AuditResult(audit=audit, images=analyses.images, group_metrics=analyses.group_metrics,
                        probabilities=probabilities, embeddings=embeddings)

@@ -394,3 +394,40 @@ def test_rows_without_content_hash_are_not_exact_duplicates(planted):
     result = find_data_quality_issues(blank, classes=CLASSES)
     assert not result.per_image["is_exact_duplicate_issue"].any()
     assert result.per_image["is_near_duplicate_issue"].any()
+
+
+@pytest.mark.parametrize("size", [48, 96])
+def test_ninety_percent_crops_found_centred_and_off_centre(size):
+    # 90 % crops, centred and at a random offset, of generated images: found by the hashes alone (the
+    # corner-crop rule), with no false links among the untouched images.
+    rng = np.random.default_rng(11)
+    bases = [synthetic_image(rng, size=size) for _ in range(60)]
+    rows = [image_row(rgb, id=f"img{k}", label=CLASSES[k % 3]) for k, rgb in enumerate(bases)]
+    truth = []
+    keep = round(size * 0.9)
+    for source in range(40):
+        if source < 20:
+            x = y = (size - keep) // 2
+        else:
+            x, y = (int(v) for v in rng.integers(0, size - keep + 1, 2))
+        rows.append(image_row(bases[source][y:y + keep, x:x + keep], id=f"crop{source}",
+                              label=rows[source]["label"]))
+        truth.append((source, len(rows) - 1))
+    result = find_data_quality_issues(to_table(rows), classes=CLASSES)
+    pairs = set(zip(result.pairs["i"].tolist(), result.pairs["j"].tolist()))
+    for name, chunk in (("centred", truth[:20]), ("off-centre", truth[20:])):
+        recall = np.mean([(s, c) in pairs for s, c in chunk])
+        assert recall >= 0.9, name
+    wrong = pairs - set(truth)
+    assert len(wrong) <= 0.05 * len(pairs)
+    assert result.settings["corner_phash_search_distance"] == 12
+
+
+def test_corner_hash_columns_are_optional(planted):
+    # Tables written before the corner hashes existed still work (whole/centre rule only).
+    table, full, _ = planted
+    old = table.drop(columns=[c for c in HASH_COLUMNS if c.split("_")[-1] in ("nw", "ne", "sw", "se")])
+    result = find_data_quality_issues(old, classes=CLASSES)
+    assert result.settings["corner_phash_search_distance"] is None
+    assert result.per_image["is_exact_duplicate_issue"].sum() == full.per_image["is_exact_duplicate_issue"].sum()
+    assert set(zip(result.pairs["i"], result.pairs["j"])) <= set(zip(full.pairs["i"], full.pairs["j"]))

@@ -124,3 +124,34 @@ def test_rejects_non_rgb_arrays(bad):
     with pytest.raises(ValueError) as error:
         compute_perceptual_hashes(bad)
     assert str(error.value) == ERROR_NOT_RGB.format(shape=bad.shape, dtype=bad.dtype)
+
+
+def test_corner_hashes_are_the_hashes_of_the_corner_crops():
+    # The nw/se corner hashes of an image equal the whole-image hashes of its 90 % top-left/bottom-right crop.
+    image = synthetic_image(np.random.default_rng(7), size=60)
+    hashes = compute_perceptual_hashes(image)
+    for corner, (x, y) in (("nw", (0, 0)), ("se", (6, 6))):
+        crop_hashes = compute_perceptual_hashes(crop(image, 0.9, x, y))
+        for name in ("phash", "dhash", "chash"):
+            assert hashes[f"{name}_{corner}"] == crop_hashes[name]
+
+
+@pytest.mark.parametrize("size", [32, 64, 96])
+def test_corner_hashes_bring_off_centre_90_percent_crops_closer(size):
+    # A 90 % crop at a random offset is at most half the margin away from one of the four corner crops (or
+    # from the centred one): compared with the best corner, all three hashes fall within the corner rule.
+    rng = np.random.default_rng(8)
+    whole_p, best = [], []
+    margin = size - round(size * 0.9)
+    for _ in range(30):
+        image = synthetic_image(rng, size=size)
+        copy = crop(image, 0.9, int(rng.integers(0, margin + 1)), int(rng.integers(0, margin + 1)))
+        a, b = compute_perceptual_hashes(image), compute_perceptual_hashes(copy)
+        whole_p.append(int(hamming_distance(a["phash"], b["phash"])))
+        best.append(min(max(int(hamming_distance(a[f"phash_{c}"], b["phash"])),
+                            int(hamming_distance(a[f"dhash_{c}"], b["dhash"])) + 2,
+                            int(hamming_distance(a[f"chash_{c}"], b["chash"])) + 2)
+                        for c in ("nw", "ne", "sw", "se")))
+    # best = max over the three hashes of (distance + slack), so best <= 12 means p <= 12, d <= 10, c <= 10.
+    assert np.mean([b <= 12 for b in best]) >= 0.9
+    assert np.median(best) < np.median(whole_p)

@@ -42,7 +42,7 @@ def sample(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample-audit") / "sample"
     done = subprocess.run([sys.executable, "-m", "audit", "run", "--data", str(SAMPLE_DATA / "manifest.csv"), "--model",
                            str(SAMPLE_DATA / "model.onnx"), "--out", str(out), "--quiet", "--cache-dir",
-                           str(out.parent / "cache")], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           str(out.parent / "cache"), "--policy", str(REPO / "policy.example.toml")], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -413,3 +413,15 @@ def test_sample_reliability_curves_are_the_engine_bins(sample):
     assert drawn, "no group curve drawn"
     for group, accuracy in drawn.items():
         assert accuracy == pytest.approx([b["accuracy"] for b in curves[group] if b["n"] >= 10])
+
+
+def test_fairness_chart_draws_the_policy_threshold_recorded_with_the_verdict(sample):
+    audit, _, _ = _load(sample)
+    if "policy" not in audit:
+        pytest.skip("the sample audit was computed without a policy")
+    app = _open(sample, "fairness")
+    attribute = app.selectbox(key="fair_attribute").value
+    expected = next(c["threshold"] for c in audit["verdict"]["checks"]
+                    if c["name"] == "performance.min_worst_group" and c["attribute"] == attribute)
+    shapes = _chart(app, "fair_metric_chart")["layout"].get("shapes", [])
+    assert any(s.get("x0") == pytest.approx(expected) and s.get("line", {}).get("dash") == "dot" for s in shapes)

@@ -1,8 +1,9 @@
 """Known-answer test on real images: the 10,000 CIFAR-10 test JPEGs with planted copies and defects.
 
 Skipped when ../shared/data is absent. Planted: exact copies, 0.5x and 2x resizes, JPEG re-encodes at
-quality 50, 95 % crops (at a random offset), dark, blurry and tiny images; the planted copies get the
-other split than their source, so every found copy is leakage.
+quality 50, 95 % crops (at a random offset), 90 % crops (centred, and at a random offset), dark, blurry
+and tiny images; the planted copies get the other split than their source, so every found copy is
+leakage. No embeddings are used: every copy is found by the perceptual hashes alone.
 
 Precision counts the links that touch a planted copy. A link is right when it joins the copy to its source
 or to an image that the detector links to the source among the untouched originals: CIFAR-10's test set
@@ -27,7 +28,7 @@ from audit.analysis.image_properties import compute_image_properties
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10-test-jpeg" / "test"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/cifar10-test-jpeg is absent")
 
-TRANSFORMS = ("exact", "half", "double", "jpeg50", "crop95")
+TRANSFORMS = ("exact", "half", "double", "jpeg50", "crop95", "crop90_centred", "crop90_offset")
 N_PER_TRANSFORM = 200
 
 
@@ -52,9 +53,13 @@ def transformed(image: Image.Image, kind: str, rng) -> Image.Image:
         return image.resize((w * 2, h * 2), Image.Resampling.BICUBIC)
     if kind == "jpeg50":
         return Image.open(io.BytesIO(encode(image, "JPEG", quality=50))).convert("RGB")
-    if kind == "crop95":
-        cw, ch = round(w * 0.95), round(h * 0.95)
-        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    if kind in ("crop95", "crop90_offset", "crop90_centred"):
+        fraction = 0.95 if kind == "crop95" else 0.90
+        cw, ch = round(w * fraction), round(h * fraction)
+        if kind == "crop90_centred":
+            x, y = (w - cw) // 2, (h - ch) // 2
+        else:
+            x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
         return image.crop((x, y, x + cw, y + ch))
     raise ValueError(kind)
 
@@ -107,7 +112,7 @@ def cifar():
     for column in HASH_COLUMNS:
         table[column] = np.array([int(v) for v in table[column]], dtype=np.uint64)
     result = find_data_quality_issues(table, group_labels={"split": table["split"]})
-    originals = find_data_quality_issues(table.iloc[:n_originals])
+    originals = find_data_quality_issues(table.iloc[:n_originals].reset_index(drop=True))
     return table, result, originals, copies, defects, n_originals
 
 
