@@ -36,6 +36,9 @@ PIXEL_GROUP_BOOLEAN = ("image_is_grayscale",)
 #: Metrics of ``group_performance`` that need the whole probability matrix in memory.
 PROBABILITY_METRICS = ("top_k_accuracy", "expected_calibration_error")
 #: ``group_performance`` note when the probabilities were streamed (``{n}`` images x ``{k}`` classes).
+NOTE_STREAMED_SCORES = ("the probabilities were streamed in chunks to keep memory bounded; top_k_accuracy and "
+                        "expected_calibration_error come from each image's confidence and label rank, computed "
+                        "chunk by chunk (the same values as from the whole matrix)")
 NOTE_STREAMED_PROBABILITIES = ("top_k_accuracy and expected_calibration_error not computed: the probabilities "
                                "({n} x {k} values) were streamed in chunks to keep memory bounded, and these "
                                "metrics need the whole matrix in memory; every other metric uses the per-image "
@@ -64,14 +67,17 @@ class PredictionColumns:
     predicted: np.ndarray
     confidence: np.ndarray
     label_probability: np.ndarray
+    label_rank: np.ndarray | None = None
 
     @staticmethod
-    def of_chunk(chunk: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(predicted, confidence, label_probability)`` of one ``(rows, K)`` chunk and its labels."""
+    def of_chunk(chunk: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(predicted, confidence, label_probability, label_rank)`` of one ``(rows, K)`` chunk and its labels;
+        ``label_rank`` = number of classes more probable than the label (for top-k accuracy)."""
         predicted = chunk.argmax(axis=1)
         confidence = chunk.max(axis=1)
         label_probability = chunk[np.arange(chunk.shape[0]), labels]
-        return predicted, confidence, label_probability
+        label_rank = (chunk > label_probability[:, None]).sum(axis=1)
+        return predicted, confidence, label_probability, label_rank
 
     @classmethod
     def from_chunks(cls, source, labels) -> "PredictionColumns":
@@ -79,6 +85,7 @@ class PredictionColumns:
         labels = np.asarray(labels, dtype=np.int64)
         n = labels.shape[0]
         predicted = np.empty(n, dtype=np.int64)
+        label_rank = np.empty(n, dtype=np.int64)
         confidence = label_probability = None
         start = 0
         for chunk in source():
@@ -89,11 +96,13 @@ class PredictionColumns:
             if confidence is None:
                 confidence = np.empty(n, dtype=columns[1].dtype)
                 label_probability = np.empty(n, dtype=columns[2].dtype)
-            predicted[start:stop], confidence[start:stop], label_probability[start:stop] = columns
+            (predicted[start:stop], confidence[start:stop], label_probability[start:stop],
+             label_rank[start:stop]) = columns
             start = stop
         if start != n:
             raise ValueError(ERROR_COLUMNS_LENGTH.format(found=start, expected=n))
-        return cls(predicted=predicted, confidence=confidence, label_probability=label_probability)
+        return cls(predicted=predicted, confidence=confidence, label_probability=label_probability,
+                   label_rank=label_rank)
 
 
 @dataclass
@@ -187,11 +196,13 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
             predicted = np.asarray(prediction_columns.predicted, dtype=np.int64)
             confidence = np.asarray(prediction_columns.confidence)
             label_probability = np.asarray(prediction_columns.label_probability)
+            label_rank = prediction_columns.label_rank
             streamed_note = NOTE_STREAMED_PROBABILITIES.format(n=len(kept), k=len(classes))
         else:
             predicted = probabilities.argmax(axis=1)
             confidence = probabilities.max(axis=1)
             label_probability = probabilities[np.arange(len(kept)), label_codes]
+            label_rank = None
             streamed_note = None
         images["prediction"] = np.array(classes, dtype=object)[predicted]
         images["confidence"] = confidence.astype(float)
@@ -202,7 +213,8 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
         progress("measuring performance by group", 0, 1)
         runner("group_performance", _group_performance, sections, tables, metrics, label_codes=label_codes, predicted=predicted,
                            probabilities=None if streamed else probabilities, classes=classes, groups=groups[compared],
-                           config=config, runner=runner, streamed_note=streamed_note)
+                           config=config, runner=runner, streamed_note=streamed_note,
+                           confidence=confidence if streamed else None, label_rank=label_rank)
         from audit.analysis.calibration import compute_reliability_by_group
 
         reliability = runner("calibration", compute_reliability_by_group, label_codes == predicted,
@@ -283,20 +295,24 @@ def _label_noise(images, sections, tables, *, label_codes, probabilities, embedd
 
 
 def _group_performance(sections, tables, metrics, *, label_codes, predicted, probabilities, classes, groups,
-                       config, runner, streamed_note: str | None = None):
+                       config, runner, streamed_note: str | None = None, confidence=None, label_rank=None):
     """Per-group performance; ``streamed_note`` (probabilities streamed, so ``probabilities`` is None) replaces
     the "no probabilities" note and lists the metrics left out under ``skipped_metrics``."""
     from audit.analysis.group_performance import compute_group_performance
 
     result = runner("group_performance", compute_group_performance, label_codes, predicted, classes=classes,
-                    groups=groups, probabilities=probabilities, max_depth=config.max_intersection_depth,
+                    groups=groups, probabilities=probabilities, confidence=confidence, label_rank=label_rank,
+                    max_depth=config.max_intersection_depth,
                     min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
                     confidence_level=config.confidence_level, n_bootstrap=config.n_bootstrap, seed=config.seed,
                     correction=config.correction)
     if result is not None:
         section = result.to_dict()
         metrics.update(section.pop("metrics", {}))
-        if streamed_note is not None:
+        if streamed_note is not None and confidence is not None:
+            settings = section.setdefault("settings", {})
+            settings["notes"] = list(settings.get("notes", [])) + [NOTE_STREAMED_SCORES]
+        elif streamed_note is not None:
             settings = section.setdefault("settings", {})
             notes = [note for note in settings.get("notes", []) if not str(note).startswith("no probabilities")]
             settings["notes"] = notes + [streamed_note]

@@ -267,6 +267,7 @@ def _scan_predictions(raw_source, *, file: str, labels_file: str, n: int, classe
     predicted = np.empty(n, dtype=np.int64)
     confidence = np.empty(n, dtype=np.float32)
     label_probability = np.empty(n, dtype=np.float32)
+    label_rank = np.empty(n, dtype=np.int64)
     array = np.empty((n, k), dtype=np.float32) if keep else None
     kind_used = None if kind == "auto" else kind
     message = "" if kind == "auto" else MESSAGE_GIVEN.format(kind=kind, file=file,
@@ -318,7 +319,8 @@ def _scan_predictions(raw_source, *, file: str, labels_file: str, n: int, classe
             chunk = to_probabilities(values, kind_used)
             del values, finite
             columns = PredictionColumns.of_chunk(chunk, label_codes[start:stop])
-            predicted[start:stop], confidence[start:stop], label_probability[start:stop] = columns
+            (predicted[start:stop], confidence[start:stop], label_probability[start:stop],
+             label_rank[start:stop]) = columns
             if array is not None:
                 array[start:stop] = chunk
             start = stop
@@ -330,7 +332,7 @@ def _scan_predictions(raw_source, *, file: str, labels_file: str, n: int, classe
         kind_used, message = "probabilities", MESSAGE_AUTO_PROBABILITIES.format(file=file)
     return _Scan(kind_used=kind_used, message=message,
                  columns=PredictionColumns(predicted=predicted, confidence=confidence,
-                                           label_probability=label_probability),
+                                           label_probability=label_probability, label_rank=label_rank),
                  array=array)
 
 

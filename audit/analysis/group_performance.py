@@ -68,6 +68,7 @@ ERROR_GROUPS_LENGTH = ("groups has {rows} rows but there are {n} images: pass on
                        "image, in the same order as the labels")
 ERROR_PROBABILITIES_SHAPE = ("probabilities has shape {shape}, expected ({n}, {k}) (one row per image, one column "
                              "per class in the order of classes)")
+ERROR_CONFIDENCE_VALUES = ("confidence and label_rank must hold one value per image ({n}), confidence in [0, 1]")
 ERROR_PROBABILITIES_VALUES = ("probabilities holds values outside [0, 1] or non-finite values (row {row}): pass "
                               "probabilities, not logits (apply a softmax first)")
 ERROR_EMPTY = "there are no images to evaluate: labels is empty"
@@ -200,7 +201,8 @@ def _validate(labels, predictions, classes, groups, probabilities, settings) -> 
 
 
 def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, classes, groups: pd.DataFrame,
-                              probabilities: np.ndarray | None = None, max_depth: int = 2,
+                              probabilities: np.ndarray | None = None, confidence: np.ndarray | None = None,
+                              label_rank: np.ndarray | None = None, max_depth: int = 2,
                               min_group_size: int = 30, max_ci_width: float = 0.3,
                               confidence_level: float = 0.95, n_bootstrap: int = 1000, seed: int = 0,
                               correction: str = "holm", top_k: int = 5) -> GroupPerformanceResult:
@@ -218,6 +220,10 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
     probabilities : ndarray, shape (n, k), optional
         Model probabilities; needed for ``top_k_accuracy`` and ``expected_calibration_error``. The
         confidence of an image is the probability of its *predicted* class (``predictions``).
+    confidence, label_rank : ndarray, shape (n,), optional
+        Used only without ``probabilities`` (e.g. when a large matrix was streamed): each image's confidence
+        and the number of classes more probable than its label, from which calibration error and top-k
+        accuracy are computed exactly as from the matrix.
     max_depth : int
         1 = single attributes, 2 = also pairs (default), 3 = also triples.
     min_group_size : int
@@ -261,7 +267,17 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
                                                            settings)
     classes = tuple(str(c) for c in classes)
     k = len(classes)
-    data = _Data(labels=labels, predictions=predictions, k=k, classes=classes, probabilities=probabilities, top_k=top_k)
+    if probabilities is None and confidence is not None:
+        confidence = np.asarray(confidence, dtype=np.float64)
+        if confidence.shape != labels.shape or not ((confidence >= 0) & (confidence <= 1 + 1e-6)).all():
+            raise InputError(ERROR_CONFIDENCE_VALUES.format(n=labels.size))
+        label_rank = None if label_rank is None else np.asarray(label_rank, dtype=np.int64)
+        if label_rank is not None and label_rank.shape != labels.shape:
+            raise InputError(ERROR_CONFIDENCE_VALUES.format(n=labels.size))
+    else:
+        confidence = label_rank = None
+    data = _Data(labels=labels, predictions=predictions, k=k, classes=classes, probabilities=probabilities, top_k=top_k,
+                 given_confidence=confidence, given_label_rank=label_rank)
     alpha = 1.0 - confidence_level
 
     families = [("all", np.zeros(len(labels), dtype=np.int64), ["all"], 0)]
@@ -287,8 +303,10 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
                                     "ci_high": first["ci_high"][i], "n": int(first["n"][i])}
                for i in np.flatnonzero(first["class"] == "")}
     notes = []
-    if probabilities is None:
+    if not data.has_scores:
         notes.append("no probabilities: top_k_accuracy and expected_calibration_error not computed")
+    elif probabilities is None and label_rank is None:
+        notes.append("no label ranks given: top_k_accuracy not computed")
     elif k <= top_k:
         notes.append(f"top_k_accuracy not computed: {k} classes is not more than top_k = {top_k}")
     settings_out = dict(settings, alpha=round(alpha, 12), ece_bins=ECE_BINS, per_class_max_depth=1,
@@ -341,18 +359,32 @@ class _Data:
     classes: tuple
     probabilities: np.ndarray | None
     top_k: int
+    given_confidence: np.ndarray | None = None
+    given_label_rank: np.ndarray | None = None
 
     @property
     def correct(self) -> np.ndarray:
         return self.labels == self.predictions
 
+    @property
+    def has_scores(self) -> bool:
+        """Probabilities, or the per-image values derived from them, are available (top-k, calibration)."""
+        return self.probabilities is not None or self.given_confidence is not None
+
     def confidence(self) -> np.ndarray:
+        if self.probabilities is None:
+            return self.given_confidence
         return self.probabilities[np.arange(self.labels.size), self.predictions]
 
-    def top_k_hits(self) -> np.ndarray:
+    def label_rank(self) -> np.ndarray | None:
+        """Number of classes more probable than the given label (0 = the label is the top class)."""
+        if self.probabilities is None:
+            return self.given_label_rank
         label_probability = self.probabilities[np.arange(self.labels.size), self.labels]
-        rank = (self.probabilities > label_probability[:, None]).sum(axis=1)
-        return rank < self.top_k
+        return (self.probabilities > label_probability[:, None]).sum(axis=1)
+
+    def top_k_hits(self) -> np.ndarray:
+        return self.label_rank() < self.top_k
 
 
 def balanced_accuracy_from_counts(tp: np.ndarray, n_true: np.ndarray) -> np.ndarray:
@@ -467,8 +499,8 @@ def _family_rows(name, codes, names, depth, data: _Data, *, classes, confidence_
             p = _bootstrap.bootstrap_p_value_lower(estimate - rest_value, np.concatenate(diffs[metric], axis=0))
         blocks.append(_block(name, names, metric, n_group, estimate, low, high, p, rest_value))
 
-    if data.probabilities is not None:
-        if k > data.top_k:
+    if data.has_scores:
+        if k > data.top_k and data.label_rank() is not None:
             hits = data.top_k_hits()
             successes = np.bincount(codes, weights=hits, minlength=g_count)
             low, high = wilson_interval(successes, n_group, confidence_level=confidence_level)
