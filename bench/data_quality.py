@@ -28,6 +28,11 @@ Cases (each implementation in a fresh subprocess):
   share of planted pairs found (1 by construction: the pigeonhole guarantee), ``n_pairs`` all pairs found
   (planted plus random hashes that happen to be that close). Run at several ``max_distance`` values: the
   cost grows quickly with it (module docstring of near_duplicates).
+* ``hash_links``: the whole hash-link step of ``find_data_quality_issues`` (both multi-index searches,
+  whole/centre on 2n stacked pHashes and whole/corner on 5n, each radius lowered to fit the default
+  ``max_hash_comparisons``) on 1,000,000 images with all 18 hash columns uniformly random, of which
+  ``n_planted`` are planted crops (whole-image hashes = a corner crop's hashes of the source with 3 random
+  bit flips per hash). Reports time, peak memory, the radii used and the share of planted pairs linked.
 
 Output format: ``contract.md`` "Benchmark JSON".
 """
@@ -141,12 +146,50 @@ def run_hash_search(n: int, n_planted: int, max_distance: int, seed: int = 0) ->
     return {"seconds": seconds, "recall": recall, "n_pairs": len(found), "n_candidates": found.n_candidates}
 
 
+def run_link_search(n: int, n_planted: int, seed: int = 0) -> dict:
+    """The whole hash-link step of find_data_quality_issues (both searches, radius narrowing) on n images."""
+    sys.path.insert(0, str(ROOT))
+    from audit.analysis import data_quality
+    from audit.analysis.hashing import HASH_NAMES
+
+    rng = np.random.default_rng(seed)
+    hashes = {name: rng.integers(0, 2 ** 63, size=n, dtype=np.int64).astype(np.uint64) ^ (
+        rng.integers(0, 2, size=n).astype(np.uint64) << np.uint64(63)) for name in HASH_NAMES}
+    # Planted crops: the copy's whole-image hashes are a corner crop's hashes of its source, 1-3 bits apart.
+    copies = np.arange(n - n_planted, n)
+    sources = rng.choice(n - n_planted, size=n_planted, replace=False)
+    corner = rng.integers(0, 4, size=n_planted)
+    for kind in ("phash", "dhash", "chash"):
+        stacked = np.stack([hashes[f"{kind}_{c}"][sources] for c in ("nw", "ne", "sw", "se")])
+        flipped = stacked[corner, np.arange(n_planted)]
+        for _ in range(3):
+            flipped ^= np.uint64(1) << rng.integers(0, 64, size=n_planted).astype(np.uint64)
+        hashes[kind][copies] = flipped
+    settings = {"phash_max_distance": data_quality.DEFAULT_PHASH_MAX_DISTANCE,
+                "dhash_max_distance": data_quality.DEFAULT_DHASH_MAX_DISTANCE,
+                "chash_max_distance": data_quality.DEFAULT_CHASH_MAX_DISTANCE,
+                "corner_phash_max_distance": data_quality.DEFAULT_CORNER_PHASH_MAX_DISTANCE,
+                "corner_dhash_max_distance": data_quality.DEFAULT_CORNER_DHASH_MAX_DISTANCE,
+                "corner_chash_max_distance": data_quality.DEFAULT_CORNER_CHASH_MAX_DISTANCE,
+                "max_hash_comparisons": data_quality.DEFAULT_MAX_HASH_COMPARISONS}
+    start = time.perf_counter()
+    i, j, _, radius, corner_radius = data_quality._hash_links(hashes, settings)
+    seconds = time.perf_counter() - start
+    key = set((i * n + j).tolist())
+    planted = np.minimum(sources, copies) * n + np.maximum(sources, copies)
+    recall = float(np.mean([p in key for p in planted.tolist()]))
+    return {"seconds": seconds, "recall": recall, "n_pairs": int(i.size), "phash_search_distance": radius,
+            "corner_phash_search_distance": corner_radius}
+
+
 def worker(args) -> None:
     spec = json.loads(Path(args.spec).read_text())
     if spec["kind"] == "ours":
         result = run_ours_images(spec["files"])
     elif spec["kind"] == "cleanvision":
         result = run_cleanvision(spec["files"])
+    elif spec["kind"] == "link_search":
+        result = run_link_search(spec["n"], spec["n_planted"])
     else:
         result = run_hash_search(spec["n"], spec["n_planted"], spec["max_distance"])
     Path(args.out).write_text(json.dumps(result))
@@ -270,6 +313,16 @@ def main(argv=None) -> int:
             "ours_s": round(search["seconds"], 3), "ours_peak_mb": round(search["peak_mb"], 1),
             "recall": search["recall"], "n_pairs": search["n_pairs"], "n_candidates": search["n_candidates"],
         })
+    links = run_child({"kind": "link_search", "n": n, "n_planted": n_planted})
+    print(f"[links {n} images] {links['seconds']:.1f} s, {links['peak_mb']:.0f} MB, radii "
+          f"{links['phash_search_distance']} / {links['corner_phash_search_distance']}, "
+          f"recall {links['recall']:.3f}", flush=True)
+    cases.append({
+        "case": "hash_links", "n": n, "n_planted": n_planted, "ours_s": round(links["seconds"], 3),
+        "ours_peak_mb": round(links["peak_mb"], 1), "recall": links["recall"], "n_pairs": links["n_pairs"],
+        "phash_search_distance": links["phash_search_distance"],
+        "corner_phash_search_distance": links["corner_phash_search_distance"],
+    })
     payload = {"machine": machine(), "cases": cases}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=2) + "\n")

@@ -138,20 +138,19 @@ def test_corner_hashes_are_the_hashes_of_the_corner_crops():
 
 @pytest.mark.parametrize("size", [32, 64, 96])
 def test_corner_hashes_bring_off_centre_90_percent_crops_closer(size):
-    # A 90 % crop at a random offset is at most half the margin away from one of the four corner crops (or
-    # from the centred one): compared with the best corner, all three hashes fall within the corner rule.
+    # A 90 % crop at a random offset is at most half the margin away from one of the four corner crops: its
+    # best corner is nearer than the whole original and than the best whole/centre alignment. (Whether it is
+    # near enough to be linked is tested with the link rule in tests/test_data_quality.py.)
     rng = np.random.default_rng(8)
-    whole_p, best = [], []
+    whole, centre, corner = [], [], []
     margin = size - round(size * 0.9)
-    for _ in range(30):
+    for _ in range(40):
         image = synthetic_image(rng, size=size)
         copy = crop(image, 0.9, int(rng.integers(0, margin + 1)), int(rng.integers(0, margin + 1)))
         a, b = compute_perceptual_hashes(image), compute_perceptual_hashes(copy)
-        whole_p.append(int(hamming_distance(a["phash"], b["phash"])))
-        best.append(min(max(int(hamming_distance(a[f"phash_{c}"], b["phash"])),
-                            int(hamming_distance(a[f"dhash_{c}"], b["dhash"])) + 2,
-                            int(hamming_distance(a[f"chash_{c}"], b["chash"])) + 2)
-                        for c in ("nw", "ne", "sw", "se")))
-    # best = max over the three hashes of (distance + slack), so best <= 12 means p <= 12, d <= 10, c <= 10.
-    assert np.mean([b <= 12 for b in best]) >= 0.9
-    assert np.median(best) < np.median(whole_p)
+        whole.append(int(hamming_distance(a["phash"], b["phash"])))
+        centre.append(min(whole[-1], int(hamming_distance(a["phash_centre"], b["phash"])),
+                          int(hamming_distance(a["phash"], b["phash_centre"]))))
+        corner.append(min(int(hamming_distance(a[f"phash_{c}"], b["phash"])) for c in ("nw", "ne", "sw", "se")))
+    assert np.mean(corner) < np.mean(centre) <= np.mean(whole)
+    assert np.median(corner) <= 12

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from audit.analysis.near_duplicates import (ERROR_EMBEDDINGS_SHAPE, ERROR_HASHES_NOT_1D, ERROR_K,
+                                            ERROR_N_QUERIES,
                                             count_bucket_comparisons,
                                             ERROR_MAX_DISTANCE, ERROR_THRESHOLD, connected_components,
                                             find_embedding_neighbours, find_near_duplicate_pairs, popcount)
@@ -172,7 +173,7 @@ def test_masked_band_plans_find_the_brute_force_pairs(plan, max_distance, monkey
 
     n_bands, radius = plan
     assert n_bands * (radius + 1) > max_distance  # the pigeonhole condition the planner relies on
-    monkeypatch.setattr(module, "_plan", lambda n, r: plan)
+    monkeypatch.setattr(module, "_plan", lambda n, r, share=1.0: plan)
     hashes = planted(np.random.default_rng(max_distance), n_base=80, copies=2)
     result = find_near_duplicate_pairs(hashes, max_distance=max_distance)
     assert list(zip(result.i.tolist(), result.j.tolist(), result.distance.tolist())) == \
@@ -194,3 +195,39 @@ def test_count_bucket_comparisons_matches_the_search():
     for max_distance in (2, 9):
         assert count_bucket_comparisons(hashes, max_distance=max_distance) == \
             find_near_duplicate_pairs(hashes, max_distance=max_distance).n_candidates
+
+
+def test_expected_bucket_comparisons_matches_uniform_hashes():
+    from audit.analysis.near_duplicates import count_bucket_comparisons, expected_bucket_comparisons
+
+    rng = np.random.default_rng(12)
+    hashes = rng.integers(0, 2 ** 63, size=200_000, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    hashes |= rng.integers(0, 2, size=hashes.size).astype(np.uint64)
+    for radius in (3, 6, 10):
+        expected = expected_bucket_comparisons(hashes.size, max_distance=radius)
+        exact = count_bucket_comparisons(hashes, max_distance=radius)
+        assert 0.8 * expected <= exact <= 1.25 * expected, radius
+    # Clustered hashes (many near copies) cost more than the uniform expectation, never less by much.
+    clustered = np.repeat(hashes[:1000], 200)
+    assert count_bucket_comparisons(clustered, max_distance=6) > expected_bucket_comparisons(clustered.size,
+                                                                                            max_distance=6)
+
+
+@pytest.mark.parametrize("plan, max_distance", [(None, 0), (None, 4), (None, 12), ((3, 1), 5), ((6, 2), 16),
+                                                ((1, 2), 2)])
+def test_query_search_finds_the_brute_force_pairs_involving_a_query(plan, max_distance, monkeypatch):
+    # n_queries: only pairs with a member among the first n_queries hashes, every one of them, each once.
+    import audit.analysis.near_duplicates as module
+
+    if plan is not None:
+        monkeypatch.setattr(module, "_plan", lambda n, r, share=1.0: plan)
+    hashes = planted(np.random.default_rng(20 + max_distance), n_base=80, copies=2)
+    for n_queries in (0, 1, 70, hashes.size):
+        result = find_near_duplicate_pairs(hashes, max_distance=max_distance, n_queries=n_queries)
+        expected = [(i, j, d) for i, j, d in brute_force(hashes, max_distance) if i < n_queries]
+        assert list(zip(result.i.tolist(), result.j.tolist(), result.distance.tolist())) == expected
+        assert count_bucket_comparisons(hashes, max_distance=max_distance, n_queries=n_queries) == \
+            result.n_candidates
+    with pytest.raises(ValueError) as error:
+        find_near_duplicate_pairs(hashes, max_distance=3, n_queries=hashes.size + 1)
+    assert str(error.value) == ERROR_N_QUERIES.format(n=hashes.size, value=hashes.size + 1)

@@ -28,22 +28,27 @@ from it, so scores compare across issues.
       ``corner_phash_max_distance``, ``dhash`` <= ``corner_dhash_max_distance`` and ``chash`` <=
       ``corner_chash_max_distance`` (12, 10, 10: tighter, because eight more alignments give unrelated
       pairs eight more chances). Candidates from a second multi-index search on ``phash`` stacked with the
-      four corner ``phash`` columns. This finds 90 % crops, centred or not, without embeddings.
+      four corner ``phash`` columns. This finds 90 % crops, centred or not, without embeddings. Both
+      searches compare whole-image hashes with each other and with the region hashes, never two region
+      hashes (``n_queries``).
 
-      Each search's cost grows with the square of the number of images at its radius; when it would exceed
-      ``max_hash_comparisons`` (counted exactly beforehand), that radius is lowered until it fits,
+      Each search's cost grows with the square of the number of images at its radius; when its comparisons
+      (counted exactly beforehand; radii whose expected cost on uniform hashes is already over budget are
+      skipped uncounted) plus its sorting work exceed ``max_hash_comparisons``, that radius is lowered
+      until it fits,
       ``settings["phash_search_distance"]`` / ``settings["corner_phash_search_distance"]`` (None without
       corner columns) record the radii used and a finding says so (resizes and re-encodes sit within 4 bits
       and are still found; crops may not be). Defaults were measured on the CIFAR-10 test JPEGs
       (tests/data/test_data_quality_cifar.py): planted 0.5x / 2x resizes, JPEG q50 re-encodes, 95 % crops
-      and 90 % crops (centred or at a random offset) are found with recall >= 0.98 at precision >= 0.97,
-      with fewer links among the untouched originals than the earlier whole/centre rule alone;
+      and 90 % crops (centred or at a random offset) are found with recall 0.975-1.0 at precision >= 0.99,
+      and the untouched originals get fewer links (122) than under the earlier rule without corners (130);
     * embeddings (when given): cosine similarity >= ``embedding_similarity_threshold`` (0.995) among each
       image's ``embedding_k`` nearest neighbours. The default is strict on purpose: a classifier's
       penultimate features describe the class, not the instance. Measured with the CIFAR-10 ResNet-20 on the
       10,000 test JPEGs: 38,680 links between distinct images at 0.95, 1,084 at 0.98, 9 at 0.99, none at
       0.995; a 90 % crop sits at cosine distance 0.058 (median) from its source, farther than the typical
-      nearest *other* image (0.036), so no threshold finds crops from such features. Instance-level
+      nearest *other* image (0.036), so no threshold finds crops from such features (the corner rule
+      above finds them from the pixels instead). Instance-level
       embeddings (self-supervised or retrieval models) can use a lower threshold.
 
     Score: ``d / (2 (phash_max_distance + 1))`` with ``d`` the smallest linked ``phash`` distance (0 for
@@ -104,7 +109,8 @@ from audit.analysis._stats import adjust_p_values, two_proportion_p_value_lower,
 from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NO_GAP, VERDICT_NONE, VERDICT_WORSE,
                                    coerce_group_metrics, empty_group_metrics, flag_insufficient_evidence)
 from audit.analysis.near_duplicates import (connected_components, find_embedding_neighbours,
-                                            count_bucket_comparisons, find_near_duplicate_pairs,
+                                            count_bucket_comparisons, expected_bucket_comparisons,
+                                            find_near_duplicate_pairs, sorting_work,
                                             popcount)
 from audit.analysis.hashing import CORNERS, HASH_NAMES
 from audit.errors import InputError
@@ -167,7 +173,8 @@ DEFAULT_CORNER_CHASH_MAX_DISTANCE = 10
 DEFAULT_EMBEDDING_SIMILARITY_THRESHOLD = 0.995
 DEFAULT_EMBEDDING_K = 10
 DEFAULT_OUTLIER_PERCENTILE = 99.0
-#: Budget of hash comparisons for the near-duplicate search (about 10 s on one core of a 2024 server).
+#: Work budget of each near-duplicate hash search, in hash comparisons (sorting work included, see
+#: :func:`audit.analysis.near_duplicates.sorting_work`): about 20 s on one core of a 2024 server.
 DEFAULT_MAX_HASH_COMPARISONS = 2_000_000_000
 
 #: ``metrics`` entries for ``audit.json`` (direction and definition of each metric this module writes).
@@ -194,8 +201,9 @@ class DataQualityResult:
         Contract ``group_metrics`` columns, metric ``issue_rate:<issue>`` (module docstring).
     pairs : DataFrame
         Every near-duplicate link: ``i``, ``j`` (row positions, i < j), ``id_a``, ``id_b``, ``kind``
-        (``exact``, ``hash`` or ``embedding``: the strongest evidence), ``hash_distance`` (smallest ``phash``
-        distance, 0 for exact copies; <NA> for embedding-only links), ``similarity`` (cosine, NaN without
+        (``exact``, ``hash`` or ``embedding``: the strongest evidence), ``hash_distance`` (``phash``
+        distance in the linking alignment, the smallest if several; 0 for exact copies; <NA> for
+        embedding-only links), ``similarity`` (cosine, NaN without
         embeddings).
     leakage : dict
         ``n_pairs``; ``by_split_pair``: ``[{"split_a", "split_b", "n_pairs"}]`` (split names sorted within a
@@ -352,10 +360,19 @@ def _rule(hashes: dict[str, np.ndarray], i: np.ndarray, j: np.ndarray, alignment
     return passes, np.where(passes, best_passing, best)
 
 
-def _search_distance(stacked: np.ndarray, wanted: int, settings: dict) -> int:
+def _search_distance(stacked: np.ndarray, n_queries: int, wanted: int, settings: dict) -> int:
     """The largest search radius up to ``wanted`` whose bucket comparisons fit the budget."""
-    radius = wanted
-    while radius > 0 and count_bucket_comparisons(stacked, max_distance=radius) > settings["max_hash_comparisons"]:
+    radius, budget = wanted, settings["max_hash_comparisons"]
+
+    def sorting(r):
+        return sorting_work(stacked.size, max_distance=r, n_queries=n_queries)
+    # Radii whose expected cost on uniform hashes is already over budget are skipped without counting
+    # (counting one radius is a pass over every band, seconds at millions of hashes).
+    while radius > 0 and expected_bucket_comparisons(stacked.size, max_distance=radius,
+                                                     n_queries=n_queries) + sorting(radius) > budget:
+        radius -= 1
+    while radius > 0 and count_bucket_comparisons(stacked, max_distance=radius,
+                                                  n_queries=n_queries) + sorting(radius) > budget:
         radius -= 1
     return radius
 
@@ -364,7 +381,8 @@ def _candidates(columns: list[np.ndarray], radius: int) -> tuple[np.ndarray, np.
     """Distinct pairs (i < j) where the whole-image phash (``columns[0]``) of one image is within ``radius``
     of any phash in ``columns`` of the other, by one multi-index search over the stacked columns."""
     n = columns[0].size
-    found = find_near_duplicate_pairs(np.concatenate(columns), max_distance=radius)
+    # Whole-image hashes are the queries: region-against-region pairs are never compared.
+    found = find_near_duplicate_pairs(np.concatenate(columns), max_distance=radius, n_queries=n)
     a, b = found.i, found.j
     # Keep whole-against-region pairs of two different images (a < b, so a is the whole-image hash).
     keep = (a % n != b % n) & (a < n)
@@ -376,7 +394,8 @@ def _candidates(columns: list[np.ndarray], radius: int) -> tuple[np.ndarray, np.
 def _hash_links(hashes: dict[str, np.ndarray], settings: dict):
     """Hash-confirmed links (i < j), their phash distance, and the search radii used (module docstring)."""
     stacked = [hashes["phash"], hashes["phash_centre"]]
-    radius = _search_distance(np.concatenate(stacked), settings["phash_max_distance"], settings)
+    n = hashes["phash"].size
+    radius = _search_distance(np.concatenate(stacked), n, settings["phash_max_distance"], settings)
     i, j = _candidates(stacked, radius)
     limits = (radius, settings["dhash_max_distance"], settings["chash_max_distance"])
     ok, p = _rule(hashes, i, j, _CENTRE_ALIGNMENTS, limits)
@@ -384,7 +403,8 @@ def _hash_links(hashes: dict[str, np.ndarray], settings: dict):
     corner_radius = None
     if "phash_nw" in hashes:
         stacked = [hashes["phash"]] + [hashes[f"phash_{c}"] for c in CORNERS]
-        corner_radius = _search_distance(np.concatenate(stacked), settings["corner_phash_max_distance"], settings)
+        corner_radius = _search_distance(np.concatenate(stacked), n, settings["corner_phash_max_distance"],
+                                         settings)
         ci, cj = _candidates(stacked, corner_radius)
         limits = (corner_radius, settings["corner_dhash_max_distance"], settings["corner_chash_max_distance"])
         c_ok, cp = _rule(hashes, ci, cj, _CORNER_ALIGNMENTS, limits)

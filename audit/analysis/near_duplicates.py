@@ -15,7 +15,10 @@ Multi-index hashing (:func:`find_near_duplicate_pairs`)
     pass (:func:`_plan`); long bands with a small radius win at millions of hashes, many short bands on
     small data sets. Buckets are found by sorting (no hash table); the pairs of a bucket are compared
     offset by offset in chunks, never as a matrix; a pair met in several buckets is reported once.
-    :func:`count_bucket_comparisons` gives the exact cost beforehand. Measured (bench/data_quality.py,
+    :func:`count_bucket_comparisons` gives the exact cost beforehand, :func:`expected_bucket_comparisons`
+    the expected cost for uniform hashes without looking at them. With ``n_queries``, only pairs involving
+    one of the first ``n_queries`` hashes are compared (the queries come first in each bucket and only they
+    start a comparison): whole-image hashes against whole-image and crop hashes, never crop against crop. Measured (bench/data_quality.py,
     1,000,000 uniform hashes, 2 shared cores): about 3-7 s at ``max_distance`` 4, 3-10 s at 5, 23-51 s at
     6; the cost grows steeply beyond that, and a radius near 16 is only practical up to some tens of
     thousands of images.
@@ -42,6 +45,7 @@ ERROR_MAX_DISTANCE = "max_distance must be an integer from 0 to 63, got {value!r
 ERROR_EMBEDDINGS_SHAPE = ("embeddings must be a 2-D float array (images x dimensions) without NaN or inf, got "
                           "shape {shape}: pass one embedding row per image")
 ERROR_K = "k must be a positive integer, got {value!r}"
+ERROR_N_QUERIES = "n_queries must be None or an integer from 0 to the number of hashes ({n}), got {value!r}"
 ERROR_THRESHOLD = "threshold must be a cosine similarity between -1 and 1, got {value!r}"
 
 _BYTE_COUNTS = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
@@ -121,8 +125,11 @@ _PASS_COST_PER_HASH = 3.0
 _PASS_COST_FIXED = 20_000.0
 
 
-def _plan(n: int, max_distance: int) -> tuple[int, int]:
+def _plan(n: int, max_distance: int, pair_share: float = 1.0) -> tuple[int, int]:
     """(number of bands, in-band radius) with the least expected work for ``n`` uniformly spread hashes.
+
+    ``pair_share`` is the share of the ``n * n / 2`` pairs that are compared at all (below 1 when only
+    pairs involving a query are wanted: :func:`_pair_share`).
 
     Any ``m`` bands with in-band radius ``s = max_distance // m`` find every pair, because
     ``m * (s + 1) > max_distance`` (pigeonhole). Radius 0 is plain bucketing; radius ``s`` runs one pass per
@@ -138,23 +145,86 @@ def _plan(n: int, max_distance: int) -> tuple[int, int]:
                 break
             combos = math.comb(width, radius)
             passes += combos
-            candidates += combos * n * n / 2.0 / 2.0 ** (width - radius)
+            candidates += combos * pair_share * n * n / 2.0 / 2.0 ** (width - radius)
         cost = candidates + passes * (n * _PASS_COST_PER_HASH + _PASS_COST_FIXED)
         if best is None or cost < best[0]:
             best = (cost, n_bands, radius)
     return best[1], best[2]
 
 
-def _passes(n: int, max_distance: int):
-    """Yield ``(shift, key_mask)`` of every bucketing pass of the plan for ``n`` hashes."""
-    n_bands, radius = _plan(n, max_distance)
+def expected_bucket_comparisons(n: int, *, max_distance: int, n_queries: int | None = None) -> float:
+    """Expected same-bucket comparisons of :func:`find_near_duplicate_pairs` for ``n`` uniformly random hashes.
+
+    Computed from the plan alone (no hashes needed): ``comb(width, s) * n**2 / 2 / 2**(width - s)`` summed
+    over the bands. Real hashes cluster, so their exact count (:func:`count_bucket_comparisons`) is
+    normally higher: a radius whose expected count is already over a budget can be skipped uncounted.
+    ``n_queries`` as in :func:`find_near_duplicate_pairs`.
+    """
+    max_distance = _validate_max_distance(max_distance)
+    share = _pair_share(int(n), _validate_n_queries(n_queries, int(n)))
+    n_bands, radius = _plan(int(n), max_distance, share)
+    return float(sum(math.comb(width, radius) * share * float(n) * float(n) / 2.0 / 2.0 ** (width - radius)
+                     for _, width in _band_layout(n_bands)))
+
+
+def sorting_work(n: int, *, max_distance: int, n_queries: int | None = None) -> float:
+    """Work of the bucketing passes of :func:`find_near_duplicate_pairs` on ``n`` hashes, in comparisons.
+
+    One pass sorts every hash by its band key: about ``_PASS_COST_PER_HASH`` (3) comparisons' worth of time
+    per hash, plus a fixed cost. At millions of hashes and a plan with many passes (a band searched within
+    radius 2 or more) this, not the comparisons, dominates; add it to the comparisons to budget a search.
+    """
+    max_distance = _validate_max_distance(max_distance)
+    share = _pair_share(int(n), _validate_n_queries(n_queries, int(n)))
+    n_bands, radius = _plan(int(n), max_distance, share)
+    passes = sum(math.comb(width, radius) for _, width in _band_layout(n_bands))
+    return float(passes * (n * _PASS_COST_PER_HASH + _PASS_COST_FIXED))
+
+
+def _pair_share(n: int, n_queries: int | None) -> float:
+    """Share of all pairs of ``n`` hashes that involve at least one of the first ``n_queries``."""
+    if n_queries is None or n < 2:
+        return 1.0
+    q, r = float(n_queries), float(n - n_queries)
+    return (q * (q - 1) / 2.0 + q * r) / (n * (n - 1) / 2.0)
+
+
+#: Band keys below this many values are counted in a dense table (a gather, no sort); wider ones by sorting.
+_DENSE_KEYS = 1 << 26
+
+
+def _in_query_buckets(keys: np.ndarray, n_queries: int, mask: int) -> np.ndarray:
+    """Positions (from 0 at ``keys[n_queries]``) of the non-query keys equal to some query key."""
+    others = keys[n_queries:]
+    if mask < _DENSE_KEYS:
+        present = np.zeros(mask + 1, dtype=bool)
+        present[keys[:n_queries].astype(np.int64)] = True
+        return np.flatnonzero(present[others.astype(np.int64)])
+    unique = np.unique(keys[:n_queries])
+    if unique.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    index = np.minimum(np.searchsorted(unique, others), unique.size - 1)
+    return np.flatnonzero(unique[index] == others)
+
+
+def _validate_n_queries(n_queries, n: int):
+    if n_queries is None:
+        return None
+    if isinstance(n_queries, bool) or not isinstance(n_queries, (int, np.integer)) or not 0 <= n_queries <= n:
+        raise ValueError(ERROR_N_QUERIES.format(n=n, value=n_queries))
+    return int(n_queries)
+
+
+def _passes(n: int, max_distance: int, pair_share: float = 1.0):
+    """Yield ``(shift, key_mask, width)`` of every bucketing pass of the plan for ``n`` hashes."""
+    n_bands, radius = _plan(n, max_distance, pair_share)
     for shift, width in _band_layout(n_bands):
         full = (1 << width) - 1
         for positions in combinations(range(width), radius):
             mask = full
             for position in positions:
                 mask &= ~(1 << position)
-            yield shift, np.uint64(mask)
+            yield shift, np.uint64(mask), width
 
 
 def _validate_max_distance(max_distance) -> int:
@@ -171,7 +241,7 @@ def _validate_hashes(hashes) -> np.ndarray:
     return array.astype(np.uint64, copy=False)
 
 
-def count_bucket_comparisons(hashes, *, max_distance: int) -> int:
+def count_bucket_comparisons(hashes, *, max_distance: int, n_queries: int | None = None) -> int:
     """Number of same-bucket comparisons :func:`find_near_duplicate_pairs` would make (its cost), cheaply.
 
     One counting pass per bucketing pass (no pairs are formed), so a caller can pick a ``max_distance``
@@ -179,18 +249,33 @@ def count_bucket_comparisons(hashes, *, max_distance: int) -> int:
     """
     max_distance = _validate_max_distance(max_distance)
     hashes = _validate_hashes(hashes)
+    n = hashes.size
+    n_queries = _validate_n_queries(n_queries, n)
+    nq = n if n_queries is None else n_queries
     total = 0
-    for shift, mask in _passes(hashes.size, max_distance):
+    for shift, mask, _ in _passes(n, max_distance, _pair_share(n, n_queries)):
         keys = (hashes >> np.uint64(shift)) & mask
-        if int(mask) < (1 << 20):
-            counts = np.bincount(keys.astype(np.int64), minlength=1).astype(np.int64)
+        if int(mask) < (1 << 20) or (n_queries is not None and int(mask) < _DENSE_KEYS):
+            codes = keys.astype(np.int64)
+            q = np.bincount(codes[:nq], minlength=int(mask) + 1).astype(np.int64)
+            r = np.bincount(codes[nq:], minlength=int(mask) + 1).astype(np.int64)
+        elif n_queries is None:
+            q = np.unique(keys, return_counts=True)[1].astype(np.int64)
+            r = np.zeros_like(q)
+        elif n == 0:
+            break
         else:
-            counts = np.unique(keys, return_counts=True)[1].astype(np.int64)
-        total += int((counts * (counts - 1) // 2).sum())
+            order = np.argsort(keys)
+            sorted_keys = keys[order]
+            starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_keys)) + 1))
+            r = np.add.reduceat((order >= nq).astype(np.int64), starts)
+            q = np.diff(np.concatenate((starts, [n]))) - r
+        # query-query pairs once, query-other pairs once; other-other pairs are never compared
+        total += int((q * (q - 1) // 2 + q * r).sum())
     return total
 
 
-def find_near_duplicate_pairs(hashes, *, max_distance: int) -> HashPairs:
+def find_near_duplicate_pairs(hashes, *, max_distance: int, n_queries: int | None = None) -> HashPairs:
     """Every pair of 64-bit hashes within Hamming distance ``max_distance``, by multi-index hashing.
 
     Parameters
@@ -200,6 +285,10 @@ def find_near_duplicate_pairs(hashes, *, max_distance: int) -> HashPairs:
     max_distance : int
         Largest Hamming distance (0..63) reported. See the module docstring for why every pair is found
         and what it costs.
+    n_queries : int, optional
+        When given, only pairs with at least one hash among the first ``n_queries`` are compared and
+        reported (e.g. whole-image hashes first, then the hashes of crops: crop-against-crop pairs are
+        skipped, which saves most of the work when there are several crops per image).
 
     Returns
     -------
@@ -209,25 +298,43 @@ def find_near_duplicate_pairs(hashes, *, max_distance: int) -> HashPairs:
     max_distance = _validate_max_distance(max_distance)
     hashes = _validate_hashes(hashes)
     n = hashes.size
+    n_queries = _validate_n_queries(n_queries, n)
+    is_other = None if n_queries is None else np.arange(n) >= n_queries
     width = np.int64(max(n, 1))
     found_keys, found_d = [], []  # pair key i * n + j (i < j) and distance, compacted as they grow
     n_pending = 0
     n_candidates = 0
     positions_all = np.arange(n)
-    for shift, mask in _passes(n, max_distance):
+    for shift, mask, band_width in _passes(n, max_distance, _pair_share(n, n_queries)):
         keys = (hashes >> np.uint64(shift)) & mask
-        order = np.argsort(keys)  # introsort (SIMD): several times faster than a stable sort here
+        if is_other is None:
+            order = np.argsort(keys)  # introsort (SIMD): several times faster than a stable sort here
+        else:
+            # Only others sharing a bucket with some query matter: drop the rest before sorting.
+            members = np.concatenate((np.arange(n_queries),
+                                      n_queries + _in_query_buckets(keys, n_queries, int(mask))))
+            member_keys = keys[members]
+            if band_width < 64:
+                # Queries first within each bucket: one more low bit in the key (the key has < 64 bits).
+                order = members[np.argsort((member_keys << np.uint64(1)) | is_other[members].astype(np.uint64))]
+            else:
+                order = members[np.lexsort((is_other[members], member_keys))]
+        m = order.size
         sorted_keys = keys[order]
         # Items sharing a bucket are contiguous in sorted order; compare each with the ``offset``-th next
         # item while they still share a bucket. ``positions`` holds the sorted positions still in play.
         boundaries = np.flatnonzero(np.diff(sorted_keys)) + 1
         starts = np.concatenate(([0], boundaries))
-        ends = np.concatenate((boundaries, [n]))
+        ends = np.concatenate((boundaries, [m]))
         sizes = ends - starts
-        if n == 0 or sizes.max() < 2:
+        if m == 0 or sizes.max() < 2:
             continue
         bucket_end = np.repeat(ends, sizes)  # end (exclusive) of each sorted position's bucket
-        positions = np.flatnonzero(bucket_end - positions_all > 1)
+        in_play = bucket_end - positions_all[:m] > 1
+        if is_other is not None:
+            # Only queries start a comparison; the later items of their bucket are queries or others.
+            in_play &= ~is_other[order]
+        positions = np.flatnonzero(in_play)
         offset = 1
         while positions.size:
             # Chunk positions so one step never holds more than _PAIR_CHUNK candidates.
