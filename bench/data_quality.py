@@ -43,7 +43,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -247,25 +246,9 @@ def run_child(spec: dict) -> dict:
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "numpy": np.__version__}
-    for name in ("cleanvision", "PIL", "faiss"):
-        try:
-            module = __import__(name)
-            info[name] = getattr(module, "__version__", None)
-        except ImportError:  # pragma: no cover
-            info[name] = None
-    try:
-        with open("/proc/meminfo") as handle:
-            info["memory_gb"] = round(int(handle.readline().split()[1]) / 2 ** 20, 1)
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:  # pragma: no cover
-        pass
-    return info
+    from _machine import machine_info  # bench/ is on sys.path when a script here runs
+
+    return machine_info("numpy", "cleanvision", "PIL", "faiss")
 
 
 def main(argv=None) -> int:
