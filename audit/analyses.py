@@ -329,10 +329,7 @@ def _group_performance(sections, tables, metrics, *, label_codes, predicted, pro
 
 
 def _data_quality(images, sections, tables, metrics, *, embeddings, classes, groups, config, runner):
-    try:
-        from audit.analysis.data_quality import find_data_quality_issues
-    except ImportError:
-        return
+    from audit.analysis.data_quality import find_data_quality_issues
     # Pixel-attribute groups are defined by the same properties as the defects (dark images are in the
     # dark group by construction), so issue concentration is measured over metadata attributes only.
     metadata = [c for c in groups.columns if not c.startswith("image_")]

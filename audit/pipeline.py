@@ -117,13 +117,9 @@ def decode_images(dataset: Dataset, *, config: AuditConfig, progress: Progress):
         hash columns used by the data-quality analysis.
     skipped : list of SkipEntry
     """
+    from audit.analysis.hashing import compute_perceptual_hashes
     from audit.analysis.image_properties import bin_image_properties, compute_image_properties
     from audit.io.images import iter_images
-
-    try:
-        from audit.analysis.hashing import compute_perceptual_hashes
-    except ImportError:  # data-quality module not available
-        compute_perceptual_hashes = None
 
     table = dataset.table
     n = len(table)
@@ -138,11 +134,9 @@ def decode_images(dataset: Dataset, *, config: AuditConfig, progress: Progress):
             skipped.append(item)
             continue
         record = {"content_hash": item.content_hash}
-        record.update(compute_image_properties(item.rgb, mode=getattr(item, "mode", None))
-                      if _accepts_mode(compute_image_properties) else compute_image_properties(item.rgb))
-        if compute_perceptual_hashes is not None:
-            # prefixed like every engine-computed column, so a manifest column named "phash" cannot collide
-            record.update({f"image_{name}": value for name, value in compute_perceptual_hashes(item.rgb).items()})
+        record.update(compute_image_properties(item.rgb, mode=item.mode))
+        # prefixed like every engine-computed column, so a manifest column named "phash" cannot collide
+        record.update({f"image_{name}": value for name, value in compute_perceptual_hashes(item.rgb).items()})
         records[position] = record
     keep = np.array([r is not None for r in records], dtype=bool)
     kept = table.loc[keep].reset_index(drop=True)
@@ -150,15 +144,6 @@ def decode_images(dataset: Dataset, *, config: AuditConfig, progress: Progress):
     kept = pd.concat([kept, properties.reset_index(drop=True)], axis=1)
     kept = bin_image_properties(kept)
     return kept, skipped
-
-
-def _accepts_mode(function) -> bool:
-    import inspect
-
-    try:
-        return "mode" in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def predict_with_model(kept: pd.DataFrame, *, classes, config: AuditConfig, progress: Progress, model=None):
