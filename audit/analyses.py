@@ -139,6 +139,11 @@ def run_analyses(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddi
     labels = kept["label"].astype(str)
     label_codes = labels.map(class_index).to_numpy(dtype=np.int64)
     pixel_groups = pixel_group_columns(kept)
+    # Pixel groups are always analysed, unless --group-by names some of them: then exactly those.
+    # (the names were checked against the engine's pixel groups before any image was read).
+    named_pixel = [c for c in (getattr(config, "group_by", None) or ()) if c.startswith("image_")]
+    if named_pixel:
+        pixel_groups = [c for c in named_pixel if c in pixel_groups]
     group_attributes = list(dataset.group_attributes) + pixel_groups
     groups = pd.DataFrame({a: group_labels(kept[a].map(lambda v: None if v is None else str(v))
                                            if a in PIXEL_GROUP_BOOLEAN else kept[a]).to_numpy()

@@ -28,6 +28,8 @@ SCHEMA_VERSION = "1.0"
 
 ERROR_ALL_IMAGES_SKIPPED = ("no image of {source} could be read ({n} skipped; first: {first}): check the paths "
                             "and files")
+ERROR_UNKNOWN_PIXEL_GROUP = ("--group-by names {column!r}, which is not a pixel group attribute; the engine "
+                             "computes: {available}")
 ERROR_SINGLE_CLASS_LEFT = ("only one class ({name!r}) is left after skipping unreadable images: an audit needs "
                            "at least two classes")
 
@@ -241,7 +243,15 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
     # Pixel attributes (image_*) are computed by the engine and always analysed; only metadata columns are
     # looked up in the manifest.
     metadata_group_by = [c for c in config.group_by if not c.startswith("image_")] if config.group_by else None
-    dataset = load_dataset(config.data, label_column=config.label_column, group_by=metadata_group_by or None,
+    if config.group_by:
+        from audit.analyses import PIXEL_GROUP_BOOLEAN
+        from audit.analysis.image_properties import GROUP_COLUMNS
+
+        engine_groups = list(GROUP_COLUMNS) + list(PIXEL_GROUP_BOOLEAN)
+        unknown = [c for c in config.group_by if c.startswith("image_") and c not in engine_groups]
+        if unknown:
+            raise InputError(ERROR_UNKNOWN_PIXEL_GROUP.format(column=unknown[0], available=", ".join(engine_groups)))
+    dataset = load_dataset(config.data, label_column=config.label_column, group_by=metadata_group_by,
                            attributes_file=config.attributes_file)
     classes = tuple(dataset.classes)
     class_order_source = dataset.class_order_source

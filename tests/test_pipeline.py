@@ -130,3 +130,26 @@ def test_model_with_more_classes_than_the_data_defines_the_class_order(tmp_path)
     again = run_audit(AuditConfig(data=str(manifest), model=str(model), cache_dir=str(tmp_path / "cache")))
     assert again.audit["model"]["from_cache"] and not result.audit["model"]["from_cache"]
     np.testing.assert_array_equal(again.probabilities, result.probabilities)
+
+
+def test_group_by_selects_metadata_and_pixel_groups(tmp_path):
+    manifest = write_manifest_dataset(tmp_path, n_per_cell=5)
+    result = run_audit(AuditConfig(data=str(manifest), group_by=("site", "image_brightness_group")))
+    assert result.audit["dataset"]["group_attributes"] == ["site"]
+    assert result.audit["dataset"]["pixel_attributes"] == ["image_brightness_group"]
+    only_pixel = run_audit(AuditConfig(data=str(manifest), group_by=("image_contrast_group",)))
+    assert only_pixel.audit["dataset"]["group_attributes"] == []
+
+
+def test_group_by_unknown_pixel_group_is_named_before_reading_images(tmp_path):
+    from audit.errors import InputError
+    from audit.pipeline import ERROR_UNKNOWN_PIXEL_GROUP
+
+    manifest = write_manifest_dataset(tmp_path, n_per_cell=2)
+    with pytest.raises(InputError) as caught:
+        run_audit(AuditConfig(data=str(manifest), group_by=("image_brightnes_group",)))
+    from audit.analyses import PIXEL_GROUP_BOOLEAN
+    from audit.analysis.image_properties import GROUP_COLUMNS
+
+    assert str(caught.value) == ERROR_UNKNOWN_PIXEL_GROUP.format(
+        column="image_brightnes_group", available=", ".join(list(GROUP_COLUMNS) + list(PIXEL_GROUP_BOOLEAN)))
