@@ -7,15 +7,15 @@ decisions (reviewed suspects, confirmed error rate) comes from :mod:`audit.revie
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+
+from audit.folder import AuditFolder, load_audit_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = REPO / "sample_data"
@@ -71,26 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # --------------------------------------------------------------------------------------------- audits
 
-@dataclass(frozen=True)
-class Audit:
-    """One audit folder in memory (read-only by convention: pages filter copies, never mutate)."""
-
-    folder: Path
-    audit: dict
-    images: pd.DataFrame
-    group_metrics: pd.DataFrame
-
-    @property
-    def analyses(self) -> dict:
-        return self.audit.get("analyses") or {}
-
-    @property
-    def classes(self) -> list:
-        return [str(c) for c in self.audit.get("classes", [])]
-
-    @property
-    def name(self) -> str:
-        return self.folder.name
+#: One audit folder in memory, as every view reads it (:class:`audit.folder.AuditFolder`; read-only by
+#: convention: pages filter copies, never mutate).
+Audit = AuditFolder
 
 
 def is_audit_folder(path: Path) -> bool:
@@ -114,14 +97,8 @@ def _version(folder: Path) -> tuple:
 
 @st.cache_resource(show_spinner="Loading the audit...", max_entries=4)
 def _load_audit(folder: str, version: tuple) -> Audit:
-    path = Path(folder)
-    audit = json.loads((path / "audit.json").read_text(encoding="utf-8"))
-    images = pd.read_parquet(path / "images.parquet") if (path / "images.parquet").exists() else pd.DataFrame()
-    group_metrics = (pd.read_parquet(path / "group_metrics.parquet")
-                     if (path / "group_metrics.parquet").exists() else pd.DataFrame())
-    if "class" in group_metrics.columns:
-        group_metrics["class"] = group_metrics["class"].fillna("").astype(str)
-    return Audit(folder=path, audit=audit, images=images, group_metrics=group_metrics)
+    # the one reader of the folder (schema validation, cleaned tables); reviews are read fresh per page
+    return load_audit_folder(folder, reviews=False)
 
 
 def load_audit(folder: str | Path) -> Audit:
@@ -165,7 +142,7 @@ def default_audit_folder(arguments: argparse.Namespace) -> Path:
 def run_new_audit(config, out: Path, *, progress=None) -> Path:
     """Run the engine and write the audit folder (no caching: a new audit is computed once)."""
     from audit.pipeline import run_audit
-    from audit.report.writer import write_audit_folder
+    from audit.folder import write_audit_folder
 
     result = run_audit(config, progress=progress)
     return write_audit_folder(out, audit=result.audit, images=result.images, group_metrics=result.group_metrics,

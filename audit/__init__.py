@@ -16,7 +16,7 @@ def run_audit(config, **kwargs):
 
 
 def write_audit_folder(out, result):
-    from audit.report.writer import write_audit_folder as _write
+    from audit.folder import write_audit_folder as _write
 
     return _write(out, audit=result.audit, images=result.images, group_metrics=result.group_metrics,
                   probabilities=result.probabilities)

@@ -140,7 +140,7 @@ def _progress_bar(quiet: bool):
 def _command_run(args) -> int:
     from audit.config import AuditConfig
     from audit.pipeline import run_audit
-    from audit.report.writer import write_audit_folder
+    from audit.folder import write_audit_folder
 
     config = AuditConfig(
         data=args.data, label_column=args.label_column, group_by=args.group_by, attributes_file=args.attributes,
@@ -180,7 +180,7 @@ def render_summary(audit: dict, folder) -> str:
 
 def _command_label_noise(args) -> int:
     from audit.label_noise_audit import run_label_noise_audit
-    from audit.report.writer import write_audit_folder
+    from audit.folder import write_audit_folder
 
     result = run_label_noise_audit(labels_file=args.labels, predictions_file=args.predictions,
                                    classes_file=args.classes, attributes_file=args.attributes,

@@ -133,7 +133,7 @@ def run_gate(folder: str | os.PathLike, *, policy_file: str | os.PathLike, outpu
     InputError, PolicyError
         Missing/corrupt audit folder or a bad policy (the CLI prints one line and exits 2).
     """
-    from audit.report.load import load_audit_json, load_group_metrics
+    from audit.folder import load_audit_json, load_group_metrics
 
     if output_format not in ("text", "md"):
         raise ValueError(ERROR_OUTPUT_FORMAT.format(value=output_format))

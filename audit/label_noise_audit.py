@@ -213,7 +213,7 @@ class PredictionsStream:
     Calling it returns a fresh iterator over consecutive ``(rows, K)`` float32 chunks (each a new array),
     re-reading the file and converting with :func:`to_probabilities` with the kind the scan decided. It is
     what :func:`audit.analysis.label_noise.estimate_label_noise` and
-    :func:`audit.report.writer.write_audit_folder` accept in place of an array.
+    :func:`audit.folder.write_audit_folder` accept in place of an array.
 
     Attributes
     ----------

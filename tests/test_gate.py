@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from audit.cli import main
-from audit.report.load import ERROR_NO_AUDIT_JSON, ERROR_NOT_A_FOLDER, load_group_metrics
+from audit.folder import ERROR_NO_AUDIT_JSON, ERROR_NOT_A_FOLDER, load_group_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest_report import build_audit_folder  # noqa: E402

@@ -672,14 +672,14 @@ def test_label_noise_classes_file_not_utf8(data, capsys):
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_out_is_a_file(data, capsys):
-    from audit.report.writer import ERROR_OUT_IS_FILE
+    from audit.folder import ERROR_OUT_IS_FILE
 
     (data / "out").write_text("x")
     expect_error(cli(capsys, *run_args(data)), ERROR_OUT_IS_FILE, path=data / "out")
 
 
 def test_out_cannot_be_created(data, capsys):
-    from audit.report.writer import ERROR_OUT_NOT_WRITABLE
+    from audit.folder import ERROR_OUT_NOT_WRITABLE
 
     (data / "file").write_text("x")
     out = data / "file" / "sub"  # a file where a folder should be: fails for root too
@@ -721,7 +721,7 @@ def test_gate_json_cannot_be_written(broken, capsys, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_report_corrupt_audit_json(broken, capsys):
-    from audit.report.load import ERROR_AUDIT_JSON_CORRUPT
+    from audit.folder import ERROR_AUDIT_JSON_CORRUPT
 
     (broken / "audit.json").write_text('{"schema_version": ')
     expect_error(cli(capsys, "report", broken, "--format", "html"), ERROR_AUDIT_JSON_CORRUPT,
@@ -729,7 +729,7 @@ def test_report_corrupt_audit_json(broken, capsys):
 
 
 def test_report_missing_parquet(broken, capsys):
-    from audit.report.load import ERROR_NO_TABLE
+    from audit.folder import ERROR_NO_TABLE
 
     (broken / "images.parquet").unlink()
     expect_error(cli(capsys, "report", broken, "--format", "md"), ERROR_NO_TABLE, path=broken,
@@ -737,7 +737,7 @@ def test_report_missing_parquet(broken, capsys):
 
 
 def test_report_images_table_from_another_run(broken, capsys):
-    from audit.report.load import ERROR_TABLE_ROWS
+    from audit.folder import ERROR_TABLE_ROWS
 
     pd.read_parquet(broken / "images.parquet").iloc[:5].to_parquet(broken / "images.parquet")
     expect_error(cli(capsys, "report", broken, "--format", "md"), ERROR_TABLE_ROWS,
@@ -745,7 +745,7 @@ def test_report_images_table_from_another_run(broken, capsys):
 
 
 def test_gate_missing_group_metrics(broken, capsys, tmp_path):
-    from audit.report.load import ERROR_NO_TABLE
+    from audit.folder import ERROR_NO_TABLE
 
     (broken / "group_metrics.parquet").unlink()
     (tmp_path / "policy.toml").write_text("[label_noise]\nmax_rate = 0.5\n")

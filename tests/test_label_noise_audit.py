@@ -11,7 +11,7 @@ from audit.label_noise_audit import (ERROR_AUTO_THEN_LOGITS, ERROR_AUTO_THEN_PRO
                                      PredictionsStream, run_label_noise_audit, to_probabilities)
 from audit.model.predictions import (ERROR_PREDICTIONS_N_COLUMNS, ERROR_PREDICTIONS_NOT_FINITE,
                                      ERROR_PREDICTIONS_NOT_PROBABILITIES, load_predictions)
-from audit.report.writer import ERROR_STREAM_ROWS, write_audit_folder, write_npy_chunks_atomic
+from audit.folder import ERROR_STREAM_ROWS, write_audit_folder, write_npy_chunks_atomic
 from tests.helpers import check_folder, run_cli
 
 

@@ -10,8 +10,9 @@ from PIL import Image
 from audit.errors import ModelError
 from audit.model import sidecar as sc
 from audit.model.architectures import CIFAR10_CLASSES
-from audit.model.sidecar import (Preprocessing, load_sidecar, preprocess_batch, preprocess_image,
-                                 resolve_preprocessing)
+from audit.model import inference as inf
+from audit.model.inference import resolve_preprocessing
+from audit.model.sidecar import Preprocessing, load_sidecar, preprocess_batch, preprocess_image
 
 VALID = {
     "classes": ["cat", "dog"],
@@ -158,7 +159,7 @@ def test_precedence(tmp_path):
     assert p.classes == CIFAR10_CLASSES and p.input_size == (32, 32) and source == "--arch cifar_resnet20 default"
     with pytest.raises(ModelError) as info:
         resolve_preprocessing(preprocess_file=None, model_path=lonely, arch=None)
-    assert str(info.value) == sc.ERROR_NO_PREPROCESSING.format(model=lonely, stem="w")
+    assert str(info.value) == inf.ERROR_NO_PREPROCESSING.format(model=lonely, stem="w")
 
 
 # --- preprocessing known answers ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 from audit.config import AuditConfig
 from audit.pipeline import run_audit
-from audit.report.writer import write_audit_folder
+from audit.folder import write_audit_folder
 from audit.schema import validate_audit
 from tests.helpers import check_folder, write_manifest_dataset, write_predictions_csv
 

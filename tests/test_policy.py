@@ -13,7 +13,7 @@ from audit.errors import PolicyError
 from audit.policy import (ERROR_POLICY_NOT_FOUND, ERROR_POLICY_TOML, ERROR_UNKNOWN_KEY, ERROR_UNKNOWN_METRIC,
                           ERROR_UNKNOWN_SECTION, ERROR_VALUE_RANGE, ERROR_WRONG_TYPE, Policy, _difference_interval,
                           evaluate_policy, load_policy, overall_status, policy_from_dict)
-from audit.report.load import load_audit_json, load_group_metrics
+from audit.folder import load_audit_json, load_group_metrics
 from audit.schema import validate_audit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -16,7 +16,7 @@ from audit.cli import main
 from audit.errors import InputError
 from audit.policy import evaluate_policy, policy_from_dict
 from audit.report import figures
-from audit.report.load import load_audit_json, load_group_metrics
+from audit.folder import load_audit_json, load_group_metrics
 from audit.report.render import (ERROR_FORMAT, build_report, fmt_interval, fmt_number, fmt_percent, render_report)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -235,7 +235,7 @@ def test_figures_are_pure_and_escape_labels():
 
 
 def test_review_decisions_follow_the_contract(tmp_path):
-    from audit.report.load import load_reviews
+    from audit.folder import load_reviews
 
     folder = tmp_path / "f"
     folder.mkdir()

@@ -158,7 +158,7 @@ def test_a_decision_applies_while_id_and_content_hash_match(tmp_path):
 
 
 def test_the_report_reader_sees_the_same_decisions(tmp_path):
-    load = pytest.importorskip("audit.report.load")
+    load = pytest.importorskip("audit.folder")
     images = _images()
     reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="ann", decision="unsure")
     reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="ann", decision="label_wrong",

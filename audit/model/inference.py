@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from audit.errors import ModelError
-from audit.model.sidecar import Preprocessing, preprocess_batch, resolve_preprocessing
+from audit.model.sidecar import Preprocessing, find_sidecar, load_sidecar, preprocess_batch
 
 __all__ = [
     "LoadedModel",
@@ -123,6 +123,12 @@ ERROR_CLASS_MAP_UNKNOWN_MODEL_CLASS = (
 )
 ERROR_CLASS_MAP_UNKNOWN_DATASET_CLASS = (
     "The class map maps '{model_class}' to '{name}', which is not a data set class (data set classes: {dataset})."
+)
+
+
+ERROR_NO_PREPROCESSING = (
+    "No preprocessing is known for the model {model}: give --preprocess FILE, put a model.json (or "
+    "{stem}.json) beside the model, or name a registered architecture with --arch."
 )
 
 
@@ -604,3 +610,29 @@ def align_to_dataset(probabilities: np.ndarray, *, model_classes, dataset_classe
     onehot = np.zeros((len(model_classes), len(dataset_classes)), dtype=np.float64)
     onehot[np.arange(len(model_classes)), columns] = 1.0
     return (probabilities.astype(np.float64) @ onehot).astype(np.float32)
+
+
+def resolve_preprocessing(*, preprocess_file: str | os.PathLike | None,
+                          model_path: str | os.PathLike | None,
+                          arch: str | None) -> tuple[Preprocessing, str]:
+    """Pick the preprocessing by precedence: ``--preprocess`` > sidecar beside the model > ``--arch`` default.
+
+    Returns
+    -------
+    (Preprocessing, str)
+        The preprocessing and where it came from, e.g. ``"--preprocess /x/p.json"``,
+        ``"sidecar /x/model.json"`` or ``"--arch cifar_resnet20 default"``.
+    """
+    if preprocess_file is not None:
+        return load_sidecar(preprocess_file), f"--preprocess {Path(preprocess_file).resolve()}"
+    if model_path is not None:
+        sidecar = find_sidecar(model_path)
+        if sidecar is not None:
+            return load_sidecar(sidecar), f"sidecar {sidecar.resolve()}"
+    if arch is not None:
+        from audit.model.architectures import get_architecture  # late: pulls in torch
+
+        return get_architecture(arch).default_preprocessing, f"--arch {arch} default"
+    model = str(model_path) if model_path is not None else "<none>"
+    stem = Path(model_path).stem if model_path is not None else "<model>"
+    raise ModelError(ERROR_NO_PREPROCESSING.format(model=model, stem=stem), source=model)

@@ -11,7 +11,7 @@ The sidecar (contract, section "Model sidecar") tells how a model expects its in
   (pixels left at 0..255: ``(x - mean) * scale``); ``mean``/``std`` are listed in the model's channel order;
 - ``output``: ``"probabilities"`` or ``"logits"``.
 
-Where the preprocessing comes from (:func:`resolve_preprocessing`): a ``--preprocess`` file, else a sidecar
+Where the preprocessing comes from (:func:`audit.model.inference.resolve_preprocessing`): a ``--preprocess`` file, else a sidecar
 beside the model file (``<model stem>.json``, else ``model.json``), else the registered default of
 ``--arch``.
 """
@@ -34,7 +34,6 @@ __all__ = [
     "SIDECAR_KEYS",
     "load_sidecar",
     "check_sidecar",
-    "resolve_preprocessing",
     "find_sidecar",
     "preprocess_image",
     "preprocess_batch",
@@ -68,10 +67,6 @@ ERROR_SIDECAR_STD_OR_SCALE = (
 )
 ERROR_SIDECAR_DUPLICATE_CLASS = (
     "Key 'classes' in the preprocessing file {file} names the class '{name}' twice; class names must be unique."
-)
-ERROR_NO_PREPROCESSING = (
-    "No preprocessing is known for the model {model}: give --preprocess FILE, put a model.json (or "
-    "{stem}.json) beside the model, or name a registered architecture with --arch."
 )
 
 
@@ -234,32 +229,6 @@ def find_sidecar(model_path: str | os.PathLike) -> Path | None:
         if candidate != model and candidate.is_file():
             return candidate
     return None
-
-
-def resolve_preprocessing(*, preprocess_file: str | os.PathLike | None,
-                          model_path: str | os.PathLike | None,
-                          arch: str | None) -> tuple[Preprocessing, str]:
-    """Pick the preprocessing by precedence: ``--preprocess`` > sidecar beside the model > ``--arch`` default.
-
-    Returns
-    -------
-    (Preprocessing, str)
-        The preprocessing and where it came from, e.g. ``"--preprocess /x/p.json"``,
-        ``"sidecar /x/model.json"`` or ``"--arch cifar_resnet20 default"``.
-    """
-    if preprocess_file is not None:
-        return load_sidecar(preprocess_file), f"--preprocess {Path(preprocess_file).resolve()}"
-    if model_path is not None:
-        sidecar = find_sidecar(model_path)
-        if sidecar is not None:
-            return load_sidecar(sidecar), f"sidecar {sidecar.resolve()}"
-    if arch is not None:
-        from audit.model.architectures import get_architecture  # late: pulls in torch
-
-        return get_architecture(arch).default_preprocessing, f"--arch {arch} default"
-    model = str(model_path) if model_path is not None else "<none>"
-    stem = Path(model_path).stem if model_path is not None else "<model>"
-    raise ModelError(ERROR_NO_PREPROCESSING.format(model=model, stem=stem), source=model)
 
 
 def _crop_box(width: int, height: int, fraction: float) -> tuple[int, int, int, int]:

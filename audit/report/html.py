@@ -11,7 +11,7 @@ from typing import Callable
 
 from markupsafe import Markup
 
-from audit.report.render import Report, fmt_number, fmt_percent
+from audit.report.document import Report, fmt_number, fmt_percent
 
 STATUS_CLASS = {"PASS": "pass", "WARN": "warn", "FAIL": "fail", "INSUFFICIENT_EVIDENCE": "insufficient",
                 "ERROR": "error", "SKIPPED": "skipped", None: "none"}

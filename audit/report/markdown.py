@@ -1,7 +1,7 @@
 """Markdown report: a concise summary for a pull request (verdict, headline numbers, findings, worst groups)."""
 from __future__ import annotations
 
-from audit.report.render import Report
+from audit.report.document import Report
 
 STATUS_MARK = {"PASS": "✅", "WARN": "⚠️", "FAIL": "❌", "INSUFFICIENT_EVIDENCE": "❔", "ERROR": "💥",
                "SKIPPED": "⏭️"}

@@ -10,7 +10,7 @@ import logging
 import warnings
 
 from audit.report.html import render_report_html, static_chart
-from audit.report.render import Report
+from audit.report.document import Report
 
 NOTE_NO_CHARTS = ("Charts are left out of this PDF because they could not be rendered as images ({reason}); "
                   "the tables hold the same numbers. Install Chromium (apt-get install chromium) for charts.")

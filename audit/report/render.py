@@ -1,6 +1,6 @@
 """``python -m audit report DIR --format pdf|html|md``: render an existing audit folder.
 
-:func:`build_report` reads the folder (:mod:`audit.report.load`) and arranges what every format shows into
+:func:`build_report` reads the folder (:mod:`audit.folder`) and arranges what every format shows into
 one plain structure (sections, rows of already-computed numbers, plotly figures); :mod:`~audit.report.html`,
 :mod:`~audit.report.pdf` and :mod:`~audit.report.markdown` only lay it out. Nothing here computes a
 statistic: numbers are read from ``audit.json`` and the Parquet tables; the report only selects (top N +
@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from audit.errors import InputError
-from audit.report.load import AuditFolder, load_audit_folder
+from audit.folder import AuditFolder, load_audit_folder
+from audit.report.document import Report, fmt_interval, fmt_number, fmt_p, fmt_percent  # noqa: F401
 
 ERROR_FORMAT = "report format must be pdf, html or md, got {value!r}"
 ERROR_OUT_IS_DIR = "--out {path} is a folder; give a file name (e.g. {path}/report.{ext})"
@@ -64,53 +64,6 @@ METHODS = (
      "the model checksum is the SHA-256 of the model file. Settings, seed and package versions are those of "
      "the run that wrote the audit folder; this report re-reads that folder and computes nothing new."),
 )
-
-
-@dataclass
-class Report:
-    """What a report shows, already selected and ordered. ``figures`` maps a key to a plotly Figure."""
-
-    folder: Path
-    audit: dict
-    sections: dict
-    figures: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
-    thumbnails: bool = True
-
-
-# -- formatting ----------------------------------------------------------------------------------------------
-def fmt_percent(value, digits: int = 1) -> str:
-    """``0.8213`` -> ``"82.1 %"``; None/NaN -> ``"n/a"``."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "n/a"
-    return f"{100 * float(value):.{digits}f} %"
-
-
-def fmt_number(value, digits: int = 4) -> str:
-    """Significant-digit formatting used in tables and policy rows (``0.81879`` -> ``"0.8188"``)."""
-    if value is None:
-        return "-"
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if not np.isfinite(value):
-        return "n/a"
-    if value.is_integer() and abs(value) < 1e15:
-        return f"{int(value)}"
-    return f"{value:.{digits}g}"
-
-
-def fmt_interval(low, high, digits: int = 1) -> str:
-    if low is None or high is None or pd.isna(low) or pd.isna(high):
-        return ""
-    return f"{100 * float(low):.{digits}f}-{100 * float(high):.{digits}f} %"
-
-
-def fmt_p(value) -> str:
-    if value is None or pd.isna(value):
-        return "n/a"
-    return f"{float(value):.2g}"
 
 
 # -- thumbnails ----------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def build_audit(data_folder: str | Path, out: str | Path, *, n_images: int = 240
     """Build the data set in ``data_folder`` and write its audit (real engine) into ``out``."""
     from audit.config import AuditConfig
     from audit.pipeline import run_audit
-    from audit.report.writer import write_audit_folder
+    from audit.folder import write_audit_folder
 
     files = build_dataset(data_folder, n_images=n_images, seed=seed)
     config = AuditConfig(data=files["manifest"], predictions=files["predictions"], group_by=("site", "skin"),

@@ -38,7 +38,7 @@ def _audit_copy(tmp_path: Path) -> Path:
     if (REPO / "sample_data" / "manifest.csv").exists() and (REPO / "sample_data" / "model.onnx").exists():
         from audit.config import AuditConfig
         from audit.pipeline import run_audit
-        from audit.report.writer import write_audit_folder
+        from audit.folder import write_audit_folder
 
         result = run_audit(AuditConfig(data=str(REPO / "sample_data" / "manifest.csv"),
                                        model=str(REPO / "sample_data" / "model.onnx"), use_cache=False))
