@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--format", default="text", choices=("text", "md"))
     gate.add_argument("--json", default=None, metavar="FILE", help="also write the verdict as JSON")
     gate.add_argument("--strict", action="store_true", help="INSUFFICIENT_EVIDENCE fails the gate too")
+    gate.add_argument("--baseline", default=None, metavar="OLD",
+                      help="an earlier audit folder: also run the policy's [regression] checks of DIR against it")
+    __import__("audit.cli_compare").cli_compare.add_parser(commands)
     return parser
 
 
@@ -203,6 +206,11 @@ def _command_report(args) -> int:
 def _command_gate(args) -> int:
     from audit.gate import run_gate
 
+    if getattr(args, "baseline", None):
+        from audit.compare.gate import run_baseline_gate
+
+        return run_baseline_gate(args.dir, baseline=args.baseline, policy_file=args.policy,
+                                 output_format=args.format, json_file=args.json, strict=args.strict)
     return run_gate(args.dir, policy_file=args.policy, output_format=args.format, json_file=args.json,
                     strict=args.strict)
 
@@ -218,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
     except AuditError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_ERROR

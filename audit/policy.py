@@ -75,6 +75,10 @@ POLICY_KEYS = {
     "performance": {"metric": (_TEXT, None), "min_worst_group": (_NUMBER, "finite"), "max_gap": (_NUMBER, "finite"),
                     "min_ratio": (_NUMBER, "rate"), "attributes": (_TEXT_LIST, None)},
     "gate": {"warn_margin": (_NUMBER, "non_negative")},
+    # [regression]: checks of NEW against a baseline audit (gate NEW --baseline OLD); see audit/compare/gate.py
+    "regression": {"metric": (_TEXT, None), "max_drop": (_NUMBER, "rate"), "max_worst_group_drop": (_NUMBER, "rate"),
+                   "max_gap_increase": (_NUMBER, "rate"), "max_removed_share": (_NUMBER, "rate"),
+                   "attributes": (_TEXT_LIST, None)},
 }
 
 #: Analyses (names used in ``audit.json`` ``errors``) each section's checks need.
@@ -114,6 +118,12 @@ class Policy:
     performance_min_ratio: float | None = None
     performance_attributes: tuple | None = None
     gate_warn_margin: float = 0.0
+    regression_metric: str | None = None
+    regression_max_drop: float | None = None
+    regression_max_worst_group_drop: float | None = None
+    regression_max_gap_increase: float | None = None
+    regression_max_removed_share: float | None = None
+    regression_attributes: tuple | None = None
     source: str | None = None
 
     def to_dict(self) -> dict:

@@ -1,0 +1,139 @@
+"""Read the two audits of a comparison and read/write a comparison folder.
+
+A comparison folder holds ``comparison.json`` (validated against ``audit/schema/comparison.schema.json``)
+and ``image_changes.parquet``; ``report.*`` files are added by ``report``. Writing goes through temporary
+files renamed into place, the table first and ``comparison.json`` last, so a reader that sees a new
+``comparison.json`` also sees its table. An audit folder is never written into (no mixed folders).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from audit.errors import InputError
+
+COMPARISON_FILE = "comparison.json"
+CHANGES_FILE = "image_changes.parquet"
+#: Major versions of audit.json this comparison reads (minor versions are migrated by the shared reader).
+SUPPORTED_AUDIT_MAJOR = "1"
+
+ERROR_IS_COMPARISON = ("{path} is a comparison folder (it holds comparison.json), not an audit: give the --out "
+                       "folder of `python -m audit run` (or `label-noise`) as {role}")
+ERROR_NOT_COMPARISON = ("{path} is not a comparison folder (no comparison.json){hint}: write one with "
+                        "`python -m audit compare OLD NEW --out {path}`")
+HINT_IS_AUDIT = "; it is an audit folder"
+ERROR_SCHEMA_VERSION = ("{file} has schema_version {found!r}, which this imagefair cannot read (it reads {supported}): "
+                        "re-run that audit with this version of imagefair")
+ERROR_SAME_FOLDER = "OLD and NEW are the same folder ({path}): give two different audits"
+ERROR_OUT_IS_AUDIT = ("--out {path} holds an audit (audit.json); a comparison must go to its own folder: give a new "
+                      "or empty folder, or an earlier comparison folder")
+ERROR_OUT_IS_INPUT = "--out {path} is one of the audits being compared: give a separate folder"
+ERROR_OUT_IS_FILE = "--out {path} is a file; give a folder (it is created if missing)"
+ERROR_OUT_NOT_WRITABLE = "--out {path}: cannot write the comparison ({reason}); give a folder you can write to"
+ERROR_COMPARISON_CORRUPT = "{file} cannot be read ({reason}): the comparison is damaged; run `compare` again"
+ERROR_COMPARISON_SCHEMA = "{file} is not a valid comparison ({reason}): run `compare` again with this imagefair"
+
+
+def _raw_schema_version(folder: Path):
+    try:
+        return json.loads((folder / "audit.json").read_text("utf-8")).get("schema_version")
+    except (OSError, ValueError, AttributeError):
+        return None  # the shared reader names the problem
+
+
+def load_audit_for_comparison(path, *, role: str):
+    """Read one audit folder for ``compare``/``gate --baseline``, refusing comparison folders and unknown versions."""
+    from audit.report.load import load_audit_folder
+
+    folder = Path(path)
+    if (folder / COMPARISON_FILE).is_file() and not (folder / "audit.json").is_file():
+        raise InputError(ERROR_IS_COMPARISON.format(path=folder, role=role), source=str(folder))
+    version = _raw_schema_version(folder)
+    if isinstance(version, str) and version.split(".")[0] != SUPPORTED_AUDIT_MAJOR:
+        raise InputError(ERROR_SCHEMA_VERSION.format(file=folder / "audit.json", found=version,
+                                                     supported=f"{SUPPORTED_AUDIT_MAJOR}.x"),
+                         source=str(folder / "audit.json"))
+    return load_audit_folder(folder)
+
+
+def load_pair(old, new):
+    """Both audits of a comparison (OLD, NEW), checked."""
+    if Path(old).resolve() == Path(new).resolve():
+        raise InputError(ERROR_SAME_FOLDER.format(path=old), source=str(old))
+    return load_audit_for_comparison(old, role="OLD"), load_audit_for_comparison(new, role="NEW")
+
+
+def check_out_folder(out, *inputs) -> Path:
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(ERROR_OUT_IS_FILE.format(path=folder), source=str(folder))
+    for given in inputs:
+        if folder.exists() and folder.resolve() == Path(given).resolve():
+            raise InputError(ERROR_OUT_IS_INPUT.format(path=folder), source=str(folder))
+    if (folder / "audit.json").exists():
+        raise InputError(ERROR_OUT_IS_AUDIT.format(path=folder), source=str(folder))
+    return folder
+
+
+def write_comparison_folder(out, comparison: dict, image_changes: pd.DataFrame) -> Path:
+    """Validate, then write ``image_changes.parquet`` and ``comparison.json`` atomically into ``out``."""
+    from audit.io.atomic import write_parquet_atomic
+    from audit.report.writer import write_json_streamed_atomic
+    from audit.schema.comparison import validate_comparison
+
+    folder = check_out_folder(out)
+    validate_comparison(comparison)
+    json.dumps(comparison, allow_nan=False)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_parquet_atomic(folder / CHANGES_FILE, image_changes)
+        write_json_streamed_atomic(folder / COMPARISON_FILE, comparison)
+    except OSError as error:
+        raise InputError(ERROR_OUT_NOT_WRITABLE.format(path=folder, reason=error.strerror or type(error).__name__),
+                         source=str(folder)) from error
+    return folder
+
+
+@dataclass(frozen=True)
+class ComparisonFolder:
+    path: Path
+    comparison: dict
+    image_changes: pd.DataFrame
+
+
+def is_comparison_folder(path) -> bool:
+    return (Path(path) / COMPARISON_FILE).is_file()
+
+
+def load_comparison_folder(path) -> ComparisonFolder:
+    """Read and validate a comparison folder (refusing an audit folder with one line)."""
+    from audit.schema.comparison import validate_comparison
+
+    folder = Path(path)
+    file = folder / COMPARISON_FILE
+    if not file.is_file():
+        hint = HINT_IS_AUDIT if (folder / "audit.json").is_file() else ""
+        raise InputError(ERROR_NOT_COMPARISON.format(path=folder, hint=hint), source=str(file))
+    try:
+        comparison = json.loads(file.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(ERROR_COMPARISON_CORRUPT.format(file=file, reason=error), source=str(file)) from None
+    try:
+        validate_comparison(comparison)
+    except ValueError as error:
+        raise InputError(ERROR_COMPARISON_SCHEMA.format(file=file, reason=error), source=str(file)) from None
+    table = folder / CHANGES_FILE
+    try:
+        changes = pd.read_parquet(table)
+    except Exception as error:  # noqa: BLE001 - pyarrow raises several types
+        raise InputError(ERROR_COMPARISON_CORRUPT.format(file=table, reason=" ".join(str(error).split())),
+                         source=str(table)) from None
+    return ComparisonFolder(path=folder, comparison=comparison, image_changes=changes)
+
+
+def comparison_path_exists(path: str | os.PathLike) -> bool:  # pragma: no cover - convenience for views
+    return is_comparison_folder(path)

@@ -1,0 +1,237 @@
+"""Model metrics old vs new per group and class: difference, interval, test, verdict.
+
+Pure functions over two per-image tables. See :func:`compare_model` and docs/methods.md ("Comparing two
+audits").
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from audit.analysis._groups import iter_group_keys
+from audit.compare.stats import (bootstrap_difference, fisher_two_sided_p_value, mcnemar_exact_p_value,
+                                 paired_difference_interval, unpaired_difference_interval)
+
+PAIRED, UNPAIRED = "paired", "unpaired"
+PRIMARY, EXPLORATORY = "primary", "exploratory"
+REGRESSED, IMPROVED, NO_EVIDENCE, INSUFFICIENT = "regressed", "improved", "no_evidence_of_change", "insufficient_data"
+VERDICTS = (REGRESSED, IMPROVED, NO_EVIDENCE, INSUFFICIENT)
+
+#: Metrics compared, and whether higher is better.
+HIGHER_IS_BETTER = {"accuracy": True, "balanced_accuracy": True, "macro_f1": True, "recall": True,
+                    "precision": True, "label_disagreement_rate": False, "label_error_rate": False}
+#: Metrics computed by resampling (not a single proportion).
+BOOTSTRAP_METRICS = ("balanced_accuracy", "macro_f1")
+
+ROW_COLUMNS = ("attribute", "group", "class", "metric", "scope", "method", "n_old", "n_new", "old", "new",
+               "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "insufficient_evidence", "verdict")
+
+
+class VersionData:
+    """One side of a model comparison: labels, predictions and group labels as integer codes."""
+
+    def __init__(self, labels: np.ndarray, predictions: np.ndarray, groups: dict[str, pd.Series], k: int):
+        self.labels = labels
+        self.predictions = predictions
+        self.correct = labels == predictions
+        self.groups = groups
+        self.k = k
+
+
+def _weighted_confusion(weights: np.ndarray, labels: np.ndarray, predictions: np.ndarray, k: int):
+    """Per replicate (rows of ``weights``): weighted label counts, prediction counts, true positives."""
+    eye = np.eye(k, dtype=np.float32)
+    label_hot = eye[labels]
+    pred_hot = eye[predictions]
+    tp_hot = label_hot * (labels == predictions)[:, None]
+    return weights @ label_hot, weights @ pred_hot, weights @ tp_hot
+
+
+def _bootstrap_metrics(label_n, pred_n, tp):
+    """balanced accuracy, macro-F1 and per-class precision from (weighted) confusion margins; arrays (B, ...)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        present = label_n > 0
+        recall = np.where(present, tp / np.where(present, label_n, 1), np.nan)
+        balanced = np.nanmean(np.where(present, recall, np.nan), axis=-1)
+        either = (label_n + pred_n) > 0
+        f1 = np.where(either, 2 * tp / np.where(either, label_n + pred_n, 1), np.nan)
+        macro_f1 = np.nanmean(f1, axis=-1)
+        precision = np.where(pred_n > 0, tp / np.where(pred_n > 0, pred_n, 1), np.nan)
+    return {"balanced_accuracy": balanced, "macro_f1": macro_f1, "precision": precision}
+
+
+def _proportion_row(success_old, success_new, *, paired: bool, confidence_level: float):
+    """(n_old, n_new, old, new, difference, low, high, p) for boolean arrays (paired: same length, aligned)."""
+    success_old = np.asarray(success_old, dtype=bool)
+    success_new = np.asarray(success_new, dtype=bool)
+    n_old, n_new = success_old.size, success_new.size
+    if paired:
+        a = int(np.sum(success_old & success_new))
+        b = int(np.sum(success_old & ~success_new))
+        c = int(np.sum(~success_old & success_new))
+        d = n_old - a - b - c
+        diff, low, high = paired_difference_interval(a, b, c, d, confidence_level=confidence_level)
+        p = mcnemar_exact_p_value(b, c)
+    else:
+        x_old, x_new = int(success_old.sum()), int(success_new.sum())
+        diff, low, high = unpaired_difference_interval(x_old, n_old, x_new, n_new, confidence_level=confidence_level)
+        p = fisher_two_sided_p_value(x_old, n_old, x_new, n_new)
+    old = success_old.mean() if n_old else np.nan
+    new = success_new.mean() if n_new else np.nan
+    return n_old, n_new, float(old), float(new), float(diff), float(low), float(high), float(p)
+
+
+def _masks(data: VersionData, attribute: str):
+    if attribute == "all":
+        yield "all", np.ones(data.labels.size, dtype=bool)
+        return
+    labels = data.groups[attribute]
+    for group in pd.unique(labels):
+        yield str(group), (labels == group).to_numpy()
+
+
+def compare_model(old: VersionData, new: VersionData, *, classes, method: str, metadata_attributes,
+                  pixel_attributes=(), primary_metric: str = "accuracy", max_depth: int = 2,
+                  confidence_level: float = 0.95, n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Every model metric, group and class: old, new, difference ``new - old``, interval and raw p-value.
+
+    Parameters
+    ----------
+    old, new : VersionData
+        With ``method="paired"`` both hold the same images in the same order (and the same labels and group
+        labels: the comparison holds the data fixed); with ``"unpaired"`` each holds its own images.
+    classes : sequence of str
+        Class names of the integer codes.
+    method : {"paired", "unpaired"}
+    metadata_attributes, pixel_attributes : sequence of str
+        Group attributes present in both versions. Rows: the whole data set; every single attribute; every
+        intersection of up to ``max_depth`` metadata attributes; per class (recall, precision) overall and
+        recall within each single metadata group.
+    primary_metric : str
+        Rows ``(single metadata attribute or all) x primary_metric`` over all classes get scope ``primary``;
+        every other row ``exploratory``.
+
+    Returns
+    -------
+    DataFrame
+        :data:`ROW_COLUMNS` without ``p_adjusted``, ``insufficient_evidence`` and ``verdict`` (see
+        :func:`assign_verdicts`).
+    """
+    paired = method == PAIRED
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+    rows = []
+
+    def add(attribute, group, class_, metric, values):
+        n_old, n_new, v_old, v_new, diff, low, high, p = values
+        rows.append({"attribute": attribute, "group": group, "class": class_, "metric": metric,
+                     "scope": PRIMARY if (metric == primary_metric and class_ == ""
+                                          and (attribute == "all" or attribute in metadata_attributes))
+                     else EXPLORATORY,
+                     "method": method, "n_old": n_old, "n_new": n_new, "old": v_old, "new": v_new,
+                     "difference": diff, "ci_low": low, "ci_high": high, "p_value": p})
+
+    def bootstrap_rows(attribute, group, mask_old, mask_new, per_class_precision: bool):
+        lo, po = old.labels[mask_old], old.predictions[mask_old]
+        ln, pn = new.labels[mask_new], new.predictions[mask_new]
+        if lo.size == 0 or ln.size == 0:
+            return
+        ones_old = np.ones((1, lo.size), dtype=np.float32)
+        ones_new = np.ones((1, ln.size), dtype=np.float32)
+        point_old = _bootstrap_metrics(*_weighted_confusion(ones_old, lo, po, k))
+        point_new = _bootstrap_metrics(*_weighted_confusion(ones_new, ln, pn, k))
+        w_old = rng.poisson(1.0, size=(n_bootstrap, lo.size)).astype(np.float32)
+        w_new = w_old if paired else rng.poisson(1.0, size=(n_bootstrap, ln.size)).astype(np.float32)
+        boot_old = _bootstrap_metrics(*_weighted_confusion(w_old, lo, po, k))
+        boot_new = _bootstrap_metrics(*_weighted_confusion(w_new, ln, pn, k))
+        for metric in BOOTSTRAP_METRICS:
+            v_old, v_new = float(point_old[metric][0]), float(point_new[metric][0])
+            low, high, p = bootstrap_difference(boot_old[metric], boot_new[metric], v_new - v_old,
+                                                confidence_level=confidence_level)
+            add(attribute, group, "", metric, (lo.size, ln.size, v_old, v_new, v_new - v_old, low, high, p))
+        if per_class_precision:
+            for code, name in enumerate(classes):
+                v_old, v_new = float(point_old["precision"][0, code]), float(point_new["precision"][0, code])
+                low, high, p = bootstrap_difference(boot_old["precision"][:, code], boot_new["precision"][:, code],
+                                                    v_new - v_old, confidence_level=confidence_level)
+                n_o = int(np.sum(po == code))
+                n_n = int(np.sum(pn == code))
+                add(attribute, group, name, "precision", (n_o, n_n, v_old, v_new, v_new - v_old, low, high, p))
+
+    # whole data set
+    all_old = np.ones(old.labels.size, dtype=bool)
+    all_new = np.ones(new.labels.size, dtype=bool)
+    add("all", "all", "", "accuracy", _proportion_row(old.correct, new.correct, paired=paired,
+                                                        confidence_level=confidence_level))
+    bootstrap_rows("all", "all", all_old, all_new, per_class_precision=True)
+    for code, name in enumerate(classes):
+        m_old, m_new = old.labels == code, new.labels == code
+        add("all", "all", name, "recall", _proportion_row(old.correct[m_old], new.correct[m_new], paired=paired,
+                                                           confidence_level=confidence_level))
+    # groups
+    table_old = pd.DataFrame(old.groups)
+    table_new = pd.DataFrame(new.groups)
+    attributes = list(metadata_attributes) + list(pixel_attributes)
+    if attributes:
+        keys_old = dict(iter_group_keys(table_old, list(metadata_attributes), max_depth=max_depth)) \
+            if metadata_attributes else {}
+        keys_new = dict(iter_group_keys(table_new, list(metadata_attributes), max_depth=max_depth)) \
+            if metadata_attributes else {}
+        for attribute in pixel_attributes:
+            keys_old[attribute] = table_old[attribute].astype(str)
+            keys_new[attribute] = table_new[attribute].astype(str)
+        for attribute, labels_new in keys_new.items():
+            labels_old = keys_old[attribute]
+            groups = sorted(set(pd.unique(labels_old)) | set(pd.unique(labels_new)))
+            single_metadata = attribute in metadata_attributes
+            for group in groups:
+                m_old = (labels_old == group).to_numpy()
+                m_new = (labels_new == group).to_numpy()
+                add(attribute, group, "", "accuracy", _proportion_row(old.correct[m_old], new.correct[m_new],
+                                                                      paired=paired,
+                                                                      confidence_level=confidence_level))
+                if single_metadata:
+                    bootstrap_rows(attribute, group, m_old, m_new, per_class_precision=False)
+                    for code, name in enumerate(classes):
+                        c_old = m_old & (old.labels == code)
+                        c_new = m_new & (new.labels == code)
+                        if c_old.any() or c_new.any():
+                            add(attribute, group, name, "recall",
+                                _proportion_row(old.correct[c_old], new.correct[c_new], paired=paired,
+                                                confidence_level=confidence_level))
+    return pd.DataFrame(rows, columns=[c for c in ROW_COLUMNS if c not in ("p_adjusted", "insufficient_evidence",
+                                                                            "verdict")])
+
+
+def assign_verdicts(rows: pd.DataFrame, *, min_group_size: int, max_ci_width: float,
+                    confidence_level: float = 0.95) -> pd.DataFrame:
+    """Add ``insufficient_evidence``, ``p_adjusted`` and ``verdict`` to comparison rows.
+
+    A row has insufficient evidence when either version has fewer than ``min_group_size`` images in it or
+    its difference interval is wider than ``max_ci_width * sqrt(2)`` (what two single intervals of the
+    audit's widest allowed width combine to), or when there is no interval. The other rows are tested:
+    primary rows form one family with Holm's step-down (family-wise error at ``1 - confidence_level``),
+    exploratory rows another with Benjamini-Hochberg (false discovery rate). A significant row is
+    ``regressed`` when the difference goes the metric's harmful way, else ``improved``.
+    """
+    from audit.analysis._stats import adjust_p_values
+
+    rows = rows.copy()
+    width = rows["ci_high"] - rows["ci_low"]
+    insufficient = ((rows["n_old"] < min_group_size) | (rows["n_new"] < min_group_size)
+                    | ~np.isfinite(width) | (width > max_ci_width * np.sqrt(2)) | rows["p_value"].isna())
+    rows["insufficient_evidence"] = insufficient.to_numpy(dtype=bool)
+    adjusted = np.full(len(rows), np.nan)
+    for scope, method in ((PRIMARY, "holm"), (EXPLORATORY, "bh")):
+        family = ((rows["scope"] == scope) & ~insufficient).to_numpy()
+        if family.any():
+            adjusted[family] = adjust_p_values(rows.loc[family, "p_value"].to_numpy(dtype=float), method=method)
+    rows["p_adjusted"] = adjusted
+    alpha = 1.0 - confidence_level
+    higher = rows["metric"].map(lambda m: HIGHER_IS_BETTER.get(m, True)).to_numpy(dtype=bool)
+    worse = np.where(higher, rows["difference"] < 0, rows["difference"] > 0)
+    significant = np.nan_to_num(adjusted, nan=1.0) <= alpha
+    verdict = np.where(insufficient, INSUFFICIENT,
+                       np.where(significant & worse, REGRESSED, np.where(significant, IMPROVED, NO_EVIDENCE)))
+    rows["verdict"] = verdict
+    return rows[list(ROW_COLUMNS)]
