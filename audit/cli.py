@@ -206,6 +206,7 @@ def _command_report(args) -> int:
 def _command_gate(args) -> int:
     from audit.gate import run_gate
 
+    __import__("audit.compare.folder").compare.folder.check_is_audit(args.dir, role="DIR")
     if getattr(args, "baseline", None):
         from audit.compare.gate import run_baseline_gate
 

@@ -237,7 +237,8 @@ def _cross_duplicates(old_images: pd.DataFrame, new_images: pd.DataFrame, pairs:
                     found_old[position] = candidate
                     kind[position] = "exact"
                     break
-    if _hash_table(old_images) is not None and _hash_table(new_images) is not None:
+    fresh_new = pairs["change"].isin([m.ADDED, m.REPLACED]).to_numpy() | pairs["renamed"].to_numpy()
+    if fresh_new.any() and _hash_table(old_images) is not None and _hash_table(new_images) is not None:
         from audit.analysis.data_quality import find_data_quality_issues
 
         fresh = np.flatnonzero(~np.isin(np.arange(len(new_images)), row_new[in_new & (row_old >= 0)

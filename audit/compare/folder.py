@@ -45,13 +45,19 @@ def _raw_schema_version(folder: Path):
         return None  # the shared reader names the problem
 
 
+def check_is_audit(path, *, role: str) -> None:
+    """Refuse a comparison folder where an audit folder is expected (one line naming the folder)."""
+    folder = Path(path)
+    if (folder / COMPARISON_FILE).is_file() and not (folder / "audit.json").is_file():
+        raise InputError(ERROR_IS_COMPARISON.format(path=folder, role=role), source=str(folder))
+
+
 def load_audit_for_comparison(path, *, role: str):
     """Read one audit folder for ``compare``/``gate --baseline``, refusing comparison folders and unknown versions."""
     from audit.report.load import load_audit_folder
 
     folder = Path(path)
-    if (folder / COMPARISON_FILE).is_file() and not (folder / "audit.json").is_file():
-        raise InputError(ERROR_IS_COMPARISON.format(path=folder, role=role), source=str(folder))
+    check_is_audit(folder, role=role)
     version = _raw_schema_version(folder)
     if isinstance(version, str) and version.split(".")[0] != SUPPORTED_AUDIT_MAJOR:
         raise InputError(ERROR_SCHEMA_VERSION.format(file=folder / "audit.json", found=version,

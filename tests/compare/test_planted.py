@@ -1,0 +1,87 @@
+"""Known-answer comparisons on generated pairs: a planted regression in one group is found; a null pair
+yields no regression and no improvement; the CLI writes a valid comparison folder."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audit.cli import main
+from audit.compare.core import compare_audits
+from audit.compare.folder import load_comparison_folder, load_pair
+from tests.compare.builders import planted_pair
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return planted_pair(tmp_path_factory.mktemp("planted"), drop=0.15, seed=1)
+
+
+@pytest.fixture(scope="module")
+def null(tmp_path_factory):
+    return planted_pair(tmp_path_factory.mktemp("null"), drop=0.0, seed=2)
+
+
+def _rows(comparison):
+    return pd.DataFrame(comparison["model"]["rows"])
+
+
+def test_planted_regression_is_found_in_its_group_only(planted):
+    old, new, truth = planted
+    result = compare_audits(*load_pair(old, new), n_bootstrap=200)
+    rows = _rows(result.comparison)
+    assert result.comparison["model"]["method"] == "paired"
+    target = rows[(rows.attribute == "site") & (rows.group == "C") & (rows.metric == "accuracy") & (rows["class"] == "")]
+    assert target["verdict"].item() == "regressed" and target["scope"].item() == "primary"
+    # the difference is the direct paired computation on the planted group
+    mask = truth["site"] == "C"
+    direct = truth["correct_new"][mask].mean() - truth["correct_old"][mask].mean()
+    assert target["difference"].item() == pytest.approx(direct, abs=1e-12)
+    # the other sites did not change (age groups each hold a quarter of site C, so they may rightly show it)
+    other_sites = rows[(rows.scope == "primary") & (rows.attribute == "site") & (rows.group != "C")]
+    assert len(other_sites) == 3 and set(other_sites["verdict"]) == {"no_evidence_of_change"}
+    assert result.comparison["findings"][0].startswith("Accuracy fell") and "site = C" in result.comparison["findings"][0]
+
+
+def test_null_pair_yields_no_change(null):
+    old, new, _ = null
+    result = compare_audits(*load_pair(old, new), n_bootstrap=200)
+    rows = _rows(result.comparison)
+    assert not rows.empty
+    assert set(rows["verdict"]) <= {"no_evidence_of_change", "insufficient_data"}
+    assert result.comparison["matching"]["counts"]["unchanged"] == 2400
+
+
+def test_cli_writes_a_valid_comparison_folder(planted, tmp_path, capsys):
+    old, new, _ = planted
+    out = tmp_path / "cmp"
+    assert main(["compare", str(old), str(new), "--out", str(out), "--n-bootstrap", "100"]) == 0
+    folder = load_comparison_folder(out)  # validates against the shipped schema
+    assert folder.comparison["kind"] == "comparison"
+    changes = folder.image_changes
+    assert len(changes) == 2400 and set(changes["change"]) == {"unchanged"}
+    assert "comparison written to" in capsys.readouterr().out
+    assert main(["compare", str(old), str(new), "--out", str(tmp_path / "md"), "--format", "md",
+                 "--n-bootstrap", "100"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("## imagefair comparison") and "regressed" in text and len(text) < 65_000
+
+
+def test_baseline_gate_fails_on_the_planted_regression_and_passes_the_null(planted, null, tmp_path, capsys):
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[regression]\nmetric = \"accuracy\"\nmax_drop = 0.05\nmax_removed_share = 0.1\n")
+    old, new, _ = planted
+    verdict_file = tmp_path / "verdict.json"
+    assert main(["gate", str(new), "--baseline", str(old), "--policy", str(policy), "--json", str(verdict_file)]) == 1
+    verdict = json.loads(verdict_file.read_text())
+    drop = [c for c in verdict["checks"] if c["name"] == "regression.max_drop"][0]
+    assert drop["status"] == "FAIL" and drop["attribute"] == "site" and drop["group"] == "C"
+    old, new, _ = null
+    code = main(["gate", str(new), "--baseline", str(old), "--policy", str(policy), "--json", str(verdict_file)])
+    verdict = json.loads(verdict_file.read_text())
+    statuses = {c["name"]: c["status"] for c in verdict["checks"]}
+    # the null pair: no drop is established; small differences leave the interval straddling or below 5 points
+    assert statuses["regression.max_drop"] in ("PASS", "INSUFFICIENT_EVIDENCE") and code == 0
+    assert statuses["regression.max_removed_share"] == "PASS"

@@ -1,0 +1,118 @@
+"""Intervals and tests of audit.compare.stats: known answers and coverage checked by simulation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from audit.compare.stats import (bootstrap_difference, chi_square_shift, fisher_two_sided_p_value,
+                                 mcnemar_exact_p_value, paired_difference_interval, unpaired_difference_interval)
+
+
+def test_paired_interval_reduces_to_square_and_add_without_correlation():
+    # a*d == b*c gives phi = 0: the paired interval is then the square-and-add of the two Wilson intervals
+    diff, low, high = paired_difference_interval(20, 20, 10, 10)
+    _, u_low, u_high = unpaired_difference_interval(40, 60, 30, 60)
+    assert diff == pytest.approx(-1 / 6)
+    assert (low, high) == pytest.approx((u_low, u_high))
+    # positive correlation narrows it
+    _, c_low, c_high = paired_difference_interval(35, 5, 0, 20)
+    _, i_low, i_high = unpaired_difference_interval(40, 60, 35, 60)
+    assert c_high - c_low < i_high - i_low
+
+
+def test_newcombe_unpaired_known_answer():
+    # Newcombe (1998) Statistics in Medicine 17:873, example 56/70 vs 48/80: method 10 gives 0.0524-0.3339
+    diff, low, high = unpaired_difference_interval(48, 80, 56, 70)
+    assert diff == pytest.approx(0.2)
+    assert (low, high) == pytest.approx((0.0524, 0.3339), abs=5e-4)
+
+
+def test_mcnemar_matches_scipy_binomtest():
+    for b, c in [(3, 11), (0, 7), (20, 25), (0, 0)]:
+        expected = stats.binomtest(min(b, c), b + c, 0.5).pvalue if b + c else 1.0
+        assert mcnemar_exact_p_value(b, c) == pytest.approx(expected)
+
+
+def test_fisher_two_sided_is_never_below_scipy_fisher():
+    for table in [(5, 20, 12, 20), (30, 100, 45, 100), (0, 10, 4, 10)]:
+        x_old, n_old, x_new, n_new = table
+        ours = fisher_two_sided_p_value(*table)
+        reference = stats.fisher_exact([[x_old, n_old - x_old], [x_new, n_new - x_new]]).pvalue
+        assert ours >= reference - 1e-12 and ours <= min(1.0, 2 * reference + 1e-12)
+
+
+@pytest.mark.parametrize("n, p_old, p_new, rho", [(40, 0.85, 0.75, 0.5), (200, 0.9, 0.9, 0.3), (60, 0.5, 0.6, 0.0)])
+def test_paired_interval_coverage(n, p_old, p_new, rho):
+    rng = np.random.default_rng(7)
+    reps = 4000
+    # correlated Bernoulli pairs via a Gaussian copula
+    z = rng.standard_normal((reps, n, 2))
+    z[..., 1] = rho * z[..., 0] + np.sqrt(1 - rho ** 2) * z[..., 1]
+    old = z[..., 0] < stats.norm.ppf(p_old)
+    new = z[..., 1] < stats.norm.ppf(p_new)
+    a = (old & new).sum(1)
+    b = (old & ~new).sum(1)
+    c = (~old & new).sum(1)
+    d = n - a - b - c
+    _, low, high = paired_difference_interval(a, b, c, d)
+    coverage = np.mean((low <= p_new - p_old) & (p_new - p_old <= high))
+    assert coverage >= 0.93, coverage
+
+
+@pytest.mark.parametrize("n_old, n_new, p_old, p_new", [(30, 30, 0.9, 0.8), (300, 100, 0.7, 0.72), (50, 500, 0.05, 0.1)])
+def test_unpaired_interval_coverage(n_old, n_new, p_old, p_new):
+    rng = np.random.default_rng(11)
+    reps = 20000
+    x_old = rng.binomial(n_old, p_old, reps)
+    x_new = rng.binomial(n_new, p_new, reps)
+    _, low, high = unpaired_difference_interval(x_old, n_old, x_new, n_new)
+    coverage = np.mean((low <= p_new - p_old) & (p_new - p_old <= high))
+    assert coverage >= 0.93, coverage
+
+
+def test_mcnemar_and_fisher_keep_their_level_under_the_null():
+    rng = np.random.default_rng(3)
+    b = rng.binomial(30, 0.5, 20000)
+    assert np.mean(mcnemar_exact_p_value(b, 30 - b) <= 0.05) <= 0.05
+    x_old = rng.binomial(80, 0.8, 20000)
+    x_new = rng.binomial(80, 0.8, 20000)
+    assert np.mean(fisher_two_sided_p_value(x_old, 80, x_new, 80) <= 0.05) <= 0.05
+
+
+def test_paired_bootstrap_interval_coverage_for_balanced_accuracy():
+    """The paired Poisson bootstrap of a non-proportion metric (balanced accuracy) covers at about 95 %."""
+    from audit.compare.model import _bootstrap_metrics, _weighted_confusion
+
+    rng = np.random.default_rng(5)
+    n, k, reps, boots = 300, 3, 150, 300
+    truth_rows = []
+    covered = 0
+    for _ in range(reps):
+        labels = rng.integers(0, k, n)
+        correct_old = rng.random(n) < np.array([0.9, 0.8, 0.7])[labels]
+        keep = rng.random(n) < 0.7
+        correct_new = np.where(keep, correct_old, rng.random(n) < np.array([0.85, 0.85, 0.75])[labels])
+        pred_old = np.where(correct_old, labels, (labels + 1) % k)
+        pred_new = np.where(correct_new, labels, (labels + 1) % k)
+        # true difference of balanced accuracy: mean over classes of (new - old) expected recall
+        p_old = np.array([0.9, 0.8, 0.7])
+        p_new = 0.7 * p_old + 0.3 * np.array([0.85, 0.85, 0.75])
+        true = float(np.mean(p_new - p_old))
+        ones = np.ones((1, n), dtype=np.float32)
+        est = (_bootstrap_metrics(*_weighted_confusion(ones, labels, pred_new, k))["balanced_accuracy"][0]
+               - _bootstrap_metrics(*_weighted_confusion(ones, labels, pred_old, k))["balanced_accuracy"][0])
+        w = rng.poisson(1.0, (boots, n)).astype(np.float32)
+        b_old = _bootstrap_metrics(*_weighted_confusion(w, labels, pred_old, k))["balanced_accuracy"]
+        b_new = _bootstrap_metrics(*_weighted_confusion(w, labels, pred_new, k))["balanced_accuracy"]
+        low, high, _ = bootstrap_difference(b_old, b_new, est)
+        covered += low <= true <= high
+        truth_rows.append(true)
+    assert covered / reps >= 0.90, covered / reps
+
+
+def test_chi_square_shift():
+    statistic, dof, p = chi_square_shift([50, 50], [50, 50])
+    assert statistic == 0 and dof == 1 and p == pytest.approx(1.0)
+    _, _, p = chi_square_shift([80, 20, 0], [50, 50, 0])
+    assert p < 1e-4
