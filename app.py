@@ -177,6 +177,7 @@ def main() -> None:
         st.Page("app_pages/fairness.py", title="Fairness", icon=":material/balance:"),
         st.Page("app_pages/quality.py", title="Data quality", icon=":material/image_search:"),
         st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
+        st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     ]
     page = st.navigation(pages)
     if st.session_state.get("startup_error"):

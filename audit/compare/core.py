@@ -183,8 +183,10 @@ def _label_rows(old_gm: pd.DataFrame, new_gm: pd.DataFrame, attributes: list, cl
     return [{"attribute": r[0], "group": r[1], "class": r[2], "metric": "label_disagreement_rate",
              "scope": EXPLORATORY, "method": UNPAIRED, "n_old": int(n_old[i]), "n_new": int(n_new[i]),
              "old": float(r[3]), "new": float(r[4]), "difference": float(diff[i]),
-             "ci_low": float(low[i]), "ci_high": float(high[i]), "p_value": float(p[i])}
-            for i, r in enumerate(joined[["attribute", "group", "class", "value_old", "value_new"]].itertuples(index=False))]
+             "ci_low": float(low[i]), "ci_high": float(high[i]), "p_value": float(p[i]),
+             "old_ci_low": float(r[5]), "old_ci_high": float(r[6]), "new_ci_low": float(r[7]), "new_ci_high": float(r[8])}
+            for i, r in enumerate(joined[["attribute", "group", "class", "value_old", "value_new", "ci_low_old",
+                                          "ci_high_old", "ci_low_new", "ci_high_new"]].itertuples(index=False))]
 
 
 def _verified_row(old_audit: dict, new_audit: dict, confidence_level: float) -> dict | None:
@@ -201,7 +203,9 @@ def _verified_row(old_audit: dict, new_audit: dict, confidence_level: float) -> 
     p = fisher_two_sided_p_value(x_old, n_old, x_new, n_new)
     return {"attribute": "all", "group": "all", "class": "", "metric": "label_error_rate", "scope": EXPLORATORY,
             "method": UNPAIRED, "n_old": n_old, "n_new": n_new, "old": float(o["estimate"]), "new": float(n["estimate"]),
-            "difference": float(diff), "ci_low": float(low), "ci_high": float(high), "p_value": float(p)}
+            "difference": float(diff), "ci_low": float(low), "ci_high": float(high), "p_value": float(p),
+            "old_ci_low": o.get("ci_low"), "old_ci_high": o.get("ci_high"), "new_ci_low": n.get("ci_low"),
+            "new_ci_high": n.get("ci_high")}
 
 
 def _hash_table(images: pd.DataFrame) -> pd.DataFrame | None:
@@ -331,6 +335,11 @@ def _where(row) -> str:
     return ", ".join(parts) or "overall"
 
 
+def _for(row) -> str:
+    place = _where(row)
+    return place if place == "overall" else f"for {place}"
+
+
 METRIC_WORDS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1",
                 "recall": "Recall", "precision": "Precision", "label_disagreement_rate": "Model-label disagreement",
                 "label_error_rate": "The verified label-error rate"}
@@ -350,7 +359,7 @@ def _findings(comparison: dict, rows: pd.DataFrame) -> list[dict]:
         harmful = row["verdict"] == REGRESSED
         word = "fell" if row["difference"] < 0 else "rose"
         text = (f"{METRIC_WORDS.get(row['metric'], row['metric'])} {word} from {_percent(row['old'])} to "
-                f"{_percent(row['new'])} for {_where(row)} ({_points(row['difference'])}, 95 % CI "
+                f"{_percent(row['new'])} {_for(row)} ({_points(row['difference'])}, 95 % CI "
                 f"{100 * row['ci_low']:+.1f} to {100 * row['ci_high']:+.1f}; {row['method']}, n = {row['n_new']}): "
                 f"{'a significant regression' if harmful else 'a significant improvement'}"
                 f"{'' if primary else ' (exploratory)'}.")
@@ -611,6 +620,7 @@ def _side(folder) -> dict:
     provenance = audit.get("provenance") or {}
     model = audit.get("model") or {}
     return {"path": str(folder.path), "schema_version": audit.get("schema_version"), "kind": audit.get("kind"),
+            "data_root": (audit.get("dataset") or {}).get("root"),
             "n_images": (audit.get("dataset") or {}).get("n_images"), "classes": audit.get("classes"),
             "data_hash": provenance.get("data_hash"), "model_sha256": model.get("sha256") if model else None,
             "has_reviews": folder.reviews is not None}

@@ -24,7 +24,10 @@ HIGHER_IS_BETTER = {"accuracy": True, "balanced_accuracy": True, "macro_f1": Tru
 BOOTSTRAP_METRICS = ("balanced_accuracy", "macro_f1")
 
 ROW_COLUMNS = ("attribute", "group", "class", "metric", "scope", "method", "n_old", "n_new", "old", "new",
-               "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "insufficient_evidence", "verdict")
+               "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "insufficient_evidence", "verdict",
+               "old_ci_low", "old_ci_high", "new_ci_low", "new_ci_high")
+#: Interval of each version's own value (Wilson for proportions, bootstrap percentiles otherwise): for views.
+VALUE_CI_COLUMNS = ("old_ci_low", "old_ci_high", "new_ci_low", "new_ci_high")
 
 
 class VersionData:
@@ -78,7 +81,22 @@ def _proportion_row(success_old, success_new, *, paired: bool, confidence_level:
         p = fisher_two_sided_p_value(x_old, n_old, x_new, n_new)
     old = success_old.mean() if n_old else np.nan
     new = success_new.mean() if n_new else np.nan
-    return n_old, n_new, float(old), float(new), float(diff), float(low), float(high), float(p)
+    from audit.analysis._stats import wilson_interval
+
+    o_low, o_high = wilson_interval(success_old.sum(), n_old, confidence_level=confidence_level)
+    n_low, n_high = wilson_interval(success_new.sum(), n_new, confidence_level=confidence_level)
+    return (n_old, n_new, float(old), float(new), float(diff), float(low), float(high), float(p),
+            (float(o_low), float(o_high), float(n_low), float(n_high)))
+
+
+def _value_intervals(replicates_old, replicates_new, confidence_level):
+    alpha = 1.0 - confidence_level
+    out = []
+    for replicates in (replicates_old, replicates_new):
+        finite = np.asarray(replicates, dtype=float)
+        finite = finite[np.isfinite(finite)]
+        out.extend(np.quantile(finite, [alpha / 2, 1 - alpha / 2]).tolist() if finite.size >= 10 else [np.nan, np.nan])
+    return tuple(float(v) for v in out)
 
 
 def _masks(data: VersionData, attribute: str):
@@ -123,13 +141,14 @@ def compare_model(old: VersionData, new: VersionData, *, classes, method: str, m
     rows = []
 
     def add(attribute, group, class_, metric, values):
-        n_old, n_new, v_old, v_new, diff, low, high, p = values
+        n_old, n_new, v_old, v_new, diff, low, high, p, value_ci = values
         rows.append({"attribute": attribute, "group": group, "class": class_, "metric": metric,
                      "scope": PRIMARY if (metric == primary_metric and class_ == ""
                                           and (attribute == "all" or attribute in metadata_attributes))
                      else EXPLORATORY,
                      "method": method, "n_old": n_old, "n_new": n_new, "old": v_old, "new": v_new,
-                     "difference": diff, "ci_low": low, "ci_high": high, "p_value": p})
+                     "difference": diff, "ci_low": low, "ci_high": high, "p_value": p,
+                     **dict(zip(VALUE_CI_COLUMNS, value_ci))})
 
     def bootstrap_rows(attribute, group, mask_old, mask_new, per_class_precision: bool):
         lo, po = old.labels[mask_old], old.predictions[mask_old]
@@ -148,7 +167,8 @@ def compare_model(old: VersionData, new: VersionData, *, classes, method: str, m
             v_old, v_new = float(point_old[metric][0]), float(point_new[metric][0])
             low, high, p = bootstrap_difference(boot_old[metric], boot_new[metric], v_new - v_old,
                                                 confidence_level=confidence_level)
-            add(attribute, group, "", metric, (lo.size, ln.size, v_old, v_new, v_new - v_old, low, high, p))
+            add(attribute, group, "", metric, (lo.size, ln.size, v_old, v_new, v_new - v_old, low, high, p,
+                                               _value_intervals(boot_old[metric], boot_new[metric], confidence_level)))
         if per_class_precision:
             for code, name in enumerate(classes):
                 v_old, v_new = float(point_old["precision"][0, code]), float(point_new["precision"][0, code])
@@ -156,7 +176,10 @@ def compare_model(old: VersionData, new: VersionData, *, classes, method: str, m
                                                     v_new - v_old, confidence_level=confidence_level)
                 n_o = int(np.sum(po == code))
                 n_n = int(np.sum(pn == code))
-                add(attribute, group, name, "precision", (n_o, n_n, v_old, v_new, v_new - v_old, low, high, p))
+                add(attribute, group, name, "precision", (n_o, n_n, v_old, v_new, v_new - v_old, low, high, p,
+                                                          _value_intervals(boot_old["precision"][:, code],
+                                                                           boot_new["precision"][:, code],
+                                                                           confidence_level)))
 
     # whole data set
     all_old = np.ones(old.labels.size, dtype=bool)

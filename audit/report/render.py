@@ -512,6 +512,10 @@ def render_report(folder: str | os.PathLike, *, format: str, out: str | os.PathL
     InputError
         Missing or corrupt audit folder, unknown format, ``out`` is a folder.
     """
+    if (Path(folder) / "comparison.json").is_file() and not (Path(folder) / "audit.json").is_file():
+        from audit.compare.report import render_comparison_report  # a comparison folder (compare OLD NEW)
+
+        return render_comparison_report(folder, format=format, out=out, thumbnails=thumbnails)
     if format not in FORMATS:
         raise InputError(ERROR_FORMAT.format(value=format))
     folder = Path(folder)
