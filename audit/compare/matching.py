@@ -54,7 +54,7 @@ def match_images(old: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, st
     new_ids = new["id"].astype(str).to_numpy()
     old_position = pd.Series(np.arange(len(old)), index=old_ids)
     old_position = old_position[~old_position.index.duplicated()]
-    row_old = old_position.reindex(new_ids).fillna(-1).astype(np.int64).to_numpy()
+    row_old = old_position.reindex(new_ids).fillna(-1).astype(np.int64).to_numpy(copy=True)
     renamed = np.zeros(len(new), dtype=bool)
     if use_hash:
         old_hash = _column(old, "content_hash")

@@ -85,3 +85,28 @@ def test_baseline_gate_fails_on_the_planted_regression_and_passes_the_null(plant
     # the null pair: no drop is established; small differences leave the interval straddling or below 5 points
     assert statuses["regression.max_drop"] in ("PASS", "INSUFFICIENT_EVIDENCE") and code == 0
     assert statuses["regression.max_removed_share"] == "PASS"
+
+
+def test_compare_with_a_policy_records_the_regression_verdict(planted, tmp_path):
+    old, new, _ = planted
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[regression]\nmax_drop = 0.05\nmax_worst_group_drop = 0.05\nmax_gap_increase = 0.05\n")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(old), str(new), "--out", str(out), "--policy", str(policy),
+                 "--n-bootstrap", "50"]) == 0
+    verdict = load_comparison_folder(out).comparison["verdict"]
+    statuses = {c["name"]: c["status"] for c in verdict["checks"]}
+    assert verdict["status"] == "FAIL" and statuses["regression.max_drop"] == "FAIL"
+    assert statuses["regression.max_worst_group_drop"] == "FAIL"  # site C: 82.8 % -> 71.0 %
+    assert statuses["regression.max_gap_increase"] == "FAIL"
+
+
+def test_unknown_regression_metric_is_a_policy_error(planted, tmp_path, capsys):
+    old, new, _ = planted
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[regression]\nmetric = \"top_k_accuracy\"\nmax_drop = 0.05\n")
+    assert main(["gate", str(new), "--baseline", str(old), "--policy", str(policy)]) == 2
+    from audit.compare.gate import ERROR_REGRESSION_METRIC, REGRESSION_METRICS
+
+    assert capsys.readouterr().err.strip() == "error: " + ERROR_REGRESSION_METRIC.format(
+        path=policy, value="top_k_accuracy", allowed=", ".join(REGRESSION_METRICS))

@@ -116,3 +116,27 @@ def test_chi_square_shift():
     assert statistic == 0 and dof == 1 and p == pytest.approx(1.0)
     _, _, p = chi_square_shift([80, 20, 0], [50, 50, 0])
     assert p < 1e-4
+
+
+def test_primary_family_keeps_its_family_wise_level_under_the_null():
+    """Null pairs (same accuracy in every group): how often does any primary row get a verdict?"""
+    import pandas as pd
+
+    from audit.compare.model import VersionData, assign_verdicts, compare_model
+
+    rng = np.random.default_rng(21)
+    n, reps, hits = 400, 200, 0
+    for _ in range(reps):
+        labels = rng.integers(0, 2, n)
+        site = pd.Series(np.array(["A", "B", "C", "D"])[rng.integers(0, 4, n)])
+        old_correct = rng.random(n) < 0.8
+        new_correct = np.where(rng.random(n) < 0.6, old_correct, rng.random(n) < 0.8)
+        groups = {"site": site}
+        old = VersionData(labels, np.where(old_correct, labels, 1 - labels), groups, 2)
+        new = VersionData(labels, np.where(new_correct, labels, 1 - labels), groups, 2)
+        rows = compare_model(old, new, classes=["a", "b"], method="paired", metadata_attributes=["site"],
+                             n_bootstrap=20, seed=0)
+        rows = assign_verdicts(rows[rows["scope"] == "primary"].reset_index(drop=True), min_group_size=30,
+                               max_ci_width=0.3)
+        hits += bool(rows["verdict"].isin(["regressed", "improved"]).any())
+    assert hits / reps <= 0.05 + 0.03, hits / reps
