@@ -55,8 +55,8 @@ def build_audits(work: Path) -> dict:
 
 def build_release_v2(work: Path, new: Path) -> Path:
     """NEW' = NEW with 500 removed, 300 relabelled and 500 near-copies of other images added."""
-    from audit.report.load import load_audit_folder
-    from audit.report.writer import write_audit_folder
+    from audit.folder import load_audit_folder
+    from audit.folder import write_audit_folder
 
     target = work / "release_v2"
     if (target / "audit.json").is_file():

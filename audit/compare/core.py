@@ -592,7 +592,7 @@ def compare_audits(old, new, *, primary_metric: str | None = None, confidence_le
     details = _findings(comparison, all_rows)
     comparison["finding_details"] = details
     comparison["findings"] = [f["text"] for f in details]
-    from audit.report.writer import to_json_safe
+    from audit.types import json_safe as to_json_safe
 
     comparison = to_json_safe(comparison)
     changes = pairs.drop(columns=["row_old", "row_new"])

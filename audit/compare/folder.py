@@ -54,7 +54,7 @@ def check_is_audit(path, *, role: str) -> None:
 
 def load_audit_for_comparison(path, *, role: str):
     """Read one audit folder for ``compare``/``gate --baseline``, refusing comparison folders and unknown versions."""
-    from audit.report.load import load_audit_folder
+    from audit.folder import load_audit_folder
 
     folder = Path(path)
     check_is_audit(folder, role=role)
@@ -88,7 +88,7 @@ def check_out_folder(out, *inputs) -> Path:
 def write_comparison_folder(out, comparison: dict, image_changes: pd.DataFrame) -> Path:
     """Validate, then write ``image_changes.parquet`` and ``comparison.json`` atomically into ``out``."""
     from audit.io.atomic import write_parquet_atomic
-    from audit.report.writer import write_json_streamed_atomic
+    from audit.folder import write_json_streamed_atomic
     from audit.schema.comparison import validate_comparison
 
     folder = check_out_folder(out)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from audit.label_noise_audit import run_label_noise_audit
-from audit.report.writer import write_audit_folder
+from audit.folder import write_audit_folder
 
 
 def probabilities_for(labels: np.ndarray, correct: np.ndarray, k: int, rng) -> np.ndarray:

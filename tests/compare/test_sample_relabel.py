@@ -11,7 +11,7 @@ import pytest
 
 from audit.cli import main
 from audit.compare.folder import load_comparison_folder
-from audit.report.load import load_audit_folder
+from audit.folder import load_audit_folder
 from audit.reviews import corrected_labels, list_decisions, record_decision
 
 REPO = Path(__file__).resolve().parents[2]

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not (INDEX.is_file() and all(p.is_file() for p i
 @pytest.fixture(scope="module")
 def audits(tmp_path_factory):
     from audit.label_noise_audit import run_label_noise_audit
-    from audit.report.writer import write_audit_folder
+    from audit.folder import write_audit_folder
 
     root = tmp_path_factory.mktemp("cifar_compare")
     index = pd.read_csv(INDEX).sort_values("original_index")
