@@ -18,8 +18,23 @@ from audit.errors import InputError
 
 COMPARISON_FILE = "comparison.json"
 CHANGES_FILE = "image_changes.parquet"
-#: Major versions of audit.json this comparison reads (minor versions are migrated by the shared reader).
-SUPPORTED_AUDIT_MAJOR = "1"
+
+
+def supported_audit_major() -> int:
+    """The newest major ``schema_version`` of audit.json this imagefair reads (older ones are migrated on read
+    by the shared reader; newer ones are refused with the version named)."""
+    try:
+        from audit.schema import SCHEMA_VERSION  # present once audits carry a migration path
+
+        return int(str(SCHEMA_VERSION).split(".")[0])
+    except (ImportError, ValueError):
+        import re
+
+        from audit.schema import load_schema
+
+        pattern = load_schema()["properties"]["schema_version"].get("pattern", "^1")
+        match = re.match(r"\^(\d+)", pattern)
+        return int(match.group(1)) if match else 1
 
 ERROR_IS_COMPARISON = ("{path} is a comparison folder (it holds comparison.json), not an audit: give the --out "
                        "folder of `python -m audit run` (or `label-noise`) as {role}")
@@ -36,6 +51,13 @@ ERROR_OUT_IS_FILE = "--out {path} is a file; give a folder (it is created if mis
 ERROR_OUT_NOT_WRITABLE = "--out {path}: cannot write the comparison ({reason}); give a folder you can write to"
 ERROR_COMPARISON_CORRUPT = "{file} cannot be read ({reason}): the comparison is damaged; run `compare` again"
 ERROR_COMPARISON_SCHEMA = "{file} is not a valid comparison ({reason}): run `compare` again with this imagefair"
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 10 ** 6  # not a version this imagefair wrote: refused, with the text named
 
 
 def _raw_schema_version(folder: Path):
@@ -59,9 +81,10 @@ def load_audit_for_comparison(path, *, role: str):
     folder = Path(path)
     check_is_audit(folder, role=role)
     version = _raw_schema_version(folder)
-    if isinstance(version, str) and version.split(".")[0] != SUPPORTED_AUDIT_MAJOR:
+    supported = supported_audit_major()
+    if isinstance(version, str) and _major(version) > supported:
         raise InputError(ERROR_SCHEMA_VERSION.format(file=folder / "audit.json", found=version,
-                                                     supported=f"{SUPPORTED_AUDIT_MAJOR}.x"),
+                                                     supported=f"up to {supported}.x"),
                          source=str(folder / "audit.json"))
     return load_audit_folder(folder)
 
