@@ -195,15 +195,24 @@ def _expected_counts(annotations: Annotations, posterior: np.ndarray, weights=No
 
 #: Candidate prior strengths for ``shrinkage="auto"`` (pseudo-labels per confusion-matrix row).
 SHRINKAGE_GRID = tuple(float(v) for v in np.round(np.logspace(0, 4, 17), 2))
-#: Candidate reliabilities (weight of the pooled matrix against uniform guessing) of each annotator.
-RELIABILITY_GRID = np.linspace(0.0, 1.0, 51)
+#: Candidate reliabilities of each annotator: 0 = guesses uniformly, 1 = like the pooled matrix, 2 = never wrong
+#: (between 0 and 1 the prior mean mixes uniform and pooled; between 1 and 2, pooled and the identity).
+RELIABILITY_GRID = np.linspace(0.0, 2.0, 81)
+
+
+def _reliability_means(pooled: np.ndarray, reliability: np.ndarray) -> np.ndarray:
+    """(R, K, K) prior means for reliabilities ``reliability`` (see :data:`RELIABILITY_GRID`)."""
+    k = pooled.shape[0]
+    r = np.asarray(reliability, dtype=float)[:, None, None]
+    low = r * pooled[None] + (1 - r) / k
+    high = (2 - r) * pooled[None] + (r - 1) * np.eye(k)[None]
+    return np.where(r <= 1, low, high)
 
 
 def estimate_reliability(counts: np.ndarray, pooled: np.ndarray) -> np.ndarray:
-    """Per annotator, the ``r`` in [0, 1] maximising the likelihood of its (expected) confusion counts under
-    ``r * pooled + (1 - r) / K``: 1 = labels like the pool, 0 = labels at random."""
-    k = pooled.shape[0]
-    candidates = np.log(RELIABILITY_GRID[:, None, None] * pooled[None] + (1 - RELIABILITY_GRID[:, None, None]) / k)
+    """Per annotator, the reliability on :data:`RELIABILITY_GRID` maximising the likelihood of its (expected)
+    confusion counts under the prior mean it implies (uniform guessing -> pooled matrix -> identity)."""
+    candidates = np.log(np.clip(_reliability_means(pooled, RELIABILITY_GRID), 1e-6, None))
     scores = counts.reshape(len(counts), -1) @ candidates.reshape(len(candidates), -1).T
     return RELIABILITY_GRID[scores.argmax(axis=1)]
 
@@ -234,7 +243,8 @@ def _m_step(annotations, posterior, *, shrinkage, probabilities, weights, choose
     pooled = counts.sum(axis=0) + 1e-2
     pooled /= pooled.sum(axis=1, keepdims=True)
     reliability = estimate_reliability(counts, pooled)
-    mean = reliability[:, None, None] * pooled[None] + (1 - reliability[:, None, None]) / k
+    mean = np.clip(_reliability_means(pooled, reliability), 1e-6, None)
+    mean /= mean.sum(axis=2, keepdims=True)
     if isinstance(shrinkage, str):
         shrinkage = choose_shrinkage(counts, mean)
     confusion = counts + shrinkage * mean
