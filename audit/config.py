@@ -15,6 +15,10 @@ ERROR_N_BOOTSTRAP = "--n-bootstrap must be an integer of at least 2, got {value!
 ERROR_MAX_CI_WIDTH = "--max-ci-width must be a number greater than 0 and at most 1, got {value!r}"
 ERROR_FILE_MISSING = "{option} {path}: file not found"
 ERROR_MAX_DEPTH = "--max-intersection-depth must be 1, 2 or 3, got {value!r}"
+ERROR_CONSENSUS_METHOD = "--consensus must be auto, majority, dawid_skene or crowdlab, got {value!r}"
+ERROR_CONSENSUS_NEEDS_ANNOTATIONS = "--label-column consensus needs --annotations FILE (the labels to take a consensus of)"
+ERROR_CROWDLAB_NEEDS_MODEL = ("--consensus crowdlab weighs the annotators against the model's probabilities: give "
+                              "--model or --predictions, or use --consensus dawid_skene")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,12 @@ class AuditConfig:
         ``normalized_margin`` (that probability minus the largest other one, mapped to 0..1).
     max_pixels : int
         Images with more pixels are skipped (decompression-bomb guard).
+    annotations_file : str or None
+        Several labels per image (``--annotations``: long ``id,annotator,label[,seconds]`` or wide); with
+        ``label_column="consensus"`` the consensus label is the label under audit.
+    consensus_method : str
+        ``auto`` (crowdlab with a model or predictions, else dawid_skene), ``majority``, ``dawid_skene`` or
+        ``crowdlab``.
     cache_dir : str or None
         Where inference results are cached (None = ``$IMAGEFAIR_CACHE_DIR`` or ``~/.cache/imagefair``);
         ``use_cache=False`` disables the cache.
@@ -85,6 +95,8 @@ class AuditConfig:
     batch_size: int = 128
     cache_dir: str | None = None
     use_cache: bool = True
+    annotations_file: str | None = None
+    consensus_method: str = "auto"
 
     def check(self) -> None:
         """Validate the settings; raise :class:`~audit.errors.InputError` naming the bad one."""
@@ -114,12 +126,21 @@ class AuditConfig:
             raise InputError(ERROR_LABEL_SCORE.format(value=self.label_score_method))
         if self.max_intersection_depth not in (1, 2, 3):
             raise InputError(ERROR_MAX_DEPTH.format(value=self.max_intersection_depth))
+        if self.annotations_file and not Path(self.annotations_file).is_file():
+            raise InputError(ERROR_FILE_MISSING.format(option="--annotations", path=self.annotations_file),
+                             source=str(self.annotations_file))
+        if self.consensus_method not in ("auto", "majority", "dawid_skene", "crowdlab"):
+            raise InputError(ERROR_CONSENSUS_METHOD.format(value=self.consensus_method))
+        if self.label_column == "consensus" and not self.annotations_file:
+            raise InputError(ERROR_CONSENSUS_NEEDS_ANNOTATIONS)
+        if self.consensus_method == "crowdlab" and not (self.model or self.predictions):
+            raise InputError(ERROR_CROWDLAB_NEEDS_MODEL)
 
     def settings(self) -> dict:
         """The settings as recorded in ``provenance.settings`` (paths resolved to absolute strings)."""
         values = asdict(self)
         for key in ("data", "attributes_file", "reference_file", "model", "preprocess_file", "class_map_file",
-                    "predictions", "policy_file"):
+                    "predictions", "policy_file", "annotations_file"):
             if values[key]:
                 values[key] = str(Path(values[key]).resolve())
         if values["group_by"] is not None:

@@ -203,6 +203,8 @@ def compose_findings(sections: dict, group_metrics: pd.DataFrame, *, n_skipped: 
                               f"{percent(entry.get('rest_accuracy'))} for the rest (adjusted p = "
                               f"{entry.get('p_value_adjusted', float('nan')):.2g}, {slices_tried(sections)} slices tried).",
                               weight=2.8))
+    for entry in (sections.get("annotations") or {}).get("findings", []):
+        found.append(_finding("annotations", entry["severity"], entry["text"], weight=entry.get("weight", 1.0)))
     for text in (sections.get("data_quality") or {}).get("findings", [])[:5]:
         found.append(_finding("data_quality", "medium", text, weight=1.0))
     if n_skipped:

@@ -241,7 +241,7 @@ ERROR_STREAM_CHUNK = ("probabilities stream: chunk {chunk} has shape {found}; ex
 ERROR_STREAM_ROWS = ("probabilities stream gave {found} rows but declared {expected}; probabilities.npy was not "
                      "written (the previous one, if any, is kept)")
 
-CONTRACT_FILES = ("audit.json", "images.parquet", "group_metrics.parquet", "probabilities.npy")
+CONTRACT_FILES = ("audit.json", "images.parquet", "group_metrics.parquet", "probabilities.npy", "annotators.parquet")
 
 
 def write_npy_chunks_atomic(path: str | Path, probabilities) -> None:
@@ -292,7 +292,7 @@ def write_json_streamed_atomic(path: str | Path, obj) -> None:
 
 
 def write_audit_folder(out: str | Path, *, audit: dict, images: pd.DataFrame, group_metrics: pd.DataFrame,
-                       probabilities) -> Path:
+                       probabilities, annotators: pd.DataFrame | None = None) -> Path:
     """Write the contract files into ``out``; return the folder.
 
     ``audit.json`` is validated against the shipped JSON Schema before anything is written and is written
@@ -303,6 +303,8 @@ def write_audit_folder(out: str | Path, *, audit: dict, images: pd.DataFrame, gr
     ``probabilities``: an ``(N, K)`` array, None, or for matrices too large for memory a chunk stream (an
     object with ``shape`` ``(N, K)`` that, called, returns an iterator of ``(rows, K)`` chunks, e.g.
     :class:`audit.label_noise_audit.PredictionsStream`), written with :func:`write_npy_chunks_atomic`.
+    ``annotators``: the ``annotators.parquet`` table of an audit with ``--annotations``; one left from an
+    earlier run is removed when this audit has none (like ``probabilities.npy``).
     """
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
@@ -313,7 +315,7 @@ def write_audit_folder(out: str | Path, *, audit: dict, images: pd.DataFrame, gr
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _write_contract_files(folder, audit=audit, images=images, group_metrics=group_metrics,
-                              probabilities=probabilities)
+                              probabilities=probabilities, annotators=annotators)
     except OSError as error:
         # a folder that cannot be created or written (permissions, read-only file system, a file in the way,
         # disk full): one line naming --out; atomic writes leave no temporary file behind
@@ -323,7 +325,11 @@ def write_audit_folder(out: str | Path, *, audit: dict, images: pd.DataFrame, gr
 
 
 def _write_contract_files(folder: Path, *, audit: dict, images: pd.DataFrame, group_metrics: pd.DataFrame,
-                          probabilities) -> None:
+                          probabilities, annotators: pd.DataFrame | None = None) -> None:
+    if annotators is not None:
+        write_parquet_atomic(folder / "annotators.parquet", annotators)
+    else:
+        (folder / "annotators.parquet").unlink(missing_ok=True)
     if probabilities is not None and not isinstance(probabilities, np.ndarray) and callable(probabilities):
         write_npy_chunks_atomic(folder / "probabilities.npy", probabilities)
     elif probabilities is not None:

@@ -79,6 +79,9 @@ POLICY_KEYS = {
     "regression": {"metric": (_TEXT, None), "max_drop": (_NUMBER, "rate"), "max_worst_group_drop": (_NUMBER, "rate"),
                    "max_gap_increase": (_NUMBER, "rate"), "max_removed_share": (_NUMBER, "rate"),
                    "attributes": (_TEXT_LIST, None)},
+    # issue 16: several labels per image (run/label-noise --annotations)
+    "annotation": {"min_agreement": (_NUMBER, "finite"), "max_annotator_error": (_NUMBER, "rate"),
+                   "attributes": (_TEXT_LIST, None)},
 }
 
 #: Analyses (names used in ``audit.json`` ``errors``) each section's checks need.
@@ -93,6 +96,8 @@ _NEEDS = {
     "performance.min_worst_group": ("group_performance",),
     "performance.max_gap": ("group_performance",),
     "performance.min_ratio": ("group_performance",),
+    "annotation.min_agreement": ("annotations",),
+    "annotation.max_annotator_error": ("annotations",),
 }
 
 
@@ -124,6 +129,9 @@ class Policy:
     regression_max_gap_increase: float | None = None
     regression_max_removed_share: float | None = None
     regression_attributes: tuple | None = None
+    annotation_min_agreement: float | None = None
+    annotation_max_annotator_error: float | None = None
+    annotation_attributes: tuple | None = None
     source: str | None = None
 
     def to_dict(self) -> dict:
@@ -440,6 +448,10 @@ def evaluate_policy(audit: dict, group_metrics: pd.DataFrame, policy: Policy, *,
     for name, threshold in performance:
         if threshold is not None:
             checks.extend(_check_performance(context, name, threshold))
+    if policy.annotation_min_agreement is not None:
+        checks.extend(_check_min_agreement(context))
+    if policy.annotation_max_annotator_error is not None:
+        checks.append(_check_annotator_error(context))
     checks = tuple(checks)
     return Verdict(status=overall_status(checks, strict=strict), checks=checks, strict=strict)
 
@@ -799,3 +811,55 @@ def _ratio(small, large) -> tuple[float | None, tuple]:
     low = d - math.hypot(math.log(sv) - math.log(sl), math.log(lh) - math.log(lv))
     high = d + math.hypot(math.log(sh) - math.log(sv), math.log(lv) - math.log(ll))
     return value, (math.exp(low), math.exp(high))
+
+
+# -- annotation (issue 16) -----------------------------------------------------------------------------------
+_NO_ANNOTATIONS = "the audit has no annotations (give --annotations FILE to run or label-noise)"
+
+
+def _check_min_agreement(context: _Context) -> list[Check]:
+    """Krippendorff's alpha over all images, then per group of each attribute, must reach the threshold
+    (judged on the bootstrap interval: an interval straddling it is INSUFFICIENT_EVIDENCE)."""
+    name = "annotation.min_agreement"
+    threshold = context.policy.annotation_min_agreement
+    missing = context.unavailable(name, "annotations", skip_reason=_NO_ANNOTATIONS)
+    if missing:
+        return [Check(name, missing.status, None, threshold, message=missing.message)]
+    rows = context.rows("annotation_agreement", attribute="all")
+    rows = rows[rows["group"] == "all"] if not rows.empty else rows
+    if rows.empty:
+        return [Check(name, ERROR, None, threshold, attribute="all", group="all",
+                      message="group_metrics.parquet has no overall annotation_agreement row")]
+    row = rows.iloc[0]
+    status = _decide(row["value"], row["ci_low"], row["ci_high"], threshold, upper=False, margin=context.margin,
+                     insufficient=bool(row["insufficient_evidence"]))
+    checks = [Check(name, status, _float(row["value"]), threshold, attribute="all", group="all",
+                    message=f"Krippendorff's alpha {_fmt(row['value'])}{_ci(row['ci_low'], row['ci_high'])} over "
+                            f"{int(row['n'])} images with two or more labels; minimum {_fmt(threshold)}"
+                            + _explain(status))]
+    if context.group_attributes or context.policy.annotation_attributes:
+        checks.extend(_check_groups(context, name, "annotations", "annotation_agreement", threshold, upper=False,
+                                    attributes=context.policy.annotation_attributes, skip_reason=_NO_ANNOTATIONS))
+    return checks
+
+
+def _check_annotator_error(context: _Context) -> Check:
+    """Each annotator's error rate (1 - accuracy, with its interval) must stay at or below the threshold; the
+    row names the worst annotator. Annotators with ``insufficient_data`` are undecided."""
+    name = "annotation.max_annotator_error"
+    threshold = context.policy.annotation_max_annotator_error
+    missing = context.unavailable(name, "annotations", skip_reason=_NO_ANNOTATIONS)
+    if missing:
+        return Check(name, missing.status, None, threshold, message=missing.message)
+    table = (context.analyses["annotations"] or {}).get("annotators") or []
+    if not table:
+        return Check(name, SKIPPED, None, threshold, attribute="annotator",
+                     message="the audit lists no annotators")
+    frame = pd.DataFrame(table)
+    rows = pd.DataFrame({"group": frame["annotator"].astype(str), "class": "",
+                         "value": 1 - frame["accuracy"].astype(float),
+                         "ci_low": 1 - frame["ci_high"].astype(float), "ci_high": 1 - frame["ci_low"].astype(float),
+                         "n": frame["n"].astype(int),
+                         "insufficient_evidence": frame["verdict"].astype(str) == "insufficient_data"})
+    return _summarise(name, rows, threshold, upper=True, margin=context.margin, what="annotator",
+                      attribute="annotator")

@@ -69,7 +69,8 @@ def test_unknown_section(tmp_path):
     with pytest.raises(PolicyError) as error:
         load_policy(path)
     assert str(error.value) == ERROR_UNKNOWN_SECTION.format(
-        path=path, section="fairness", allowed="[label_noise], [representation], [performance], [gate], [regression]")
+        path=path, section="fairness", allowed="[label_noise], [representation], [performance], [gate], [regression], "
+                                                "[annotation]")
 
 
 @pytest.mark.parametrize("text, key, expected, got, value", [

@@ -747,7 +747,7 @@ class AnnotationAudit:
     section : dict
         ``audit.json`` ``analyses.annotations``.
     findings : list of dict
-        ``{"text", "severity", "source"}``.
+        ``{"severity", "text", "weight"}`` (severity ``high|medium|low|info``); also in ``section["findings"]``.
     """
 
     per_image: object
@@ -924,7 +924,7 @@ def compute_annotation_audit(annotations: Annotations, *, classes, groups=None, 
     n_worse = int(verdicts.get(VERDICT_WORSE, 0))
     alpha_text = (f"Krippendorff's alpha {overall['value']:.2f} ({overall['ci_low']:.2f}-{overall['ci_high']:.2f})"
                   if np.isfinite(overall["value"]) else "Krippendorff's alpha could not be computed")
-    findings.append({"severity": "info", "source": "annotations",
+    findings.append({"severity": "info", "weight": 1.0,
                      "text": f"Annotators: {alpha_text} over {overall['n']} images with two or more labels; "
                              f"consensus by {consensus.method.replace('_', '-')} ({consensus.tie.sum()} ties "
                              f"resolved), {int(flagged.sum())} images with a doubtful consensus."})
@@ -932,12 +932,12 @@ def compute_annotation_audit(annotations: Annotations, *, classes, groups=None, 
         worst = annotators[annotators["verdict"] == VERDICT_WORSE].sort_values("p_adjusted")
         shown = ", ".join(f"{r.annotator} (accuracy {r.accuracy:.2f}, {r.ci_low:.2f}-{r.ci_high:.2f})"
                           for r in worst.head(5).itertuples())
-        findings.append({"severity": "warning", "source": "annotations",
+        findings.append({"severity": "medium", "weight": 2.0,
                          "text": f"{n_worse} of {n_tested} annotators agree with co-annotators of the same images "
                                  f"less than chance allows (Holm over annotators): {shown}"
                                  + (", ..." if n_worse > 5 else "") + "."})
     elif n_tested:
-        findings.append({"severity": "info", "source": "annotations",
+        findings.append({"severity": "info", "weight": 1.0,
                          "text": f"The {n_tested} annotators with enough shared labels are indistinguishable: none "
                                  f"agrees with co-annotators of the same images less than chance allows (Holm over "
                                  f"annotators); differences in their apparent accuracy are within chance and image "
@@ -945,8 +945,13 @@ def compute_annotation_audit(annotations: Annotations, *, classes, groups=None, 
     worse_groups = group_metrics[(group_metrics["verdict"] == VERDICT_WORSE)
                                  & ~group_metrics["attribute"].str.startswith(f"{ANNOTATOR_ATTRIBUTE} & ")]
     for record in worse_groups.head(5).itertuples():
-        findings.append({"severity": "warning", "source": "annotations",
+        findings.append({"severity": "medium", "weight": 1.5,
                          "text": f"Annotators agree less on {record.attribute} = {record.group}: alpha "
                                  f"{record.value:.2f} ({record.ci_low:.2f}-{record.ci_high:.2f})."})
+    section["findings"] = findings
+    section["annotators"] = [
+        {"annotator": str(r.annotator), "n": int(r.n), "accuracy": float(r.accuracy), "ci_low": float(r.ci_low),
+         "ci_high": float(r.ci_high), "verdict": str(r.verdict)}
+        for r in annotators[["annotator", "n", "accuracy", "ci_low", "ci_high", "verdict"]].itertuples(index=False)]
     return AnnotationAudit(per_image=per_image, annotators=annotators, group_metrics=group_metrics,
                            section=section, findings=findings)
