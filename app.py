@@ -176,6 +176,7 @@ def main() -> None:
         st.Page("app_pages/labels.py", title="Label quality", icon=":material/label:"),
         st.Page("app_pages/fairness.py", title="Fairness", icon=":material/balance:"),
         st.Page("app_pages/quality.py", title="Data quality", icon=":material/image_search:"),
+        st.Page("app_pages/annotators.py", title="Annotators", icon=":material/how_to_reg:"),
         st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
         st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     ]

@@ -213,6 +213,17 @@ def table_csv(folder: str, version: tuple, table: str) -> bytes:
     return to_safe_csv(frame)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _annotators_table(folder: str, version: tuple) -> pd.DataFrame | None:
+    path = Path(folder) / "annotators.parquet"
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def annotators_table(audit: Audit) -> pd.DataFrame | None:
+    """``annotators.parquet`` of the audit (None when absent), cached per audit version."""
+    return _annotators_table(str(audit.folder), _version(audit.folder))
+
+
 def audit_version(audit: Audit) -> tuple:
     return _version(audit.folder)
 

@@ -78,6 +78,20 @@ def render_markdown(report: Report, *, max_checks: int = 20) -> str:
             lines.append(f"| {md(row['metric'])} | {md(row['attribute'])} | {md(row['group'])} | {row['n']} | "
                          f"{row['value']} | {row['interval']} |")
         lines.append("")
+    annotations = s.get("annotations")
+    if annotations:
+        lines += ["### Annotators", ""] + [f"- {md(f)}" for f in annotations["findings"]]
+        lines += [f"- {md(k)}: {md(v)}" for k, v in annotations["items"]]
+        if annotations["flagged"]:
+            lines += ["", "| annotator | labels | accuracy | 95 % CI |", "|---|---:|---:|---:|"]
+            lines += [f"| {md(r['annotator'])} | {r['n']} | {r['accuracy']} | {r['interval']} |"
+                      for r in annotations["flagged"][:10]]
+        worst_groups = [r for r in annotations["by_group"] if r["verdict"] == "worse_than_rest"]
+        if worst_groups:
+            lines += ["", "| attribute | group | n | alpha | 95 % CI |", "|---|---|---:|---:|---:|"]
+            lines += [f"| {md(r['attribute'])} | {md(r['group'])} | {r['n']} | {r['value']} | {r['interval']} |"
+                      for r in worst_groups[:8]]
+        lines.append("")
     if s["skipped"]["n"]:
         reasons = "; ".join(f"{md(r['reason'])} ({r['n']})" for r in s["skipped"]["by_reason"][:5])
         lines += [f"{s['skipped']['n']} inputs were skipped: {reasons}.", ""]

@@ -122,6 +122,7 @@ def build_report(folder: str | os.PathLike | AuditFolder, *, thumbnails: bool = 
     s["label_quality"] = _label_quality(report, analyses, audit, data, gm, thumbnails=thumbnails)
     s["performance"] = _performance(report, analyses, audit, gm)
     s["data_quality"] = _data_quality(analyses)
+    s["annotations"] = _annotations(analyses, data, gm, thumbnails=thumbnails)
     s["policy"] = _policy(audit)
     s["skipped"] = _skipped(audit)
     s["provenance"] = _provenance(audit)
@@ -441,6 +442,72 @@ def _data_quality(analyses: dict) -> dict | None:
     return {"findings": list(section.get("findings") or []),
             "issues": [{"issue": k, "n": v} for k, v in issues.items()] if isinstance(issues, dict) else [],
             "n_images": summary.get("n_images"), "items": items[:30]}
+
+
+#: Images with the most annotator disagreement shown in the report.
+TOP_DISAGREED = 12
+
+
+def _agreement_rows(rows: pd.DataFrame) -> list[dict]:
+    return [{"attribute": str(r["attribute"]), "group": str(r["group"]), "class": str(r["class"]), "n": int(r["n"]),
+             "value": fmt_number(r["value"], 3), "interval": f"{fmt_number(r['ci_low'], 3)}-{fmt_number(r['ci_high'], 3)}",
+             "verdict": str(r["verdict"])} for _, r in rows.iterrows()]
+
+
+def _annotations(analyses: dict, data: AuditFolder, gm: pd.DataFrame, *, thumbnails: bool) -> dict | None:
+    """Annotation quality (``analyses.annotations``, ``annotation_agreement`` rows, ``annotators.parquet``,
+    the images with the lowest ``annotation_disagreement_score``). Annotators are listed by name only when
+    some differ beyond chance; otherwise the section says they are indistinguishable."""
+    section = analyses.get("annotations")
+    if not section:
+        return None
+    alpha = section.get("krippendorff_alpha") or {}
+    rows = gm[gm["metric"] == "annotation_agreement"] if "metric" in gm else gm.iloc[0:0]
+    by_class = rows[(rows["attribute"] == "all") & (rows["class"] != "")].sort_values("value")
+    by_group = rows[(rows["attribute"] != "all") & ~rows["attribute"].str.startswith("annotator & ")]
+    annotator_groups = rows[rows["attribute"].str.startswith("annotator & ") & (rows["verdict"] == "worse_than_rest")]
+    table = pd.DataFrame(section.get("annotators") or [])
+    flagged = table[table["verdict"] == "worse_than_rest"].sort_values("accuracy") if len(table) else table
+    spread = section.get("annotator_accuracy_spread") or {}
+    images = data.images
+    disagreed = []
+    n_flagged_images = 0
+    if "annotation_disagreement_score" in images.columns:
+        flag = images["is_annotation_disagreement_issue"].fillna(False).astype(bool)
+        n_flagged_images = int(flag.sum())
+        root = (data.audit.get("dataset") or {}).get("root")
+        for _, r in images[flag].sort_values("annotation_disagreement_score", kind="stable").head(TOP_DISAGREED).iterrows():
+            disagreed.append({"id": str(r["id"]), "label": str(r.get("label", "")),
+                              "consensus": str(r.get("consensus_label", "") or ""),
+                              "score": fmt_number(r.get("consensus_score"), 3),
+                              "agreement": fmt_number(r.get("annotation_agreement"), 2),
+                              "n": int(r.get("n_annotations", 0)),
+                              "thumbnail": thumbnail_data_uri(r.get("path")) if thumbnails and _inside_root(
+                                  r.get("path"), root) else None})
+    verdicts = section.get("annotator_verdicts") or {}
+    return {
+        "findings": [f.get("text", "") for f in section.get("findings") or []],
+        "items": [("consensus method", str(section.get("method", "")).replace("_", "-")),
+                  ("labels", section.get("n_annotations")), ("annotators", section.get("n_annotators")),
+                  ("images with labels", section.get("n_images_annotated")),
+                  ("images without labels", section.get("n_images_without_annotation")),
+                  ("ties resolved", f"{section.get('n_ties')} ({section.get('tie_rule', '')})"),
+                  ("Krippendorff's alpha", f"{fmt_number(alpha.get('value'), 3)} (95 % CI "
+                                           f"{fmt_number(alpha.get('ci_low'), 3)}-{fmt_number(alpha.get('ci_high'), 3)})"),
+                  ("annotator verdicts", ", ".join(f"{k}: {v}" for k, v in sorted(verdicts.items())) or "-"),
+                  ("accuracy of tested annotators, 5-95 %",
+                   f"{fmt_number(spread.get('accuracy_p05'), 3)}-{fmt_number(spread.get('accuracy_p95'), 3)}"
+                   if spread else "-")],
+        "indistinguishable": bool(section.get("annotators_indistinguishable")),
+        "by_class": _agreement_rows(by_class),
+        "by_group": _agreement_rows(by_group),
+        "annotator_groups": _agreement_rows(annotator_groups.head(10)),
+        "flagged": [{"annotator": str(r["annotator"]), "n": int(r["n"]), "accuracy": fmt_number(r["accuracy"], 3),
+                     "interval": f"{fmt_number(r['ci_low'], 3)}-{fmt_number(r['ci_high'], 3)}"}
+                    for _, r in flagged.head(20).iterrows()],
+        "n_flagged": int(len(flagged)),
+        "disagreed": disagreed, "n_disagreed": n_flagged_images,
+    }
 
 
 def _policy(audit: dict) -> dict | None:
