@@ -138,3 +138,38 @@ def annotation_outputs(prepared: PreparedAnnotations, *, classes, groups: pd.Dat
     rows = result.group_metrics[[c for c in GROUP_METRIC_COLUMNS if c in result.group_metrics.columns]]
     return AnnotationOutputs(section=section, image_columns=image_columns, group_rows=rows,
                              annotators=result.annotators, metrics=dict(METRIC_DESCRIPTION))
+
+
+def apply_annotations(prepared, *, config):
+    """Read the annotations for what an input adapter prepared (``audit.pipeline.core.Prepared``), before the
+    analysis steps: skipped rows are appended to ``prepared.skipped``; with ``--label-column consensus`` the
+    labels become the consensus and unlabelled images (their probabilities and embeddings too) are left out.
+
+    Returns
+    -------
+    prepared, PreparedAnnotations
+    """
+    kept = prepared.kept.copy()
+    kept["_position"] = np.arange(len(kept))
+    result = prepare_annotations(kept, classes=prepared.classes, config=config,
+                                 probabilities=prepared.probabilities, root=prepared.root)
+    positions = result.images["_position"].to_numpy()
+    result.images = result.images.drop(columns=["_position"])
+    prepared.kept = result.images
+    prepared.probabilities = result.probabilities
+    if prepared.embeddings is not None and len(positions) != len(prepared.embeddings):
+        prepared.embeddings = prepared.embeddings[positions]
+    prepared.skipped = list(prepared.skipped) + list(result.skipped)
+    return prepared, result
+
+
+def annotations_step(context):
+    """The registered ``annotations`` step (``audit.pipeline.steps.STEPS``): reads ``context.annotations``."""
+    from audit.pipeline.steps import StepOutput
+
+    groups = context.groups[context.compared] if context.compared else None
+    outputs = annotation_outputs(context.annotations, classes=context.classes, groups=groups,
+                                 probabilities=context.probabilities, config=context.config)
+    return StepOutput(sections={"annotations": outputs.section}, group_rows=[outputs.group_rows],
+                      image_columns=outputs.image_columns, metrics=outputs.metrics,
+                      files={"annotators": outputs.annotators})

@@ -846,7 +846,9 @@ def compute_annotation_audit(annotations: Annotations, *, classes, groups=None, 
                      "ci_high": entry["ci_high"], "p_value": entry["p_value"] if attribute != "all" else np.nan,
                      "test": "bootstrap: alpha of the group lower than the rest's" if attribute != "all" else ""})
     if group_columns:
-        for attribute in group_columns:
+        # per annotator x group for metadata attributes (pixel groups such as image_brightness_group are
+        # compared as groups above, but an annotator x brightness table would mostly test chance)
+        for attribute in [a for a in group_columns if not str(a).startswith("image_")]:
             frame = compute_annotator_group_agreement(annotations, votes, groups[attribute].astype(str).to_numpy(),
                                                       confidence_level=confidence_level)
             for record in frame.itertuples(index=False):
