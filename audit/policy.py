@@ -45,6 +45,7 @@ ERROR_UNKNOWN_METRIC = ("policy file {path}: performance.metric {value!r} is not
                         "{allowed}")
 
 # -- status words (contract) ---------------------------------------------------------------------------------
+MESSAGE_NO_BASELINE = "needs a baseline audit: run `gate DIR --baseline OLD --policy FILE`"
 PASS = "PASS"
 WARN = "WARN"
 FAIL = "FAIL"
@@ -452,6 +453,12 @@ def evaluate_policy(audit: dict, group_metrics: pd.DataFrame, policy: Policy, *,
         checks.extend(_check_min_agreement(context))
     if policy.annotation_max_annotator_error is not None:
         checks.append(_check_annotator_error(context))
+    # [regression] compares with a baseline audit (gate DIR --baseline OLD, audit/compare/gate.py): without one
+    # its keys are listed as SKIPPED rather than silently ignored
+    for key in ("max_drop", "max_worst_group_drop", "max_gap_increase", "max_removed_share"):
+        if getattr(policy, f"regression_{key}") is not None:
+            checks.append(Check(f"regression.{key}", SKIPPED, None, getattr(policy, f"regression_{key}"),
+                                message=MESSAGE_NO_BASELINE))
     checks = tuple(checks)
     return Verdict(status=overall_status(checks, strict=strict), checks=checks, strict=strict)
 
