@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audit.label_noise_audit import run_label_noise_audit
-from audit.folder import write_audit_folder
+from audit.cli import main
 
 
 def probabilities_for(labels: np.ndarray, correct: np.ndarray, k: int, rng) -> np.ndarray:
@@ -35,16 +34,19 @@ def write_audit(folder: Path, *, ids, labels, probabilities, classes, attributes
     if attributes:
         pd.DataFrame({"id": ids, **attributes}).to_csv(work / "attributes.csv", index=False)
         attributes_file = str(work / "attributes.csv")
-    result = run_label_noise_audit(labels_file=str(work / "labels.csv"), predictions_file=str(work / "probs.npy"),
-                                   classes_file=str(work / "classes.txt"), attributes_file=attributes_file,
-                                   min_group_size=min_group_size)
-    images = result.images.copy()
-    if content is not None:
-        images["content_hash"] = [hashlib.sha256(str(c).encode()).hexdigest() for c in content]
-    if split is not None:
-        images["split"] = list(split)
-    write_audit_folder(folder, audit=result.audit, images=images, group_metrics=result.group_metrics,
-                       probabilities=result.probabilities)
+    # through the CLI (the stable interface), then the columns a full `run` would add from the image files
+    args = ["label-noise", "--labels", str(work / "labels.csv"), "--predictions", str(work / "probs.npy"),
+            "--classes", str(work / "classes.txt"), "--out", str(folder), "--min-group-size", str(min_group_size)]
+    if attributes_file:
+        args += ["--attributes", attributes_file]
+    assert main(args) == 0
+    if content is not None or split is not None:
+        images = pd.read_parquet(folder / "images.parquet")
+        if content is not None:
+            images["content_hash"] = [hashlib.sha256(str(c).encode()).hexdigest() for c in content]
+        if split is not None:
+            images["split"] = list(split)
+        images.to_parquet(folder / "images.parquet", index=False)
     return folder
 
 

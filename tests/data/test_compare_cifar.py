@@ -28,8 +28,7 @@ pytestmark = pytest.mark.skipif(not (INDEX.is_file() and all(p.is_file() for p i
 
 @pytest.fixture(scope="module")
 def audits(tmp_path_factory):
-    from audit.label_noise_audit import run_label_noise_audit
-    from audit.folder import write_audit_folder
+    from audit.cli import main
 
     root = tmp_path_factory.mktemp("cifar_compare")
     index = pd.read_csv(INDEX).sort_values("original_index")
@@ -42,10 +41,9 @@ def audits(tmp_path_factory):
     classes.write_text("\n".join(CLASSES) + "\n")
     folders = {}
     for name, probs in PROBS.items():
-        result = run_label_noise_audit(labels_file=str(labels), predictions_file=str(probs), classes_file=str(classes),
-                                       attributes_file=str(attributes))
-        folders[name] = write_audit_folder(root / name, audit=result.audit, images=result.images,
-                                           group_metrics=result.group_metrics, probabilities=result.probabilities)
+        folders[name] = root / name
+        assert main(["label-noise", "--labels", str(labels), "--predictions", str(probs), "--classes", str(classes),
+                     "--attributes", str(attributes), "--out", str(folders[name])]) == 0
     truth = index["label"].to_numpy()
     correct = {name: np.load(p).argmax(axis=1) == truth for name, p in PROBS.items()}
     return folders, truth, correct, kind
