@@ -183,22 +183,10 @@ def show_review_status(audit: Audit, container=None) -> None:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def thumbnail(path: str, size: int = THUMBNAIL_PX) -> bytes | None:
-    """A small PNG of the image at ``path`` (None when it cannot be read); decoded with the pixel cap."""
-    from PIL import Image
+    """A small PNG of the image at ``path`` (None when it cannot be read; pixel count checked before decoding)."""
+    from audit.report.render import thumbnail_bytes
 
-    try:
-        Image.MAX_IMAGE_PIXELS = 40_000_000
-        with Image.open(path) as image:
-            image.draft("RGB", (size, size))
-            image = image.convert("RGB")
-            image.thumbnail((size, size))
-            import io
-
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            return buffer.getvalue()
-    except Exception:  # noqa: BLE001 - a missing or broken file shows a placeholder, never a traceback
-        return None
+    return thumbnail_bytes(path, size=size, format="PNG")
 
 
 # --------------------------------------------------------------------------------------------- exports

@@ -80,8 +80,13 @@ def _inside_root(path, root) -> bool:
         return False
 
 
-def thumbnail_data_uri(path, *, size: int = THUMBNAIL_SIZE) -> str | None:
-    """A small JPEG ``data:`` URI of the image at ``path``, or None when it is absent or unreadable."""
+def thumbnail_bytes(path, *, size: int = THUMBNAIL_SIZE, format: str = "JPEG") -> bytes | None:
+    """A small ``format`` image (JPEG or PNG) of the image at ``path``, at most ``size`` pixels a side.
+
+    The pixel count is checked from the header before anything is decoded (images above
+    ``MAX_THUMBNAIL_PIXELS`` give None), without changing Pillow's process-wide limit. None when the file is
+    absent or unreadable: callers show a placeholder.
+    """
     try:
         from PIL import Image
 
@@ -92,10 +97,16 @@ def thumbnail_data_uri(path, *, size: int = THUMBNAIL_SIZE) -> str | None:
             image = image.convert("RGB")
             image.thumbnail((size, size))
             buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=70)
-        return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+            image.save(buffer, format=format, **({"quality": 70} if format == "JPEG" else {}))
+        return buffer.getvalue()
     except Exception:  # noqa: BLE001 - a missing or broken image shows a placeholder, never ends the report
         return None
+
+
+def thumbnail_data_uri(path, *, size: int = THUMBNAIL_SIZE) -> str | None:
+    """A small JPEG ``data:`` URI of the image at ``path``, or None when it is absent or unreadable."""
+    data = thumbnail_bytes(path, size=size)
+    return None if data is None else "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
 
 # -- building ------------------------------------------------------------------------------------------------

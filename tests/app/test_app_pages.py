@@ -258,7 +258,7 @@ def test_review_without_a_name_shows_the_error(audit_dir, reports):
 def test_new_audit_from_a_bad_manifest_shows_the_reason(tmp_path, reports):
     bad = tmp_path / "bad.csv"
     bad.write_text("path,klass\na.png,cat\n")
-    app = _open(reports / "synthetic")
+    app = _open(reports / "synthetic", "new_audit")
     app.text_input(key="new_name").input("bad_one")
     app.text_input(key="new_data").input(str(bad))
     [b for b in app.button if b.label == "Run audit"][0].click().run()
@@ -268,7 +268,7 @@ def test_new_audit_from_a_bad_manifest_shows_the_reason(tmp_path, reports):
 
 
 def test_new_audit_name_is_validated(reports):
-    app = _open(reports / "synthetic")
+    app = _open(reports / "synthetic", "new_audit")
     app.text_input(key="new_name").input("../evil")
     app.text_input(key="new_data").input("x.csv")
     [b for b in app.button if b.label == "Run audit"][0].click().run()
@@ -278,7 +278,7 @@ def test_new_audit_name_is_validated(reports):
 
 def test_new_audit_from_local_paths_runs_and_opens(tmp_path, reports):
     files = build_dataset(tmp_path / "data2", n_images=60, seed=3)
-    app = _open(reports / "synthetic")
+    app = _open(reports / "synthetic", "new_audit")
     app.text_input(key="new_name").input("fresh")
     app.text_input(key="new_data").input(files["manifest"])
     app.text_input(key="new_predictions").input(files["predictions"])
@@ -287,6 +287,46 @@ def test_new_audit_from_local_paths_runs_and_opens(tmp_path, reports):
     assert (reports / "fresh" / "audit.json").exists()
     assert app.session_state["audit_dir"] == str((reports / "fresh").resolve())
     assert _metrics(app)["Images"] == "60"
+
+
+def test_new_audit_stays_open_on_the_next_clicks(tmp_path, reports):
+    """Issue 12 item 1: after "Run audit" the picker shows the new audit and two page clicks later it is
+    still the audit shown (it used to fall back to the picker's old value)."""
+    files = build_dataset(tmp_path / "data4", n_images=40, seed=6)
+    app = _open(reports / "synthetic", "classes")
+    assert app.selectbox(key="audit_picker").value == str((reports / "synthetic").resolve())
+    app.switch_page("app_pages/new_audit.py").run()
+    app.text_input(key="new_name").input("newer")
+    app.text_input(key="new_data").input(files["manifest"])
+    [b for b in app.button if b.label == "Run audit"][0].click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    newer = str((reports / "newer").resolve())
+    for page in ("overview", "classes", "fairness"):
+        if page != "overview":
+            app.switch_page(f"app_pages/{page}.py").run()
+        assert not app.exception
+        assert app.selectbox(key="audit_picker").value == newer, page
+        assert app.session_state["audit_dir"] == newer, page
+        assert _state.load_audit(newer).name == "newer"
+    assert app.title[0].value == "Fairness"
+    # The picker still switches audits.
+    app.selectbox(key="audit_picker").set_value(str((reports / "synthetic").resolve())).run()
+    assert app.session_state["audit_dir"] == str((reports / "synthetic").resolve())
+    app.switch_page("app_pages/overview.py").run()
+    assert app.selectbox(key="audit_picker").value == str((reports / "synthetic").resolve())
+    assert "Audit synthetic of" in app.caption[0].value
+
+
+def test_failed_upload_leaves_no_files_behind(reports):
+    """A failed audit from uploads removes its upload folder (issue 12 item 8)."""
+    app = _open(reports / "synthetic", "new_audit")
+    app.radio(key="new_source").set_value("Upload").run()
+    app.text_input(key="new_name").input("no_zip")
+    [b for b in app.button if b.label == "Run audit"][0].click().run()
+    assert [e.value for e in app.error] == ["upload a zip of the images (with a manifest, or one folder per class)"]
+    uploads = reports / ".uploads"
+    assert not uploads.exists() or list(uploads.iterdir()) == []
+    assert app.text_input(key="new_manifest_name").value == ""
 
 
 def test_no_html_rendering_anywhere_in_the_app():
@@ -352,7 +392,7 @@ def test_new_audit_bad_model_or_predictions_shows_the_reason(tmp_path, reports, 
     import pickle
 
     files = build_dataset(tmp_path / "data3", n_images=30, seed=4)
-    app = _open(reports / "synthetic")
+    app = _open(reports / "synthetic", "new_audit")
     app.text_input(key="new_name").input(f"bad_{case}")
     app.text_input(key="new_data").input(files["manifest"])
     if case == "predictions_shape":
@@ -363,7 +403,7 @@ def test_new_audit_bad_model_or_predictions_shows_the_reason(tmp_path, reports, 
         model = tmp_path / "model.pt"
         model.write_bytes(pickle.dumps({"weight": _Code()}, protocol=2))
         app.text_input(key="new_model").input(str(model))
-        app.text_input(key="new_arch").input("cifar_resnet20")
+        app.selectbox(key="new_arch").set_value("cifar_resnet20")
     [b for b in app.button if b.label == "Run audit"][0].click().run()
     assert not app.exception
     assert len(app.error) == 1, [e.value for e in app.error]

@@ -1,7 +1,8 @@
 """Real-browser test: Debian chromium + Playwright's Python client against ``streamlit run app.py``.
 
-Visits every page, records a review decision, reloads and sees it persisted, and saves the screenshots the
-README shows (``docs/screenshots/``). Skips cleanly when chromium or Playwright is absent; never runs
+Visits every page, records a review decision, reloads and sees it persisted; starts a new audit and sees it
+stay open. Screenshots go to the test's temporary folder only (the README's ``docs/screenshots/`` are made by
+``python docs/make_screenshots.py``). Skips cleanly when chromium or Playwright is absent; never runs
 ``playwright install``.
 """
 from __future__ import annotations
@@ -19,7 +20,6 @@ from app_server import CHROMIUM, REPO, browser, open_page, running_app, switch_p
 pytest.importorskip("playwright.sync_api", reason="Playwright's Python client is not installed")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (apt-get install chromium)")
 
-SCREENSHOTS = REPO / "docs" / "screenshots"
 PAGES = [("Overview", "overview"), ("Classes", "classes"), ("Attributes", "attributes"),
          ("Label quality", "labels"), ("Fairness", "fairness"), ("Data quality", "quality"), ("Export", "export")]
 
@@ -56,7 +56,8 @@ def _no_exception(page) -> None:
 
 def test_every_page_review_persists_and_screenshots(tmp_path):
     folder = _audit_copy(tmp_path)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
     with running_app("--audit", str(folder), env={"IMAGEFAIR_REPORTS": str(folder.parent)}) as url, \
             browser(height=1200) as page:
         open_page(page, url)
@@ -65,7 +66,7 @@ def test_every_page_review_persists_and_screenshots(tmp_path):
             if title != "Overview":
                 switch_page(page, title)
             _no_exception(page)
-            page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+            page.screenshot(path=str(shots / f"{name}.png"))
         # Markup in user data is shown as text: no element was created from it.
         assert page.locator("script:has-text('alert')").count() == 0
 
@@ -98,8 +99,10 @@ def test_every_page_review_persists_and_screenshots(tmp_path):
         assert f"1 / {int(images.is_label_issue.sum())}" in metric.inner_text()
         page.get_by_role("heading", name="Suspect images").evaluate("e => e.scrollIntoView({block: 'start'})")
         page.wait_for_timeout(300)
-        page.screenshot(path=str(SCREENSHOTS / "gallery.png"))
+        page.screenshot(path=str(shots / "gallery.png"))
         _no_exception(page)
+    assert sorted(p.name for p in shots.iterdir()) == sorted([f"{name}.png" for _, name in PAGES] + ["gallery.png"])
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in shots.iterdir())
 
 
 def test_app_starts_with_no_audit_folder_and_shows_a_message(tmp_path):
@@ -111,16 +114,16 @@ def test_app_starts_with_no_audit_folder_and_shows_a_message(tmp_path):
         page.get_by_test_id("stAlertContentError").first.wait_for(timeout=60_000)
         assert "holds no audit.json" in page.get_by_test_id("stAlertContentError").first.inner_text()
         _no_exception(page)
-        assert page.get_by_text("Start a new audit", exact=True).count() == 1
+        assert page.get_by_test_id("stSidebarNav").get_by_role("link", name="New audit", exact=True).count() == 1
 
 
 def _upload_and_run(page, name: str, files: dict) -> str:
-    """Fill the sidebar's upload form (files: label -> path), run it and return the error shown."""
-    sidebar = page.get_by_test_id("stSidebar")
+    """Fill the New audit page's upload form (files: label -> path), run it and return the error shown."""
+    sidebar = page.get_by_test_id("stMain")
     box = sidebar.get_by_label("Audit name (folder under reports/)")
     box.fill(name)
     inputs = sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]')
-    labels = ["zip", "predictions", "model", "sidecar"]
+    labels = ["zip", "predictions", "model", "sidecar", "class_map", "policy"]
     for label, path in files.items():
         inputs.nth(labels.index(label)).set_input_files(str(path))
     for path in files.values():  # wait until every upload is listed (it has reached the server)
@@ -173,12 +176,14 @@ def test_bad_uploads_show_the_reason_and_the_app_stays_usable(tmp_path):
         for index, (files, expected) in enumerate(cases):
             with browser() as page:
                 open_page(page, url)
-                page.get_by_test_id("stSidebar").get_by_text("Start a new audit").click()
-                page.get_by_test_id("stSidebar").get_by_text("Upload", exact=True).click()
+                switch_page(page, "New audit")
+                page.get_by_test_id("stMain").get_by_text("Upload", exact=True).click()
                 message = _upload_and_run(page, f"bad{index}", files)
                 assert expected in message, message
                 _no_exception(page)
                 assert not (folder.parent / f"bad{index}").exists()
+                uploads = folder.parent / ".uploads"
+                assert not uploads.exists() or list(uploads.iterdir()) == []  # nothing left behind
                 assert not (tmp_path / "escape.txt").exists()
                 switch_page(page, "Fairness")  # still usable
                 _no_exception(page)
@@ -199,8 +204,8 @@ def test_upload_zip_and_predictions_runs_an_audit_with_progress_and_opens_it(tmp
     with running_app("--audit", str(folder), env={"IMAGEFAIR_REPORTS": str(folder.parent)}) as url, \
             browser(height=1200) as page:
         open_page(page, url)
-        sidebar = page.get_by_test_id("stSidebar")
-        sidebar.get_by_text("Start a new audit").click()
+        switch_page(page, "New audit")
+        sidebar = page.get_by_test_id("stMain")
         sidebar.get_by_text("Upload", exact=True).click()
         sidebar.get_by_label("Audit name (folder under reports/)").fill("uploaded")
         inputs = sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]')
@@ -215,5 +220,38 @@ def test_upload_zip_and_predictions_runs_an_audit_with_progress_and_opens_it(tmp
         wait_ready(page)
         _no_exception(page)
         assert (folder.parent / "uploaded" / "audit.json").exists()
+        images = page.get_by_test_id("stMetric").filter(has_text="Images").first.inner_text()
+        assert images.split() == ["Images", "40"], images
+
+
+def test_new_audit_stays_open_on_the_next_two_clicks(tmp_path):
+    """Issue 12 item 1: start a new audit, click two pages: the new audit is still the one shown, and the
+    sidebar's picker names it (it used to fall back to the sample on the next click)."""
+    from synthetic_audit import build_dataset
+
+    folder = _audit_copy(tmp_path)
+    files = build_dataset(tmp_path / "local", n_images=40, seed=7)
+    with running_app("--audit", str(folder), env={"IMAGEFAIR_REPORTS": str(folder.parent)}) as url, \
+            browser(height=1200) as page:
+        open_page(page, url)
+        switch_page(page, "New audit")
+        main = page.get_by_test_id("stMain")
+        main.get_by_label("Audit name (folder under reports/)").fill("newer")
+        main.get_by_label("Image folder or manifest (CSV/Parquet)").fill(files["manifest"])
+        main.get_by_label("Predictions file - optional").fill(files["predictions"])
+        main.get_by_role("button", name="Run audit").click()
+        page.wait_for_function(
+            "() => { const c = document.querySelector('[data-testid=\"stMain\"] [data-testid=\"stCaptionContainer\"]');"
+            " return c && c.innerText.startsWith('Audit newer of'); }", timeout=120_000)
+        wait_ready(page)
+        picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox")
+        for title in ("Classes", "Fairness", "Overview"):
+            switch_page(page, title)
+            _no_exception(page)
+            shown = picker.evaluate("e => e.innerText + ' | ' + Array.from(e.querySelectorAll('input'))"
+                                    ".map(i => i.value + ' ' + (i.getAttribute('aria-label') || '')).join(' | ')")
+            assert "newer" in shown and "sample" not in shown, (title, shown)
+        caption = page.get_by_test_id("stMain").get_by_test_id("stCaptionContainer").first.inner_text()
+        assert caption.startswith("Audit newer of"), caption
         images = page.get_by_test_id("stMetric").filter(has_text="Images").first.inner_text()
         assert images.split() == ["Images", "40"], images
