@@ -174,9 +174,15 @@ def show_review_status(audit: Audit, container=None) -> None:
     left.metric("Suspects reviewed", f"{summary.n_reviewed} / {summary.n_suspects}",
                 help="Images flagged as possible label errors with at least one review decision.")
     rate = summary.confirmed_error_rate
-    right.metric("Confirmed error rate", "-" if rate is None else f"{rate:.1%}",
-                 help="Among reviewed suspects with an agreed label_wrong or label_correct decision: the "
-                      "fraction confirmed wrong (unsure and conflicting reviews left out).")
+    decided = summary.n_label_wrong + summary.n_label_correct
+    right.metric("Confirmed errors among reviewed suspects",
+                 "-" if rate is None else f"{summary.n_label_wrong} of {decided} ({rate:.0%})",
+                 help="Reviewed suspects with an agreed decision that the label is wrong, out of those with an agreed "
+                      "label_wrong or label_correct decision (unsure and conflicting reviews left out). Suspects are "
+                      "not a random sample: this is not the data set's label-error rate.")
+    if rate is not None:
+        target.caption(f"95 % interval of the confirmed share: {summary.confirmed_error_ci_low:.0%} - "
+                       f"{summary.confirmed_error_ci_high:.0%} (Wilson, {decided} decided reviews).")
 
 
 # --------------------------------------------------------------------------------------------- images

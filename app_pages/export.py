@@ -7,6 +7,7 @@ import streamlit as st
 
 from app_pages import _state
 from audit import reviews
+from audit.report.render import render_report
 
 audit = _state.current_audit()
 st.title("Export")
@@ -38,27 +39,23 @@ if len(corrected):
     st.dataframe(corrected.head(1000), hide_index=True, width="stretch", key="export_corrected_table")
 
 # Reports (audit.report.render): written to DIR/report.<ext> and offered for download.
-try:
-    from audit.report.render import render_report
-except ImportError:  # the report module is optional for the app
-    render_report = None
-if render_report is not None:
-    st.subheader("Report")
-    st.caption("The report includes the review status above. Thumbnails show images of people in the data set: "
-               "leave them out for a report you share widely.")
-    thumbnails = st.toggle("Include thumbnails of suspect images", value=True, key="export_thumbnails")
-    columns = st.columns(3)
-    for column, (fmt, mime) in zip(columns, (("html", "text/html"), ("pdf", "application/pdf"),
-                                             ("md", "text/markdown"))):
-        if column.button(f"Build report.{fmt}", key=f"export_build_{fmt}"):
-            try:
-                with st.spinner(f"Rendering report.{fmt}..."):
-                    path = render_report(audit.folder, format=fmt, thumbnails=thumbnails)
-            except Exception as error:  # noqa: BLE001 - shown as a message, never a traceback
-                column.error(f"report.{fmt} could not be built: {error}")
-            else:
-                st.session_state[f"export_report_{fmt}"] = str(path)
-        built = st.session_state.get(f"export_report_{fmt}")
-        if built and Path(built).exists() and Path(built).parent == audit.folder:
-            column.download_button(f"Download report.{fmt}", data=Path(built).read_bytes(),
-                                   file_name=f"{name}-report.{fmt}", mime=mime, key=f"export_download_{fmt}")
+st.subheader("Report")
+st.caption("The report includes the review status above. Thumbnails show images of people in the data set: "
+           "leave them out for a report you share widely.")
+thumbnails = st.toggle("Include thumbnails of suspect images", value=False, key="export_thumbnails",
+                       help="Off by default: a report is often shared further than the data set.")
+columns = st.columns(3)
+for column, (fmt, mime) in zip(columns, (("html", "text/html"), ("pdf", "application/pdf"),
+                                         ("md", "text/markdown"))):
+    if column.button(f"Build report.{fmt}", key=f"export_build_{fmt}"):
+        try:
+            with st.spinner(f"Rendering report.{fmt}..."):
+                path = render_report(audit.folder, format=fmt, thumbnails=thumbnails)
+        except Exception as error:  # noqa: BLE001 - shown as a message, never a traceback
+            column.error(f"report.{fmt} could not be built: {error}")
+        else:
+            st.session_state[f"export_report_{fmt}"] = str(path)
+    built = st.session_state.get(f"export_report_{fmt}")
+    if built and Path(built).exists() and Path(built).parent == audit.folder:
+        column.download_button(f"Download report.{fmt}", data=Path(built).read_bytes(),
+                               file_name=f"{name}-report.{fmt}", mime=mime, key=f"export_download_{fmt}")

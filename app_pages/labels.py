@@ -80,7 +80,23 @@ if available:
 
 # -- gallery ----------------------------------------------------------------------------------------------
 st.subheader("Suspect images")
-reviewer = st.text_input("Your name (recorded with each decision)", key="reviewer_name")
+
+
+def _remember_reviewer() -> None:
+    # Kept in the session (across pages) and in the address (?reviewer=..., across reloads and bookmarks).
+    name = (st.session_state.get("reviewer_name") or "").strip()
+    st.session_state["reviewer"] = name
+    if name:
+        st.query_params["reviewer"] = name
+    else:
+        st.query_params.pop("reviewer", None)
+
+
+if "reviewer_name" not in st.session_state:
+    st.session_state["reviewer_name"] = st.session_state.get("reviewer") or st.query_params.get("reviewer", "")
+reviewer = st.text_input("Your name (recorded with each decision)", key="reviewer_name", on_change=_remember_reviewer)
+if reviewer and st.query_params.get("reviewer") != reviewer.strip():
+    st.query_params["reviewer"] = reviewer.strip()
 filters = st.columns([1, 1, 1, 1, 1])
 only_flagged = filters[0].toggle("Flagged only", value=True, key="gallery_flagged")
 class_filter = filters[1].multiselect("Given label", audit.classes, key="gallery_classes")
@@ -165,7 +181,7 @@ if selected is not None:
     if status:
         box.text(status)
     with box.form("review_form", border=False):
-        decision = st.radio("Decision", list(DECISION_LABELS), format_func=DECISION_LABELS.get,
+        decision = st.radio("Decision", list(DECISION_LABELS), format_func=DECISION_LABELS.get, index=None,
                             key=f"decision_{selected}")
         suggested = str(row["suggested_label"])
         new_label = st.selectbox("New label", audit.classes,

@@ -19,7 +19,6 @@ processes (app sessions, scripts) can write at once without losing a decision.
 """
 from __future__ import annotations
 
-import io
 import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -27,7 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from audit.analysis._stats import wilson_interval
 from audit.errors import InputError
+from audit.io.csv_export import to_safe_csv as _to_safe_csv
 
 #: File name of the store inside the audit folder.
 REVIEWS_FILE = "reviews.sqlite"
@@ -38,10 +39,11 @@ CONFLICT = "conflict"
 #: Columns of the ``decisions`` table, in order.
 DECISION_COLUMNS = ("id", "content_hash", "reviewer", "decision", "new_label", "note", "decided_at")
 #: Columns of the corrected-labels CSV, in order.
-CORRECTED_LABEL_COLUMNS = ("id", "path", "label", "corrected_label", "decision", "reviewers", "decided_at")
+CORRECTED_LABEL_COLUMNS = ("id", "path", "label", "corrected_label", "decision", "reviewers", "decided_at", "notes")
 #: Seconds a writer waits for another writer's lock before giving up.
 BUSY_TIMEOUT_S = 30.0
 
+ERROR_NO_DECISION = "choose a decision (label wrong, label correct or unsure) before saving: nothing is pre-selected"
 ERROR_DECISION = "decision must be one of label_wrong, label_correct, unsure; got {value!r}"
 ERROR_REVIEWER = "give a reviewer name (it is recorded with the decision); got an empty name"
 ERROR_NEW_LABEL_MISSING = "decision label_wrong needs the new label: choose the class the image really shows"
@@ -125,6 +127,8 @@ def record_decision(folder: str | Path, *, image_id: str, content_hash: str, rev
         With one of the ``ERROR_*`` messages of this module.
     """
     reviewer = (reviewer or "").strip()
+    if decision is None:
+        raise InputError(ERROR_NO_DECISION)
     if decision not in DECISIONS:
         raise InputError(ERROR_DECISION.format(value=decision))
     if not reviewer:
@@ -191,9 +195,11 @@ def resolve_decisions(decisions: pd.DataFrame) -> pd.DataFrame:
     Columns: ``id``, ``content_hash``, ``decision`` (the shared decision, or ``conflict`` when the reviewers'
     current decisions or new labels differ), ``new_label`` (the shared new label of ``label_wrong``, else
     None), ``reviewers`` (sorted, joined by ``"; "``), ``decided_at`` (latest), ``n_reviewers``,
-    ``details`` (``"reviewer: decision [-> new label]"`` joined by ``"; "``, so a conflict shows both sides).
+    ``details`` (``"reviewer: decision [-> new label]"`` joined by ``"; "``, so a conflict shows both sides),
+    ``notes`` (``"reviewer: note"`` of every current decision with a note, joined by ``"; "``; empty without).
     """
-    columns = ["id", "content_hash", "decision", "new_label", "reviewers", "decided_at", "n_reviewers", "details"]
+    columns = ["id", "content_hash", "decision", "new_label", "reviewers", "decided_at", "n_reviewers", "details",
+               "notes"]
     if decisions.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     rows = []
@@ -207,7 +213,9 @@ def resolve_decisions(decisions: pd.DataFrame) -> pd.DataFrame:
         rows.append({"id": image_id, "content_hash": content_hash, "decision": decision, "new_label": new_label,
                      "reviewers": "; ".join(sorted(block["reviewer"].astype(str).unique())),
                      "decided_at": str(block["decided_at"].max()), "n_reviewers": int(block["reviewer"].nunique()),
-                     "details": details})
+                     "details": details,
+                     "notes": "; ".join(f"{row.reviewer}: {row.note}" for row in block.sort_values("reviewer").itertuples()
+                                        if isinstance(row.note, str) and row.note.strip())})
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -238,7 +246,10 @@ class ReviewSummary:
     confirmed_error_rate : float or None
         ``n_label_wrong / (n_label_wrong + n_label_correct)``: among flagged images with an agreed, definite
         decision, the fraction whose label was confirmed wrong (unsure and conflicting ones are left out);
-        None when no such image exists yet.
+        None when no such image exists yet. Reviewed suspects are not a random sample of the data: this is the
+        share of confirmed errors among the suspects reviewed so far, not the data set's label-error rate.
+    confirmed_error_ci_low, confirmed_error_ci_high : float or None
+        95 % Wilson score interval of ``confirmed_error_rate`` (None with it).
     """
 
     n_suspects: int
@@ -248,6 +259,8 @@ class ReviewSummary:
     n_unsure: int
     n_conflicts: int
     confirmed_error_rate: float | None
+    confirmed_error_ci_low: float | None = None
+    confirmed_error_ci_high: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -270,10 +283,13 @@ def summarise_reviews(images: pd.DataFrame, decisions: pd.DataFrame) -> ReviewSu
     reviewed = _matching(suspects, resolve_decisions(decisions))
     counts = reviewed["decision"].value_counts()
     wrong, correct = int(counts.get("label_wrong", 0)), int(counts.get("label_correct", 0))
+    low, high = wilson_interval(wrong, wrong + correct)
     return ReviewSummary(n_suspects=int(len(suspects)), n_reviewed=int(len(reviewed)), n_label_wrong=wrong,
                          n_label_correct=correct, n_unsure=int(counts.get("unsure", 0)),
                          n_conflicts=int(counts.get(CONFLICT, 0)),
-                         confirmed_error_rate=wrong / (wrong + correct) if wrong + correct else None)
+                         confirmed_error_rate=wrong / (wrong + correct) if wrong + correct else None,
+                         confirmed_error_ci_low=float(low) if wrong + correct else None,
+                         confirmed_error_ci_high=float(high) if wrong + correct else None)
 
 
 def corrected_labels(images: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
@@ -294,38 +310,13 @@ def corrected_labels(images: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFr
     return pd.DataFrame({"id": merged["id"].astype(str), "path": merged["path"].astype(str),
                          "label": merged["label"].astype(str), "corrected_label": corrected.astype(str),
                          "decision": merged["decision"], "reviewers": merged["reviewers"],
-                         "decided_at": merged["decided_at"]})[list(CORRECTED_LABEL_COLUMNS)]
-
-
-def _neutralise(value):
-    """Prefix text cells that a spreadsheet would run as a formula with ``'`` (OWASP CSV injection)."""
-    if isinstance(value, str) and value and value[0] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def _write_csv_safe(frame: pd.DataFrame) -> bytes:
-    """Private fallback of the project's safe CSV writer: neutralise formula cells, UTF-8, no index."""
-    safe = frame.copy()
-    for column in safe.columns:
-        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
-            safe[column] = safe[column].map(_neutralise)
-    safe.columns = [_neutralise(str(c)) for c in safe.columns]
-    buffer = io.StringIO()
-    safe.to_csv(buffer, index=False)
-    return buffer.getvalue().encode("utf-8")
+                         "decided_at": merged["decided_at"], "notes": merged["notes"].fillna("").astype(str)}
+                        )[list(CORRECTED_LABEL_COLUMNS)]
 
 
 def to_safe_csv(frame: pd.DataFrame) -> bytes:
-    """CSV bytes of ``frame`` with formula-injection cells neutralised.
-
-    Uses ``audit.io.csv_export`` when the project provides it, else this module's private writer.
-    """
-    try:
-        from audit.io.csv_export import to_safe_csv as project_to_safe_csv
-    except ImportError:  # the shared writer is optional; the private one follows the same rule
-        return _write_csv_safe(frame)
-    return project_to_safe_csv(frame).encode("utf-8")
+    """CSV bytes (UTF-8) of ``frame`` with formula-injection cells neutralised (:mod:`audit.io.csv_export`)."""
+    return _to_safe_csv(frame).encode("utf-8")
 
 
 def export_corrected_labels(folder: str | Path, images: pd.DataFrame, *, out: str | Path | None = None) -> bytes:

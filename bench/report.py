@@ -23,7 +23,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def render_in_subprocess(folder: Path, fmt: str, out: Path) -> float:
@@ -41,7 +40,7 @@ def run_case(n_images: int, n_classes: int) -> dict:
     from pypdf import PdfReader
 
     from audit.report.render import build_report
-    from conftest_report import build_audit_folder
+    from tests.audit_builder import build_audit_folder
 
     with tempfile.TemporaryDirectory() as temporary:
         folder = build_audit_folder(Path(temporary) / "audit", n_images=n_images, n_classes=n_classes,

@@ -11,8 +11,7 @@ import pytest
 from audit.cli import main
 from audit.folder import ERROR_NO_AUDIT_JSON, ERROR_NOT_A_FOLDER, load_group_metrics
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest_report import build_audit_folder  # noqa: E402
+from tests.audit_builder import build_audit_folder
 
 REPO = Path(__file__).resolve().parents[1]
 

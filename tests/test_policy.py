@@ -16,8 +16,7 @@ from audit.policy import (ERROR_POLICY_NOT_FOUND, ERROR_POLICY_TOML, ERROR_UNKNO
 from audit.folder import load_audit_json, load_group_metrics
 from audit.schema import validate_audit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest_report import build_audit_folder  # noqa: E402
+from tests.audit_builder import build_audit_folder
 
 REPO = Path(__file__).resolve().parents[1]
 

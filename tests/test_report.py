@@ -19,8 +19,7 @@ from audit.report import figures
 from audit.folder import load_audit_json, load_group_metrics
 from audit.report.render import (ERROR_FORMAT, build_report, fmt_interval, fmt_number, fmt_percent, render_report)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest_report import build_audit_folder, write_reviews  # noqa: E402
+from tests.audit_builder import build_audit_folder, write_reviews
 
 EVIL_CLASS = "<script>alert(1)</script>"
 EVIL_GROUP = "<img src=x onerror=alert(2)>"

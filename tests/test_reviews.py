@@ -95,8 +95,13 @@ def test_summary_counts(tmp_path):
     reviews.record_decision(tmp_path, image_id="i4", content_hash="d" * 64, reviewer="ann", decision="label_correct")  # not a suspect
     reviews.record_decision(tmp_path, image_id="i9", content_hash="e" * 64, reviewer="ann", decision="label_correct")  # no image
     summary = reviews.summarise_reviews(images, reviews.list_decisions(tmp_path))
+    from audit.analysis._stats import wilson_interval
+
+    low, high = wilson_interval(1, 2)
     assert summary.to_dict() == {"n_suspects": 3, "n_reviewed": 3, "n_label_wrong": 1, "n_label_correct": 1,
-                                 "n_unsure": 1, "n_conflicts": 0, "confirmed_error_rate": 0.5}
+                                 "n_unsure": 1, "n_conflicts": 0, "confirmed_error_rate": 0.5,
+                                 "confirmed_error_ci_low": float(low), "confirmed_error_ci_high": float(high)}
+    assert 0 < low < 0.5 < high < 1
     reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="bob", decision="label_correct")
     summary = reviews.summarise_reviews(images, reviews.list_decisions(tmp_path))
     assert (summary.n_conflicts, summary.n_label_wrong, summary.confirmed_error_rate) == (1, 0, 0.0)
@@ -105,8 +110,9 @@ def test_summary_counts(tmp_path):
 def test_corrected_labels_csv_follows_contract_and_is_injection_safe(tmp_path):
     images = _images()
     reviews.record_decision(tmp_path, image_id="i1", content_hash=H1, reviewer="ann", decision="label_wrong", new_label="dog",
-                            decided_at="2026-01-01T00:00:00+00:00")
-    reviews.record_decision(tmp_path, image_id="i2", content_hash=H2, reviewer="ann", decision="label_wrong", new_label="cat")
+                            decided_at="2026-01-01T00:00:00+00:00", note="a dog, ears visible")
+    reviews.record_decision(tmp_path, image_id="i2", content_hash=H2, reviewer="ann", decision="label_wrong", new_label="cat",
+                            note="=HYPERLINK()")
     reviews.record_decision(tmp_path, image_id="i2", content_hash=H2, reviewer="@bob", decision="unsure")
     reviews.record_decision(tmp_path, image_id="i3", content_hash=H3, reviewer="ann", decision="label_correct")
     out = tmp_path / "corrected.csv"
@@ -118,6 +124,8 @@ def test_corrected_labels_csv_follows_contract_and_is_injection_safe(tmp_path):
         ("i1", "cat", "dog", "label_wrong"), ("i2", "dog", "dog", "conflict"),
         ("i3", "'=cmd", "'=cmd", "label_correct")]
     assert rows[0]["decided_at"] == "2026-01-01T00:00:00+00:00"
+    # the reviewers' notes travel with the corrected labels (issue 12 item 8), neutralised like every cell
+    assert [r["notes"] for r in rows] == ["ann: a dog, ears visible", "ann: =HYPERLINK()", ""]
     assert rows[1]["reviewers"] == "'@bob; ann"
 
 

@@ -12,15 +12,13 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.testing.v1 import AppTest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from synthetic_audit import CLASSES, HTML_GROUP, build_audit, build_dataset  # noqa: E402
+from tests.app.synthetic_audit import CLASSES, HTML_GROUP, build_audit, build_dataset
 
-from app_pages import _state  # noqa: E402
-from audit import reviews  # noqa: E402
-from audit.report import figures  # noqa: E402
+from app_pages import _state
+from audit import reviews
+from audit.report import figures
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
@@ -236,7 +234,8 @@ def test_review_decision_is_recorded_and_counted(tmp_path, monkeypatch):
         ["ann", "label_wrong", "dog", "clearly a dog"]]
     n_suspects = int(pd.read_parquet(folder / "images.parquet").is_label_issue.sum())
     assert _metrics(app)["Suspects reviewed"] == f"1 / {n_suspects}"
-    assert _metrics(app)["Confirmed error rate"] == "100.0%"
+    assert _metrics(app)["Confirmed errors among reviewed suspects"] == "1 of 1 (100%)"
+    assert any(c.value == "95 % interval of the confirmed share: 21% - 100% (Wilson, 1 decided reviews)." for c in app.caption)
     # A second reviewer disagrees: the conflict is shown, both decisions kept.
     images = pd.read_parquet(folder / "images.parquet")
     content_hash = images.set_index("id").content_hash[first]
@@ -250,9 +249,35 @@ def test_review_decision_is_recorded_and_counted(tmp_path, monkeypatch):
 
 def test_review_without_a_name_shows_the_error(audit_dir, reports):
     app = _open(audit_dir, "labels")
+    first = _gallery_ids(app)[0]
+    app.radio(key=f"decision_{first}").set_value("unsure")
     [b for b in app.button if b.label == "Save decision"][0].click().run()
     assert [e.value for e in app.error] == [reviews.ERROR_REVIEWER]
     assert not app.exception
+
+
+def test_review_has_no_default_decision_and_remembers_the_reviewer(tmp_path, monkeypatch):
+    """Issue 12 item 8: a hurried Save records nothing; the reviewer's name survives page switches and
+    reloads (it is kept in the address, ?reviewer=...)."""
+    folder = build_audit(tmp_path / "data", tmp_path / "reports" / "nodefault")
+    monkeypatch.setenv("IMAGEFAIR_REPORTS", str(tmp_path / "reports"))
+    app = _open(folder, "labels")
+    first = _gallery_ids(app)[0]
+    assert app.radio(key=f"decision_{first}").value is None
+    app.text_input(key="reviewer_name").input("ann").run()
+    assert app.query_params.get("reviewer") in ("ann", ["ann"])
+    [b for b in app.button if b.label == "Save decision"][0].click().run()
+    assert [e.value for e in app.error] == [reviews.ERROR_NO_DECISION]
+    assert reviews.list_decisions(folder).empty
+    app.switch_page("app_pages/overview.py").run()
+    app.switch_page("app_pages/labels.py").run()
+    assert app.text_input(key="reviewer_name").value == "ann"
+    reloaded = AppTest.from_file(APP, default_timeout=120)
+    reloaded.session_state["audit_dir"] = str(folder)
+    reloaded.query_params["reviewer"] = "ann"
+    reloaded.switch_page("app_pages/labels.py")
+    reloaded.run()
+    assert reloaded.text_input(key="reviewer_name").value == "ann"
 
 
 def test_new_audit_from_a_bad_manifest_shows_the_reason(tmp_path, reports):

@@ -8,14 +8,12 @@ stay open. Screenshots go to the test's temporary folder only (the README's ``do
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_server import CHROMIUM, REPO, browser, open_page, running_app, switch_page, wait_ready  # noqa: E402
+from tests.app.app_server import CHROMIUM, REPO, browser, open_page, running_app, switch_page, wait_ready
 
 pytest.importorskip("playwright.sync_api", reason="Playwright's Python client is not installed")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (apt-get install chromium)")
@@ -44,7 +42,7 @@ def _audit_copy(tmp_path: Path) -> Path:
                                        model=str(REPO / "sample_data" / "model.onnx"), use_cache=False))
         return write_audit_folder(target, audit=result.audit, images=result.images,
                                   group_metrics=result.group_metrics, probabilities=result.probabilities)
-    from synthetic_audit import build_audit
+    from tests.app.synthetic_audit import build_audit
 
     return build_audit(tmp_path / "data", target)
 
@@ -157,7 +155,7 @@ def test_bad_uploads_show_the_reason_and_the_app_stays_usable(tmp_path):
     except ImportError:
         torch = None
     if torch is not None:
-        from synthetic_audit import build_dataset
+        from tests.app.synthetic_audit import build_dataset
 
         build_dataset(tmp_path / "small", n_images=30)
         good = tmp_path / "small.zip"
@@ -192,7 +190,7 @@ def test_bad_uploads_show_the_reason_and_the_app_stays_usable(tmp_path):
 def test_upload_zip_and_predictions_runs_an_audit_with_progress_and_opens_it(tmp_path):
     import zipfile
 
-    from synthetic_audit import build_dataset
+    from tests.app.synthetic_audit import build_dataset
 
     folder = _audit_copy(tmp_path)
     files = build_dataset(tmp_path / "small", n_images=40, seed=5)
@@ -227,7 +225,7 @@ def test_upload_zip_and_predictions_runs_an_audit_with_progress_and_opens_it(tmp
 def test_new_audit_stays_open_on_the_next_two_clicks(tmp_path):
     """Issue 12 item 1: start a new audit, click two pages: the new audit is still the one shown, and the
     sidebar's picker names it (it used to fall back to the sample on the next click)."""
-    from synthetic_audit import build_dataset
+    from tests.app.synthetic_audit import build_dataset
 
     folder = _audit_copy(tmp_path)
     files = build_dataset(tmp_path / "local", n_images=40, seed=7)
