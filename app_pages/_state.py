@@ -190,7 +190,7 @@ def show_review_status(audit: Audit, container=None) -> None:
 @st.cache_data(show_spinner=False, max_entries=512)
 def thumbnail(path: str, size: int = THUMBNAIL_PX) -> bytes | None:
     """A small PNG of the image at ``path`` (None when it cannot be read; pixel count checked before decoding)."""
-    from audit.report.render import thumbnail_bytes
+    from audit.report.thumbnails import thumbnail_bytes
 
     return thumbnail_bytes(path, size=size, format="PNG")
 

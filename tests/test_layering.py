@@ -17,6 +17,8 @@ LAYERS = {
     "audit.analyses": 4, "audit.pipeline": 4, "audit.label_noise_audit": 4,
     "audit.folder": 5,
     "audit.report": 6,
+    "audit.compare": 4, "audit.compare.folder": 5, "audit.compare.render": 6, "audit.compare.report": 6,
+    "audit.compare.gate": 7,
     "audit.gate": 7, "audit.cli": 7, "audit.__main__": 7, "audit": 7,
 }
 LAYER_NAMES = ["types/errors/config", "io", "model/analysis", "policy", "pipeline", "folder", "report", "cli/gate/API"]

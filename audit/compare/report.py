@@ -105,13 +105,13 @@ def dumbbell_charts(comparison: dict) -> list[tuple[str, str]]:
 
 
 def _inside(path, root) -> bool:
-    from audit.report.render import _inside_root
+    from audit.report.thumbnails import _inside_root
 
     return _inside_root(path, root)
 
 
 def _thumbnail(path, root) -> str | None:
-    from audit.report.render import thumbnail_data_uri
+    from audit.report.thumbnails import thumbnail_data_uri
 
     if path is None or not _inside(path, root):
         return None

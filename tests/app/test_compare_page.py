@@ -2,16 +2,14 @@
 user strings (group names with markup) are escaped in the text and in the chart."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.testing.v1 import AppTest
 
-from tests.compare.builders import probabilities_for, write_audit  # noqa: E402
+from tests.compare.builders import probabilities_for, write_audit
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTILE = "<b>bold</b> [x](http://evil.example) @team"
