@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ERROR_TREE_CHANGED = "tests changed the working tree (write to tmp_path instead): {changes}"
+ERROR_TREE_CHANGED = ("the working tree changed during the test run (a test wrote into the repository - write to tmp_path "
+                      "instead - or a file was edited meanwhile): {changes}")
 
 
 def _tree_status() -> str | None:

@@ -19,7 +19,7 @@ LAYERS = {
     "audit.report": 6,
     "audit.compare": 4, "audit.compare.folder": 5, "audit.compare.render": 6, "audit.compare.report": 6,
     "audit.compare.gate": 7,
-    "audit.gate": 7, "audit.cli": 7, "audit.__main__": 7, "audit": 7,
+    "audit.gate": 7, "audit.cli": 7, "audit.__main__": 7, "audit": 7,  # "audit": the package's __init__ only
 }
 LAYER_NAMES = ["types/errors/config", "io", "model/analysis", "policy", "pipeline", "folder", "report", "cli/gate/API"]
 
@@ -70,9 +70,11 @@ def _imports(path: Path, module: str | None = None) -> list:
 
 
 def _layer(module: str):
+    if module.startswith("audit.cli_"):  # a subcommand in its own module (COORD: audit/cli_<name>.py)
+        return LAYERS["audit.cli"]
     best = None
     for prefix, layer in LAYERS.items():
-        if module == prefix or module.startswith(prefix + "."):
+        if module == prefix or (prefix != "audit" and module.startswith(prefix + ".")):
             if best is None or len(prefix) > len(best[0]):
                 best = (prefix, layer)
     return None if best is None else best[1]
