@@ -21,6 +21,8 @@ ERROR_CONSENSUS_STREAMED = ("--label-column consensus: {n} images have no annota
 REASON_NO_ANNOTATION = "no annotation, and --label-column consensus audits the consensus label"
 NOTE_UNANNOTATED = ("{n} images have no annotation: they keep their given label and have n_annotations = 0 (no "
                     "consensus)")
+NOTE_STREAMED = ("the model's probabilities were streamed in chunks (too large to hold), so the consensus and the "
+                 "majority-vote tie breaks do not use them (crowdlab falls back to dawid_skene)")
 METRIC_DESCRIPTION = {"annotation_agreement": {
     "higher_is_better": True,
     "description": "Krippendorff's alpha (nominal) of the annotators' labels over the group's images with two or "
@@ -120,8 +122,11 @@ def annotation_outputs(prepared: PreparedAnnotations, *, classes, groups: pd.Dat
 
     dense = probabilities if isinstance(probabilities, np.ndarray) else None
     method = config.consensus_method
-    if method == "crowdlab" and dense is None:
-        method = "dawid_skene"
+    notes = list(prepared.notes)
+    if probabilities is not None and dense is None:
+        notes.append(NOTE_STREAMED)
+        if method == "crowdlab":
+            method = "dawid_skene"
     result = compute_annotation_audit(prepared.annotations, classes=classes, groups=groups, probabilities=dense,
                                       method=method, confidence_level=config.confidence_level,
                                       n_bootstrap=config.n_bootstrap, seed=config.seed,
@@ -132,8 +137,8 @@ def annotation_outputs(prepared: PreparedAnnotations, *, classes, groups: pd.Dat
     section["layout"] = prepared.layout
     section["n_rows_skipped"] = sum(1 for s in prepared.skipped if s.path == prepared.source)
     section["label_under_audit"] = "consensus" if getattr(config, "label_column", "") == "consensus" else "given"
-    if prepared.notes:
-        section["notes"] = list(prepared.notes)
+    if notes:
+        section["notes"] = notes
     image_columns = {c: result.per_image[c].to_numpy() for c in result.per_image.columns}
     rows = result.group_metrics[[c for c in GROUP_METRIC_COLUMNS if c in result.group_metrics.columns]]
     return AnnotationOutputs(section=section, image_columns=image_columns, group_rows=rows,
