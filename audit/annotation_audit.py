@@ -140,7 +140,11 @@ def annotation_outputs(prepared: PreparedAnnotations, *, classes, groups: pd.Dat
     if notes:
         section["notes"] = notes
     image_columns = {c: result.per_image[c].to_numpy() for c in result.per_image.columns}
-    rows = result.group_metrics[[c for c in GROUP_METRIC_COLUMNS if c in result.group_metrics.columns]]
+    rows = result.group_metrics.copy()
+    # issue 13's audit-wide multiplicity: every tested annotation row is exploratory (false discovery rate
+    # across the audit's exploratory rows); the columns beyond the contract's are kept where the table has them
+    rows["scope"] = np.where(rows["p_value"].notna() & ~rows["insufficient_evidence"], "exploratory", "")
+    rows = rows[[c for c in (*GROUP_METRIC_COLUMNS, "scope", "p_value", "p_adjusted") if c in rows.columns]]
     return AnnotationOutputs(section=section, image_columns=image_columns, group_rows=rows,
                              annotators=result.annotators, metrics=dict(METRIC_DESCRIPTION))
 
