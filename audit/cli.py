@@ -182,7 +182,7 @@ def render_summary(audit: dict, folder) -> str:
 
 
 def _command_label_noise(args) -> int:
-    from audit.label_noise_audit import run_label_noise_audit
+    from audit.pipeline.labels_input import run_label_noise_audit
     from audit.folder import write_audit_folder
 
     result = run_label_noise_audit(labels_file=args.labels, predictions_file=args.predictions,

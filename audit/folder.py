@@ -302,7 +302,7 @@ def write_audit_folder(out: str | Path, *, audit: dict, images: pd.DataFrame, gr
 
     ``probabilities``: an ``(N, K)`` array, None, or for matrices too large for memory a chunk stream (an
     object with ``shape`` ``(N, K)`` that, called, returns an iterator of ``(rows, K)`` chunks, e.g.
-    :class:`audit.label_noise_audit.PredictionsStream`), written with :func:`write_npy_chunks_atomic`.
+    :class:`audit.pipeline.labels_input.PredictionsStream`), written with :func:`write_npy_chunks_atomic`.
     ``annotators``: the ``annotators.parquet`` table of an audit with ``--annotations``; one left from an
     earlier run is removed when this audit has none (like ``probabilities.npy``).
     """

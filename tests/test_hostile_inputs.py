@@ -630,7 +630,7 @@ def test_label_noise_without_attributes_has_no_failed_analyses(data, capsys):
 
 
 def test_label_noise_attributes_duplicate_id(data, capsys):
-    from audit.label_noise_audit import ERROR_ATTRIBUTES_DUPLICATE_ID
+    from audit.pipeline.labels_input import ERROR_ATTRIBUTES_DUPLICATE_ID
 
     (data / "a.csv").write_text("id,site\ni0,a\ni0,b\n")
     expect_error(cli(capsys, "label-noise", "--labels", _labels_csv(data), "--predictions", data / "preds.csv",
@@ -639,7 +639,7 @@ def test_label_noise_attributes_duplicate_id(data, capsys):
 
 
 def test_label_noise_attributes_engine_column(data, capsys):
-    from audit.label_noise_audit import ERROR_ATTRIBUTES_RESERVED
+    from audit.pipeline.labels_input import ERROR_ATTRIBUTES_RESERVED
 
     (data / "a.csv").write_text("id,prediction\ni0,x\n")
     expect_error(cli(capsys, "label-noise", "--labels", _labels_csv(data), "--predictions", data / "preds.csv",
@@ -659,7 +659,7 @@ def test_label_noise_attribute_missing_tokens_form_the_missing_group(data, capsy
 
 
 def test_label_noise_classes_file_not_utf8(data, capsys):
-    from audit.label_noise_audit import ERROR_CLASSES_FILE
+    from audit.pipeline.labels_input import ERROR_CLASSES_FILE
 
     (data / "classes.txt").write_bytes(b"caf\xe9\ndog\n")
     expect_error(cli(capsys, "label-noise", "--labels", _labels_csv(data), "--predictions", data / "preds.csv",

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit.analyses import NOTE_STREAMED_SCORES, PROBABILITY_METRICS, PredictionColumns
+from audit.pipeline.steps import NOTE_STREAMED_SCORES, PROBABILITY_METRICS, PredictionColumns
 from audit.errors import InputError
-from audit.label_noise_audit import (ERROR_AUTO_THEN_LOGITS, ERROR_AUTO_THEN_PROBABILITIES, ERROR_ROWS_DIFFER,
+from audit.pipeline.labels_input import (ERROR_AUTO_THEN_LOGITS, ERROR_AUTO_THEN_PROBABILITIES, ERROR_ROWS_DIFFER,
                                      PredictionsStream, run_label_noise_audit, to_probabilities)
 from audit.model.predictions import (ERROR_PREDICTIONS_N_COLUMNS, ERROR_PREDICTIONS_NOT_FINITE,
                                      ERROR_PREDICTIONS_NOT_PROBABILITIES, load_predictions)
@@ -227,11 +227,10 @@ def test_writer_streams_npy_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npy", "reference.npy"]  # no temporary left
 
 
-def test_run_analyses_computes_columns_for_a_bare_chunk_source(tmp_path):
+def test_run_steps_computes_columns_for_a_bare_chunk_source(tmp_path):
     files = _case(tmp_path, n=300, k=4)
-    from audit.analyses import run_analyses
     from audit.config import AuditConfig
-    from audit.pipeline import _AnalysisRunner
+    from audit.pipeline.steps import run_steps
     from audit.types import Dataset
 
     probabilities = load_predictions(files["predictions_file"], table=pd.DataFrame({"id": range(300)}),
@@ -245,9 +244,9 @@ def test_run_analyses_computes_columns_for_a_bare_chunk_source(tmp_path):
     config = AuditConfig(data="x", predictions="p", min_group_size=30)
     common = dict(classes=dataset.classes, dataset=dataset, embeddings=None, config=config,
                   progress=lambda *a: None)
-    in_memory = run_analyses(table, probabilities=probabilities, runner=_AnalysisRunner(lambda *a: None), **common)
-    streamed = run_analyses(table, probabilities=lambda: (probabilities[i:i + 64] for i in range(0, 300, 64)),
-                            runner=_AnalysisRunner(lambda *a: None), **common)
+    in_memory = run_steps(table, probabilities=probabilities, **common)
+    streamed = run_steps(table, probabilities=lambda: (probabilities[i:i + 64] for i in range(0, 300, 64)),
+                         **common)
     pd.testing.assert_frame_equal(streamed.images, in_memory.images, check_exact=True)
     assert streamed.sections["label_noise"] == in_memory.sections["label_noise"]
     pd.testing.assert_frame_equal(streamed.group_metrics.reset_index(drop=True),

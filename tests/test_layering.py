@@ -14,7 +14,7 @@ LAYERS = {
     "audit.io": 1,
     "audit.model": 2, "audit.analysis": 2,
     "audit.policy": 3, "audit.findings": 3, "audit.reviews": 3,
-    "audit.analyses": 4, "audit.pipeline": 4, "audit.label_noise_audit": 4, "audit.annotation_audit": 4,
+    "audit.pipeline": 4, "audit.annotation_audit": 4,
     "audit.folder": 5,
     "audit.report": 6,
     "audit.compare": 4, "audit.compare.folder": 5, "audit.compare.render": 6, "audit.compare.report": 6,
@@ -28,7 +28,7 @@ ANALYSIS_MAY_IMPORT = ("audit.analysis", "audit.errors", "audit.types")
 
 ENGINE_MODULES = ["audit", "audit.io.manifest", "audit.io.images", "audit.analysis.distribution",
                   "audit.analysis.associations", "audit.analysis.label_noise", "audit.analysis.group_performance",
-                  "audit.pipeline", "audit.analyses", "audit.cli", "audit.policy", "audit.folder", "audit.gate"]
+                  "audit.pipeline", "audit.pipeline.steps", "audit.cli", "audit.policy", "audit.folder", "audit.gate"]
 
 
 def _module_name(path: Path) -> str:

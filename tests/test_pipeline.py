@@ -148,7 +148,7 @@ def test_group_by_unknown_pixel_group_is_named_before_reading_images(tmp_path):
     manifest = write_manifest_dataset(tmp_path, n_per_cell=2)
     with pytest.raises(InputError) as caught:
         run_audit(AuditConfig(data=str(manifest), group_by=("image_brightnes_group",)))
-    from audit.analyses import PIXEL_GROUP_BOOLEAN
+    from audit.pipeline.steps import PIXEL_GROUP_BOOLEAN
     from audit.analysis.image_properties import GROUP_COLUMNS
 
     assert str(caught.value) == ERROR_UNKNOWN_PIXEL_GROUP.format(

@@ -1,7 +1,11 @@
-"""run_audit: data + model in, one AuditResult out.
+"""One pipeline: an input adapter, the registered analysis steps, one ``audit.json`` assembly.
 
-io -> model -> analyses. Each analysis runs in isolation: one that raises becomes an entry of ``errors``
-and the run goes on. Every input left out is a counted :class:`~audit.types.SkipEntry`.
+Two input adapters produce a :class:`Prepared` (the per-image table of kept rows and a probabilities
+source): :func:`prepare_images` (images + a model or predictions: ``run``) and
+:func:`audit.pipeline.labels_input.prepare_labels` (labels + probabilities only: ``label-noise``). Then
+:func:`audit.pipeline.steps.run_steps` runs every step the inputs allow, each isolated (one that raises
+becomes an ``errors`` entry and the run goes on) and timed once, and :func:`assemble` builds ``audit.json``
+the same way for both. Every input left out is a counted :class:`~audit.types.SkipEntry`.
 """
 from __future__ import annotations
 
@@ -9,8 +13,6 @@ import hashlib
 import platform
 import sys
 import time
-import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,26 +89,6 @@ def package_versions() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-class _AnalysisRunner:
-    """Runs one analysis at a time; an exception becomes an ``errors`` entry instead of ending the run."""
-
-    def __init__(self, progress: Progress):
-        self.errors: list[dict] = []
-        self.progress = progress
-        self.durations: dict[str, float] = {}
-
-    def __call__(self, name: str, function, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return function(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - isolation is the point: the run goes on
-            detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-            self.errors.append({"analysis": name, "message": detail})
-            return None
-        finally:
-            self.durations[name] = round(self.durations.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
 def decode_images(dataset: Dataset, *, config: AuditConfig, progress: Progress):
@@ -214,28 +196,71 @@ def predict_with_model(kept: pd.DataFrame, *, classes, config: AuditConfig, prog
     return probabilities.astype(np.float32), embeddings, info
 
 
-def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> AuditResult:
-    """Run a full audit.
 
-    Parameters
+@dataclass
+class Prepared:
+    """What an input adapter hands the steps.
+
+    Attributes
     ----------
-    config : AuditConfig
-        What to audit and how.
-    progress : callable, optional
-        ``progress(stage, done, total)``.
-
-    Returns
-    -------
-    AuditResult
-
-    Raises
-    ------
-    InputError
-        Input that makes the whole audit impossible (no readable image, one class, a bad model file...).
+    kind : str
+        ``"run"`` or ``"label-noise"`` (``audit.json`` ``kind``).
+    dataset : Dataset
+        The loaded table (all rows that passed loading) and its group attributes.
+    kept : DataFrame
+        One row per image that is audited, in ``probabilities.npy`` order.
+    classes : tuple of str
+    class_order_source : str
+    probabilities : ndarray, chunk source or None
+    embeddings : ndarray or None
+    prediction_columns : PredictionColumns or None
+        Per-image prediction columns already computed (chunk sources).
+    model_info : dict or None
+        ``audit.json`` ``model``.
+    skipped : list of SkipEntry
+    durations : dict
+        Seconds per input stage (``load_dataset``, ``read_images``, ``model``...).
+    source, root : str or None
+        ``dataset.source`` and ``dataset.root`` of ``audit.json``.
+    label_column : str
+    data_hash : str
+    label_noise_source : tuple or None
+        ``(source, description)`` of the probabilities, when not "the model's own probabilities".
     """
-    progress = progress or _no_progress
-    config.check()
-    started = datetime.now(timezone.utc)
+
+    kind: str
+    dataset: Dataset
+    kept: pd.DataFrame
+    classes: tuple
+    class_order_source: str
+    probabilities: object = None
+    embeddings: np.ndarray | None = None
+    prediction_columns: object = None
+    model_info: dict | None = None
+    skipped: list = field(default_factory=list)
+    durations: dict = field(default_factory=dict)
+    source: str | None = None
+    root: str | None = None
+    label_column: str = "label"
+    data_hash: str = ""
+    label_noise_source: tuple | None = None
+
+
+def check_pixel_groups(config: AuditConfig) -> None:
+    """``--group-by`` names of pixel groups must be groups the engine computes (checked before any decode)."""
+    if not config.group_by:
+        return
+    from audit.analysis.image_properties import GROUP_COLUMNS
+    from audit.pipeline.steps import PIXEL_GROUP_BOOLEAN
+
+    engine_groups = list(GROUP_COLUMNS) + list(PIXEL_GROUP_BOOLEAN)
+    unknown = [c for c in config.group_by if c.startswith("image_") and c not in engine_groups]
+    if unknown:
+        raise InputError(ERROR_UNKNOWN_PIXEL_GROUP.format(column=unknown[0], available=", ".join(engine_groups)))
+
+
+def prepare_images(config: AuditConfig, *, progress: Progress) -> Prepared:
+    """Input adapter of ``run``: manifest -> decoded images -> model outputs or predictions."""
     clock = time.perf_counter()
     from audit.io.manifest import load_dataset
 
@@ -243,14 +268,7 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
     # Pixel attributes (image_*) are computed by the engine and always analysed; only metadata columns are
     # looked up in the manifest.
     metadata_group_by = [c for c in config.group_by if not c.startswith("image_")] if config.group_by else None
-    if config.group_by:
-        from audit.analyses import PIXEL_GROUP_BOOLEAN
-        from audit.analysis.image_properties import GROUP_COLUMNS
-
-        engine_groups = list(GROUP_COLUMNS) + list(PIXEL_GROUP_BOOLEAN)
-        unknown = [c for c in config.group_by if c.startswith("image_") and c not in engine_groups]
-        if unknown:
-            raise InputError(ERROR_UNKNOWN_PIXEL_GROUP.format(column=unknown[0], available=", ".join(engine_groups)))
+    check_pixel_groups(config)
     dataset = load_dataset(config.data, label_column=config.label_column, group_by=metadata_group_by,
                            attributes_file=config.attributes_file)
     classes = tuple(dataset.classes)
@@ -293,44 +311,60 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
         model_info = {"source": str(Path(config.predictions).resolve()), "kind": "predictions",
                       "sha256": _sha256_file(config.predictions), "predictions_kind": loaded.kind_used,
                       "message": loaded.message, "has_embeddings": False, "from_cache": False}
-
     durations["model"] = round(time.perf_counter() - stage_start, 3)
-    from audit.analyses import run_analyses
-
-    runner = _AnalysisRunner(progress)
-    analyses = run_analyses(kept, classes=classes, dataset=dataset, probabilities=probabilities,
-                            embeddings=embeddings, config=config, runner=runner, progress=progress,
-                            n_skipped=len(skipped))
-    finished = datetime.now(timezone.utc)
     data_hash = hashlib.sha256("\n".join(f"{i}\t{h}\t{l}" for i, h, l in zip(
         kept["id"], kept["content_hash"], kept["label"])).encode()).hexdigest()
+    return Prepared(kind="run", dataset=dataset, kept=kept, classes=classes, class_order_source=class_order_source,
+                    probabilities=probabilities, embeddings=embeddings, model_info=model_info, skipped=skipped,
+                    durations=durations, source=str(Path(config.data).resolve()), root=str(dataset.root),
+                    label_column=config.label_column, data_hash=data_hash)
+
+
+def analyse(prepared: Prepared, *, config: AuditConfig, progress: Progress, started: datetime,
+            clock: float) -> AuditResult:
+    """Run the registered steps on what an adapter prepared and assemble ``audit.json`` (both adapters)."""
+    from audit.pipeline.steps import run_steps
+
+    bundle = run_steps(prepared.kept, classes=prepared.classes, dataset=prepared.dataset,
+                       probabilities=prepared.probabilities, embeddings=prepared.embeddings, config=config,
+                       progress=progress, n_skipped=len(prepared.skipped),
+                       prediction_columns=prepared.prediction_columns,
+                       label_noise_source=prepared.label_noise_source)
+    images = bundle.images
+    if prepared.kind == "label-noise":  # no image files: the contract's path column is empty
+        images = images.drop(columns=["path"]).copy()
+        images.insert(1, "path", None)
+    dataset, kept = prepared.dataset, prepared.kept
+    durations = dict(prepared.durations)
+    durations.update(bundle.durations)
     audit = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "imagefair", "version": __version__},
-        "kind": "run",
-        "classes": list(classes),
+        "kind": prepared.kind,
+        "classes": list(prepared.classes),
         "dataset": {
-            "source": str(Path(config.data).resolve()), "kind": dataset.kind, "root": str(dataset.root),
+            "source": prepared.source, "kind": dataset.kind, "root": prepared.root,
             "n_images": int(len(kept)), "n_rows": int(len(dataset.table) + len(dataset.skipped)),
-            "n_skipped": len(skipped), "n_classes": len(classes), "class_order_source": class_order_source,
-            "label_column": config.label_column,
+            "n_skipped": len(prepared.skipped), "n_classes": len(prepared.classes),
+            "class_order_source": prepared.class_order_source,
+            "label_column": prepared.label_column,
             "splits": sorted(kept["split"].dropna().astype(str).unique().tolist()) if "split" in kept else [],
             "group_attributes": list(dataset.group_attributes),
-            "pixel_attributes": analyses.pixel_group_attributes,
-            "constant_attributes": analyses.constant_attributes,
+            "pixel_attributes": bundle.pixel_group_attributes,
+            "constant_attributes": bundle.constant_attributes,
             "metadata_columns": list(dataset.metadata_columns),
             "notes": list(dataset.notes),
         },
-        "model": model_info,
-        "metrics": analyses.metrics,
-        "analyses": analyses.sections,
-        "errors": runner.errors,
-        "findings": [f["text"] for f in analyses.findings],
-        "finding_details": analyses.findings,
+        "model": prepared.model_info,
+        "metrics": bundle.metrics,
+        "analyses": bundle.sections,
+        "errors": bundle.errors,
+        "findings": [f["text"] for f in bundle.findings],
+        "finding_details": bundle.findings,
         "provenance": {
-            "data_hash": data_hash,
-            "model_sha256": model_info["sha256"] if model_info else None,
-            "preprocessing": model_info.get("preprocessing") if model_info else None,
+            "data_hash": prepared.data_hash,
+            "model_sha256": prepared.model_info["sha256"] if prepared.model_info else None,
+            "preprocessing": prepared.model_info.get("preprocessing") if prepared.model_info else None,
             "settings": config.settings(),
             "seed": config.seed,
             "min_group_size": config.min_group_size,
@@ -338,17 +372,48 @@ def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> Audit
             "platform": platform.platform(),
             "command": " ".join(sys.argv) if sys.argv else None,
             "started_at": started.isoformat(timespec="seconds"),
-            "finished_at": finished.isoformat(timespec="seconds"),
-            "duration_s": round(time.perf_counter() - clock, 3),
-            "stage_durations_s": {**durations, **runner.durations},
         },
-        "skipped": [entry.to_dict() for entry in skipped],
+        "skipped": [entry.to_dict() for entry in prepared.skipped],
     }
     if config.policy_file:
         from audit.policy import evaluate_policy, load_policy
 
-        policy = load_policy(config.policy_file)
-        audit["verdict"] = evaluate_policy(audit, analyses.group_metrics, policy).to_dict()
+        start = time.perf_counter()
+        policy = load_policy(config.policy_file)  # loaded once: the verdict and the thresholds it used
+        audit["verdict"] = evaluate_policy(audit, bundle.group_metrics, policy).to_dict()
         audit["policy"] = policy.to_dict()  # the thresholds the verdict used, for views that draw them
-    return AuditResult(audit=audit, images=analyses.images, group_metrics=analyses.group_metrics,
-                       probabilities=probabilities, embeddings=embeddings)
+        durations["policy"] = round(time.perf_counter() - start, 3)
+    finished = datetime.now(timezone.utc)
+    # Every stage is timed once and the stages do not overlap, so their sum never exceeds duration_s.
+    audit["provenance"].update({"finished_at": finished.isoformat(timespec="seconds"),
+                                "duration_s": round(time.perf_counter() - clock, 3),
+                                "stage_durations_s": durations})
+    return AuditResult(audit=audit, images=images, group_metrics=bundle.group_metrics,
+                       probabilities=prepared.probabilities, embeddings=prepared.embeddings)
+
+
+def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> AuditResult:
+    """Run a full audit (images + labels, optionally a model or predictions).
+
+    Parameters
+    ----------
+    config : AuditConfig
+        What to audit and how.
+    progress : callable, optional
+        ``progress(stage, done, total)``.
+
+    Returns
+    -------
+    AuditResult
+
+    Raises
+    ------
+    InputError
+        Input that makes the whole audit impossible (no readable image, one class, a bad model file...).
+    """
+    progress = progress or _no_progress
+    config.check()
+    started = datetime.now(timezone.utc)
+    clock = time.perf_counter()
+    prepared = prepare_images(config, progress=progress)
+    return analyse(prepared, config=config, progress=progress, started=started, clock=clock)

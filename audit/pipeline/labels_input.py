@@ -1,4 +1,4 @@
-"""``label-noise``: an audit folder from labels and predicted probabilities alone (no images, no model).
+"""Input adapter of ``label-noise``: labels and predicted probabilities alone (no images, no model).
 
 For users who already have out-of-sample probabilities (e.g. from cross-validation). The folder follows the
 contract: sections that need images (pixel attributes, data quality) are absent; class distribution,
@@ -25,8 +25,6 @@ read whole by :func:`~audit.model.predictions.load_predictions` as before.
 from __future__ import annotations
 
 import hashlib
-import platform
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,7 +34,6 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from audit import __version__
 from audit.config import AuditConfig
 from audit.errors import InputError
 from audit.types import Dataset
@@ -248,7 +245,7 @@ class PredictionsStream:
 class _Scan:
     kind_used: str
     message: str
-    columns: object  # audit.analyses.PredictionColumns
+    columns: object  # audit.pipeline.steps.PredictionColumns
     array: np.ndarray | None
 
 
@@ -256,7 +253,7 @@ def _scan_predictions(raw_source, *, file: str, labels_file: str, n: int, classe
                       label_codes: np.ndarray, kind: str, chunk_rows: int, keys: list[str] | None,
                       keep: bool) -> _Scan:
     """One pass: validate every value, decide the kind, convert, keep the per-image columns (and the matrix)."""
-    from audit.analyses import PredictionColumns
+    from audit.pipeline.steps import PredictionColumns
     from audit.model.predictions import (ERROR_PREDICTIONS_NOT_FINITE, ERROR_PREDICTIONS_NOT_PROBABILITIES,
                                          MESSAGE_AUTO_LOGITS, MESSAGE_AUTO_PROBABILITIES, MESSAGE_GIVEN)
 
@@ -408,22 +405,17 @@ def _chunk_rows(k: int) -> int:
     return max(1, CHUNK_BYTES // (8 * max(1, k)))
 
 
-def run_label_noise_audit(*, labels_file: str, predictions_file: str, classes_file: str | None = None,
-                          attributes_file: str | None = None, predictions_kind: str = "auto",
-                          min_group_size: int = 30, policy_file: str | None = None, seed: int = 0,
-                          max_in_memory_cells: int = IN_MEMORY_CELLS, chunk_rows: int | None = None):
-    """Build the audit of a labels + probabilities pair; returns an :class:`~audit.pipeline.AuditResult`.
+def prepare_labels(*, labels_file: str, predictions_file: str, classes_file: str | None = None,
+                   attributes_file: str | None = None, predictions_kind: str = "auto",
+                   max_in_memory_cells: int = IN_MEMORY_CELLS, chunk_rows: int | None = None):
+    """Input adapter of ``label-noise``: the labels table (+ attributes) and a probabilities source.
 
-    ``max_in_memory_cells``: above this many values (N x K) a streamable predictions file (``.npy``, or
-    Parquet in the labels' id order) is never held whole; ``result.probabilities`` is then a
-    :class:`PredictionsStream` (the writer streams it). ``chunk_rows`` overrides the rows per chunk (default
-    about :data:`CHUNK_BYTES` of float64 values).
+    Returns a :class:`audit.pipeline.core.Prepared` (kind ``"label-noise"``); see
+    :func:`run_label_noise_audit` for ``max_in_memory_cells`` and ``chunk_rows``.
     """
-    from audit.analyses import run_analyses
     from audit.model.predictions import ERROR_PREDICTIONS_KIND, PREDICTION_KINDS, load_predictions
-    from audit.pipeline import SCHEMA_VERSION, AuditResult, _AnalysisRunner, _sha256_file, package_versions
+    from audit.pipeline.core import Prepared, _sha256_file
 
-    started = datetime.now(timezone.utc)
     clock = time.perf_counter()
     if predictions_kind not in PREDICTION_KINDS:
         raise InputError(ERROR_PREDICTIONS_KIND.format(kind=predictions_kind), column="--predictions-kind")
@@ -497,48 +489,39 @@ def run_label_noise_audit(*, labels_file: str, predictions_file: str, classes_fi
                       metadata_columns=tuple(metadata), root=Path(labels_file).resolve().parent,
                       source=str(labels_file), kind="labels", class_order_source="classes file" if classes_file
                       else "predictions columns")
+    data_hash = hashlib.sha256(("\n".join(f"{i}\t{l}" for i, l in zip(table["id"], table["label"]))).encode()).hexdigest()
+    model_sha = _sha256_file(predictions_file)
+    model_info = {"source": str(Path(predictions_file).resolve()), "kind": "predictions", "sha256": model_sha,
+                  "predictions_kind": kind_used, "message": message, "has_embeddings": False, "from_cache": False}
+    return Prepared(kind="label-noise", dataset=dataset, kept=table, classes=tuple(classes),
+                    class_order_source=dataset.class_order_source, probabilities=probabilities,
+                    prediction_columns=prediction_columns, model_info=model_info, skipped=[],
+                    durations={"load_inputs": round(time.perf_counter() - clock, 3)},
+                    source=str(Path(labels_file).resolve()), root=None, label_column="label", data_hash=data_hash,
+                    label_noise_source=("predictions", "the probabilities given with --predictions"))
+
+
+def run_label_noise_audit(*, labels_file: str, predictions_file: str, classes_file: str | None = None,
+                          attributes_file: str | None = None, predictions_kind: str = "auto",
+                          min_group_size: int = 30, policy_file: str | None = None, seed: int = 0,
+                          max_in_memory_cells: int = IN_MEMORY_CELLS, chunk_rows: int | None = None):
+    """Build the audit of a labels + probabilities pair; returns an :class:`~audit.pipeline.AuditResult`.
+
+    The same steps and ``audit.json`` assembly as ``run`` (:func:`audit.pipeline.core.analyse`); sections
+    that need images are left out. ``max_in_memory_cells``: above this many values (N x K) a streamable
+    predictions file (``.npy``, or Parquet in the labels' id order) is never held whole;
+    ``result.probabilities`` is then a :class:`PredictionsStream` (the writer streams it). ``chunk_rows``
+    overrides the rows per chunk (default about :data:`CHUNK_BYTES` of float64 values).
+    """
+    from audit.pipeline.core import analyse
+
+    started = datetime.now(timezone.utc)
+    clock = time.perf_counter()
     config = AuditConfig(data=labels_file, predictions=predictions_file, predictions_kind=predictions_kind,
                          min_group_size=min_group_size, policy_file=policy_file, seed=seed,
                          attributes_file=attributes_file)
+    prepared = prepare_labels(labels_file=labels_file, predictions_file=predictions_file, classes_file=classes_file,
+                              attributes_file=attributes_file, predictions_kind=predictions_kind,
+                              max_in_memory_cells=max_in_memory_cells, chunk_rows=chunk_rows)
     config.check()
-    runner = _AnalysisRunner(lambda *a: None)
-    analyses = run_analyses(table, classes=classes, dataset=dataset, probabilities=probabilities, embeddings=None,
-                            config=config, runner=runner, progress=lambda *a: None,
-                            prediction_columns=prediction_columns)
-    finished = datetime.now(timezone.utc)
-    if "label_noise" in analyses.sections:
-        analyses.sections["label_noise"]["source"] = "predictions"
-        analyses.sections["label_noise"]["source_description"] = "the probabilities given with --predictions"
-    images = analyses.images.drop(columns=["path"]).copy()
-    images.insert(1, "path", None)
-    data_hash = hashlib.sha256(("\n".join(f"{i}\t{l}" for i, l in zip(table["id"], table["label"]))).encode()).hexdigest()
-    model_sha = _sha256_file(predictions_file)
-    audit = {
-        "schema_version": SCHEMA_VERSION, "tool": {"name": "imagefair", "version": __version__},
-        "kind": "label-noise", "classes": list(classes),
-        "dataset": {"source": str(Path(labels_file).resolve()), "kind": "labels", "root": None,
-                    "n_images": int(len(table)), "n_rows": int(len(table)), "n_skipped": 0,
-                    "n_classes": len(classes), "class_order_source": dataset.class_order_source,
-                    "label_column": "label", "splits": [], "group_attributes": group_attributes,
-                    "pixel_attributes": [], "constant_attributes": analyses.constant_attributes,
-                    "metadata_columns": metadata},
-        "model": {"source": str(Path(predictions_file).resolve()), "kind": "predictions", "sha256": model_sha,
-                  "predictions_kind": kind_used, "message": message, "has_embeddings": False,
-                  "from_cache": False},
-        "metrics": analyses.metrics, "analyses": analyses.sections, "errors": runner.errors,
-        "findings": [f["text"] for f in analyses.findings], "finding_details": analyses.findings,
-        "provenance": {"data_hash": data_hash, "model_sha256": model_sha, "preprocessing": None,
-                       "settings": config.settings(), "seed": seed, "min_group_size": min_group_size,
-                       "versions": package_versions(), "platform": platform.platform(),
-                       "command": " ".join(sys.argv), "started_at": started.isoformat(timespec="seconds"),
-                       "finished_at": finished.isoformat(timespec="seconds"),
-                       "duration_s": round(time.perf_counter() - clock, 3)},
-        "skipped": [],
-    }
-    if policy_file:
-        from audit.policy import evaluate_policy, load_policy
-
-        audit["verdict"] = evaluate_policy(audit, analyses.group_metrics, load_policy(policy_file)).to_dict()
-        audit["policy"] = load_policy(policy_file).to_dict()
-    return AuditResult(audit=audit, images=images, group_metrics=analyses.group_metrics,
-                       probabilities=probabilities)
+    return analyse(prepared, config=config, progress=lambda *a: None, started=started, clock=clock)

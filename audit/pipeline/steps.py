@@ -1,0 +1,604 @@
+"""The analysis steps of an audit, registered in one place (:data:`STEPS`), and the loop that runs them.
+
+Both input adapters (images + model or predictions; labels + probabilities only, see
+:mod:`audit.pipeline.inputs`) end in :func:`run_steps`. A step declares what it needs (:data:`NEEDS`) and
+returns a :class:`StepOutput`: its ``audit.json`` section(s), its rows of ``group_metrics.parquet``, its
+columns of ``images.parquet`` and the metrics it introduces. Each step is timed once and isolated: an
+exception becomes an ``errors`` entry and the audit goes on. After the steps, the passes of
+:data:`GROUP_ROW_PASSES` see every group row of the audit at once (audit-wide multiple-comparison control).
+
+Probabilities come either as an in-memory ``(N, K)`` array (every analysis as usual) or, for predictions too
+large to hold, as a *chunk source* (a callable returning a fresh iterator of consecutive ``(rows, K)``
+chunks, see :mod:`audit.io.arrays`) plus the per-image :class:`PredictionColumns`. Then label noise is
+estimated in bounded memory from the chunks and group performance runs on the per-image predictions:
+every metric except ``top_k_accuracy`` and ``expected_calibration_error``, which
+:func:`~audit.analysis.group_performance.compute_group_performance` computes only from an in-memory matrix;
+the ``group_performance`` section says so (``settings.notes`` and ``skipped_metrics``).
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from audit.analysis._groups import group_labels, iter_group_keys
+from audit.analysis._table import VERDICT_INSUFFICIENT, coerce_group_metrics, empty_group_metrics
+from audit.findings import compose_findings
+
+#: Metrics of group_metrics.parquet that are not model metrics, and their direction.
+BASE_METRICS = {
+    "share": {"higher_is_better": None, "description": "Fraction of all images in the group (representation); "
+              "Wilson interval."},
+    "estimated_noise_rate": {"higher_is_better": False, "description": "Fraction of the group's images flagged "
+                             "as label issues by confident learning (the flagged set has the size of the "
+                             "estimated number of label errors); Wilson interval."},
+}
+
+PIXEL_GROUP_BOOLEAN = ("image_is_grayscale",)
+
+#: Metrics of ``group_performance`` that need the whole probability matrix in memory.
+PROBABILITY_METRICS = ("top_k_accuracy", "expected_calibration_error")
+#: ``group_performance`` note when the probabilities were streamed (``{n}`` images x ``{k}`` classes).
+NOTE_STREAMED_SCORES = ("the probabilities were streamed in chunks to keep memory bounded; top_k_accuracy and "
+                        "expected_calibration_error come from each image's confidence and label rank, computed "
+                        "chunk by chunk (the same values as from the whole matrix)")
+NOTE_STREAMED_PROBABILITIES = ("top_k_accuracy and expected_calibration_error not computed: the probabilities "
+                               "({n} x {k} values) were streamed in chunks to keep memory bounded, and these "
+                               "metrics need the whole matrix in memory; every other metric uses the per-image "
+                               "predictions")
+
+ERROR_COLUMNS_LENGTH = ("prediction columns have {found} rows but there are {expected} images: compute them "
+                        "from the same probabilities, one row per image in table order")
+ERROR_NEEDS_COLUMNS = ("probabilities given as a chunk source need their per-image columns "
+                       "(PredictionColumns.from_chunks(source, labels))")
+
+
+@dataclass(frozen=True)
+class PredictionColumns:
+    """Per-image model outputs computed chunk by chunk, so the ``(N, K)`` matrix need not be in memory.
+
+    Attributes
+    ----------
+    predicted : ndarray (N,) of int64
+        Most probable class (``argmax`` of the row, first maximum on ties).
+    confidence : ndarray (N,)
+        Probability of the predicted class (the row's maximum), in the probabilities' dtype.
+    label_probability : ndarray (N,)
+        Probability of the given label.
+    """
+
+    predicted: np.ndarray
+    confidence: np.ndarray
+    label_probability: np.ndarray
+    label_rank: np.ndarray | None = None
+
+    @staticmethod
+    def of_chunk(chunk: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(predicted, confidence, label_probability, label_rank)`` of one ``(rows, K)`` chunk and its labels;
+        ``label_rank`` = number of classes more probable than the label (for top-k accuracy)."""
+        predicted = chunk.argmax(axis=1)
+        confidence = chunk.max(axis=1)
+        label_probability = chunk[np.arange(chunk.shape[0]), labels]
+        label_rank = (chunk > label_probability[:, None]).sum(axis=1)
+        return predicted, confidence, label_probability, label_rank
+
+    @classmethod
+    def from_chunks(cls, source, labels) -> "PredictionColumns":
+        """One pass over a chunk source (see :mod:`audit.io.arrays`); ``labels`` = class index per image."""
+        labels = np.asarray(labels, dtype=np.int64)
+        n = labels.shape[0]
+        predicted = np.empty(n, dtype=np.int64)
+        label_rank = np.empty(n, dtype=np.int64)
+        confidence = label_probability = None
+        start = 0
+        for chunk in source():
+            stop = start + chunk.shape[0]
+            if stop > n:
+                raise ValueError(ERROR_COLUMNS_LENGTH.format(found=f"more than {n}", expected=n))
+            columns = cls.of_chunk(chunk, labels[start:stop])
+            if confidence is None:
+                confidence = np.empty(n, dtype=columns[1].dtype)
+                label_probability = np.empty(n, dtype=columns[2].dtype)
+            (predicted[start:stop], confidence[start:stop], label_probability[start:stop],
+             label_rank[start:stop]) = columns
+            start = stop
+        if start != n:
+            raise ValueError(ERROR_COLUMNS_LENGTH.format(found=start, expected=n))
+        return cls(predicted=predicted, confidence=confidence, label_probability=label_probability,
+                   label_rank=label_rank)
+
+
+# -- the step registry ---------------------------------------------------------------------------------------
+#: What a step may declare in ``needs``: ``probabilities`` (a model or predictions), ``pixels`` (the images
+#: were decoded: content hashes, pixel attributes, perceptual hashes), ``embeddings`` (the model gave them).
+NEEDS = ("probabilities", "pixels", "embeddings")
+
+
+@dataclass
+class StepOutput:
+    """What one step contributes to the audit.
+
+    Attributes
+    ----------
+    sections : dict
+        ``audit.json`` ``analyses`` entries, by name.
+    group_rows : list of DataFrame
+        Rows of ``group_metrics.parquet`` (the contract's columns; coerced and checked at assembly).
+    image_columns : dict
+        Columns of ``images.parquet`` (one value per kept image, in table order), by name.
+    metrics : dict
+        ``audit.json`` ``metrics`` entries (direction and description) of metrics the step introduces.
+    """
+
+    sections: dict = field(default_factory=dict)
+    group_rows: list = field(default_factory=list)
+    image_columns: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One analysis of the audit, registered in :data:`STEPS`.
+
+    Attributes
+    ----------
+    name : str
+        Its ``errors`` / ``stage_durations_s`` name.
+    function : callable
+        ``function(context) -> StepOutput or None``. It reads :class:`Context` (never writes it) and returns
+        what it contributes; an exception becomes an ``errors`` entry named ``name`` and the audit goes on.
+    needs : tuple of str
+        Inputs from :data:`NEEDS`; the step is left out when one is missing (e.g. no model).
+    stage : str
+        Progress label.
+    enabled : callable, optional
+        ``enabled(context) -> bool``: run only when it returns True (e.g. a setting was given).
+    """
+
+    name: str
+    function: Callable
+    needs: tuple = ()
+    stage: str = ""
+    enabled: Callable | None = None
+
+
+@dataclass(frozen=True)
+class GroupRowPass:
+    """An audit-wide pass over all group rows, run after every step (e.g. multiple-comparison control).
+
+    ``function(group_metrics, context) -> DataFrame`` returns the whole table (same rows, updated or added
+    columns). Registered in :data:`GROUP_ROW_PASSES`; a failure is an ``errors`` entry and the table is kept.
+    """
+
+    name: str
+    function: Callable
+
+
+@dataclass
+class Context:
+    """What steps read: the kept images, groups, predictions and the settings (see :func:`run_steps`).
+
+    Attributes
+    ----------
+    images : DataFrame
+        One row per kept image: manifest columns, ``content_hash`` and ``image_*`` (when decoded), and the
+        image columns contributed by the steps that ran before.
+    classes : tuple of str
+    label_codes : ndarray of int64
+        Class index of each image's label.
+    groups, all_groups : DataFrame
+        Group label (string, ``<missing>`` for missing) of every group attribute (metadata, then pixel);
+        steps that compare groups use the ``compared`` columns.
+    group_attributes, compared, constant : list of str
+        Every group attribute; those with at least two groups; those with one group only.
+    probabilities : ndarray, chunk source or None
+    predicted, confidence, label_probability, label_rank : ndarray or None
+        Per-image prediction columns (None without probabilities; ``label_rank`` only when streamed).
+    streamed : bool
+        The probabilities are a chunk source (not held in memory).
+    embeddings : ndarray or None
+    config : AuditConfig
+    sections : dict
+        Sections of the steps that ran before (read only).
+    reference : object or None
+        Reference proportions (``--reference``), read and checked before any step runs (bad input = exit 2).
+    label_noise_source : tuple or None
+        ``(source, description)`` overriding how the label-noise section names its probabilities.
+    """
+
+    images: pd.DataFrame
+    classes: tuple
+    label_codes: np.ndarray
+    groups: pd.DataFrame
+    group_attributes: list
+    compared: list
+    constant: list
+    config: object
+    probabilities: object = None
+    predicted: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+    label_probability: np.ndarray | None = None
+    label_rank: np.ndarray | None = None
+    streamed: bool = False
+    embeddings: np.ndarray | None = None
+    sections: dict = field(default_factory=dict)
+    label_noise_source: tuple | None = None
+    errors: list = field(default_factory=list)
+    all_groups: pd.DataFrame | None = None
+    reference: object = None
+    pixel_groups: list = field(default_factory=list)
+
+    @property
+    def available(self) -> set:
+        """The :data:`NEEDS` this audit can satisfy."""
+        found = set()
+        if self.probabilities is not None:
+            found.add("probabilities")
+        if "content_hash" in self.images.columns:
+            found.add("pixels")
+        if self.embeddings is not None:
+            found.add("embeddings")
+        return found
+
+    def attempt(self, name: str, function, *args, **kwargs):
+        """Run a sub-analysis of a step: a failure is an ``errors`` entry named ``name`` and returns None.
+
+        Not timed separately (its step's time includes it), so ``stage_durations_s`` never counts twice.
+        """
+        try:
+            return function(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - isolation is the point: the step goes on
+            self.errors.append({"analysis": name, "message": _error_text(error)})
+            return None
+
+
+def _error_text(error: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(error), error)).strip()
+
+
+# -- the steps -----------------------------------------------------------------------------------------------
+def _class_distribution_step(context: Context) -> StepOutput:
+    from audit.analysis.distribution import compute_class_distribution
+
+    images = context.images
+    result = compute_class_distribution(images["label"].astype(str), classes=context.classes,
+                                        splits=images["split"] if "split" in images else None)
+    return StepOutput(sections={"class_distribution": result.to_dict()})
+
+
+def _attribute_distribution_step(context: Context) -> StepOutput:
+    from audit.analysis.distribution import compute_attribute_distribution
+
+    config = context.config
+    result = compute_attribute_distribution(
+        context.all_groups, attributes=context.group_attributes, compared_attributes=context.compared,
+        min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
+        confidence_level=config.confidence_level, max_depth=config.max_intersection_depth,
+        reference=context.reference)
+    return StepOutput(sections={"attribute_distribution": result.to_dict()}, group_rows=[result.table])
+
+
+def _associations_step(context: Context) -> StepOutput:
+    from audit.analysis.associations import compute_associations
+
+    config = context.config
+    result = compute_associations(context.images["label"].astype(str), classes=context.classes,
+                                  groups={a: context.groups[a] for a in context.compared},
+                                  alpha=1 - config.confidence_level, correction=config.correction)
+    return StepOutput(sections={"associations": result.to_dict()})
+
+
+def _predictions_step(context: Context) -> StepOutput:
+    """The per-image prediction columns (``prediction``, ``confidence``, ``label_probability``)."""
+    return StepOutput(image_columns={
+        "prediction": np.array(context.classes, dtype=object)[context.predicted],
+        "confidence": np.asarray(context.confidence).astype(float),
+        "label_probability": np.asarray(context.label_probability).astype(float)})
+
+
+def _label_noise_step(context: Context) -> StepOutput | None:
+    """Confident learning on the probabilities (an array or a chunk source; the engine streams either)."""
+    from audit.analysis.label_noise import estimate_label_noise, estimate_noise_rate_by_group
+
+    config, classes, label_codes = context.config, context.classes, context.label_codes
+    source = "model"
+    noise_probabilities = context.probabilities
+    probe_note = None
+    if context.embeddings is not None:
+        from audit.analysis.probe import compute_out_of_sample_probabilities
+
+        # lbfgs is exact but slow beyond a few thousand images (62 s for CIFAR's 10,000 x 64 here); the
+        # chunked mini-batch fit reaches the same held-out accuracy in well under a second.
+        method = "lbfgs" if len(label_codes) <= 2000 else "sgd"
+        probe = context.attempt("label_noise_probe", compute_out_of_sample_probabilities, context.embeddings,
+                                label_codes, n_classes=len(classes), seed=config.seed, method=method)
+        if probe is not None and config.label_noise_source == "probe":
+            noise_probabilities, source = np.asarray(probe, dtype=np.float32), "probe"
+        elif probe is not None:
+            probe_note = context.attempt("label_noise_probe", estimate_label_noise, label_codes, np.asarray(probe),
+                                         n_classes=len(classes), confidence_level=config.confidence_level)
+    result = estimate_label_noise(label_codes, noise_probabilities, n_classes=len(classes),
+                                  score_method=getattr(config, "label_score_method", "self_confidence"),
+                                  confidence_level=config.confidence_level)
+    section = result.to_dict(classes)
+    section["source"] = source
+    section["source_description"] = (
+        "the model's own probabilities" if source == "model" else
+        "out-of-sample probabilities of a K-fold logistic-regression probe on the model's embeddings")
+    if context.label_noise_source is not None and source == "model":
+        section["source"], section["source_description"] = context.label_noise_source
+    if probe_note is not None:
+        section["probe_cross_check"] = {"noise_rate": float(probe_note.noise_rate),
+                                        "n_label_issues": int(probe_note.n_label_issues),
+                                        "description": "the same estimate from out-of-sample probabilities of a "
+                                                       "K-fold logistic-regression probe on the embeddings"}
+    output = StepOutput(sections={"label_noise": section})
+    n = len(label_codes)
+    # 1 = most suspect; empty for images not flagged. Rows keep the probabilities.npy order (contract).
+    rank = np.full(n, np.nan)
+    rank[np.asarray(result.ranking, dtype=np.int64)] = np.arange(1, len(result.ranking) + 1)
+    output.image_columns = {
+        "label_score": np.asarray(result.label_score, dtype=float),
+        "is_label_issue": np.asarray(result.is_label_issue, dtype=bool),
+        "suggested_label": np.array(classes, dtype=object)[np.asarray(result.suggested_label)],
+        "label_issue_rank": pd.array(np.where(np.isnan(rank), None, rank), dtype="Int64")}
+    groups = context.groups[context.compared]
+    group_dict = {name: labels for name, labels in iter_group_keys(groups, list(groups.columns),
+                                                                   max_depth=config.max_intersection_depth)}
+    table = context.attempt("label_noise_by_group", estimate_noise_rate_by_group, np.asarray(result.is_label_issue),
+                            label_codes, group_dict, classes=classes, confidence_level=config.confidence_level,
+                            min_group_size=config.min_group_size, max_ci_width=config.max_ci_width)
+    if table is not None:
+        output.group_rows.append(table)
+    return output
+
+
+def _group_performance_step(context: Context) -> StepOutput:
+    """Per-group performance; with streamed probabilities the metrics that need the whole matrix come from
+    the per-image confidence and label rank, or are left out and listed under ``skipped_metrics``."""
+    from audit.analysis.group_performance import compute_group_performance
+
+    config = context.config
+    streamed = context.streamed
+    confidence = context.confidence if streamed else None
+    label_rank = context.label_rank
+    result = compute_group_performance(
+        context.label_codes, np.asarray(context.predicted, dtype=np.int64), classes=context.classes,
+        groups=context.groups[context.compared], probabilities=None if streamed else context.probabilities,
+        confidence=confidence, label_rank=label_rank, max_depth=config.max_intersection_depth,
+        min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
+        confidence_level=config.confidence_level, n_bootstrap=config.n_bootstrap, seed=config.seed,
+        correction=config.correction)
+    section = result.to_dict()
+    metrics = section.pop("metrics", {})
+    if streamed and confidence is not None:
+        settings = section.setdefault("settings", {})
+        settings["notes"] = list(settings.get("notes", [])) + [NOTE_STREAMED_SCORES]
+    elif streamed:
+        note = NOTE_STREAMED_PROBABILITIES.format(n=len(context.label_codes), k=len(context.classes))
+        settings = section.setdefault("settings", {})
+        notes = [n for n in settings.get("notes", []) if not str(n).startswith("no probabilities")]
+        settings["notes"] = notes + [note]
+        section["skipped_metrics"] = {"metrics": list(PROBABILITY_METRICS), "reason": note}
+    return StepOutput(sections={"group_performance": section}, group_rows=[result.table], metrics=metrics)
+
+
+def _weak_slices_step(context: Context) -> StepOutput:
+    from audit.analysis.slices import find_weak_slices
+
+    config = context.config
+    slices = find_weak_slices(context.label_codes == np.asarray(context.predicted), groups=context.groups[context.compared],
+                              min_slice_size=config.min_group_size, alpha=1 - config.confidence_level,
+                              correction=config.correction)
+    return StepOutput(sections={"weak_slices": slices.to_dict()})
+
+
+def _calibration_step(context: Context) -> StepOutput:
+    from audit.analysis.calibration import compute_reliability_by_group
+
+    reliability = compute_reliability_by_group(context.label_codes == np.asarray(context.predicted),
+                                               np.asarray(context.confidence, dtype=float),
+                                               groups=context.groups[context.compared])
+    return StepOutput(sections={"calibration": reliability.to_dict()})
+
+
+def _data_quality_step(context: Context) -> StepOutput:
+    from audit.analysis.data_quality import HASH_COLUMNS, PROPERTY_COLUMNS, find_data_quality_issues
+
+    config, images = context.config, context.images
+    groups = context.groups[context.compared]
+    # Pixel-attribute groups are defined by the same properties as the defects (dark images are in the
+    # dark group by construction), so issue concentration is measured over metadata attributes only.
+    metadata = [c for c in groups.columns if not c.startswith("image_")]
+    group_dict = {name: labels for name, labels in iter_group_keys(groups, metadata, max_depth=1)}
+    needed = [c for c in ("id", "label", "split", "content_hash", *PROPERTY_COLUMNS) if c in images.columns]
+    frame = images[needed].copy()
+    for name in HASH_COLUMNS:
+        if f"image_{name}" in images.columns:
+            frame[name] = images[f"image_{name}"].to_numpy()
+    result = find_data_quality_issues(frame, embeddings=context.embeddings, group_labels=group_dict,
+                                      classes=context.classes, confidence_level=config.confidence_level,
+                                      min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
+                                      correction=config.correction)
+    metrics = {}
+    for issue in sorted({m for m in result.group_table["metric"].unique()}):
+        metrics[issue] = {"higher_is_better": False,
+                          "description": f"Fraction of the group's images with the issue "
+                                         f"{issue.split(':', 1)[-1]}; Wilson interval."}
+    return StepOutput(sections={"data_quality": result.to_dict()}, group_rows=[result.group_table],
+                      image_columns={c: result.per_image[c].to_numpy() for c in result.per_image.columns},
+                      metrics=metrics)
+
+
+#: Every analysis of an audit, in the order they run (a step may read the sections and image columns of
+#: the steps before it). To add one: write ``function(context) -> StepOutput`` and add a :class:`Step` here.
+STEPS: list[Step] = [
+    Step("class_distribution", _class_distribution_step, stage="analysing composition"),
+    Step("attribute_distribution", _attribute_distribution_step, stage="analysing composition"),
+    Step("associations", _associations_step, stage="analysing composition"),
+    Step("predictions", _predictions_step, needs=("probabilities",), stage="estimating label noise"),
+    Step("label_noise", _label_noise_step, needs=("probabilities",), stage="estimating label noise"),
+    Step("group_performance", _group_performance_step, needs=("probabilities",),
+         stage="measuring performance by group"),
+    Step("weak_slices", _weak_slices_step, needs=("probabilities",), stage="measuring performance by group"),
+    Step("calibration", _calibration_step, needs=("probabilities",), stage="measuring performance by group"),
+    Step("data_quality", _data_quality_step, needs=("pixels",), stage="checking data quality"),
+]
+
+#: Audit-wide passes over every group row, after all steps (in this order).
+GROUP_ROW_PASSES: list[GroupRowPass] = []
+
+
+@dataclass
+class AnalysisBundle:
+    """What :func:`run_steps` returns: the analysed tables and sections, ready for ``audit.json``."""
+
+    sections: dict
+    images: pd.DataFrame
+    group_metrics: pd.DataFrame
+    metrics: dict
+    findings: list
+    pixel_group_attributes: list = field(default_factory=list)
+    constant_attributes: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    durations: dict = field(default_factory=dict)
+
+
+def pixel_group_columns(frame: pd.DataFrame) -> list[str]:
+    """The binned pixel attributes that act as group attributes (``image_*_group``, ``image_is_grayscale``)."""
+    columns = [c for c in frame.columns if c.startswith("image_") and c.endswith("_group")]
+    columns += [c for c in PIXEL_GROUP_BOOLEAN if c in frame.columns]
+    return columns
+
+
+def build_context(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings, config,
+                  prediction_columns: PredictionColumns | None = None, label_noise_source=None) -> Context:
+    """The :class:`Context` the steps read: label codes, group labels, per-image prediction columns."""
+    classes = tuple(classes)
+    class_index = {name: i for i, name in enumerate(classes)}
+    labels = kept["label"].astype(str)
+    label_codes = labels.map(class_index).to_numpy(dtype=np.int64)
+    pixel_groups = pixel_group_columns(kept)
+    # Pixel groups are always analysed, unless --group-by names some of them: then exactly those.
+    # (the names were checked against the engine's pixel groups before any image was read).
+    named_pixel = [c for c in (getattr(config, "group_by", None) or ()) if c.startswith("image_")]
+    if named_pixel:
+        pixel_groups = [c for c in named_pixel if c in pixel_groups]
+    group_attributes = list(dataset.group_attributes) + pixel_groups
+    groups = pd.DataFrame({a: group_labels(kept[a].map(lambda v: None if v is None else str(v))
+                                           if a in PIXEL_GROUP_BOOLEAN else kept[a]).to_numpy()
+                           for a in group_attributes}, index=range(len(kept)))
+    # An attribute with a single group (e.g. every image 128 px wide) says something about composition but
+    # nothing about differences between groups: it is described, not compared or intersected.
+    constant = [a for a in group_attributes if groups[a].nunique() < 2]
+    compared = [a for a in group_attributes if a not in constant]
+    reference = None
+    if getattr(config, "reference_file", None):
+        from audit.analysis.distribution import load_reference_proportions
+        from audit.io.tables import read_table
+
+        reference = load_reference_proportions(read_table(config.reference_file), path=config.reference_file,
+                                               attributes=group_attributes)
+    context = Context(images=kept.copy(), classes=classes, label_codes=label_codes, groups=groups,
+                      group_attributes=group_attributes, compared=compared, constant=constant, config=config,
+                      probabilities=probabilities, embeddings=embeddings, label_noise_source=label_noise_source,
+                      all_groups=groups, pixel_groups=pixel_groups, reference=reference)
+    if probabilities is not None:
+        streamed = not isinstance(probabilities, np.ndarray) and callable(probabilities)
+        context.streamed = streamed
+        if streamed:
+            if prediction_columns is None:
+                prediction_columns = PredictionColumns.from_chunks(probabilities, label_codes)
+            if len(prediction_columns.predicted) != len(kept):
+                raise ValueError(ERROR_COLUMNS_LENGTH.format(found=len(prediction_columns.predicted),
+                                                             expected=len(kept)))
+            context.predicted = np.asarray(prediction_columns.predicted, dtype=np.int64)
+            context.confidence = np.asarray(prediction_columns.confidence)
+            context.label_probability = np.asarray(prediction_columns.label_probability)
+            context.label_rank = prediction_columns.label_rank
+        else:
+            context.predicted = probabilities.argmax(axis=1)
+            context.confidence = probabilities.max(axis=1)
+            context.label_probability = probabilities[np.arange(len(kept)), label_codes]
+    return context
+
+
+def run_steps(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings, config, progress,
+              n_skipped: int = 0, prediction_columns: PredictionColumns | None = None,
+              label_noise_source=None, steps: list[Step] | None = None) -> AnalysisBundle:
+    """Run every registered step the inputs allow; return sections, tables, metric directions and findings.
+
+    ``probabilities``: None (no model), an ``(N, K)`` array, or a chunk source (callable returning a fresh
+    iterator of ``(rows, K)`` chunks, in table order) for matrices too large for memory; with a chunk source
+    give ``prediction_columns`` (computed in the same pass that validated the chunks; computed here with one
+    extra pass otherwise). A chunk source is read only by the label-noise engine; group performance then
+    leaves out the metrics that need the whole matrix (:data:`PROBABILITY_METRICS`) and says so.
+
+    Each step is timed once (``durations``, seconds) and isolated: an exception is an ``errors`` entry.
+    """
+    context = build_context(kept, classes=classes, dataset=dataset, probabilities=probabilities,
+                            embeddings=embeddings, config=config, prediction_columns=prediction_columns,
+                            label_noise_source=label_noise_source)
+    tables: list[pd.DataFrame] = []
+    metrics = dict(BASE_METRICS)
+    durations: dict[str, float] = {}
+    available = context.available
+    for step in (STEPS if steps is None else steps):
+        if any(need not in available for need in step.needs):
+            continue
+        if step.enabled is not None and not step.enabled(context):
+            continue
+        progress(step.stage or step.name, 0, 1)
+        start = time.perf_counter()
+        try:
+            output = step.function(context)
+        except Exception as error:  # noqa: BLE001 - isolation is the point: the audit goes on
+            context.errors.append({"analysis": step.name, "message": _error_text(error)})
+            output = None
+        if output is not None:
+            context.sections.update(output.sections)
+            tables.extend(output.group_rows)
+            metrics.update(output.metrics)
+            for name, values in output.image_columns.items():
+                context.images[name] = values
+        durations[step.name] = round(time.perf_counter() - start, 3)
+
+    group_metrics = coerce_group_metrics(pd.concat(tables, ignore_index=True)) if tables else empty_group_metrics()
+    for group_pass in GROUP_ROW_PASSES:
+        start = time.perf_counter()
+        updated = context.attempt(group_pass.name, group_pass.function, group_metrics, context)
+        if updated is not None:
+            group_metrics = updated
+        durations[group_pass.name] = round(time.perf_counter() - start, 3)
+    # Contract: verdict is insufficient_data exactly when insufficient_evidence is true, on every row
+    # (including `all` rows of a data set smaller than min_group_size).
+    group_metrics.loc[group_metrics["insufficient_evidence"], "verdict"] = VERDICT_INSUFFICIENT
+    group_metrics.loc[(~group_metrics["insufficient_evidence"])
+                      & (group_metrics["verdict"] == VERDICT_INSUFFICIENT), "verdict"] = ""
+    start = time.perf_counter()
+    findings = compose_findings(context.sections, group_metrics, n_skipped=n_skipped, classes=context.classes)
+    images = _finish_images(context.images)
+    durations["findings"] = round(time.perf_counter() - start, 3)
+    return AnalysisBundle(sections=context.sections, images=images, group_metrics=group_metrics, metrics=metrics,
+                          findings=findings, pixel_group_attributes=context.pixel_groups,
+                          constant_attributes=context.constant, errors=context.errors, durations=durations)
+
+
+def _finish_images(images: pd.DataFrame) -> pd.DataFrame:
+    """Order columns as the contract lists them and drop working columns."""
+    images = images.drop(columns=[c for c in ("row",) if c in images.columns])
+    first = [c for c in ("id", "path", "content_hash", "label", "split") if c in images.columns]
+    rest = [c for c in images.columns if c not in first]
+    images = images[first + rest]
+    for column in images.columns:
+        if images[column].dtype == object:
+            non_null = images[column].dropna()
+            if len(non_null) and non_null.map(lambda v: isinstance(v, (bool, np.bool_))).all():
+                continue
+            images[column] = images[column].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
+                                                else str(v))
+    return images.reset_index(drop=True)
