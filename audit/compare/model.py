@@ -240,6 +240,11 @@ def assign_verdicts(rows: pd.DataFrame, *, min_group_size: int, max_ci_width: fl
     from audit.analysis._stats import adjust_p_values
 
     rows = rows.copy()
+    for column in ("old", "new", "difference", "ci_low", "ci_high", "p_value", *VALUE_CI_COLUMNS):
+        if column in rows.columns:
+            rows[column] = pd.to_numeric(rows[column], errors="coerce").astype(float)
+    for column in ("n_old", "n_new"):
+        rows[column] = pd.to_numeric(rows[column], errors="coerce").fillna(0).astype(np.int64)
     width = rows["ci_high"] - rows["ci_low"]
     insufficient = ((rows["n_old"] < min_group_size) | (rows["n_new"] < min_group_size)
                     | ~np.isfinite(width) | (width > max_ci_width * np.sqrt(2)) | rows["p_value"].isna())

@@ -112,3 +112,25 @@ def _policy(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text("[regression]\nmax_drop = 0.05\n")
     return path
+
+
+def test_an_audit_without_predictions_gives_no_model_comparison(base, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from audit.compare.core import NOTE_NO_MODEL
+
+    _, old, new, _ = base
+    bare = tmp_path / "bare"
+    shutil.copytree(new, bare)
+    images = pd.read_parquet(bare / "images.parquet").drop(columns=["prediction"])
+    images.to_parquet(bare / "images.parquet", index=False)
+    comparison = compare_audits(*load_pair(old, bare), n_bootstrap=50).comparison
+    assert comparison["model"]["method"] == "none" and comparison["model"]["rows"] == []
+    assert NOTE_NO_MODEL.format(which="NEW") in comparison["notes"]
+    policy = tmp_path / "p.toml"
+    policy.write_text("[regression]\nmax_drop = 0.05\n")
+    verdict = tmp_path / "v.json"
+    assert main(["gate", str(bare), "--baseline", str(old), "--policy", str(policy), "--json", str(verdict)]) == 0
+    assert json.loads(verdict.read_text())["checks"][0]["status"] == "SKIPPED"
