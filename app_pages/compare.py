@@ -33,12 +33,11 @@ if not fresh:
     if not st.button("Compare", key="cmp_run", type="primary"):
         st.caption("Reads both folders (no model is re-run) and writes the comparison under reports/.comparisons/.")
         st.stop()
-    from audit.compare.core import compare_audits
-    from audit.compare.folder import load_pair, write_comparison_folder
+    from audit.compare.folder import compare_folders, write_comparison_folder
 
     try:
         with st.spinner("Comparing..."):
-            result = compare_audits(*load_pair(old_dir, new_dir))
+            result = compare_folders(old_dir, new_dir)
             write_comparison_folder(target, result.comparison, result.image_changes)
     except InputError as error:
         st.error(_state.escape_markdown(str(error)))

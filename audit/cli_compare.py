@@ -34,15 +34,13 @@ def add_parser(subparsers) -> None:
 
 
 def command_compare(args) -> int:
-    from audit.compare.core import compare_audits
-    from audit.compare.folder import check_out_folder, load_pair, write_comparison_folder
+    from audit.compare.folder import check_out_folder, compare_folders, write_comparison_folder
     from audit.compare.gate import regression_policy, record_regression
 
     check_out_folder(args.out, args.old, args.new)
     policy = regression_policy(args.policy) if args.policy else None
-    old, new = load_pair(args.old, args.new)
-    result = compare_audits(old, new, primary_metric=(policy or {}).get("metric"), n_bootstrap=args.n_bootstrap,
-                            seed=args.seed, pairing=args.pairing)
+    result = compare_folders(args.old, args.new, primary_metric=(policy or {}).get("metric"),
+                             n_bootstrap=args.n_bootstrap, seed=args.seed, pairing=args.pairing)
     comparison = result.comparison
     if policy is not None:
         comparison = record_regression(comparison, policy, policy_file=args.policy)

@@ -189,23 +189,55 @@ def _label_rows(old_gm: pd.DataFrame, new_gm: pd.DataFrame, attributes: list, cl
                                           "ci_high_old", "ci_low_new", "ci_high_new"]].itertuples(index=False))]
 
 
-def _verified_row(old_audit: dict, new_audit: dict, confidence_level: float) -> dict | None:
-    old, new = _find_rate(old_audit), _find_rate(new_audit)
-    if old is None or new is None:
+def _verified_pair(o: dict, n: dict, where: dict, confidence_level: float) -> dict | None:
+    """One verified-rate row: each side's own (stratified) estimate and interval, combined square-and-add."""
+    keys = ("estimate", "ci_low", "ci_high")
+    if any(o.get(k) is None or n.get(k) is None for k in keys):
         return None
-    o, n = old["label_error_rate"], new["label_error_rate"]
-    n_old, n_new = int(o.get("reviewed") or o.get("sample_size") or 0), int(n.get("reviewed") or n.get("sample_size") or 0)
-    x_old = o.get("confirmed_errors")
-    x_new = n.get("confirmed_errors")
-    if x_old is None or x_new is None or not n_old or not n_new:
-        return None
-    diff, low, high = unpaired_difference_interval(x_old, n_old, x_new, n_new, confidence_level=confidence_level)
-    p = fisher_two_sided_p_value(x_old, n_old, x_new, n_new)
-    return {"attribute": "all", "group": "all", "class": "", "metric": "label_error_rate", "scope": EXPLORATORY,
-            "method": UNPAIRED, "n_old": n_old, "n_new": n_new, "old": float(o["estimate"]), "new": float(n["estimate"]),
-            "difference": float(diff), "ci_low": float(low), "ci_high": float(high), "p_value": float(p),
-            "old_ci_low": o.get("ci_low"), "old_ci_high": o.get("ci_high"), "new_ci_low": n.get("ci_low"),
-            "new_ci_high": n.get("ci_high")}
+    old, old_low, old_high = (float(o[k]) for k in keys)
+    new, new_low, new_high = (float(n[k]) for k in keys)
+    diff = new - old
+    low = diff - math.sqrt((new - new_low) ** 2 + (old_high - old) ** 2)
+    high = diff + math.sqrt((new_high - new) ** 2 + (old - old_low) ** 2)
+    # test of no change from the combined interval (normal approximation: half-width = z x standard error)
+    from scipy import stats
+
+    z = stats.norm.ppf(0.5 + confidence_level / 2)
+    se = (high - low) / (2 * z)
+    p = float(2 * stats.norm.sf(abs(diff) / se)) if se > 0 else (1.0 if diff == 0 else 0.0)
+    n_old = int(o.get("reviewed") or o.get("sample_size") or 0)
+    n_new = int(n.get("reviewed") or n.get("sample_size") or 0)
+    return {**where, "metric": "label_error_rate", "scope": EXPLORATORY, "method": UNPAIRED, "n_old": n_old,
+            "n_new": n_new, "old": old, "new": new, "difference": diff, "ci_low": max(low, -1.0),
+            "ci_high": min(high, 1.0), "p_value": p, "old_ci_low": old_low, "old_ci_high": old_high,
+            "new_ci_low": new_low, "new_ci_high": new_high}
+
+
+def _verified_rows(old: dict | None, new: dict | None, confidence_level: float) -> list[dict]:
+    """Verified label-error rate old vs new (``review --status`` objects): overall, per group and per class
+    where both audits have it."""
+    if not isinstance(old, dict) or not isinstance(new, dict) or not isinstance(old.get("label_error_rate"), dict) \
+            or not isinstance(new.get("label_error_rate"), dict):
+        return []
+    rows = []
+    overall = _verified_pair(old["label_error_rate"], new["label_error_rate"],
+                             {"attribute": "all", "group": "all", "class": ""}, confidence_level)
+    if overall:
+        rows.append(overall)
+    for section, key in (("by_group", ("attribute", "group")), ("by_class", ("class",))):
+        old_rows = {tuple(str(r.get(k)) for k in key): r for r in old.get(section) or [] if isinstance(r, dict)}
+        for r in new.get(section) or []:
+            if not isinstance(r, dict):
+                continue
+            match = old_rows.get(tuple(str(r.get(k)) for k in key))
+            if match is None:
+                continue
+            where = ({"attribute": str(r["attribute"]), "group": str(r["group"]), "class": ""} if section == "by_group"
+                     else {"attribute": "all", "group": "all", "class": str(r["class"])})
+            row = _verified_pair(match, r, where, confidence_level)
+            if row:
+                rows.append(row)
+    return rows
 
 
 def _hash_table(images: pd.DataFrame) -> pd.DataFrame | None:
@@ -416,7 +448,8 @@ def _findings(comparison: dict, rows: pd.DataFrame) -> list[dict]:
 
 def compare_audits(old, new, *, primary_metric: str | None = None, confidence_level: float | None = None,
                    min_group_size: int | None = None, max_ci_width: float | None = None, n_bootstrap: int = 1000,
-                   seed: int = 0, pairing: str = "auto", max_depth: int = 2) -> Comparison:
+                   seed: int = 0, pairing: str = "auto", max_depth: int = 2, verified_old: dict | None = None,
+                   verified_new: dict | None = None) -> Comparison:
     """Compare two audits (OLD -> NEW).
 
     Parameters
@@ -434,6 +467,9 @@ def compare_audits(old, new, *, primary_metric: str | None = None, confidence_le
         :data:`MIN_PAIRED_SHARE` of NEW's scored images (and at least ``min_group_size``), else unpaired.
     max_depth : int
         Intersections of up to this many metadata attributes.
+    verified_old, verified_new : dict, optional
+        Each audit's verified label-error rate (the ``review --status`` object: ``label_error_rate``,
+        ``by_group``, ``by_class``), see :func:`audit.compare.folder.verified_status`.
 
     Returns
     -------
@@ -548,9 +584,9 @@ def compare_audits(old, new, *, primary_metric: str | None = None, confidence_le
 
     # labels -----------------------------------------------------------------------------------------------
     label_rows = _label_rows(old.group_metrics, new.group_metrics, metadata, shared, confidence_level=confidence_level)
-    verified = _verified_row(old.audit, new.audit, confidence_level)
-    if verified is not None:
-        label_rows.append(verified)
+    verified = _verified_rows(verified_old if verified_old is not None else _find_rate(old.audit),
+                              verified_new if verified_new is not None else _find_rate(new.audit), confidence_level)
+    label_rows.extend(verified)
     all_rows = pd.concat([model_rows, pd.DataFrame(label_rows, columns=model_rows.columns)], ignore_index=True) \
         if label_rows else model_rows
     all_rows = assign_verdicts(all_rows.reset_index(drop=True), min_group_size=min_group_size,
@@ -580,7 +616,7 @@ def compare_audits(old, new, *, primary_metric: str | None = None, confidence_le
         "data": {"class_shares": class_rows, "group_shares": share_rows, "shift_tests": shift_tests,
                  "reviews": review_summary, "attributes": metadata, "pixel_attributes": pixel},
         "labels": {"rows": all_rows[is_label].to_dict("records"),
-                   "verified_available": verified is not None,
+                   "verified_available": bool(verified),
                    "note": "label_disagreement_rate is the share of images whose label the model confidently "
                            "disagrees with (confident learning); it is not a label-error rate. label_error_rate "
                            "comes only from reviews of a random sample."},

@@ -123,3 +123,33 @@ def test_regression_keys_without_a_baseline_are_skipped(planted, tmp_path, capsy
     checks = json.loads(verdict_file.read_text())["checks"]
     assert checks == [{"name": "regression.max_drop", "status": "SKIPPED", "value": None, "threshold": 0.05,
                        "attribute": "", "group": "", "class": "", "message": MESSAGE_NO_BASELINE}]
+
+
+def test_verified_label_error_rates_are_compared_when_both_audits_have_them(planted):
+    from audit.compare.core import compare_audits
+
+    old, new, _ = planted
+
+    def status(estimate, low, high, reviewed, by_group):
+        return {"label_error_rate": {"estimate": estimate, "ci_low": low, "ci_high": high, "reviewed": reviewed},
+                "by_group": by_group, "by_class": []}
+
+    verified_old = status(0.10, 0.06, 0.16, 200, [{"attribute": "site", "group": "A", "estimate": 0.1,
+                                                    "ci_low": 0.04, "ci_high": 0.2, "reviewed": 50}])
+    verified_new = status(0.03, 0.01, 0.07, 200, [{"attribute": "site", "group": "A", "estimate": 0.02,
+                                                    "ci_low": 0.0, "ci_high": 0.1, "reviewed": 50}])
+    comparison = compare_audits(*load_pair(old, new), n_bootstrap=50, verified_old=verified_old,
+                                verified_new=verified_new).comparison
+    rows = [r for r in comparison["labels"]["rows"] if r["metric"] == "label_error_rate"]
+    assert comparison["labels"]["verified_available"] and len(rows) == 2
+    overall = [r for r in rows if r["attribute"] == "all"][0]
+    assert overall["difference"] == pytest.approx(-0.07)
+    # square-and-add of the two intervals
+    assert overall["ci_low"] == pytest.approx(-0.07 - np.hypot(0.02, 0.06))
+    assert overall["ci_high"] == pytest.approx(-0.07 + np.hypot(0.04, 0.04))
+    from scipy import stats
+
+    se = (overall["ci_high"] - overall["ci_low"]) / (2 * stats.norm.ppf(0.975))
+    assert overall["p_value"] == pytest.approx(2 * stats.norm.sf(0.07 / se))
+    # tested in the exploratory family (false discovery rate across every exploratory row of the comparison)
+    assert overall["scope"] == "exploratory" and overall["p_adjusted"] >= overall["p_value"]
