@@ -389,7 +389,8 @@ def analyse(prepared: Prepared, *, config: AuditConfig, progress: Progress, star
                                 "duration_s": round(time.perf_counter() - clock, 3),
                                 "stage_durations_s": durations})
     return AuditResult(audit=audit, images=images, group_metrics=bundle.group_metrics,
-                       probabilities=prepared.probabilities, embeddings=prepared.embeddings)
+                       probabilities=prepared.probabilities, embeddings=prepared.embeddings,
+                       extra={"files": bundle.files})
 
 
 def run_audit(config: AuditConfig, *, progress: Progress | None = None) -> AuditResult:

@@ -132,12 +132,15 @@ class StepOutput:
         Columns of ``images.parquet`` (one value per kept image, in table order), by name.
     metrics : dict
         ``audit.json`` ``metrics`` entries (direction and description) of metrics the step introduces.
+    files : dict
+        Extra tables of the audit folder by name (e.g. ``annotators``), handed to the writer.
     """
 
     sections: dict = field(default_factory=dict)
     group_rows: list = field(default_factory=list)
     image_columns: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,7 @@ class Context:
     errors: list = field(default_factory=list)
     all_groups: pd.DataFrame | None = None
     reference: object = None
+    annotations: object = None
     pixel_groups: list = field(default_factory=list)
 
     @property
@@ -466,6 +470,7 @@ class AnalysisBundle:
     constant_attributes: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     durations: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
 
 
 def pixel_group_columns(frame: pd.DataFrame) -> list[str]:
@@ -546,6 +551,7 @@ def run_steps(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings
     tables: list[pd.DataFrame] = []
     metrics = dict(BASE_METRICS)
     durations: dict[str, float] = {}
+    files: dict = {}
     available = context.available
     for step in (STEPS if steps is None else steps):
         if any(need not in available for need in step.needs):
@@ -563,6 +569,7 @@ def run_steps(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings
             context.sections.update(output.sections)
             tables.extend(output.group_rows)
             metrics.update(output.metrics)
+            files.update(output.files)
             for name, values in output.image_columns.items():
                 context.images[name] = values
         durations[step.name] = round(time.perf_counter() - start, 3)
@@ -585,7 +592,8 @@ def run_steps(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings
     durations["findings"] = round(time.perf_counter() - start, 3)
     return AnalysisBundle(sections=context.sections, images=images, group_metrics=group_metrics, metrics=metrics,
                           findings=findings, pixel_group_attributes=context.pixel_groups,
-                          constant_attributes=context.constant, errors=context.errors, durations=durations)
+                          constant_attributes=context.constant, errors=context.errors, durations=durations,
+                          files=files)
 
 
 def _finish_images(images: pd.DataFrame) -> pd.DataFrame:
