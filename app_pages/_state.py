@@ -146,7 +146,7 @@ def run_new_audit(config, out: Path, *, progress=None) -> Path:
 
     result = run_audit(config, progress=progress)
     return write_audit_folder(out, audit=result.audit, images=result.images, group_metrics=result.group_metrics,
-                              probabilities=result.probabilities)
+                              probabilities=result.probabilities, annotators=result.extra.get("files", {}).get("annotators"))
 
 
 def current_audit() -> Audit:

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="CSV/Parquet attribute table joined to the data by id (or path)")
     data.add_argument("--reference", default=None, metavar="FILE",
                       help="CSV attribute,group,expected_share: reference proportions to compare group shares with")
+    _add_annotation_options(run)
     model = run.add_argument_group("model (optional: give --model or --predictions)")
     model.add_argument("--model", default=None, metavar="FILE",
                        help="TorchScript (.pt), ONNX (.onnx) or state_dict checkpoint (with --arch)")
@@ -91,14 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
                                             "predicted probabilities, and write an audit folder.")
     noise.add_argument("--labels", required=True, metavar="FILE",
                        help="NPY of class indices, or CSV/Parquet with id,label")
-    noise.add_argument("--predictions", required=True, metavar="FILE",
-                       help="NPY (N, K) or CSV/Parquet with id and one column per class")
+    noise.add_argument("--predictions", default=None, metavar="FILE",
+                       help="NPY (N, K) or CSV/Parquet with id and one column per class (may be left out with "
+                            "--annotations: annotation quality alone)")
     noise.add_argument("--out", required=True, metavar="DIR")
     noise.add_argument("--classes", default=None, metavar="FILE", help="text file, one class name a line")
     noise.add_argument("--attributes", default=None, metavar="FILE", help="CSV/Parquet with id and attribute columns")
     noise.add_argument("--predictions-kind", default="auto", choices=("auto", "probabilities", "logits"))
     noise.add_argument("--min-group-size", type=int, default=30, metavar="N")
     noise.add_argument("--policy", default=None, metavar="FILE")
+    _add_annotation_options(noise)
 
     report = commands.add_parser("report", help="render an audit folder as PDF, HTML or Markdown")
     report.add_argument("dir", metavar="DIR")
@@ -116,6 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="an earlier audit folder: also run the policy's [regression] checks of DIR against it")
     __import__("audit.cli_compare").cli_compare.add_parser(commands)
     return parser
+
+
+def _add_annotation_options(command) -> None:
+    """``--annotations`` and ``--consensus`` (issue 16), shared by run and label-noise."""
+    group = command.add_argument_group("annotations (several labels per image)")
+    group.add_argument("--annotations", default=None, metavar="FILE",
+                       help="CSV/Parquet of labels by several annotators: long id,annotator,label[,seconds] or wide "
+                            "(id plus one column per annotator), joined by id (or path): consensus labels, annotator "
+                            "reliability, agreement; with run, --label-column consensus audits the consensus")
+    group.add_argument("--consensus", default="auto", choices=("auto", "majority", "dawid_skene", "crowdlab"),
+                       help="consensus method: auto (crowdlab with a model or predictions, else dawid_skene), "
+                            "majority vote, Dawid-Skene, or crowdlab (Dawid-Skene with the model as one more "
+                            "annotator)")
 
 
 def _progress_bar(quiet: bool):
@@ -153,10 +169,11 @@ def _command_run(args) -> int:
         max_intersection_depth=args.max_intersection_depth, n_bootstrap=args.n_bootstrap, seed=args.seed,
         correction=args.correction, label_noise_source=args.label_noise_source,
         label_score_method=args.label_score, cache_dir=args.cache_dir,
-        use_cache=not args.no_cache)
+        use_cache=not args.no_cache, annotations_file=args.annotations, consensus_method=args.consensus)
     result = run_audit(config, progress=_progress_bar(args.quiet))
     folder = write_audit_folder(args.out, audit=result.audit, images=result.images,
-                                group_metrics=result.group_metrics, probabilities=result.probabilities)
+                                group_metrics=result.group_metrics, probabilities=result.probabilities,
+                                annotators=result.extra.get("files", {}).get("annotators"))
     print(render_summary(result.audit, folder))
     return EXIT_OK
 
@@ -188,9 +205,11 @@ def _command_label_noise(args) -> int:
     result = run_label_noise_audit(labels_file=args.labels, predictions_file=args.predictions,
                                    classes_file=args.classes, attributes_file=args.attributes,
                                    predictions_kind=args.predictions_kind, min_group_size=args.min_group_size,
-                                   policy_file=args.policy)
+                                   policy_file=args.policy, annotations_file=args.annotations,
+                                   consensus_method=args.consensus)
     folder = write_audit_folder(args.out, audit=result.audit, images=result.images,
-                                group_metrics=result.group_metrics, probabilities=result.probabilities)
+                                group_metrics=result.group_metrics, probabilities=result.probabilities,
+                                annotators=result.extra.get("files", {}).get("annotators"))
     print(render_summary(result.audit, folder))
     return EXIT_OK
 

@@ -269,7 +269,10 @@ def prepare_images(config: AuditConfig, *, progress: Progress) -> Prepared:
     # looked up in the manifest.
     metadata_group_by = [c for c in config.group_by if not c.startswith("image_")] if config.group_by else None
     check_pixel_groups(config)
-    dataset = load_dataset(config.data, label_column=config.label_column, group_by=metadata_group_by,
+    # --label-column consensus: the manifest's label column is read as the given label; the consensus of
+    # --annotations replaces it before the analyses (audit.annotation_audit.apply_annotations)
+    dataset = load_dataset(config.data, label_column="label" if config.label_column == "consensus" else
+                           config.label_column, group_by=metadata_group_by,
                            attributes_file=config.attributes_file)
     classes = tuple(dataset.classes)
     class_order_source = dataset.class_order_source
@@ -325,11 +328,18 @@ def analyse(prepared: Prepared, *, config: AuditConfig, progress: Progress, star
     """Run the registered steps on what an adapter prepared and assemble ``audit.json`` (both adapters)."""
     from audit.pipeline.steps import run_steps
 
+    annotations = None
+    if getattr(config, "annotations_file", None):
+        from audit.annotation_audit import apply_annotations
+
+        start = time.perf_counter()
+        prepared, annotations = apply_annotations(prepared, config=config)
+        prepared.durations["load_annotations"] = round(time.perf_counter() - start, 3)
     bundle = run_steps(prepared.kept, classes=prepared.classes, dataset=prepared.dataset,
                        probabilities=prepared.probabilities, embeddings=prepared.embeddings, config=config,
                        progress=progress, n_skipped=len(prepared.skipped),
                        prediction_columns=prepared.prediction_columns,
-                       label_noise_source=prepared.label_noise_source)
+                       label_noise_source=prepared.label_noise_source, annotations=annotations)
     images = bundle.images
     if prepared.kind == "label-noise":  # no image files: the contract's path column is empty
         images = images.drop(columns=["path"]).copy()

@@ -38,6 +38,10 @@ from audit.config import AuditConfig
 from audit.errors import InputError
 from audit.types import Dataset
 
+ERROR_NPY_LABELS_NEED_CLASSES = ("labels file {path}: a .npy of class indices needs the class names; give --classes "
+                                 "FILE (one class a line) or --predictions with named columns")
+ERROR_NOTHING_TO_AUDIT = ("label-noise needs --predictions FILE (probabilities), --annotations FILE (several labels "
+                          "per image), or both")
 ERROR_LABELS_FILE_MISSING = "labels file {path} does not exist"
 ERROR_LABELS_COLUMNS = "labels file {path}: expected columns id,label; found {columns}"
 ERROR_LABELS_NOT_INTEGER = ("labels file {path}: a .npy labels file must hold integer class indices (shape (N,)), "
@@ -405,7 +409,7 @@ def _chunk_rows(k: int) -> int:
     return max(1, CHUNK_BYTES // (8 * max(1, k)))
 
 
-def prepare_labels(*, labels_file: str, predictions_file: str, classes_file: str | None = None,
+def prepare_labels(*, labels_file: str, predictions_file: str | None, classes_file: str | None = None,
                    attributes_file: str | None = None, predictions_kind: str = "auto",
                    max_in_memory_cells: int = IN_MEMORY_CELLS, chunk_rows: int | None = None):
     """Input adapter of ``label-noise``: the labels table (+ attributes) and a probabilities source.
@@ -419,18 +423,26 @@ def prepare_labels(*, labels_file: str, predictions_file: str, classes_file: str
     clock = time.perf_counter()
     if predictions_kind not in PREDICTION_KINDS:
         raise InputError(ERROR_PREDICTIONS_KIND.format(kind=predictions_kind), column="--predictions-kind")
-    classes = load_classes_file(classes_file) if classes_file else _predictions_classes(predictions_file)
+    if predictions_file is None:  # --annotations alone: annotation quality without a model
+        classes = load_classes_file(classes_file) if classes_file else None
+        if classes is None and Path(labels_file).suffix.lower() == ".npy":
+            raise InputError(ERROR_NPY_LABELS_NEED_CLASSES.format(path=labels_file), source=labels_file)
+    else:
+        classes = load_classes_file(classes_file) if classes_file else _predictions_classes(predictions_file)
     n_columns = None
-    if classes is None:
+    if classes is None and predictions_file is not None:
         shape, _ = _npy_header(predictions_file, source=predictions_file)
         n_columns = int(shape[1])
     table = load_labels(labels_file, classes=classes, n_predictions_columns=n_columns)
-    if classes is None:
+    if classes is None and predictions_file is None:
+        classes = tuple(sorted(table["label"].astype(str).unique()))
+    elif classes is None:
         classes = tuple(str(i) for i in range(n_columns))
     class_index = {name: i for i, name in enumerate(classes)}
     label_codes = table["label"].astype(str).map(class_index).to_numpy(dtype=np.int64)
     # Shape against the labels before anything is read (npy); Parquet: ids in order, or the in-memory path.
-    plan = _stream_plan(predictions_file, table=table, classes=classes, labels_file=labels_file)
+    plan = (_stream_plan(predictions_file, table=table, classes=classes, labels_file=labels_file)
+            if predictions_file is not None else None)
     table.insert(0, "row", np.arange(len(table)))
     table["path"] = ""
     group_attributes: list[str] = []
@@ -466,7 +478,9 @@ def prepare_labels(*, labels_file: str, predictions_file: str, classes_file: str
                                               else str(v))
             (group_attributes if table[column].nunique() <= 50 else metadata).append(column)
     prediction_columns = None
-    if plan is None:
+    if predictions_file is None:
+        probabilities = None
+    elif plan is None:
         loaded = load_predictions(predictions_file, table=table, classes=classes, kind=predictions_kind, root=None)
         probabilities = np.asarray(loaded.probabilities, dtype=np.float32)
         kind_used, message = loaded.kind_used, loaded.message
@@ -488,11 +502,13 @@ def prepare_labels(*, labels_file: str, predictions_file: str, classes_file: str
     dataset = Dataset(table=table, classes=classes, group_attributes=tuple(group_attributes),
                       metadata_columns=tuple(metadata), root=Path(labels_file).resolve().parent,
                       source=str(labels_file), kind="labels", class_order_source="classes file" if classes_file
-                      else "predictions columns")
+                      else "predictions columns" if predictions_file is not None else "sorted")
     data_hash = hashlib.sha256(("\n".join(f"{i}\t{l}" for i, l in zip(table["id"], table["label"]))).encode()).hexdigest()
-    model_sha = _sha256_file(predictions_file)
-    model_info = {"source": str(Path(predictions_file).resolve()), "kind": "predictions", "sha256": model_sha,
-                  "predictions_kind": kind_used, "message": message, "has_embeddings": False, "from_cache": False}
+    model_info = None
+    if predictions_file is not None:
+        model_info = {"source": str(Path(predictions_file).resolve()), "kind": "predictions",
+                      "sha256": _sha256_file(predictions_file), "predictions_kind": kind_used, "message": message,
+                      "has_embeddings": False, "from_cache": False}
     return Prepared(kind="label-noise", dataset=dataset, kept=table, classes=tuple(classes),
                     class_order_source=dataset.class_order_source, probabilities=probabilities,
                     prediction_columns=prediction_columns, model_info=model_info, skipped=[],
@@ -501,10 +517,11 @@ def prepare_labels(*, labels_file: str, predictions_file: str, classes_file: str
                     label_noise_source=("predictions", "the probabilities given with --predictions"))
 
 
-def run_label_noise_audit(*, labels_file: str, predictions_file: str, classes_file: str | None = None,
+def run_label_noise_audit(*, labels_file: str, predictions_file: str | None, classes_file: str | None = None,
                           attributes_file: str | None = None, predictions_kind: str = "auto",
                           min_group_size: int = 30, policy_file: str | None = None, seed: int = 0,
-                          max_in_memory_cells: int = IN_MEMORY_CELLS, chunk_rows: int | None = None):
+                          max_in_memory_cells: int = IN_MEMORY_CELLS, chunk_rows: int | None = None,
+                          annotations_file: str | None = None, consensus_method: str = "auto"):
     """Build the audit of a labels + probabilities pair; returns an :class:`~audit.pipeline.AuditResult`.
 
     The same steps and ``audit.json`` assembly as ``run`` (:func:`audit.pipeline.core.analyse`); sections
@@ -512,14 +529,19 @@ def run_label_noise_audit(*, labels_file: str, predictions_file: str, classes_fi
     predictions file (``.npy``, or Parquet in the labels' id order) is never held whole;
     ``result.probabilities`` is then a :class:`PredictionsStream` (the writer streams it). ``chunk_rows``
     overrides the rows per chunk (default about :data:`CHUNK_BYTES` of float64 values).
+    ``annotations_file`` (several labels per image) adds the annotations step; then ``predictions_file`` may
+    be None (annotation quality alone: no label-noise or performance sections).
     """
     from audit.pipeline.core import analyse
 
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
+    if predictions_file is None and annotations_file is None:
+        raise InputError(ERROR_NOTHING_TO_AUDIT)
     config = AuditConfig(data=labels_file, predictions=predictions_file, predictions_kind=predictions_kind,
                          min_group_size=min_group_size, policy_file=policy_file, seed=seed,
-                         attributes_file=attributes_file)
+                         attributes_file=attributes_file, annotations_file=annotations_file,
+                         consensus_method=consensus_method)
     prepared = prepare_labels(labels_file=labels_file, predictions_file=predictions_file, classes_file=classes_file,
                               attributes_file=attributes_file, predictions_kind=predictions_kind,
                               max_in_memory_cells=max_in_memory_cells, chunk_rows=chunk_rows)

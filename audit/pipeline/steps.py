@@ -410,6 +410,12 @@ def _calibration_step(context: Context) -> StepOutput:
     return StepOutput(sections={"calibration": reliability.to_dict()})
 
 
+def _annotations_step(context: Context) -> StepOutput:
+    from audit.annotation_audit import annotations_step
+
+    return annotations_step(context)
+
+
 def _data_quality_step(context: Context) -> StepOutput:
     from audit.analysis.data_quality import HASH_COLUMNS, PROPERTY_COLUMNS, find_data_quality_issues
 
@@ -451,6 +457,8 @@ STEPS: list[Step] = [
     Step("weak_slices", _weak_slices_step, needs=("probabilities",), stage="measuring performance by group"),
     Step("calibration", _calibration_step, needs=("probabilities",), stage="measuring performance by group"),
     Step("data_quality", _data_quality_step, needs=("pixels",), stage="checking data quality"),
+    Step("annotations", _annotations_step, stage="analysing annotations",
+         enabled=lambda context: context.annotations is not None),
 ]
 
 #: Audit-wide passes over every group row, after all steps (in this order).
@@ -534,7 +542,7 @@ def build_context(kept: pd.DataFrame, *, classes, dataset, probabilities, embedd
 
 def run_steps(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings, config, progress,
               n_skipped: int = 0, prediction_columns: PredictionColumns | None = None,
-              label_noise_source=None, steps: list[Step] | None = None) -> AnalysisBundle:
+              label_noise_source=None, steps: list[Step] | None = None, annotations=None) -> AnalysisBundle:
     """Run every registered step the inputs allow; return sections, tables, metric directions and findings.
 
     ``probabilities``: None (no model), an ``(N, K)`` array, or a chunk source (callable returning a fresh
@@ -548,6 +556,7 @@ def run_steps(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings
     context = build_context(kept, classes=classes, dataset=dataset, probabilities=probabilities,
                             embeddings=embeddings, config=config, prediction_columns=prediction_columns,
                             label_noise_source=label_noise_source)
+    context.annotations = annotations
     tables: list[pd.DataFrame] = []
     metrics = dict(BASE_METRICS)
     durations: dict[str, float] = {}
