@@ -37,7 +37,7 @@ def annotated(tmp_path_factory) -> Path:
                                    annotations_file=str(folder / "annotations.csv"))
     out = folder / "reports" / "annotated"
     write_audit_folder(out, audit=result.audit, images=result.images, group_metrics=result.group_metrics,
-                       probabilities=result.probabilities, annotators=result.extra.get("annotators"))
+                       probabilities=result.probabilities, annotators=result.extra.get("files", {}).get("annotators"))
     return out
 
 
