@@ -172,13 +172,9 @@ def apply_annotations(prepared, *, config):
     return prepared, result
 
 
-def annotations_step(context):
-    """The registered ``annotations`` step (``audit.pipeline.steps.STEPS``): reads ``context.annotations``."""
-    from audit.pipeline.steps import StepOutput
-
+def annotation_step_parts(context) -> AnnotationOutputs:
+    """What the registered ``annotations`` step (``audit.pipeline.steps``) contributes: computed from
+    ``context.annotations`` with the audit's compared group attributes and probabilities."""
     groups = context.groups[context.compared] if context.compared else None
-    outputs = annotation_outputs(context.annotations, classes=context.classes, groups=groups,
-                                 probabilities=context.probabilities, config=context.config)
-    return StepOutput(sections={"annotations": outputs.section}, group_rows=[outputs.group_rows],
-                      image_columns=outputs.image_columns, metrics=outputs.metrics,
-                      files={"annotators": outputs.annotators})
+    return annotation_outputs(context.annotations, classes=context.classes, groups=groups,
+                              probabilities=context.probabilities, config=context.config)

@@ -411,9 +411,12 @@ def _calibration_step(context: Context) -> StepOutput:
 
 
 def _annotations_step(context: Context) -> StepOutput:
-    from audit.annotation_audit import annotations_step
+    """Several labels per image (``--annotations``): consensus, annotators, agreement (audit.annotation_audit)."""
+    from audit.annotation_audit import annotation_step_parts
 
-    return annotations_step(context)
+    parts = annotation_step_parts(context)
+    return StepOutput(sections={"annotations": parts.section}, group_rows=[parts.group_rows],
+                      image_columns=parts.image_columns, metrics=parts.metrics, files={"annotators": parts.annotators})
 
 
 def _data_quality_step(context: Context) -> StepOutput:
