@@ -40,6 +40,11 @@ _OPTION = re.compile(r"--[a-z][a-z-]*")
 
 def form_message(message: str) -> str:
     """An engine message with the CLI options it names replaced by the names of this form's fields."""
+    # uploads are confined to their own folder (the app's --data-root): say so in the form's words
+    message = str(message).replace("files outside --data-root, when given, are refused",
+                                   "files outside the uploaded zip are refused")
+    message = message.replace("outside --data-root", "outside the uploaded zip")
+
     def field(match: re.Match) -> str:
         name = FORM_FIELDS.get(match.group(0), "")
         return f"the field '{name}'" if name else match.group(0)
@@ -148,6 +153,8 @@ if submitted:
             paths = {k: v.strip() for k, v in paths.items() if v and v.strip()}
         if not paths.get("data"):
             raise InputError(ERROR_NO_DATA)
+        if source == "Upload":  # uploads are read only from their own folder (symlinks in the zip included)
+            paths["data_root"] = str(upload_folder / "data")
         config = AuditConfig(label_column=label_column or "label",
                              group_by=tuple(c.strip() for c in group_by.split(",") if c.strip()) or None,
                              arch=arch or None, min_group_size=int(min_group_size), **paths)

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "manifest with a path column (relative to the manifest) and a label column")
     data.add_argument("--out", required=True, metavar="DIR", help="audit folder to write (created if missing; "
                       "other files in it are kept)")
+    data.add_argument("--data-root", default=None, metavar="DIR",
+                      help="read images only from inside DIR (after symlinks); default: read every path the "
+                           "manifest names, absolute paths and symlinks included")
     data.add_argument("--label-column", default="label", metavar="COL", help="manifest column with the class "
                       "name (default: label)")
     data.add_argument("--group-by", type=_comma_list, default=None, metavar="COL,...",
@@ -162,7 +165,8 @@ def _command_run(args) -> int:
     from audit.folder import write_audit_folder
 
     config = AuditConfig(
-        data=args.data, label_column=args.label_column, group_by=args.group_by, attributes_file=args.attributes,
+        data=args.data, data_root=args.data_root, label_column=args.label_column, group_by=args.group_by,
+        attributes_file=args.attributes,
         reference_file=args.reference, model=args.model, arch=args.arch, preprocess_file=args.preprocess,
         class_map_file=args.class_map, predictions=args.predictions, predictions_kind=args.predictions_kind,
         policy_file=args.policy, min_group_size=args.min_group_size, max_ci_width=args.max_ci_width,

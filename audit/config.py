@@ -29,6 +29,9 @@ class AuditConfig:
     ----------
     data : str
         ImageFolder root, or a CSV/Parquet manifest.
+    data_root : str or None
+        Confine image reads to this folder (``--data-root``); None reads absolute paths and symlinks wherever
+        they point.
     label_column : str
         Manifest column holding the class name.
     group_by : tuple of str or None
@@ -97,6 +100,7 @@ class AuditConfig:
     use_cache: bool = True
     annotations_file: str | None = None
     consensus_method: str = "auto"
+    data_root: str | None = None
 
     def check(self) -> None:
         """Validate the settings; raise :class:`~audit.errors.InputError` naming the bad one."""
@@ -140,7 +144,7 @@ class AuditConfig:
         """The settings as recorded in ``provenance.settings`` (paths resolved to absolute strings)."""
         values = asdict(self)
         for key in ("data", "attributes_file", "reference_file", "model", "preprocess_file", "class_map_file",
-                    "predictions", "policy_file", "annotations_file"):
+                    "predictions", "policy_file", "annotations_file", "data_root"):
             if values[key]:
                 values[key] = str(Path(values[key]).resolve())
         if values["group_by"] is not None:

@@ -293,7 +293,7 @@ def skip_run(base, tmp_path_factory):
     # the csv module cannot write a NUL byte: write the row by hand
     text = frame.to_csv(index=False).replace("images/img_\x000001.png", "PLACEHOLDER_NUL")
     (folder / "manifest.csv").write_bytes(text.encode().replace(b"PLACEHOLDER_NUL", b"images/img_\x000001.png"))
-    assert main(list(map(str, run_args(folder)))) == 0
+    assert main(list(map(str, run_args(folder, "--data-root", folder)))) == 0
     audit = json.loads((folder / "out" / "audit.json").read_text())
     rows = {case: len(manifest_frame(base)) + i for i, case in enumerate(paths)}
     return audit, rows, folder
@@ -347,10 +347,10 @@ def test_skip_path_that_is_not_a_regular_file(skip_run, case):
 
 
 @pytest.mark.parametrize("case", ["symlink_out_of_root", "dotdot", "absolute_outside"])
-def test_skip_path_escaping_the_root(skip_run, case):
-    from audit.io.manifest import SKIP_PATH_ESCAPES
+def test_skip_path_outside_data_root(skip_run, case):
+    from audit.io.manifest import SKIP_OUTSIDE_DATA_ROOT
 
-    assert _skip_reason(skip_run, case) == SKIP_PATH_ESCAPES
+    assert _skip_reason(skip_run, case) == SKIP_OUTSIDE_DATA_ROOT
 
 
 def test_skip_missing_file(skip_run):

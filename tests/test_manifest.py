@@ -95,14 +95,18 @@ def test_imagefolder_images_directly_in_a_top_folder_mean_class_layout(tmp_path)
     assert dataset.table["label"].tolist() == ["cat", "dog"]
 
 
-def test_imagefolder_symlink_outside_root_is_a_counted_skip(tmp_path):
+def test_imagefolder_symlink_outside_root_is_read_unless_data_root_confines(tmp_path):
     root = tmp_path / "data"
     _images(root, ["cat/1.png", "dog/2.png"])
     outside = _image(tmp_path / "elsewhere" / "secret.png")
     os.symlink(outside, root / "cat" / "link.png")
-    dataset = load_dataset(root)
+    dataset = load_dataset(root)  # a store of symlinks (DVC, git-annex, HF cache) is read
+    assert dataset.table["id"].tolist() == ["cat/1.png", "cat/link.png", "dog/2.png"]
+    assert list(dataset.skipped) == []
+    dataset = load_dataset(root, data_root=root)
     assert dataset.table["id"].tolist() == ["cat/1.png", "dog/2.png"]
-    assert [(s.path, s.reason) for s in dataset.skipped] == [("cat/link.png", m.SKIP_PATH_ESCAPES)]
+    assert [(s.path, s.reason) for s in dataset.skipped] == [("cat/link.png", m.SKIP_OUTSIDE_DATA_ROOT)]
+    assert "--data-root" in m.SKIP_OUTSIDE_DATA_ROOT
 
 
 def test_imagefolder_without_class_folders(tmp_path):
@@ -181,9 +185,10 @@ def test_group_by_orders_and_validates(tmp_path):
 def test_label_column_and_manifest_id(tmp_path):
     _images(tmp_path, ["sub/a.png", "sub/b.png"])
     manifest = _csv(tmp_path / "meta" / "m.csv", "id,path,gender\nA1,../sub/a.png,female\nB2,../sub/b.png,male\n")
-    # paths are relative to the manifest's folder: '../sub' leaves it, so both are counted skips
-    _raises(m.ERROR_EMPTY_DATASET.format(path=str(manifest), n_skipped=2, reasons="2 path escapes the data root"),
-            manifest, label_column="gender")
+    # paths are relative to the manifest's folder; '../sub' leaves it: read, unless --data-root confines reads
+    assert load_dataset(manifest, label_column="gender").table["id"].tolist() == ["A1", "B2"]
+    _raises(m.ERROR_EMPTY_DATASET.format(path=str(manifest), n_skipped=2, reasons="2 outside --data-root"),
+            manifest, label_column="gender", data_root=tmp_path / "meta")
     manifest = _csv(tmp_path / "m.csv", "id,path,gender\nA1,sub/a.png,female\nB2,sub/b.png,male\n")
     dataset = load_dataset(manifest, label_column="gender")
     assert dataset.table["id"].tolist() == ["A1", "B2"]
@@ -230,12 +235,26 @@ def test_manifest_paths_escaping_or_missing_are_counted_skips(tmp_path):
                     "missing.png,y\n"             # file not found
                     f"{root / 'b.png'},y\n"       # absolute inside the root: fine
                     "sub/../c.png,x\n")           # '..' that stays inside: fine
-    dataset = load_dataset(manifest)
+    dataset = load_dataset(manifest, data_root=root)
     assert dataset.table["row"].tolist() == [0, 5, 6]
     assert dataset.table["id"].tolist() == ["a.png", "b.png", "c.png"]
     assert [(s.row, s.reason) for s in dataset.skipped] == [
-        (1, m.SKIP_PATH_ESCAPES), (2, m.SKIP_PATH_ESCAPES), (3, m.SKIP_PATH_ESCAPES), (4, m.SKIP_NOT_FOUND)]
+        (1, m.SKIP_OUTSIDE_DATA_ROOT), (2, m.SKIP_OUTSIDE_DATA_ROOT), (3, m.SKIP_OUTSIDE_DATA_ROOT),
+        (4, m.SKIP_NOT_FOUND)]
     assert dataset.skipped[1].path == "../outside.png"
+    # Without --data-root the local user's manifest is read as written: absolute paths, '..' and symlinks
+    # pointing outside the manifest's folder (ids of files outside it are their absolute paths).
+    other = _image(tmp_path / "store" / "other.png")
+    manifest = _csv(root / "m2.csv", f"path,label\na.png,x\n{outside},y\n../store/other.png,y\nlink.png,x\n")
+    dataset = load_dataset(manifest)
+    assert dataset.table["row"].tolist() == [0, 1, 2, 3]
+    assert dataset.table["id"].tolist() == ["a.png", outside.as_posix(), other.as_posix(), "link.png"]
+    assert dataset.table["path"].tolist() == [str(root / "a.png"), str(outside), str(other), str(root / "link.png")]
+    assert list(dataset.skipped) == []
+    # two rows naming one file (an absolute path and a '..' path) are still caught
+    manifest = _csv(root / "m3.csv", f"path,label\na.png,x\n{outside},y\n../outside.png,y\n")
+    _raises(m.ERROR_DUPLICATE_ID.format(path=str(manifest), first=m._where(1, "csv"), second=m._where(2, "csv"),
+                                        id=outside.as_posix()), manifest)
 
 
 # ---------------------------------------------------------------------------------------------------------

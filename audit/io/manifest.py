@@ -37,10 +37,12 @@ value on every image that has one, over at least :data:`ID_LIKE_MIN_VALUES` imag
 
 Skips and errors
 ----------------
-A manifest path that escapes the data root (absolute outside it, ``..`` traversal, a symlink resolving
-outside), a missing image file, a path naming a folder, pipe or device, and a path holding a NUL byte are
-counted skips (:data:`SKIP_PATH_ESCAPES`, :data:`SKIP_NOT_FOUND`, :data:`SKIP_NOT_A_FILE`,
-:data:`SKIP_INVALID_PATH`). A label cell holding one of :data:`LABEL_MISSING_TOKENS` (``nan``, ``null``) is an
+Relative manifest paths are read from the manifest's folder; absolute paths, ``..`` and symlinks are read
+wherever they point (the local user owns the manifest). With ``data_root`` (CLI ``--data-root DIR``), an
+image whose real path lies outside that folder is a counted skip (:data:`SKIP_OUTSIDE_DATA_ROOT`, naming
+the option). A Windows drive path, a missing image file, a path naming a folder, pipe or device, and a path
+holding a NUL byte are counted skips (:data:`SKIP_PATH_ESCAPES`, :data:`SKIP_NOT_FOUND`,
+:data:`SKIP_NOT_A_FILE`, :data:`SKIP_INVALID_PATH`). A label cell holding one of :data:`LABEL_MISSING_TOKENS` (``nan``, ``null``) is an
 error like an empty one; a column named like a per-image column the engine writes (:data:`ENGINE_COLUMNS`,
 ``is_<issue>_issue``, ``<issue>_score``) is refused; a CSV whose only column holds ``;``, tabs or ``|`` is
 reported as using the wrong delimiter.
@@ -100,6 +102,8 @@ _ENGINE_ISSUE_COLUMN = re.compile(r"^is_.+_issue$")
 
 # --- counted skips (SkipEntry.reason) --------------------------------------------------------------------
 SKIP_PATH_ESCAPES = "path escapes the data root"
+#: The reason of a file outside ``--data-root`` (the option that would allow it is named).
+SKIP_OUTSIDE_DATA_ROOT = "outside --data-root (give a --data-root that holds it, or leave --data-root out)"
 SKIP_NOT_FOUND = "file not found"
 SKIP_NOT_A_FILE = "not a regular file (a folder, pipe or device)"
 SKIP_INVALID_PATH = "invalid path (contains a NUL byte)"
@@ -170,7 +174,9 @@ ERROR_NO_CLASS_FOLDERS = (
     "or pass a CSV/Parquet manifest.")
 ERROR_EMPTY_DATASET = (
     "No usable images in {path}: {n_skipped} input(s) skipped ({reasons}). Check that the paths point to "
-    "existing image files inside the data root.")
+    "existing image files (relative paths are read from the manifest's folder; files outside --data-root, "
+    "when given, are refused).")
+ERROR_DATA_ROOT = "--data-root {path} is not a folder: give the folder that holds every image, or leave it out"
 ERROR_SINGLE_CLASS = (
     "{path} has images of only one class ('{label}'): an audit needs at least 2 classes. Add images of "
     "other classes or check the label column.")
@@ -186,7 +192,8 @@ NOTE_UNMATCHED_ATTRIBUTE_ROWS = (
 
 def load_dataset(data: str | os.PathLike, *, label_column: str = "label", group_by: list[str] | None = None,
                  attributes_file: str | os.PathLike | None = None, classes: list[str] | None = None,
-                 max_group_values: int = MAX_GROUP_VALUES, classes_source: str = "classes file") -> Dataset:
+                 max_group_values: int = MAX_GROUP_VALUES, classes_source: str = "classes file",
+                 data_root: str | os.PathLike | None = None) -> Dataset:
     """Read an ImageFolder tree or a CSV/Parquet manifest into a validated :class:`Dataset`.
 
     Parameters
@@ -206,6 +213,11 @@ def load_dataset(data: str | os.PathLike, *, label_column: str = "label", group_
         Attribute columns with more distinct values are metadata, not groups (when ``group_by`` is None).
     classes_source : str, default "classes file"
         Recorded as ``class_order_source`` when ``classes`` is given (e.g. ``"model"``).
+    data_root : str or path, optional
+        Confine reads: an image whose real path (after symlinks) lies outside this folder is a counted skip
+        (:data:`SKIP_OUTSIDE_DATA_ROOT`). Default None: the user owns the manifest, so absolute paths, ``..``
+        and symlinks into a store elsewhere (DVC, git-annex, the Hugging Face cache) are read. The app
+        always confines uploads to their folder.
 
     Returns
     -------
@@ -228,16 +240,21 @@ def load_dataset(data: str | os.PathLike, *, label_column: str = "label", group_
         if repeated:
             raise InputError(ERROR_DUPLICATE_CLASSES.format(label=repeated[0]), source=source)
 
+    confine = None
+    if data_root is not None:
+        if not Path(data_root).is_dir():
+            raise InputError(ERROR_DATA_ROOT.format(path=data_root), source=str(data_root), column="--data-root")
+        confine = os.path.realpath(data_root)
     if data_path.is_dir():
         kind = "imagefolder"
         root = Path(os.path.realpath(data_path))
-        table, skipped = _scan_imagefolder(root, source)
+        table, skipped = _scan_imagefolder(root, source, confine)
     else:
         kind = _table_kind(data_path)
         if kind is None:
             raise InputError(ERROR_UNSUPPORTED_DATA.format(path=source), source=source)
         root = Path(os.path.realpath(data_path.parent))
-        table, skipped = _load_manifest(data_path, kind, root, source, label_column)
+        table, skipped = _load_manifest(data_path, kind, root, source, label_column, confine)
 
     notes: list[str] = []
     if attributes_file is not None:
@@ -315,7 +332,7 @@ def _walk_files(folder: Path) -> list[str]:
     return found
 
 
-def _scan_imagefolder(root: Path, source: str) -> tuple[pd.DataFrame, list[SkipEntry]]:
+def _scan_imagefolder(root: Path, source: str, confine: str | None) -> tuple[pd.DataFrame, list[SkipEntry]]:
     split_layout = _is_split_layout(root)
     top_dirs, top_files = _list_dir(root)
     if not top_dirs:
@@ -349,8 +366,8 @@ def _scan_imagefolder(root: Path, source: str) -> tuple[pd.DataFrame, list[SkipE
             continue
         row = position
         position += 1
-        if not _inside(os.path.realpath(absolute), root_real):
-            skipped.append(SkipEntry(row, relative, SKIP_PATH_ESCAPES))
+        if confine is not None and not _inside(os.path.realpath(absolute), confine):
+            skipped.append(SkipEntry(row, relative, SKIP_OUTSIDE_DATA_ROOT))
             continue
         if not os.path.isfile(absolute):
             skipped.append(SkipEntry(row, relative, SKIP_NOT_A_FILE if os.path.exists(absolute) else SKIP_NOT_FOUND))
@@ -473,8 +490,8 @@ def _object_frame(columns: dict) -> pd.DataFrame:
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
-def _load_manifest(path: Path, kind: str, root: Path, source: str,
-                   label_column: str) -> tuple[pd.DataFrame, list[SkipEntry]]:
+def _load_manifest(path: Path, kind: str, root: Path, source: str, label_column: str,
+                   confine: str | None) -> tuple[pd.DataFrame, list[SkipEntry]]:
     raw = _read_table(path, kind)
     columns = list(raw.columns)
     if kind == "csv" and len(columns) == 1:
@@ -535,9 +552,12 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str,
         absolute_paths.append(absolute)
         if has_id:
             ids.append(given_ids[row])
-        else:
-            relative = os.path.relpath(absolute, root_text) if not _DRIVE.match(given) else given
-            ids.append(Path(relative).as_posix())
+        elif _DRIVE.match(given):
+            ids.append(given)
+        elif _inside(absolute, root_text):
+            ids.append(Path(os.path.relpath(absolute, root_text)).as_posix())
+        else:  # outside the manifest's folder: the absolute path is the id (unique, says where it is)
+            ids.append(Path(absolute).as_posix())
 
     keep: list[int] = []
     skipped: list[SkipEntry] = []
@@ -545,8 +565,10 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str,
         absolute = absolute_paths[row]
         if "\x00" in absolute:  # os.path.realpath raises ValueError on it; no file can have such a name
             skipped.append(SkipEntry(row, paths[row].replace("\x00", "\\x00"), SKIP_INVALID_PATH))
-        elif _DRIVE.match(paths[row]) or not _inside(os.path.realpath(absolute), root_text):
+        elif _DRIVE.match(paths[row]):  # a Windows drive path names no file on this system
             skipped.append(SkipEntry(row, paths[row], SKIP_PATH_ESCAPES))
+        elif confine is not None and not _inside(os.path.realpath(absolute), confine):
+            skipped.append(SkipEntry(row, paths[row], SKIP_OUTSIDE_DATA_ROOT))
         elif not os.path.isfile(absolute):
             reason = SKIP_NOT_A_FILE if os.path.exists(absolute) else SKIP_NOT_FOUND
             skipped.append(SkipEntry(row, paths[row], reason))

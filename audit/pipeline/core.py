@@ -273,7 +273,7 @@ def prepare_images(config: AuditConfig, *, progress: Progress) -> Prepared:
     # --annotations replaces it before the analyses (audit.annotation_audit.apply_annotations)
     dataset = load_dataset(config.data, label_column="label" if config.label_column == "consensus" else
                            config.label_column, group_by=metadata_group_by,
-                           attributes_file=config.attributes_file)
+                           attributes_file=config.attributes_file, data_root=config.data_root)
     classes = tuple(dataset.classes)
     class_order_source = dataset.class_order_source
     model = None
@@ -354,6 +354,8 @@ def analyse(prepared: Prepared, *, config: AuditConfig, progress: Progress, star
         "classes": list(prepared.classes),
         "dataset": {
             "source": prepared.source, "kind": dataset.kind, "root": prepared.root,
+            "data_root": (str(Path(config.data_root).resolve()) if getattr(config, "data_root", None)
+                          else None),
             "n_images": int(len(kept)), "n_rows": int(len(dataset.table) + len(dataset.skipped)),
             "n_skipped": len(prepared.skipped), "n_classes": len(prepared.classes),
             "class_order_source": prepared.class_order_source,

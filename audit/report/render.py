@@ -278,9 +278,15 @@ def _suspects(data: AuditFolder, *, thumbnails: bool) -> tuple[list, int]:
                      "suggested": str(r.get("suggested_label", "") or ""),
                      "score": fmt_number(r.get("label_score"), 3),
                      "thumbnail": thumbnail_data_uri(r.get("path")) if thumbnails and _inside_root(
-                         r.get("path"), (data.audit.get("dataset") or {}).get("root")) else None,
+                         r.get("path"), _image_root(data.audit)) else None,
                      "review": decisions.get(str(r["id"]), "not reviewed" if data.reviews is not None else "")})
     return rows, int(len(flagged))
+
+
+def _image_root(audit: dict):
+    """The folder a report may embed images from: ``--data-root`` when the audit had one, else the data root."""
+    dataset = audit.get("dataset") or {}
+    return dataset.get("data_root") or dataset.get("root")
 
 
 def _review_summary(data: AuditFolder) -> dict | None:
@@ -441,7 +447,7 @@ def _annotations(analyses: dict, data: AuditFolder, gm: pd.DataFrame, *, thumbna
     if "annotation_disagreement_score" in images.columns:
         flag = images["is_annotation_disagreement_issue"].fillna(False).astype(bool)
         n_flagged_images = int(flag.sum())
-        root = (data.audit.get("dataset") or {}).get("root")
+        root = _image_root(data.audit)
         for _, r in images[flag].sort_values("annotation_disagreement_score", kind="stable").head(TOP_DISAGREED).iterrows():
             disagreed.append({"id": str(r["id"]), "label": str(r.get("label", "")),
                               "consensus": str(r.get("consensus_label", "") or ""),
