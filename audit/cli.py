@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="imagefair",
         description="Audit an image-classification dataset and a pretrained model for bias, fairness and label "
                     "quality. Every command reads or writes one audit folder (see docs/audit-folder.md).")
+    from audit import __version__
+
+    parser.add_argument("--version", action="version", version=f"imagefair {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="audit images + labels (+ attributes, + a model) into an audit folder",
@@ -98,24 +101,37 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--predictions", default=None, metavar="FILE",
                        help="NPY (N, K) or CSV/Parquet with id and one column per class (may be left out with "
                             "--annotations: annotation quality alone)")
-    noise.add_argument("--out", required=True, metavar="DIR")
-    noise.add_argument("--classes", default=None, metavar="FILE", help="text file, one class name a line")
+    noise.add_argument("--out", required=True, metavar="DIR",
+                       help="audit folder to write (created if missing; other files in it are kept)")
+    noise.add_argument("--classes", default=None, metavar="FILE",
+                       help="text file, one class name a line, in the predictions' column order (default: "
+                            "the CSV/Parquet column names, or 0..K-1 for NPY)")
     noise.add_argument("--attributes", default=None, metavar="FILE", help="CSV/Parquet with id and attribute columns")
-    noise.add_argument("--predictions-kind", default="auto", choices=("auto", "probabilities", "logits"))
-    noise.add_argument("--min-group-size", type=int, default=30, metavar="N")
-    noise.add_argument("--policy", default=None, metavar="FILE")
+    noise.add_argument("--predictions-kind", default="auto", choices=("auto", "probabilities", "logits"),
+                       help="auto: rows in [0, 1] summing to 1 are probabilities, anything else logits")
+    noise.add_argument("--min-group-size", type=int, default=30, metavar="N",
+                       help="groups with fewer images get insufficient_evidence (default 30)")
+    noise.add_argument("--policy", default=None, metavar="FILE", help="TOML policy: record a pass/fail verdict")
     _add_annotation_options(noise)
 
-    report = commands.add_parser("report", help="render an audit folder as PDF, HTML or Markdown")
-    report.add_argument("dir", metavar="DIR")
-    report.add_argument("--format", required=True, choices=("pdf", "html", "md"))
+    report = commands.add_parser("report", help="render an audit folder as PDF, HTML or Markdown",
+                                 description="Render the audit folder DIR as a PDF, HTML or Markdown report. The "
+                                             "report re-reads the folder and computes nothing new.")
+    report.add_argument("dir", metavar="DIR", help="audit folder written by run or label-noise")
+    report.add_argument("--format", required=True, choices=("pdf", "html", "md"),
+                        help="pdf (needs Pango for WeasyPrint and Chromium for the charts), html (self-contained, "
+                             "interactive charts) or md (text, no images)")
     report.add_argument("--out", default=None, metavar="FILE", help="default DIR/report.<ext>")
     report.add_argument("--no-thumbnails", action="store_true", help="leave out every image (no faces shown)")
 
-    gate = commands.add_parser("gate", help="check an audit folder against a policy; exit 0 pass, 1 fail, 2 error")
-    gate.add_argument("dir", metavar="DIR")
-    gate.add_argument("--policy", required=True, metavar="FILE")
-    gate.add_argument("--format", default="text", choices=("text", "md"))
+    gate = commands.add_parser("gate", help="check an audit folder against a policy; exit 0 pass, 1 fail, 2 error",
+                               description="Check the audit folder DIR against a policy file and exit 0 (PASS, "
+                                           "warnings listed), 1 (FAIL) or 2 (ERROR or bad input): a release gate "
+                                           "for CI. See policy.example.toml for the keys.")
+    gate.add_argument("dir", metavar="DIR", help="audit folder written by run or label-noise")
+    gate.add_argument("--policy", required=True, metavar="FILE", help="TOML policy (see policy.example.toml)")
+    gate.add_argument("--format", default="text", choices=("text", "md"),
+                      help="text for a terminal, md for a CI comment (default text)")
     gate.add_argument("--json", default=None, metavar="FILE", help="also write the verdict as JSON")
     gate.add_argument("--strict", action="store_true", help="INSUFFICIENT_EVIDENCE fails the gate too")
     gate.add_argument("--baseline", default=None, metavar="OLD",

@@ -28,8 +28,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--pairing", default="auto", choices=("auto", "paired", "unpaired"),
                         help="auto: paired tests on the images both audits score, when they are at least half "
                              "of NEW's; else unpaired")
-    parser.add_argument("--n-bootstrap", type=int, default=1000, metavar="B")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-bootstrap", type=int, default=1000, metavar="B",
+                        help="bootstrap replicates for intervals of differences (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
     parser.set_defaults(handler=command_compare)
 
 
