@@ -176,6 +176,9 @@ ERROR_EMPTY_DATASET = (
     "No usable images in {path}: {n_skipped} input(s) skipped ({reasons}). Check that the paths point to "
     "existing image files (relative paths are read from the manifest's folder; files outside --data-root, "
     "when given, are refused).")
+ERROR_LABEL_NOT_A_MODEL_CLASS = (
+    "{path}, {where}: label '{label}' is not a class of the model (model classes: {model}). Fix the label (a "
+    "typo?) in column '{column}', or map a model class to it with --class-map (a row '<model class>,{label}').")
 ERROR_DATA_ROOT = "--data-root {path} is not a folder: give the folder that holds every image, or leave it out"
 ERROR_SINGLE_CLASS = (
     "{path} has images of only one class ('{label}'): an audit needs at least 2 classes. Add images of "
@@ -402,6 +405,26 @@ def _table_kind(path: Path) -> str | None:
     if suffix in (".parquet", ".pq"):
         return "parquet"
     return None
+
+
+def check_labels_in(dataset: Dataset, model_classes, *, label_column: str = "label") -> None:
+    """Raise :data:`ERROR_LABEL_NOT_A_MODEL_CLASS` for the first image whose label the model does not know.
+
+    Checked before any image is read, so a typo in one label costs no model run. The message names the
+    manifest (or folder), the row and the label column.
+    """
+    known = {str(c) for c in model_classes}
+    table = dataset.table
+    unknown = ~table["label"].astype(str).isin(known)
+    if not unknown.any():
+        return
+    first = table.loc[unknown].iloc[0]
+    kind = dataset.kind
+    where = _where(int(first["row"]), kind) if kind in ("csv", "parquet") else f"file {first['id']}"
+    shown = ", ".join(list(map(str, model_classes))[:20]) + (", ..." if len(model_classes) > 20 else "")
+    raise InputError(ERROR_LABEL_NOT_A_MODEL_CLASS.format(path=dataset.source, where=where, label=first["label"],
+                                                          model=shown, column=label_column),
+                     source=dataset.source, row=int(first["row"]), column=label_column)
 
 
 def _where(row: int, kind: str) -> str:

@@ -281,6 +281,10 @@ def prepare_images(config: AuditConfig, *, progress: Progress) -> Prepared:
         from audit.model.inference import load_model
 
         model = load_model(config.model, arch=config.arch, preprocess_file=config.preprocess_file)
+        if not config.class_map_file and model.classes:
+            from audit.io.manifest import check_labels_in
+
+            check_labels_in(dataset, model.classes, label_column=config.label_column)  # before any image is read
         # A model whose classes include every class of the data (e.g. a 10-class model audited on a subset)
         # defines the class order, so its probabilities need no mapping; absent classes count as empty.
         if (not config.class_map_file and model.classes and set(classes) <= set(model.classes)

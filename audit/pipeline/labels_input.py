@@ -53,6 +53,8 @@ ERROR_UNKNOWN_LABEL = ("labels file {path}, row {row}: label {value!r} is not a 
 ERROR_EMPTY_LABEL = "labels file {path}, row {row}: empty label"
 ERROR_DUPLICATE_ID = "labels file {path}: id {id!r} appears in rows {first} and {second}; ids must be unique"
 ERROR_CLASSES_FILE = "classes file {path}: {problem}"
+ERROR_CLASSES_COUNT = ("classes file {path} lists {n} classes but the predictions file {predictions} has {k} columns: "
+                       "give one class a line, in the predictions' column order")
 ERROR_NO_CLASSES = ("cannot tell the class names: give --classes FILE (one class a line) or a predictions "
                     "CSV/Parquet whose columns are the class names")
 ERROR_ATTRIBUTES_NO_ID = "attributes file {path}: needs an id column to join with the labels; found {columns}"
@@ -433,6 +435,13 @@ def prepare_labels(*, labels_file: str, predictions_file: str | None, classes_fi
     if classes is None and predictions_file is not None:
         shape, _ = _npy_header(predictions_file, source=predictions_file)
         n_columns = int(shape[1])
+    elif classes_file and str(predictions_file).lower().endswith(".npy"):
+        # the classes file and an NPY of probabilities must agree on K before labels are checked against K,
+        # so a short classes file is blamed, not the labels or the predictions
+        shape, _ = _npy_header(predictions_file, source=predictions_file)
+        if len(shape) == 2 and int(shape[1]) != len(classes):
+            raise InputError(ERROR_CLASSES_COUNT.format(path=classes_file, n=len(classes), predictions=predictions_file,
+                                                        k=int(shape[1])), source=str(classes_file))
     table = load_labels(labels_file, classes=classes, n_predictions_columns=n_columns)
     if classes is None and predictions_file is None:
         classes = tuple(sorted(table["label"].astype(str).unique()))
