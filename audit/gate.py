@@ -13,7 +13,7 @@ from typing import TextIO
 
 from audit.errors import InputError
 from audit.policy import (ERROR, FAIL, INSUFFICIENT_EVIDENCE, PASS, SKIPPED, WARN, Verdict, evaluate_policy,
-                          exit_code, load_policy)
+                          exit_code, load_policy, status_rank)
 
 ERROR_OUTPUT_FORMAT = "--format must be text or md, got {value!r}"
 ERROR_JSON_IS_DIR = "--json {path} is a folder; give a file name (e.g. {path}/verdict.json)"
@@ -86,8 +86,7 @@ def _md_code(text) -> str:
 
 def render_gate_markdown(verdict: Verdict, *, folder: str = "", policy_file: str = "") -> str:
     """A pull-request comment: headline verdict, counts, the table of checks (problems first)."""
-    order = {FAIL: 0, ERROR: 1, INSUFFICIENT_EVIDENCE: 2, WARN: 3, PASS: 4, SKIPPED: 5}
-    checks = sorted(verdict.checks, key=lambda c: order[c.status])
+    checks = sorted(verdict.checks, key=lambda c: status_rank(c.status))
     lines = [f"### imagefair release gate: {STATUS_MARK.get(verdict.status, '')} **{verdict.status}**", ""]
     context = f"Audit `{_md_code(folder)}`" + (f", policy `{_md_code(policy_file)}`" if policy_file else "")
     lines.append(f"{context}: {_summary_counts(verdict)}"

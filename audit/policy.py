@@ -52,6 +52,13 @@ FAIL = "FAIL"
 INSUFFICIENT_EVIDENCE = "INSUFFICIENT_EVIDENCE"
 ERROR = "ERROR"
 SKIPPED = "SKIPPED"
+#: The one ordering of check statuses, most serious first (reports, the gate's table and the app sort by it).
+STATUS_ORDER = (ERROR, FAIL, INSUFFICIENT_EVIDENCE, WARN, PASS, SKIPPED)
+
+
+def status_rank(status) -> int:
+    """Position of ``status`` in :data:`STATUS_ORDER` (unknown statuses last)."""
+    return STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER)
 CHECK_STATUSES = (PASS, WARN, FAIL, INSUFFICIENT_EVIDENCE, ERROR, SKIPPED)
 #: Which status decides a row that summarises several groups (most severe first).
 _SEVERITY = {ERROR: 0, FAIL: 1, INSUFFICIENT_EVIDENCE: 2, WARN: 3, PASS: 4, SKIPPED: 5}

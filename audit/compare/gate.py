@@ -28,7 +28,7 @@ from typing import TextIO
 import numpy as np
 
 from audit.errors import PolicyError
-from audit.policy import (ERROR, FAIL, INSUFFICIENT_EVIDENCE, PASS, SKIPPED, WARN, Check, Verdict, exit_code,
+from audit.policy import (ERROR, FAIL, INSUFFICIENT_EVIDENCE, PASS, SKIPPED, STATUS_ORDER, WARN, Check, Verdict, exit_code,
                           overall_status)
 
 REGRESSION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -74,7 +74,7 @@ def _decide_upper(value, low, high, threshold, margin, insufficient=False) -> st
     return WARN if value > threshold - margin else PASS
 
 
-_ORDER = {ERROR: 0, FAIL: 1, INSUFFICIENT_EVIDENCE: 2, WARN: 3, PASS: 4, SKIPPED: 5}
+_ORDER = {status: rank for rank, status in enumerate(STATUS_ORDER)}  # the one ordering of check statuses
 
 
 def _worst(candidates: list[tuple]) -> tuple:

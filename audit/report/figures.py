@@ -154,7 +154,10 @@ def noise_matrix_figure(matrix: Sequence[Sequence[float]], classes: Sequence[str
     from ``analyses.label_noise.noise_matrix``. Meant for up to ~20 classes; for more, show a table of the
     largest off-diagonal entries instead."""
     names = [label(c) for c in classes]
-    fig = go.Figure(go.Heatmap(z=matrix, x=names, y=names, colorscale="Blues", zmin=0, zmax=1,
+    # the numbers on the cells (a static PDF has no hover); small enough to read up to ~20 classes
+    text = [["" if v is None else f"{float(v):.2f}" for v in row] for row in matrix]
+    fig = go.Figure(go.Heatmap(z=matrix, x=names, y=names, colorscale="Blues", zmin=0, zmax=1, text=text,
+                               texttemplate="%{text}", textfont=dict(size=10 if len(names) <= 10 else 7),
                                hovertemplate="given %{y}, true %{x}: %{z:.3f}<extra></extra>",
                                colorbar=dict(title="P")))
     size = max(260, min(700, 120 + 28 * len(names)))

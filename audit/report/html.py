@@ -17,6 +17,12 @@ STATUS_CLASS = {"PASS": "pass", "WARN": "warn", "FAIL": "fail", "INSUFFICIENT_EV
                 "ERROR": "error", "SKIPPED": "skipped", None: "none"}
 
 
+def breakable(text) -> str:
+    """``text`` with a zero-width space after ``.`` and ``_``, so long names (``performance.min_worst_group``,
+    ``INSUFFICIENT_EVIDENCE``) wrap at those points instead of in the middle of a word."""
+    return str(text).replace(".", ".\u200b").replace("_", "_\u200b")
+
+
 @lru_cache(maxsize=1)
 def _environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -26,6 +32,7 @@ def _environment():
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     environment.filters["percent"] = fmt_percent
     environment.filters["number"] = fmt_number
+    environment.filters["breakable"] = breakable
     environment.globals["status_class"] = lambda status: STATUS_CLASS.get(status, "none")
     return environment
 

@@ -54,6 +54,16 @@ METHODS = (
      "groups smaller than the minimum group size, or with intervals wider than the maximum width, get "
      "'insufficient data' instead of a verdict. Weak slices are combinations of attribute values found by "
      "a search and tested the same way."),
+    ("Data quality", "Every image is checked for defects with fixed, documented rules: exact duplicates (same "
+     "SHA-256 of the file bytes); near duplicates (perceptual hashes - pHash, dHash and a colour hash - of the "
+     "whole image, its 95 % centre and its four 90 % corners all within set Hamming distances, or, with a model, "
+     "embeddings with cosine similarity of at least 0.995), grouped into duplicate sets; train/test leakage "
+     "(near-duplicate pairs across splits); too dark or too light (mean luminance below 0.10 or above 0.90); "
+     "blurry (variance of the Laplacian below 100); low information (luminance RMS contrast below 0.02); "
+     "grayscale; odd size (side more than twice or less than half the data set's median) and odd aspect "
+     "ratio (above 2); outliers (with embeddings: the 1 % most isolated images). Issue rates per class and "
+     "group are proportions with 95 % Wilson intervals, each tested against the rest of the data (one-sided "
+     "two-proportion z test, Holm-adjusted within an issue and attribute)."),
     ("Policy checks", "Each policy threshold is compared with the stored value and its interval: PASS, WARN "
      "(within the warning margin), FAIL, INSUFFICIENT_EVIDENCE (the group is too small, or the interval "
      "straddles the threshold), ERROR (the needed analysis failed) or SKIPPED (not part of this audit). Gaps "
@@ -87,7 +97,7 @@ def build_report(folder: str | os.PathLike | AuditFolder, *, thumbnails: bool = 
     s["composition"] = _composition(report, analyses, audit)
     s["label_quality"] = _label_quality(report, analyses, audit, data, gm, thumbnails=thumbnails)
     s["performance"] = _performance(report, analyses, audit, gm)
-    s["data_quality"] = _data_quality(analyses)
+    s["data_quality"] = _data_quality(analyses, has_splits=bool((audit.get("dataset") or {}).get("splits")))
     s["annotations"] = _annotations(analyses, data, gm, thumbnails=thumbnails)
     s["policy"] = _policy(audit)
     s["skipped"] = _skipped(audit)
@@ -399,7 +409,13 @@ def _flatten(value, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
     return [(prefix, "-" if value is None else str(value))]
 
 
-def _data_quality(analyses: dict) -> dict | None:
+#: Words for the summary numbers of ``analyses.data_quality`` (others are shown with their key).
+DATA_QUALITY_LABELS = {"leakage.n_pairs": "near-duplicate pairs across splits (train/test leakage)",
+                       "n_images": "images checked", "n_duplicate_sets": "near-duplicate sets",
+                       "n_exact_duplicate_sets": "exact-duplicate sets"}
+
+
+def _data_quality(analyses: dict, *, has_splits: bool = True) -> dict | None:
     """Findings, issue counts and the other summary numbers of ``analyses.data_quality`` (settings, metric
     definitions and per-pair lists are left to audit.json)."""
     section = analyses.get("data_quality")
@@ -410,9 +426,10 @@ def _data_quality(analyses: dict) -> dict | None:
     rest = {k: v for k, v in section.items()
             if k not in ("findings", "settings", "metrics", "issues", "summary", "issue_counts")}
     rest.update({k: v for k, v in summary.items() if k != "issues"})
-    items = [(k, v) for k, v in _flatten(rest) if v not in ("", "-", "0 entries")]
+    items = [(DATA_QUALITY_LABELS.get(k, k.replace("_", " ")), v) for k, v in _flatten(rest)
+             if v not in ("", "-", "0 entries") and (has_splits or not k.startswith("leakage"))]
     return {"findings": list(section.get("findings") or []),
-            "issues": [{"issue": k, "n": v} for k, v in issues.items()] if isinstance(issues, dict) else [],
+            "issues": [{"issue": str(k).replace("_", " "), "n": v} for k, v in issues.items()] if isinstance(issues, dict) else [],
             "n_images": summary.get("n_images"), "items": items[:30]}
 
 
@@ -486,12 +503,14 @@ def _policy(audit: dict) -> dict | None:
     verdict = audit.get("verdict")
     if not verdict:
         return None
-    order = {"FAIL": 0, "ERROR": 1, "INSUFFICIENT_EVIDENCE": 2, "WARN": 3, "PASS": 4, "SKIPPED": 5}
-    checks = sorted(verdict.get("checks") or [], key=lambda c: order.get(c.get("status"), 9))
-    return {"status": verdict.get("status"), "checks": [
-        {"name": c.get("name"), "status": c.get("status"), "value": fmt_number(c.get("value")),
-         "threshold": fmt_number(c.get("threshold")), "where": _where(c), "message": c.get("message", "")}
-        for c in checks]}
+    from audit.policy import ERROR, FAIL, status_rank
+
+    checks = sorted(verdict.get("checks") or [], key=lambda c: status_rank(c.get("status")))
+    rows = [{"name": c.get("name"), "status": c.get("status"), "value": fmt_number(c.get("value")),
+             "threshold": fmt_number(c.get("threshold")), "where": _where(c), "message": c.get("message", "")}
+            for c in checks]
+    # the checks behind a FAIL or ERROR verdict, shown on the first page
+    return {"status": verdict.get("status"), "checks": rows, "failed": [r for r in rows if r["status"] in (FAIL, ERROR)]}
 
 
 def _where(check: dict) -> str:
