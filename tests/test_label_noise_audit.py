@@ -7,8 +7,9 @@ import pytest
 
 from audit.pipeline.steps import NOTE_STREAMED_SCORES, PROBABILITY_METRICS, PredictionColumns
 from audit.errors import InputError
-from audit.pipeline.labels_input import (ERROR_AUTO_THEN_LOGITS, ERROR_AUTO_THEN_PROBABILITIES, ERROR_ROWS_DIFFER,
-                                     PredictionsStream, run_label_noise_audit, to_probabilities)
+from audit.pipeline.labels_input import (ERROR_AUTO_THEN_LOGITS, ERROR_AUTO_THEN_PROBABILITIES, ERROR_CLASSES_COUNT,
+                                         ERROR_ROWS_DIFFER,
+                                         PredictionsStream, run_label_noise_audit, to_probabilities)
 from audit.model.predictions import (ERROR_PREDICTIONS_N_COLUMNS, ERROR_PREDICTIONS_NOT_FINITE,
                                      ERROR_PREDICTIONS_NOT_PROBABILITIES, load_predictions)
 from audit.folder import ERROR_STREAM_ROWS, write_audit_folder, write_npy_chunks_atomic
@@ -133,8 +134,9 @@ def test_rows_differing_from_labels_fail_before_any_pass(tmp_path):
     np.save(tmp_path / "wide.npy", np.full((50, 4), 0.25, dtype=np.float32))
     with pytest.raises(InputError) as error:
         run_label_noise_audit(**dict(files, predictions_file=str(tmp_path / "wide.npy")))
-    assert str(error.value) == ERROR_PREDICTIONS_N_COLUMNS.format(file=str(tmp_path / "wide.npy"), found=4, n=3,
-                                                                  classes="class_0, class_1, class_2")
+    # both files are named, the classes file first: it is the usual culprit (issue 12 item 10)
+    assert str(error.value) == ERROR_CLASSES_COUNT.format(path=files["classes_file"], n=3,
+                                                          predictions=str(tmp_path / "wide.npy"), k=4)
 
 
 def test_auto_kind_decided_by_first_chunk(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from audit.label_noise_audit import ERROR_CLASSES_COUNT
+from audit.pipeline.labels_input import ERROR_CLASSES_COUNT
 from tests.helpers import run_cli
 
 

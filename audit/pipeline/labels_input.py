@@ -54,7 +54,8 @@ ERROR_EMPTY_LABEL = "labels file {path}, row {row}: empty label"
 ERROR_DUPLICATE_ID = "labels file {path}: id {id!r} appears in rows {first} and {second}; ids must be unique"
 ERROR_CLASSES_FILE = "classes file {path}: {problem}"
 ERROR_CLASSES_COUNT = ("classes file {path} lists {n} classes but the predictions file {predictions} has {k} columns: "
-                       "give one class a line, in the predictions' column order")
+                       "give one class a line, in the predictions' column order (or predictions with one column "
+                       "per class)")
 ERROR_NO_CLASSES = ("cannot tell the class names: give --classes FILE (one class a line) or a predictions "
                     "CSV/Parquet whose columns are the class names")
 ERROR_ATTRIBUTES_NO_ID = "attributes file {path}: needs an id column to join with the labels; found {columns}"
