@@ -3,6 +3,15 @@ plain-language reason (never silently dropped).
 
 Rules
 -----
+- Only an allow-list of formats is ever decoded (:data:`ALLOWED_FORMATS`: JPEG, PNG, WebP, BMP, GIF, TIFF),
+  recognised from the file's first bytes (its "magic number"), never from its extension, and opened with
+  ``Image.open(formats=...)`` limited to the same list. PostScript, EPS and PDF (decoded by Pillow through
+  Ghostscript, an interpreter) and every other format Pillow knows (PCX, SGI, TGA, DDS...) are skipped with
+  :data:`SKIP_FORMAT_NOT_ALLOWED`. :func:`open_image` is the one function every decode path calls (audit,
+  model inference, report and app thumbnails).
+- Each decode has a time budget (``max_seconds``, checked each time the decoder pulls another block of the
+  file) and, when images are decoded ahead by worker threads, a shared budget of pixels decoded ahead
+  (:class:`PixelBudget`), so memory is bounded by pixels, not by file bytes.
 - The file's bytes are read once; ``content_hash`` is their sha256 and decoding works on the same bytes.
 - Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never switched on: ``img.load()`` forces a full decode,
   so a truncated or corrupt file raises and becomes a skip.
@@ -21,6 +30,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +46,17 @@ from audit.types import SkipEntry
 
 #: Default pixel cap (width x height) above which an image is skipped instead of decoded.
 MAX_PIXELS = 40_000_000
+
+#: Formats decoded, as Pillow names them. Adding one is a deliberate decision: it must be recognised in
+#: :func:`sniff_format` and its Pillow decoder must not run an interpreter.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+#: Default time budget for decoding one image, in seconds (checked between blocks of the file).
+MAX_DECODE_SECONDS = 20.0
+
+#: Default budget of pixels decoded ahead of the consumer across all decoding threads (about 3 bytes a
+#: pixel once converted to RGB, a few times more while Pillow decodes). One image alone may exceed it.
+DECODE_AHEAD_PIXELS = 64_000_000
 
 #: Files larger than this are skipped before reading (every file is read whole into memory once): the
 #: largest image under the pixel cap, uncompressed 16-bit RGBA, takes 320 MB.
@@ -52,13 +74,17 @@ SKIP_NOT_FOUND = "file not found"
 SKIP_NOT_A_FILE = "not a regular file"
 SKIP_UNREADABLE = "cannot read file: {detail}"
 SKIP_ZERO_BYTES = "zero-byte file"
-SKIP_NOT_IMAGE = "not an image file (Pillow cannot identify the format)"
+SKIP_NOT_IMAGE = "not an image file (the content is not JPEG, PNG, WebP, BMP, GIF or TIFF, whatever the name)"
 SKIP_CORRUPT = "truncated or corrupt image: {detail}"
 SKIP_TOO_LARGE = ("image above the pixel cap: {width}x{height} = {pixels} pixels > {cap} "
                   "(downscale the image or raise max_pixels)")
 SKIP_BOMB = ("image above the pixel cap: {detail} (downscale the image, or raise max_pixels and "
              "PIL.Image.MAX_IMAGE_PIXELS)")
 SKIP_UNSUPPORTED_MODE = "unsupported image mode {mode!r}"
+SKIP_FORMAT_NOT_ALLOWED = ("format not allowed: {kind} (only JPEG, PNG, WebP, BMP, GIF and TIFF are decoded, "
+                           "recognised from the file's content; convert the file to one of them)")
+SKIP_DECODE_TIMEOUT = ("decoding took longer than the {seconds:g} s budget (the file is pathological or the machine "
+                       "overloaded; re-encode the image or raise max_decode_seconds)")
 SKIP_FILE_TOO_LARGE = "file too large: {n_bytes} bytes > {cap} (an image under the pixel cap is far smaller)"
 
 
@@ -105,6 +131,248 @@ class DecodedImage:
         return self.mode in GRAYSCALE_MODES
 
 
+# --- format recognition --------------------------------------------------------------------------------------
+#: Kinds named in skip reasons for formats that are refused on purpose (first bytes -> name). Never echoes
+#: the file's content.
+_REFUSED_SIGNATURES = (
+    (b"%!PS-Adobe", "PostScript/EPS (would run Ghostscript)"),
+    (b"%!", "PostScript (would run Ghostscript)"),
+    (b"\xc5\xd0\xd3\xc6", "EPS with preview (would run Ghostscript)"),
+    (b"%PDF", "PDF (would run Ghostscript)"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"\x0a\x05\x01", "PCX"), (b"\x0a\x03\x01", "PCX"), (b"\x0a\x02\x01", "PCX"), (b"\x0a\x00\x01", "PCX"),
+    (b"\x01\xda", "SGI"),
+    (b"DDS ", "DDS"),
+    (b"8BPS", "PSD"),
+    (b"qoif", "QOI"),
+    (b"P1", "PBM/PPM"), (b"P2", "PBM/PPM"), (b"P3", "PBM/PPM"), (b"P4", "PBM/PPM"), (b"P5", "PBM/PPM"),
+    (b"P6", "PBM/PPM"), (b"P7", "PAM"),
+    (b"\xd7\xcd\xc6\x9a", "WMF"),
+)
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The allow-listed format of a file from its first bytes (Pillow's name), or None.
+
+    Parameters
+    ----------
+    head : bytes
+        At least the first 12 bytes of the file.
+
+    Returns
+    -------
+    str or None
+        One of :data:`ALLOWED_FORMATS`, or None when the content is not one of them (whatever the extension).
+    """
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "TIFF"
+    return None
+
+
+def refused_kind(head: bytes) -> str | None:
+    """A short name of a known but refused format for the skip reason, or None when not recognised."""
+    for signature, kind in _REFUSED_SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    return None
+
+
+class _DecodeTimeout(Exception):
+    """Raised from inside Pillow's decode loop when the time budget is spent."""
+
+
+class _DeadlineBytes(io.BytesIO):
+    """In-memory file whose reads fail once ``deadline`` (``time.monotonic()``) has passed: Pillow's
+    decoders pull the file block by block, so a decode cannot outlive its budget by more than one block."""
+
+    deadline: float | None = None
+
+    def read(self, size=-1):
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise _DecodeTimeout()
+        return super().read(size)
+
+
+def open_image(data: bytes, *, max_pixels: int = MAX_PIXELS, max_seconds: float | None = MAX_DECODE_SECONDS
+               ) -> Image.Image:
+    """Open image bytes safely: allow-listed format checked from the content, size checked from the header.
+
+    This is the one entry point through which imagefair hands bytes to Pillow (audit decoding, model
+    inference, report and app thumbnails). The returned image is opened, not decoded; call :func:`decode`
+    (or ``image.load()`` inside ``try``) to decode it within the time budget.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+    max_pixels : int, default :data:`MAX_PIXELS`
+        Images with more pixels (width x height, from the header) are refused before decoding; Pillow's
+        own ``Image.MAX_IMAGE_PIXELS`` applies too (the smaller wins).
+    max_seconds : float or None, default :data:`MAX_DECODE_SECONDS`
+        Time budget for opening and decoding, counted from this call; None for no budget.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Opened with ``formats`` limited to :data:`ALLOWED_FORMATS`; ``image.format`` is one of them.
+
+    Raises
+    ------
+    ImageSkip
+        :data:`SKIP_ZERO_BYTES`, :data:`SKIP_FORMAT_NOT_ALLOWED`, :data:`SKIP_NOT_IMAGE`,
+        :data:`SKIP_CORRUPT`, :data:`SKIP_BOMB`, :data:`SKIP_TOO_LARGE` or :data:`SKIP_DECODE_TIMEOUT`.
+    """
+    if not data:
+        raise ImageSkip(SKIP_ZERO_BYTES)
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise AuditError(ERROR_TRUNCATED_LOADING_ON)
+    head = bytes(data[:64])
+    kind = sniff_format(head)
+    if kind is None:
+        refused = refused_kind(head)
+        raise ImageSkip(SKIP_NOT_IMAGE if refused is None else SKIP_FORMAT_NOT_ALLOWED.format(kind=refused))
+    stream = _DeadlineBytes(data)
+    stream.deadline = None if max_seconds is None else time.monotonic() + float(max_seconds)
+    cap = _effective_cap(max_pixels)
+    try:
+        image = Image.open(stream, formats=[kind])
+    except _DecodeTimeout:
+        raise ImageSkip(SKIP_DECODE_TIMEOUT.format(seconds=float(max_seconds))) from None
+    except UnidentifiedImageError:
+        raise ImageSkip(SKIP_NOT_IMAGE) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageSkip(SKIP_BOMB.format(detail=str(error).split(",")[0])) from None
+    except Exception as error:  # Pillow raises many types on a broken header
+        raise ImageSkip(SKIP_CORRUPT.format(detail=_error_detail(error))) from None
+    if image.format not in ALLOWED_FORMATS and image.format != "MPO":  # MPO: multi-picture JPEG
+        image.close()
+        raise ImageSkip(SKIP_FORMAT_NOT_ALLOWED.format(kind=str(image.format)))
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        image.close()
+        raise ImageSkip(SKIP_CORRUPT.format(detail=f"size {width}x{height}"))
+    if width * height > cap:
+        image.close()
+        raise ImageSkip(SKIP_TOO_LARGE.format(width=width, height=height, pixels=width * height, cap=cap))
+    image.info.setdefault("imagefair_max_seconds", max_seconds)
+    return image
+
+
+def decode(image: Image.Image, *, max_pixels: int = MAX_PIXELS) -> None:
+    """Fully decode an image from :func:`open_image` (``image.load()``), mapping every failure to a skip.
+
+    Raises
+    ------
+    ImageSkip
+        :data:`SKIP_DECODE_TIMEOUT` when the budget given to :func:`open_image` ran out, :data:`SKIP_TOO_LARGE`
+        on Pillow's bomb check, :data:`SKIP_CORRUPT` on any decoder error (truncated file...).
+    """
+    width, height = image.size
+    cap = _effective_cap(max_pixels)
+    try:
+        image.load()
+    except _DecodeTimeout:
+        seconds = image.info.get("imagefair_max_seconds") or 0.0
+        raise ImageSkip(SKIP_DECODE_TIMEOUT.format(seconds=float(seconds))) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageSkip(SKIP_TOO_LARGE.format(width=width, height=height, pixels=width * height,
+                                              cap=cap)) from None
+    except Exception as error:
+        raise ImageSkip(SKIP_CORRUPT.format(detail=_error_detail(error))) from None
+
+
+def open_image_file(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS,
+                    max_seconds: float | None = MAX_DECODE_SECONDS) -> Image.Image:
+    """:func:`open_image` on the bytes of the file at ``path`` (read once, size-capped); raises ImageSkip."""
+    return open_image(_read_bytes(path), max_pixels=max_pixels, max_seconds=max_seconds)
+
+
+def thumbnail_bytes(path: str | os.PathLike, *, size: int, format: str = "PNG",
+                    max_pixels: int = MAX_PIXELS, quality: int = 70) -> bytes | None:
+    """A small RGB thumbnail (longest side ``size``) of the image at ``path``, encoded as ``format``.
+
+    Goes through :func:`open_image` (allow-list, pixel cap, time budget). Returns None when the file is
+    absent, refused or broken (the caller shows a placeholder).
+    """
+    try:
+        image = open_image_file(path, max_pixels=max_pixels)
+        with image:
+            if image.format in ("JPEG", "MPO"):
+                image.draft("RGB", (size * 2, size * 2))
+            decode(image, max_pixels=max_pixels)
+            rgb = image.convert("RGB")
+            rgb.thumbnail((size, size))
+            buffer = io.BytesIO()
+            if format.upper() == "JPEG":
+                rgb.save(buffer, format="JPEG", quality=quality)
+            else:
+                rgb.save(buffer, format=format)
+        return buffer.getvalue()
+    except (ImageSkip, AuditError, OSError, ValueError):
+        return None
+
+
+class PixelBudget:
+    """A budget of pixels decoded ahead of the consumer, shared by all decoding threads.
+
+    Each image takes a ticket in file order (``acquire(ticket, pixels)``); a ticket is served only after
+    every earlier one, and only while the pixels held (decoded, not yet released by the consumer) plus its
+    own fit in ``limit`` - or when nothing is held, so one image larger than the budget still decodes, alone.
+    Serving tickets in order makes this deadlock-free: the consumer always releases what blocks the head.
+
+    Parameters
+    ----------
+    limit : int
+        Pixels (width x height) held at most, except for a single image above it.
+    """
+
+    def __init__(self, limit: int = DECODE_AHEAD_PIXELS):
+        self.limit = int(limit)
+        self.held = 0
+        self.peak = 0
+        self._next = 0
+        self._closed = False
+        self._condition = threading.Condition()
+
+    def acquire(self, ticket: int, pixels: int) -> bool:
+        """Wait for ``ticket``'s turn and room for ``pixels``; False when the budget was closed."""
+        with self._condition:
+            while not self._closed and not (
+                    ticket == self._next and (self.held == 0 or self.held + pixels <= self.limit)):
+                self._condition.wait()
+            if self._closed:
+                return False
+            self.held += pixels
+            self.peak = max(self.peak, self.held)
+            self._next += 1
+            self._condition.notify_all()
+            return True
+
+    def release(self, pixels: int) -> None:
+        """Give ``pixels`` back (the consumer is done with an image)."""
+        if pixels:
+            with self._condition:
+                self.held -= pixels
+                self._condition.notify_all()
+
+    def close(self) -> None:
+        """Wake every waiting thread (the consumer stopped); later acquires return False."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+
 def _error_detail(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -115,26 +383,7 @@ def _effective_cap(max_pixels: int) -> int:
     return int(min(max_pixels, pillow_cap)) if pillow_cap else int(max_pixels)
 
 
-def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> DecodedImage:
-    """Read, hash and fully decode one image to RGB.
-
-    Parameters
-    ----------
-    path : str or path
-    max_pixels : int, default :data:`MAX_PIXELS`
-        Images with more pixels (width x height) are skipped before decoding.
-
-    Returns
-    -------
-    DecodedImage
-
-    Raises
-    ------
-    ImageSkip
-        With one of the ``SKIP_*`` reasons of this module.
-    AuditError
-        When another module switched on ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` (:data:`ERROR_TRUNCATED_LOADING_ON`).
-    """
+def _read_bytes(path: str | os.PathLike) -> bytes:
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -151,35 +400,62 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Deco
         raise ImageSkip(SKIP_UNREADABLE.format(detail=_error_detail(error))) from None
     if not data:
         raise ImageSkip(SKIP_ZERO_BYTES)
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        raise AuditError(ERROR_TRUNCATED_LOADING_ON)
-    content_hash = hashlib.sha256(data).hexdigest()
-    cap = _effective_cap(max_pixels)
+    return data
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS,
+               max_seconds: float | None = MAX_DECODE_SECONDS,
+               budget: PixelBudget | None = None, ticket: int | None = None) -> DecodedImage:
+    """Read, hash and fully decode one image to RGB (through :func:`open_image`).
+
+    Parameters
+    ----------
+    path : str or path
+    max_pixels : int, default :data:`MAX_PIXELS`
+        Images with more pixels (width x height) are skipped before decoding.
+    max_seconds : float or None, default :data:`MAX_DECODE_SECONDS`
+        Time budget to open and decode the image.
+    budget : PixelBudget, optional
+        Shared budget of pixels decoded ahead; with it, ``ticket`` (the image's position in decoding order)
+        is required, and the caller must ``budget.release(decoded.width * decoded.height)`` once done with the
+        image (nothing is held when ImageSkip is raised: a skipped image's ticket is served with 0 pixels).
+
+    Returns
+    -------
+    DecodedImage
+
+    Raises
+    ------
+    ImageSkip
+        With one of the ``SKIP_*`` reasons of this module.
+    AuditError
+        When another module switched on ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` (:data:`ERROR_TRUNCATED_LOADING_ON`).
+    """
+    held = 0
+    served = budget is None
     try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageSkip(SKIP_NOT_IMAGE) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageSkip(SKIP_BOMB.format(detail=str(error).split(",")[0])) from None
-    except Exception as error:  # Pillow raises many types on a broken header
-        raise ImageSkip(SKIP_CORRUPT.format(detail=_error_detail(error))) from None
-    with image:
-        width, height = image.size
-        if width * height > cap:
-            raise ImageSkip(SKIP_TOO_LARGE.format(width=width, height=height, pixels=width * height, cap=cap))
-        if width <= 0 or height <= 0:
-            raise ImageSkip(SKIP_CORRUPT.format(detail=f"size {width}x{height}"))
-        mode = image.mode
-        try:
-            image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageSkip(SKIP_TOO_LARGE.format(width=width, height=height, pixels=width * height,
-                                                  cap=cap)) from None
-        except Exception as error:
-            raise ImageSkip(SKIP_CORRUPT.format(detail=_error_detail(error))) from None
-        rgb = _to_rgb(image, mode)
-    return DecodedImage(rgb=rgb, content_hash=content_hash, width=int(width), height=int(height), mode=mode,
-                        n_bytes=len(data))
+        data = _read_bytes(path)
+        content_hash = hashlib.sha256(data).hexdigest()
+        image = open_image(data, max_pixels=max_pixels, max_seconds=max_seconds)
+        with image:
+            width, height = image.size
+            mode = image.mode
+            if budget is not None:
+                served = True
+                if not budget.acquire(ticket, width * height):
+                    raise ImageSkip("decoding stopped")
+                held = width * height
+            decode(image, max_pixels=max_pixels)
+            rgb = _to_rgb(image, mode)
+        result = DecodedImage(rgb=rgb, content_hash=content_hash, width=int(width), height=int(height),
+                              mode=mode, n_bytes=len(data))
+        held = 0
+        return result
+    finally:
+        if budget is not None:
+            if not served:
+                budget.acquire(ticket, 0)
+            budget.release(held)
 
 
 def _to_rgb(image: Image.Image, mode: str) -> np.ndarray:
@@ -206,27 +482,25 @@ def _to_rgb(image: Image.Image, mode: str) -> np.ndarray:
     raise ImageSkip(SKIP_UNSUPPORTED_MODE.format(mode=mode))
 
 
-def _read_or_skip(path: str, max_pixels: int) -> DecodedImage | str:
+def _read_or_skip(path: str, max_pixels: int, max_seconds: float | None = MAX_DECODE_SECONDS
+                  ) -> DecodedImage | str:
     try:
-        return read_image(path, max_pixels=max_pixels)
+        return read_image(path, max_pixels=max_pixels, max_seconds=max_seconds)
     except ImageSkip as skip:
         return skip.reason
 
 
-def _read_chunk(paths: list[str], max_pixels: int) -> list[DecodedImage | str]:
-    return [_read_or_skip(path, max_pixels) for path in paths]
-
-
-def _chunks(paths: list[str]) -> Iterator[list[str]]:
-    """Consecutive runs of paths holding at most :data:`CHUNK_IMAGES` images or about :data:`CHUNK_BYTES`.
+def _chunks(paths: list[str]) -> Iterator[list[int]]:
+    """Consecutive runs of positions holding at most :data:`CHUNK_IMAGES` images or about :data:`CHUNK_BYTES`.
 
     One task per tiny image (CIFAR: 1 kB) costs more in thread hand-over than the decode itself; one task
-    per chunk keeps both small images fast and large ones few per task.
+    per chunk keeps both small images fast and large ones few per task. Memory is bounded by the
+    :class:`PixelBudget`, not by the chunk size.
     """
-    chunk: list[str] = []
+    chunk: list[int] = []
     size = 0
-    for path in paths:
-        chunk.append(path)
+    for position, path in enumerate(paths):
+        chunk.append(position)
         try:
             size += os.stat(path).st_size
         except OSError:
@@ -245,7 +519,9 @@ CHUNK_BYTES = 1 << 20
 
 
 def iter_images(table: pd.DataFrame, *, max_pixels: int = MAX_PIXELS, n_threads: int = 2,
-                progress: Callable[[int], object] | None = None
+                progress: Callable[[int], object] | None = None,
+                max_seconds: float | None = MAX_DECODE_SECONDS,
+                ahead_pixels: int = DECODE_AHEAD_PIXELS,
                 ) -> Iterator[tuple[int, DecodedImage | SkipEntry]]:
     """Decode every image of ``table`` in order, with a small thread pool.
 
@@ -259,6 +535,11 @@ def iter_images(table: pd.DataFrame, *, max_pixels: int = MAX_PIXELS, n_threads:
         the calling thread.
     progress : callable, optional
         Called with the number of images just finished (``tqdm(...).update`` fits).
+    max_seconds : float or None, default :data:`MAX_DECODE_SECONDS`
+        Time budget per image (:func:`open_image`).
+    ahead_pixels : int, default :data:`DECODE_AHEAD_PIXELS`
+        Pixels decoded ahead of the consumer across all threads (:class:`PixelBudget`); an image is held
+        until the consumer asks for the next one.
 
     Yields
     ------
@@ -266,11 +547,6 @@ def iter_images(table: pd.DataFrame, *, max_pixels: int = MAX_PIXELS, n_threads:
         0-based position in ``table``, increasing.
     item : DecodedImage or SkipEntry
         The decoded image, or ``SkipEntry(row, path, reason)`` for an unusable one.
-
-    Notes
-    -----
-    Work is handed to the threads in chunks of consecutive images (:func:`_chunks`); at most
-    ``2 * n_threads`` chunks are decoded ahead of the consumer, so memory stays bounded.
     """
     paths = [str(p) for p in table["path"].tolist()]
     rows = table["row"].tolist() if "row" in table.columns else list(range(len(paths)))
@@ -283,32 +559,59 @@ def iter_images(table: pd.DataFrame, *, max_pixels: int = MAX_PIXELS, n_threads:
 
     if n_threads <= 1:
         for position, path in enumerate(paths):
-            item = wrap(position, _read_or_skip(path, max_pixels))
+            item = wrap(position, _read_or_skip(path, max_pixels, max_seconds))
             if progress is not None:
                 progress(1)
             yield item
         return
 
+    budget = PixelBudget(ahead_pixels)
+    slots: list = [None] * len(paths)
+    ready = threading.Condition()
+
+    def work(positions: list[int]) -> None:
+        for position in positions:
+            try:
+                outcome = read_image(paths[position], max_pixels=max_pixels, max_seconds=max_seconds,
+                                     budget=budget, ticket=position)
+            except ImageSkip as skip:
+                outcome = skip.reason
+            except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+                outcome = error
+            with ready:
+                slots[position] = outcome
+                ready.notify_all()
+
     window = 2 * n_threads
     chunks = _chunks(paths)
-    with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="imagefair-decode") as pool:
-        pending: deque = deque()
-        position = 0
-        try:
-            while True:
-                while len(pending) < window:
-                    chunk = next(chunks, None)
-                    if chunk is None:
-                        break
-                    pending.append(pool.submit(_read_chunk, chunk, max_pixels))
-                if not pending:
+    held = 0
+    pool = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="imagefair-decode")
+    pending: deque = deque()
+    try:
+        for position in range(len(paths)):
+            while len(pending) < window:
+                chunk = next(chunks, None)
+                if chunk is None:
                     break
-                outcomes = pending.popleft().result()
-                if progress is not None:
-                    progress(len(outcomes))
-                for outcome in outcomes:
-                    yield wrap(position, outcome)
-                    position += 1
-        finally:
-            for future in pending:
-                future.cancel()
+                pending.append((chunk[-1], pool.submit(work, chunk)))
+            budget.release(held)  # the consumer is done with the previous image
+            held = 0
+            with ready:
+                while slots[position] is None:
+                    ready.wait()
+                outcome, slots[position] = slots[position], None
+            while pending and pending[0][0] <= position:
+                pending.popleft()
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if isinstance(outcome, DecodedImage):
+                held = outcome.width * outcome.height
+            if progress is not None:
+                progress(1)
+            yield wrap(position, outcome)
+        budget.release(held)
+    finally:
+        budget.close()
+        for _, future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)

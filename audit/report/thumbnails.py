@@ -25,24 +25,14 @@ def _inside_root(path, root) -> bool:
 def thumbnail_bytes(path, *, size: int = THUMBNAIL_SIZE, format: str = "JPEG") -> bytes | None:
     """A small ``format`` image (JPEG or PNG) of the image at ``path``, at most ``size`` pixels a side.
 
-    The pixel count is checked from the header before anything is decoded (images above
-    ``MAX_THUMBNAIL_PIXELS`` give None), without changing Pillow's process-wide limit. None when the file is
-    absent or unreadable: callers show a placeholder.
+    Decoded through :func:`audit.io.images.thumbnail_bytes`, the one safe way imagefair opens images:
+    allow-listed formats recognised from the content (never Ghostscript), the pixel count checked from the
+    header before decoding (``MAX_THUMBNAIL_PIXELS``, without changing Pillow's process-wide limit) and the
+    decode time budget. None when the file is absent, refused or unreadable: callers show a placeholder.
     """
-    try:
-        from PIL import Image
+    from audit.io.images import thumbnail_bytes as safe_thumbnail
 
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_THUMBNAIL_PIXELS:
-                return None
-            image.draft("RGB", (size * 2, size * 2))
-            image = image.convert("RGB")
-            image.thumbnail((size, size))
-            buffer = io.BytesIO()
-            image.save(buffer, format=format, **({"quality": 70} if format == "JPEG" else {}))
-        return buffer.getvalue()
-    except Exception:  # noqa: BLE001 - a missing or broken image shows a placeholder, never ends the report
-        return None
+    return safe_thumbnail(path, size=size, format=format, max_pixels=MAX_THUMBNAIL_PIXELS, quality=70)
 
 
 def thumbnail_data_uri(path, *, size: int = THUMBNAIL_SIZE) -> str | None:
