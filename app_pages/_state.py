@@ -40,6 +40,60 @@ ERROR_TORCHSCRIPT_UPLOAD = ("{name} is a TorchScript model, which is code: uploa
                             "unless the app is started with `streamlit run app.py -- --allow-torchscript-upload`. "
                             "Upload an ONNX model or a state_dict checkpoint instead")
 
+ERROR_PATH_OUTSIDE_ROOTS = ("{field}: {path} is outside the folders this app may read ({roots}). Put the file "
+                            "under one of them, or start the app with IMAGEFAIR_DATA_ROOTS listing its folder "
+                            "(several separated by '{sep}')")
+ERROR_PATH_MISSING = "{field}: {path} does not exist (give a path on the server, under {roots})"
+ERROR_MODEL_FROM_UPLOADS = ("{field}: {path} is inside the uploads area ({uploads}). A model is code the server "
+                            "runs: it is taken only from the operator's own files, never from uploaded data "
+                            "(upload an ONNX model or a state_dict in the Model field instead)")
+ERROR_AUDIT_FAILED = ("The audit failed ({kind}). The details are in the server log; check the files and "
+                      "settings, or run the same audit with `imagefair run` to see the full message")
+
+
+def data_roots() -> list[Path]:
+    """Folders the app's "local path" fields may read: ``$IMAGEFAIR_DATA_ROOTS`` (separated by
+    ``os.pathsep``), else the current directory and ``reports/``. Resolved (symlinks followed)."""
+    raw = os.environ.get("IMAGEFAIR_DATA_ROOTS")
+    if raw:
+        roots = [Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip()]
+    else:
+        roots = [Path.cwd(), reports_dir()]
+    return [Path(os.path.realpath(root)) for root in roots]
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    try:
+        return os.path.commonpath([str(path), str(root)]) == str(root)
+    except ValueError:
+        return False
+
+
+def confine_local_path(text: str, *, field: str, model: bool = False) -> str:
+    """A "local path" typed in the app, checked: it must exist and resolve (symlinks followed) under one of
+    :func:`data_roots`; a model file must not come from the uploads area (:func:`uploads_dir`).
+
+    Raises
+    ------
+    InputError
+        :data:`ERROR_PATH_MISSING`, :data:`ERROR_PATH_OUTSIDE_ROOTS` or :data:`ERROR_MODEL_FROM_UPLOADS`;
+        the messages name the path as typed and never show the file's content.
+    """
+    from audit.errors import InputError
+
+    roots = data_roots()
+    shown = ", ".join(str(root) for root in roots)
+    given = Path(str(text).strip()).expanduser()
+    real = Path(os.path.realpath(given if given.is_absolute() else Path.cwd() / given))
+    if not any(_is_within(real, root) for root in roots):
+        raise InputError(ERROR_PATH_OUTSIDE_ROOTS.format(field=field, path=text, roots=shown, sep=os.pathsep))
+    if not real.exists():
+        raise InputError(ERROR_PATH_MISSING.format(field=field, path=text, roots=shown))
+    if model and _is_within(real, Path(os.path.realpath(uploads_dir()))):
+        raise InputError(ERROR_MODEL_FROM_UPLOADS.format(field=field, path=text, uploads=uploads_dir()))
+    return str(real)
+
+
 #: Gallery page size (thumbnails are loaded only for the visible page).
 GALLERY_PAGE_SIZE = 12
 GALLERY_COLUMNS = 3

@@ -6,6 +6,7 @@ folder. A failed audit removes its upload folder again.
 """
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import tempfile
@@ -36,6 +37,9 @@ FORM_FIELDS = {
     "--policy": "Policy file", "--min-group-size": "Minimum group size", "--out": "Audit name",
 }
 _OPTION = re.compile(r"--[a-z][a-z-]*")
+#: Local-path keys of the form -> the CLI option (for the field name in messages).
+LOCAL_OPTIONS = {"data": "--data", "model": "--model", "preprocess_file": "--preprocess",
+                 "class_map_file": "--class-map", "predictions": "--predictions", "policy_file": "--policy"}
 
 
 def form_message(message: str) -> str:
@@ -150,7 +154,9 @@ if submitted:
         else:
             paths = {"data": (data or "").strip(), "model": model, "preprocess_file": preprocess,
                      "class_map_file": class_map, "predictions": predictions, "policy_file": policy}
-            paths = {k: v.strip() for k, v in paths.items() if v and v.strip()}
+            # local paths are confined to IMAGEFAIR_DATA_ROOTS; a model never comes from the uploads area
+            paths = {k: _state.confine_local_path(v.strip(), field=FORM_FIELDS[LOCAL_OPTIONS[k]], model=k == "model")
+                     for k, v in paths.items() if v and v.strip()}
         if not paths.get("data"):
             raise InputError(ERROR_NO_DATA)
         if source == "Upload":  # uploads are read only from their own folder (symlinks in the zip included)
@@ -165,7 +171,9 @@ if submitted:
         if isinstance(error, InputError):
             st.error(form_message(error))
         else:
-            st.error(form_message(ERROR_FAILED.format(kind=type(error).__name__, message=error)))
+            # never the exception's text: it may quote a server file (a line of a manifest, a config...)
+            logging.getLogger("imagefair.app").exception("new audit failed")
+            st.error(_state.ERROR_AUDIT_FAILED.format(kind=type(error).__name__))
     else:
         progress.progress(1.0, text="done")
         st.session_state["audit_dir"] = str(out.resolve())

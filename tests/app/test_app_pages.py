@@ -52,8 +52,10 @@ def audit_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture()
-def reports(audit_dir, monkeypatch) -> Path:
+def reports(audit_dir, monkeypatch, tmp_path_factory) -> Path:
     monkeypatch.setenv("IMAGEFAIR_REPORTS", str(audit_dir.parent))
+    # local-path fields read only under IMAGEFAIR_DATA_ROOTS: the tests' data live in pytest's temp folders
+    monkeypatch.setenv("IMAGEFAIR_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
     return audit_dir.parent
 
 
