@@ -418,6 +418,38 @@ def _hash_links(hashes: dict[str, np.ndarray], settings: dict):
     return i, j, p, radius, corner_radius
 
 
+def _collapsed_hash_links(hashes: dict[str, np.ndarray], settings: dict):
+    """:func:`_hash_links` on distinct hash tuples only, so the work stays linear in the worst case.
+
+    Images whose every hash is identical (exact copies, and re-encodings the hashes cannot tell apart) are
+    collapsed to their first row before any near-duplicate pairing: each other member gets one link to that
+    row (distance 0), and links found between first rows stand for their whole groups (duplicate sets are
+    connected components, so they are the same as with every pair linked). 4,000 identical images thus
+    cost one search over one hash instead of 8 million pairs.
+    """
+    names = sorted(hashes)
+    n = hashes[names[0]].size
+    if n == 0:
+        return _hash_links(hashes, settings)
+    matrix = np.stack([np.asarray(hashes[name], dtype=np.uint64) for name in names], axis=1)
+    _, first, inverse = np.unique(matrix, axis=0, return_index=True, return_inverse=True)
+    inverse = np.asarray(inverse).ravel()
+    if first.size == n:
+        return _hash_links(hashes, settings)
+    order = np.sort(first)  # distinct rows in their original order (stable positions for the search)
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(order.size)
+    i_u, j_u, p_u, radius, corner_radius = _hash_links({name: hashes[name][order] for name in names}, settings)
+    i_r, j_r = order[i_u], order[j_u]
+    representative = first[inverse]  # first row holding the same hash tuple (np.unique: first occurrence)
+    member = np.flatnonzero(representative != np.arange(n))
+    i = np.concatenate([np.minimum(i_r, j_r), representative[member]]).astype(np.int64)
+    j = np.concatenate([np.maximum(i_r, j_r), member]).astype(np.int64)
+    p = np.concatenate([p_u, np.zeros(member.size, dtype=np.asarray(p_u).dtype)])
+    sort = np.lexsort((j, i))
+    return i[sort], j[sort], p[sort], radius, corner_radius
+
+
 def _exact_links(content_hash: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Links from each row to the first row with the same content hash, and the duplicated-hash flags."""
     values = content_hash.astype(object)
@@ -616,7 +648,7 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
     use_corners = all(name in images.columns for name in CORNER_HASH_COLUMNS)
     hashes = {name: _as_uint64(images[name], name)
               for name in REQUIRED_HASH_COLUMNS + (CORNER_HASH_COLUMNS if use_corners else ())}
-    hash_i, hash_j, hash_d, search_distance, corner_distance = _hash_links(hashes, settings)
+    hash_i, hash_j, hash_d, search_distance, corner_distance = _collapsed_hash_links(hashes, settings)
     link_frames = [
         pd.DataFrame({"i": exact_i, "j": exact_j, "kind": LINK_EXACT, "hash_distance": 0, "similarity": np.nan}),
         pd.DataFrame({"i": hash_i, "j": hash_j, "kind": LINK_HASH, "hash_distance": hash_d,
