@@ -178,7 +178,7 @@ def _progress_bar(quiet: bool):
 def _command_run(args) -> int:
     from audit.config import AuditConfig
     from audit.pipeline import run_audit
-    from audit.folder import write_audit_folder
+    from audit.folder import folder_lock, write_audit_folder
 
     config = AuditConfig(
         data=args.data, data_root=args.data_root, label_column=args.label_column, group_by=args.group_by,
@@ -190,10 +190,11 @@ def _command_run(args) -> int:
         correction=args.correction, label_noise_source=args.label_noise_source,
         label_score_method=args.label_score, cache_dir=args.cache_dir,
         use_cache=not args.no_cache, annotations_file=args.annotations, consensus_method=args.consensus)
-    result = run_audit(config, progress=_progress_bar(args.quiet))
-    folder = write_audit_folder(args.out, audit=result.audit, images=result.images,
-                                group_metrics=result.group_metrics, probabilities=result.probabilities,
-                                annotators=result.extra.get("files", {}).get("annotators"))
+    with folder_lock(args.out):  # a second run into the same --out is refused at once
+        result = run_audit(config, progress=_progress_bar(args.quiet))
+        folder = write_audit_folder(args.out, audit=result.audit, images=result.images,
+                                    group_metrics=result.group_metrics, probabilities=result.probabilities,
+                                    annotators=result.extra.get("files", {}).get("annotators"))
     print(render_summary(result.audit, folder))
     return EXIT_OK
 
@@ -220,16 +221,17 @@ def render_summary(audit: dict, folder) -> str:
 
 def _command_label_noise(args) -> int:
     from audit.pipeline.labels_input import run_label_noise_audit
-    from audit.folder import write_audit_folder
+    from audit.folder import folder_lock, write_audit_folder
 
-    result = run_label_noise_audit(labels_file=args.labels, predictions_file=args.predictions,
-                                   classes_file=args.classes, attributes_file=args.attributes,
-                                   predictions_kind=args.predictions_kind, min_group_size=args.min_group_size,
-                                   policy_file=args.policy, annotations_file=args.annotations,
-                                   consensus_method=args.consensus)
-    folder = write_audit_folder(args.out, audit=result.audit, images=result.images,
-                                group_metrics=result.group_metrics, probabilities=result.probabilities,
-                                annotators=result.extra.get("files", {}).get("annotators"))
+    with folder_lock(args.out):  # a second run into the same --out is refused at once
+        result = run_label_noise_audit(labels_file=args.labels, predictions_file=args.predictions,
+                                       classes_file=args.classes, attributes_file=args.attributes,
+                                       predictions_kind=args.predictions_kind, min_group_size=args.min_group_size,
+                                       policy_file=args.policy, annotations_file=args.annotations,
+                                       consensus_method=args.consensus)
+        folder = write_audit_folder(args.out, audit=result.audit, images=result.images,
+                                    group_metrics=result.group_metrics, probabilities=result.probabilities,
+                                    annotators=result.extra.get("files", {}).get("annotators"))
     print(render_summary(result.audit, folder))
     return EXIT_OK
 

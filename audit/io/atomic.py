@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,10 +22,33 @@ def _umask() -> int:
     return current
 
 
+#: An existing target that is not a regular file (or a link) is never replaced: a device node such as
+#: /dev/full, a pipe, a socket or a folder.
+ERROR_NOT_REGULAR = ("{path} exists and is not a regular file (a device, pipe, socket or folder); it is never "
+                     "replaced: give the path of a regular file")
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Raise :class:`audit.errors.InputError` (:data:`ERROR_NOT_REGULAR`) when ``path`` exists and is neither a
+    regular file nor a symbolic link."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        from audit.errors import InputError
+
+        raise InputError(ERROR_NOT_REGULAR.format(path=path), source=str(path))
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it."""
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it.
+
+    Refuses (:data:`ERROR_NOT_REGULAR`) to replace anything but a regular file or a link, before and again
+    just before the rename."""
     target = Path(path)
+    check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
@@ -33,6 +57,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield temporary_path
         # mkstemp creates 0600; give the file the permissions a plain open() would (umask applied).
         os.chmod(temporary_path, 0o666 & ~_umask())
+        check_replaceable(target)
         os.replace(temporary_path, target)
     except BaseException:
         temporary_path.unlink(missing_ok=True)

@@ -580,7 +580,9 @@ def render_report(folder: str | os.PathLike, *, format: str, out: str | os.PathL
     target = Path(out) if out is not None else folder / f"report.{format}"
     if target.is_dir():
         raise InputError(ERROR_OUT_IS_DIR.format(path=target, ext=format))
-    from audit.io.atomic import write_bytes_atomic
+    from audit.io.atomic import check_replaceable, write_bytes_atomic
+
+    check_replaceable(target)  # never replace a device node, pipe or socket (report --out /dev/full)
 
     if format == "md":
         from audit.report.markdown import render_markdown
