@@ -7,8 +7,8 @@ import pytest
 
 from audit.pipeline.steps import NOTE_STREAMED_SCORES, PROBABILITY_METRICS, PredictionColumns
 from audit.errors import InputError
-from audit.pipeline.labels_input import (ERROR_AUTO_THEN_LOGITS, ERROR_AUTO_THEN_PROBABILITIES, ERROR_CLASSES_COUNT,
-                                         ERROR_ROWS_DIFFER,
+import audit.model.predictions as pr
+from audit.pipeline.labels_input import (ERROR_CLASSES_COUNT, ERROR_ROWS_DIFFER,
                                          PredictionsStream, run_label_noise_audit, to_probabilities)
 from audit.model.predictions import (ERROR_PREDICTIONS_N_COLUMNS, ERROR_PREDICTIONS_NOT_FINITE,
                                      ERROR_PREDICTIONS_NOT_PROBABILITIES, load_predictions)
@@ -139,20 +139,21 @@ def test_rows_differing_from_labels_fail_before_any_pass(tmp_path):
                                                           predictions=str(tmp_path / "wide.npy"), k=4)
 
 
-def test_auto_kind_decided_by_first_chunk(tmp_path):
+def test_auto_kind_refuses_a_mix_whatever_the_chunks(tmp_path):
+    """Issue 11: --predictions-kind auto decides per file and refuses a mix, naming the first odd row, with
+    the same rule as ``run`` (audit.model.predictions.KindDecider), whatever the chunk size."""
     files = _case(tmp_path, n=40, k=3)
     values = np.load(files["predictions_file"]).astype(np.float64)
-    values[25] = [2.0, -1.0, 0.5]  # a logit row after 20 rows of probabilities
+    values[25] = [2.0, -1.0, 0.5]  # a logit row among probabilities
     np.save(tmp_path / "mixed.npy", values)
     path = str(tmp_path / "mixed.npy")
-    with pytest.raises(InputError) as error:
-        run_label_noise_audit(**dict(files, predictions_file=path), chunk_rows=20)
-    assert str(error.value) == ERROR_AUTO_THEN_LOGITS.format(file=path, row=25, total=1.5, low=-1.0, high=2.0,
-                                                             last_first=19)
-    assert error.value.row == 25
-    # Within the first chunk the row makes the whole file logits, as before.
-    result = run_label_noise_audit(**dict(files, predictions_file=path), chunk_rows=40)
-    assert result.audit["model"]["predictions_kind"] == "logits"
+    for chunk_rows in (20, 40):
+        with pytest.raises(InputError) as error:
+            run_label_noise_audit(**dict(files, predictions_file=path), chunk_rows=chunk_rows)
+        assert str(error.value) == pr.ERROR_PREDICTIONS_MIXED.format(
+            file=path, row=25, where="", this=pr._LOOKS_LOGITS.format(total=1.5, low=-1.0, high=2.0), n_other=39,
+            that="look like probabilities", tolerance=1e-4, dtype="float64")
+        assert error.value.row == 25
 
     logits = np.random.default_rng(3).normal(0, 2, (40, 3))
     logits[20:] = np.load(files["predictions_file"])[20:]  # probabilities from row 20 on
@@ -160,7 +161,9 @@ def test_auto_kind_decided_by_first_chunk(tmp_path):
     path = str(tmp_path / "flipped.npy")
     with pytest.raises(InputError) as error:
         run_label_noise_audit(**dict(files, predictions_file=path), chunk_rows=20)
-    assert str(error.value) == ERROR_AUTO_THEN_PROBABILITIES.format(file=path, row=20, last=39, last_first=19)
+    assert str(error.value) == pr.ERROR_PREDICTIONS_MIXED.format(
+        file=path, row=20, where="", this=pr._LOOKS_PROBABILITY, n_other=20, that="do not (logits)",
+        tolerance=1e-4, dtype="float64")
 
 
 def test_value_errors_name_file_row_and_column(tmp_path):

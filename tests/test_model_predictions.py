@@ -75,11 +75,12 @@ def test_logits_auto_detected(setup):
     assert result.kind_used == "logits"
     assert result.message == pr.MESSAGE_AUTO_LOGITS.format(row=0, where=" (id/path 'a')", file=path)
     np.testing.assert_allclose(result.probabilities, softmax(logits), rtol=1e-6)
-    # values in [0, 1] that do not sum to 1 are logits too
+    # issue 11: one row in [0, 1] not summing to 1 among probabilities is refused, naming it (it used to turn
+    # the whole file into logits)
     path = csv_file(folder, frame_of(list(table.id), [[0.9, 0.1], [0.2, 0.8], [0.5, 0.4], [0.3, 0.7]]), "b.csv")
-    result = load_predictions(path, table=table, classes=CLASSES)
-    assert result.kind_used == "logits"
-    assert result.message == pr.MESSAGE_AUTO_LOGITS.format(row=2, where=" (id/path 'c')", file=path)
+    expect(path, table, pr.ERROR_PREDICTIONS_MIXED.format(
+        file=path, row=2, where=" (id/path 'c')", this=pr._LOOKS_LOGITS.format(total=0.9, low=0.4, high=0.5),
+        n_other=3, that="look like probabilities", tolerance=1e-4, dtype="float64"))
 
 
 def test_explicit_kinds(setup):

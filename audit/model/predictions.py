@@ -13,9 +13,16 @@ Accepted files:
   larger than the table and the table's ``row`` column (position in the source manifest) fits inside
   ``N``, rows are taken by ``row`` (the file was written for the whole manifest, some images were left out).
 
-``kind``: ``"probabilities"`` requires every row to lie in [0, 1] and sum to 1 within 1e-4; ``"logits"``
-applies a softmax; ``"auto"`` reads the values as probabilities when every used row passes that test and as
-logits otherwise, and says which in the result's ``message``.
+``kind`` (decided by :class:`KindDecider`, the one rule shared by ``run`` and ``label-noise``):
+``"probabilities"`` requires every row to lie in [0, 1] and sum to 1 within a tolerance set by the file's
+dtype (:func:`probability_tolerance`: 1e-4 for float64 text and float32 up to 1e-2 for float16);
+``"logits"`` applies a softmax; ``"auto"`` decides per file: every row probability-like -> probabilities,
+no row probability-like -> logits, a mix -> an error naming the first row of the minority kind (one row
+summing to 0.98 no longer turns a whole file into logits). The choice is said in the result's ``message``
+(and on the CLI summary line).
+
+Row counts: an NPY has one row per data set image (in order) or one row per manifest row
+(``n_source_rows``, taken by the images' ``row``); any other count is an error, never a silent cut.
 """
 from __future__ import annotations
 
@@ -93,10 +100,116 @@ MESSAGE_AUTO_PROBABILITIES = (
     "were read as probabilities."
 )
 MESSAGE_AUTO_LOGITS = (
-    "--predictions-kind auto: row {row}{where} of {file} does not lie in [0, 1] summing to 1 (within 1e-4), "
-    "so the values were read as logits and converted with a softmax."
+    "--predictions-kind auto: the rows of {file} (from row {row}{where} on) do not lie in [0, 1] summing to 1 "
+    "(within 1e-4), so the values were read as logits and converted with a softmax."
 )
 MESSAGE_GIVEN = "--predictions-kind {kind}: the values of {file} were read as {kind}{extra}."
+ERROR_PREDICTIONS_MIXED = (
+    "Predictions file {file}, row {row}{where}: {this}, but {n_other} other row(s) {that} (tolerance {tolerance:g} "
+    "for {dtype} values), so --predictions-kind auto cannot tell probabilities from logits. Fix that row, or "
+    "give --predictions-kind probabilities or logits."
+)
+_LOOKS_PROBABILITY = "the values lie in [0, 1] and sum to 1 like probabilities"
+_LOOKS_LOGITS = "the values do not lie in [0, 1] summing to 1 (sum {total:.6g}, min {low:.6g}, max {high:.6g})"
+
+
+def probability_tolerance(dtype, n_classes: int) -> float:
+    """How far a row's sum may be from 1 (and its values outside [0, 1]) and still read as probabilities.
+
+    ``max(1e-4, n_classes * eps(dtype))``, at most 1e-2: rounding each of ``K`` probabilities to the file's
+    precision moves the sum by up to about ``K * eps / 2``. float64 (and text) and float32: 1e-4 for up
+    to some hundreds of classes; float16 (eps 9.8e-4): 2e-3 for 2 classes, 1e-2 from 11 classes on.
+    """
+    dtype = np.dtype(dtype)
+    eps = float(np.finfo(dtype).eps) if dtype.kind == "f" else 0.0
+    return float(min(1e-2, max(SUM_TOLERANCE, max(int(n_classes), 1) * eps)))
+
+
+class KindDecider:
+    """Decides how to read prediction values (``--predictions-kind``), row by row, fed in order.
+
+    Parameters
+    ----------
+    kind : {"auto", "probabilities", "logits"}
+    file : str
+        The file, for messages.
+    dtype : numpy dtype
+        The values' dtype in the file (sets :func:`probability_tolerance`).
+    n_classes : int
+    where : callable, optional
+        ``where(row)`` -> text naming the row's id/path in messages (``" (id/path 'x')"``).
+
+    Notes
+    -----
+    ``auto``: the first :meth:`feed` decides by its majority (all rows of a whole file; the first chunk of a
+    streamed one); any row of the other kind, then or later, is :data:`ERROR_PREDICTIONS_MIXED`.
+    """
+
+    def __init__(self, kind: str, *, file: str, dtype, n_classes: int, where=None):
+        self.kind = kind
+        self.file = file
+        self.dtype = np.dtype(dtype)
+        self.tolerance = probability_tolerance(self.dtype, n_classes)
+        self.where = where or (lambda row: "")
+        self.kind_used = None if kind == "auto" else kind
+        self.message = "" if kind == "auto" else MESSAGE_GIVEN.format(
+            kind=kind, file=file, extra=" (softmax applied)" if kind == "logits" else "")
+        self._n_decided = 0
+
+    def probability_rows(self, values: np.ndarray) -> np.ndarray:
+        """Rows in [0, 1] summing to 1, within the tolerance."""
+        tolerance = self.tolerance
+        sums = values.sum(axis=1)
+        return (values.min(axis=1, initial=0.0) >= -tolerance) & (values.max(axis=1, initial=0.0) <= 1 + tolerance) \
+            & (np.abs(sums - 1.0) <= tolerance)
+
+    def feed(self, values: np.ndarray, rows: np.ndarray) -> None:
+        """Check one block of finite float64 ``values`` whose file rows are ``rows``; raises InputError."""
+        if self.kind == "logits" or len(values) == 0:
+            return
+        looks = self.probability_rows(values)
+        if self.kind == "probabilities":
+            if not looks.all():
+                position = int(np.argmin(looks))
+                row_values = values[position]
+                raise InputError(ERROR_PREDICTIONS_NOT_PROBABILITIES.format(
+                    file=self.file, row=int(rows[position]), where=self.where(int(rows[position])),
+                    total=row_values.sum(), low=row_values.min(), high=row_values.max()).replace(
+                    "(within 1e-4)", f"(within {self.tolerance:g})"), source=self.file, row=int(rows[position]))
+            return
+        n_prob = int(looks.sum())
+        if self.kind_used is None:
+            self.kind_used = "probabilities" if 2 * n_prob >= len(looks) else "logits"
+            if self.kind_used == "probabilities":
+                self.message = MESSAGE_AUTO_PROBABILITIES.format(file=self.file).replace(
+                    "(within 1e-4)", f"(within {self.tolerance:g})")
+            else:
+                self.message = MESSAGE_AUTO_LOGITS.format(row=int(rows[0]), where=self.where(int(rows[0])),
+                                                          file=self.file).replace(
+                    "(within 1e-4)", f"(within {self.tolerance:g})")
+        odd = ~looks if self.kind_used == "probabilities" else looks
+        if odd.any():
+            position = int(np.argmax(odd))
+            row = int(rows[position])
+            row_values = values[position]
+            n_other = self._n_decided + int((~odd).sum())  # rows of the decided kind in the file so far
+            if self.kind_used == "probabilities":
+                this = _LOOKS_LOGITS.format(total=row_values.sum(), low=row_values.min(), high=row_values.max())
+                that = "look like probabilities"
+            else:
+                this = _LOOKS_PROBABILITY
+                that = "do not (logits)"
+            raise InputError(ERROR_PREDICTIONS_MIXED.format(
+                file=self.file, row=row, where=self.where(row), this=this, n_other=n_other, that=that,
+                tolerance=self.tolerance, dtype=self.dtype.name), source=self.file, row=row)
+        self._n_decided += len(values)
+
+    def result(self) -> tuple[str, str]:
+        """(kind_used, message); an empty file reads as probabilities."""
+        if self.kind_used is None:
+            self.kind_used = "probabilities"
+            self.message = MESSAGE_AUTO_PROBABILITIES.format(file=self.file)
+        return self.kind_used, self.message
 
 
 @dataclass(frozen=True)
@@ -133,8 +246,9 @@ def _short(names) -> str:
     return ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
 
 
-def _read_npy(path: Path, source: str, table: pd.DataFrame, classes: tuple) -> tuple[np.ndarray, np.ndarray, str]:
-    """Return (values (n_table, K), file row of each table row, note)."""
+def _read_npy(path: Path, source: str, table: pd.DataFrame, classes: tuple, n_source_rows: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, str, np.dtype]:
+    """Return (values (n_table, K), file row of each table row, note, the file's dtype)."""
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - numpy raises several types for bad files
@@ -147,14 +261,14 @@ def _read_npy(path: Path, source: str, table: pd.DataFrame, classes: tuple) -> t
                                                             classes=_short(classes)), source=source)
     n_table = len(table)
     if array.shape[0] == n_table:
-        return array.astype(np.float64), np.arange(n_table), ""
-    if "row" in table.columns and n_table and array.shape[0] > n_table \
-            and int(table["row"].max()) < array.shape[0]:
+        return array.astype(np.float64), np.arange(n_table), "", array.dtype
+    if n_source_rows is not None and array.shape[0] == n_source_rows and "row" in table.columns:
         rows = table["row"].to_numpy(dtype=np.int64)
-        note = (f" The file has {array.shape[0]} rows for {n_table} images; rows were taken by the images' "
-                f"positions in the manifest.")
-        return array[rows].astype(np.float64), rows, note
-    raise InputError(ERROR_PREDICTIONS_N_ROWS.format(file=source, found=array.shape[0], n=n_table), source=source)
+        note = (f" The file has one row per manifest row ({array.shape[0]}) for {n_table} images; rows were taken "
+                f"by the images' positions in the manifest.")
+        return array[rows].astype(np.float64), rows, note, array.dtype
+    expected = n_table if n_source_rows in (None, n_table) else f"{n_table} (or {n_source_rows} manifest rows)"
+    raise InputError(ERROR_PREDICTIONS_N_ROWS.format(file=source, found=array.shape[0], n=expected), source=source)
 
 
 def _read_frame(path: Path, source: str) -> pd.DataFrame:
@@ -315,7 +429,8 @@ def _bad_probability_rows(values: np.ndarray) -> np.ndarray:
 
 
 def load_predictions(path: str | os.PathLike, *, table: pd.DataFrame, classes: tuple[str, ...],
-                     kind: str = "auto", root: str | os.PathLike | None = None) -> PredictionsResult:
+                     kind: str = "auto", root: str | os.PathLike | None = None,
+                     n_source_rows: int | None = None) -> PredictionsResult:
     """Read a predictions file and return probabilities aligned to ``table`` rows.
 
     Parameters
@@ -329,6 +444,9 @@ def load_predictions(path: str | os.PathLike, *, table: pd.DataFrame, classes: t
     kind : {"auto", "probabilities", "logits"}
     root : path, optional
         The data root, for ``path`` values relative to it.
+    n_source_rows : int, optional
+        Rows of the source manifest (kept + skipped): an NPY may have one row per manifest row instead of one
+        per kept image.
 
     Returns
     -------
@@ -348,7 +466,7 @@ def load_predictions(path: str | os.PathLike, *, table: pd.DataFrame, classes: t
         raise InputError(ERROR_PREDICTIONS_NOT_FOUND.format(file=source), source=source)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        values, file_rows, note = _read_npy(path, source, table, classes)
+        values, file_rows, note, dtype = _read_npy(path, source, table, classes, n_source_rows)
         keys = None
         bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
@@ -361,34 +479,19 @@ def load_predictions(path: str | os.PathLike, *, table: pd.DataFrame, classes: t
                              source=source, row=row, column=classes[column])
     elif suffix in (".csv", ".parquet", ".pq"):
         values, file_rows, note, keys = _read_table_file(path, source, table, classes, root)
+        dtype = np.dtype(np.float64)
     else:
         raise InputError(ERROR_PREDICTIONS_FORMAT.format(file=source, suffix=suffix or "(none)"), source=source)
 
-    def where(position: int) -> str:
-        return "" if keys is None else f" (id/path '{keys[int(file_rows[position])]}')"
-
-    bad = _bad_probability_rows(values)
-    if kind == "auto":
-        kind_used = "logits" if bad.any() else "probabilities"
-        if bad.any():
-            position = int(np.argmax(bad))
-            message = MESSAGE_AUTO_LOGITS.format(row=int(file_rows[position]), where=where(position), file=source)
-        else:
-            message = MESSAGE_AUTO_PROBABILITIES.format(file=source)
-    else:
-        kind_used = kind
-        if kind == "probabilities" and bad.any():
-            position = int(np.argmax(bad))
-            row_values = values[position]
-            raise InputError(ERROR_PREDICTIONS_NOT_PROBABILITIES.format(
-                file=source, row=int(file_rows[position]), where=where(position), total=row_values.sum(),
-                low=row_values.min(), high=row_values.max()), source=source, row=int(file_rows[position]))
-        extra = " (softmax applied)" if kind == "logits" else ""
-        message = MESSAGE_GIVEN.format(kind=kind, file=source, extra=extra)
+    decider = KindDecider(kind, file=source, dtype=dtype, n_classes=len(classes),
+                          where=lambda row: "" if keys is None else f" (id/path '{keys[int(row)]}')")
+    decider.feed(values, np.asarray(file_rows))
+    kind_used, message = decider.result()
     if kind_used == "logits":
         probabilities = softmax(values) if len(values) else np.zeros((0, len(classes)), dtype=np.float32)
     else:
         # Within tolerance of 1: renormalise so every row sums to 1 in float32 as well.
+        values = np.clip(values, 0.0, None)
         sums = values.sum(axis=1, keepdims=True)
         probabilities = (values / np.where(sums > 0, sums, 1.0)).astype(np.float32)
     return PredictionsResult(probabilities=probabilities, kind_used=kind_used, message=message + note)

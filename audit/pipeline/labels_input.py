@@ -65,16 +65,6 @@ ERROR_ATTRIBUTES_RESERVED = ("attributes file {path} has a column '{column}', a 
                              "data; rename the column")
 ERROR_ROWS_DIFFER = ("predictions file {predictions} has {n_predictions} rows but labels file {labels} has "
                      "{n_labels}: a .npy predictions file must have one row per label, in the same order")
-ERROR_AUTO_THEN_LOGITS = ("predictions file {file}, row {row}: values outside [0, 1] or not summing to 1 (within "
-                          "1e-4; sum {total:.6g}, min {low:.6g}, max {high:.6g}), but rows 0..{last_first} were all "
-                          "probabilities, so --predictions-kind auto read the file as probabilities (the first "
-                          "chunk decides); fix that row, or give --predictions-kind logits if the file holds raw "
-                          "scores")
-ERROR_AUTO_THEN_PROBABILITIES = ("predictions file {file}, rows {row}..{last}: every row lies in [0, 1] and sums "
-                                 "to 1 (within 1e-4) like probabilities, but the first chunk (rows "
-                                 "0..{last_first}) held logits, so --predictions-kind auto read the file as "
-                                 "logits; write one kind per file, or give --predictions-kind explicitly")
-
 #: Up to this many values (N x K) the converted float32 matrix is also kept in memory (200 MB at most), so
 #: every analysis runs as in a full audit; larger matrices are only ever held one chunk at a time.
 IN_MEMORY_CELLS = 50_000_000
@@ -202,15 +192,6 @@ def to_probabilities(values: np.ndarray, kind_used: str) -> np.ndarray:
     return (values / np.where(sums > 0, sums, 1.0)).astype(np.float32)
 
 
-def _not_probability_rows(values: np.ndarray) -> np.ndarray:
-    """Rows outside [0, 1] or not summing to 1 within ``SUM_TOLERANCE`` (``load_predictions``'s test)."""
-    from audit.model.predictions import SUM_TOLERANCE
-
-    sums = values.sum(axis=1)
-    return (values.min(axis=1, initial=0.0) < 0) | (values.max(axis=1, initial=0.0) > 1) \
-        | (np.abs(sums - 1.0) > SUM_TOLERANCE)
-
-
 class PredictionsStream:
     """The converted float32 probabilities of a predictions file, produced chunk by chunk (a chunk source).
 
@@ -261,8 +242,7 @@ def _scan_predictions(raw_source, *, file: str, labels_file: str, n: int, classe
                       keep: bool) -> _Scan:
     """One pass: validate every value, decide the kind, convert, keep the per-image columns (and the matrix)."""
     from audit.pipeline.steps import PredictionColumns
-    from audit.model.predictions import (ERROR_PREDICTIONS_NOT_FINITE, ERROR_PREDICTIONS_NOT_PROBABILITIES,
-                                         MESSAGE_AUTO_LOGITS, MESSAGE_AUTO_PROBABILITIES, MESSAGE_GIVEN)
+    from audit.model.predictions import ERROR_PREDICTIONS_NOT_FINITE, KindDecider
 
     def where(row: int) -> str:
         return "" if keys is None else f" (id/path '{keys[row]}')"
@@ -273,10 +253,7 @@ def _scan_predictions(raw_source, *, file: str, labels_file: str, n: int, classe
     label_probability = np.empty(n, dtype=np.float32)
     label_rank = np.empty(n, dtype=np.int64)
     array = np.empty((n, k), dtype=np.float32) if keep else None
-    kind_used = None if kind == "auto" else kind
-    message = "" if kind == "auto" else MESSAGE_GIVEN.format(kind=kind, file=file,
-                                                               extra=" (softmax applied)" if kind == "logits" else "")
-    first_last = None
+    decider = None
     start = 0
     for block in raw_source():
         for offset in range(0, block.shape[0], chunk_rows):
@@ -294,32 +271,11 @@ def _scan_predictions(raw_source, *, file: str, labels_file: str, n: int, classe
                 raise InputError(ERROR_PREDICTIONS_NOT_FINITE.format(file=file, row=start + row, where=where_key,
                                                                      column=classes[column], value=text),
                                  source=file, row=start + row, column=classes[column])
-            if kind != "logits":
-                bad = _not_probability_rows(values)
-                first_bad = int(np.argmax(bad)) if bad.any() else None
-                if kind == "probabilities" and first_bad is not None:
-                    row_values = values[first_bad]
-                    raise InputError(ERROR_PREDICTIONS_NOT_PROBABILITIES.format(
-                        file=file, row=start + first_bad, where=where(start + first_bad), total=row_values.sum(),
-                        low=row_values.min(), high=row_values.max()), source=file, row=start + first_bad)
-                if kind_used is None:  # auto, first chunk: it decides
-                    first_last = stop - 1
-                    if first_bad is not None:
-                        kind_used = "logits"
-                        message = MESSAGE_AUTO_LOGITS.format(row=start + first_bad, where=where(start + first_bad),
-                                                             file=file)
-                    else:
-                        kind_used = "probabilities"
-                        message = MESSAGE_AUTO_PROBABILITIES.format(file=file)
-                elif kind == "auto" and kind_used == "probabilities" and first_bad is not None:
-                    row_values = values[first_bad]
-                    raise InputError(ERROR_AUTO_THEN_LOGITS.format(
-                        file=file, row=start + first_bad, total=row_values.sum(), low=row_values.min(),
-                        high=row_values.max(), last_first=first_last), source=file, row=start + first_bad)
-                elif kind == "auto" and kind_used == "logits" and first_bad is None:
-                    raise InputError(ERROR_AUTO_THEN_PROBABILITIES.format(file=file, row=start, last=stop - 1,
-                                                                          last_first=first_last),
-                                     source=file, row=start)
+            if decider is None:  # the one --predictions-kind rule (audit.model.predictions.KindDecider)
+                decider = KindDecider(kind, file=file, dtype=getattr(block, "dtype", np.float64), n_classes=k,
+                                      where=where)
+            decider.feed(values, np.arange(start, stop))
+            kind_used = decider.result()[0]
             chunk = to_probabilities(values, kind_used)
             del values, finite
             columns = PredictionColumns.of_chunk(chunk, label_codes[start:stop])
@@ -332,8 +288,9 @@ def _scan_predictions(raw_source, *, file: str, labels_file: str, n: int, classe
         raise InputError(ERROR_ROWS_DIFFER.format(predictions=file, n_predictions=start, labels=labels_file,
                                                   n_labels=n),
                          source=file)
-    if kind_used is None:  # no rows at all
-        kind_used, message = "probabilities", MESSAGE_AUTO_PROBABILITIES.format(file=file)
+    if decider is None:  # no rows at all
+        decider = KindDecider(kind, file=file, dtype=np.float64, n_classes=k, where=where)
+    kind_used, message = decider.result()
     return _Scan(kind_used=kind_used, message=message,
                  columns=PredictionColumns(predicted=predicted, confidence=confidence,
                                            label_probability=label_probability, label_rank=label_rank),
