@@ -208,6 +208,7 @@ def render_summary(audit: dict, folder) -> str:
     model = audit.get("model")
     if model:
         lines.append(f"  model: {model['kind']} {model.get('source', '')}"
+                     + (f" (read as {model['predictions_kind']})" if model.get("predictions_kind") else "")
                      + (" (inference from cache)" if model.get("from_cache") else ""))
     for finding in audit.get("findings", [])[:6]:
         lines.append(f"  - {finding}")

@@ -200,9 +200,11 @@ def test_npy(setup):
     skipped = table.assign(row=[0, 2, 3, 5])
     full = np.array([[0.9, 0.1], [0, 1], [0.2, 0.8], [0.5, 0.5], [1, 0], [0.3, 0.7]])
     np.save(path, full)
-    result = load_predictions(path, table=skipped, classes=CLASSES)
+    result = load_predictions(path, table=skipped, classes=CLASSES, n_source_rows=6)
     np.testing.assert_allclose(result.probabilities, PROBS, rtol=1e-6)
     assert "rows were taken by the images' positions in the manifest" in result.message
+    # issue 11: any other row count is an error, never a silent cut
+    expect(path, skipped, pr.ERROR_PREDICTIONS_N_ROWS.format(file=path, found=6, n=4))
     # a pickled object array is refused
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(InputError, match="^Cannot read the predictions file"):

@@ -155,6 +155,7 @@ class KindDecider:
         self.message = "" if kind == "auto" else MESSAGE_GIVEN.format(
             kind=kind, file=file, extra=" (softmax applied)" if kind == "logits" else "")
         self._n_decided = 0
+        self._within = "(within 1e-4)" if self.tolerance == SUM_TOLERANCE else f"(within {self.tolerance:.2g})"
 
     def probability_rows(self, values: np.ndarray) -> np.ndarray:
         """Rows in [0, 1] summing to 1, within the tolerance."""
@@ -175,18 +176,18 @@ class KindDecider:
                 raise InputError(ERROR_PREDICTIONS_NOT_PROBABILITIES.format(
                     file=self.file, row=int(rows[position]), where=self.where(int(rows[position])),
                     total=row_values.sum(), low=row_values.min(), high=row_values.max()).replace(
-                    "(within 1e-4)", f"(within {self.tolerance:g})"), source=self.file, row=int(rows[position]))
+                    "(within 1e-4)", self._within), source=self.file, row=int(rows[position]))
             return
         n_prob = int(looks.sum())
         if self.kind_used is None:
             self.kind_used = "probabilities" if 2 * n_prob >= len(looks) else "logits"
             if self.kind_used == "probabilities":
                 self.message = MESSAGE_AUTO_PROBABILITIES.format(file=self.file).replace(
-                    "(within 1e-4)", f"(within {self.tolerance:g})")
+                    "(within 1e-4)", self._within)
             else:
                 self.message = MESSAGE_AUTO_LOGITS.format(row=int(rows[0]), where=self.where(int(rows[0])),
                                                           file=self.file).replace(
-                    "(within 1e-4)", f"(within {self.tolerance:g})")
+                    "(within 1e-4)", self._within)
         odd = ~looks if self.kind_used == "probabilities" else looks
         if odd.any():
             position = int(np.argmax(odd))

@@ -313,7 +313,7 @@ def prepare_images(config: AuditConfig, *, progress: Progress) -> Prepared:
         from audit.model.predictions import load_predictions
 
         loaded = load_predictions(config.predictions, table=kept, classes=classes, kind=config.predictions_kind,
-                                  root=dataset.root)
+                                  root=dataset.root, n_source_rows=len(dataset.table) + len(dataset.skipped))
         probabilities = np.asarray(loaded.probabilities, dtype=np.float32)
         model_info = {"source": str(Path(config.predictions).resolve()), "kind": "predictions",
                       "sha256": _sha256_file(config.predictions), "predictions_kind": loaded.kind_used,

@@ -123,7 +123,9 @@ def _cover(audit: dict) -> dict:
         "dataset": dataset.get("source") or dataset.get("root") or "",
         "n_images": dataset.get("n_images"), "n_classes": dataset.get("n_classes"),
         "n_skipped": dataset.get("n_skipped", 0), "group_attributes": dataset.get("group_attributes") or [],
-        "model": (f"{model.get('kind', '')}: {model.get('source', '')}" if model else "none (dataset only)"),
+        "model": (f"{model.get('kind', '')}: {model.get('source', '')}"
+                  + (f" (read as {model['predictions_kind']})" if model.get("predictions_kind") else "")
+                  if model else "none (dataset only)"),
         "audit_date": provenance.get("finished_at") or provenance.get("started_at") or "",
         "report_date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "verdict": verdict["status"] if verdict else None,
