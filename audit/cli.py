@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="text for a terminal, md for a CI comment (default text)")
     gate.add_argument("--json", default=None, metavar="FILE", help="also write the verdict as JSON")
     gate.add_argument("--strict", action="store_true", help="INSUFFICIENT_EVIDENCE fails the gate too")
+    gate.add_argument("--allow-empty", action="store_true",
+                      help="accept a policy without checks (otherwise an error: it would pass anything)")
     gate.add_argument("--baseline", default=None, metavar="OLD",
                       help="an earlier audit folder: also run the policy's [regression] checks of DIR against it")
     __import__("audit.cli_compare").cli_compare.add_parser(commands)
@@ -255,7 +257,7 @@ def _command_gate(args) -> int:
         return run_baseline_gate(args.dir, baseline=args.baseline, policy_file=args.policy,
                                  output_format=args.format, json_file=args.json, strict=args.strict)
     return run_gate(args.dir, policy_file=args.policy, output_format=args.format, json_file=args.json,
-                    strict=args.strict)
+                    strict=args.strict, allow_empty=args.allow_empty)
 
 
 COMMANDS = {"run": _command_run, "label-noise": _command_label_noise, "report": _command_report,

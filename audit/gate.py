@@ -104,7 +104,8 @@ def render_gate_markdown(verdict: Verdict, *, folder: str = "", policy_file: str
 
 
 def run_gate(folder: str | os.PathLike, *, policy_file: str | os.PathLike, output_format: str = "text",
-             json_file: str | os.PathLike | None = None, strict: bool = False, stream: TextIO | None = None) -> int:
+             json_file: str | os.PathLike | None = None, strict: bool = False, stream: TextIO | None = None,
+             allow_empty: bool = False) -> int:
     """Evaluate ``policy_file`` on the audit in ``folder``, print the table, return the exit code.
 
     Parameters
@@ -119,6 +120,9 @@ def run_gate(folder: str | os.PathLike, *, policy_file: str | os.PathLike, outpu
         Also write the verdict object (contract) there, atomically.
     strict : bool
         INSUFFICIENT_EVIDENCE fails the gate.
+    allow_empty : bool
+        Accept a policy without any check (PASS). Otherwise such a policy (empty, truncated, settings only)
+        is :data:`audit.policy.ERROR_EMPTY_POLICY` (exit 2).
     stream : file, optional
         Where to print (default stdout).
 
@@ -139,6 +143,10 @@ def run_gate(folder: str | os.PathLike, *, policy_file: str | os.PathLike, outpu
     if json_file is not None and os.path.isdir(json_file):
         raise InputError(ERROR_JSON_IS_DIR.format(path=json_file), source=str(json_file))
     policy = load_policy(policy_file)
+    from audit.policy import ERROR_EMPTY_POLICY, POLICY_KEYS, PolicyError, policy_checks
+
+    if not allow_empty and not policy_checks(policy, sections=set(POLICY_KEYS) - {"regression"}):
+        raise PolicyError(ERROR_EMPTY_POLICY.format(path=policy_file), source=str(policy_file))
     audit = load_audit_json(folder)
     group_metrics = load_group_metrics(folder)
     verdict = evaluate_policy(audit, group_metrics, policy, strict=strict)

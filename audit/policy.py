@@ -41,6 +41,12 @@ ERROR_UNKNOWN_KEY = ("policy file {path}: unknown key {key} ; the keys of [{sect
                      "(see policy.example.toml)")
 ERROR_WRONG_TYPE = "policy file {path}: {key} must be {expected}, got {got} ({value!r})"
 ERROR_VALUE_RANGE = "policy file {path}: {key} must be {what}, got {value!r}"
+ERROR_EMPTY_POLICY = ("policy file {path} asks for no checks (it is empty, truncated, or holds only settings): a gate "
+                      "without checks passes anything. Add thresholds (see policy.example.toml), or give "
+                      "--allow-empty to pass on purpose")
+
+#: Keys that are settings of the checks, not checks themselves.
+SETTING_KEYS = frozenset({"metric", "attributes", "warn_margin"})
 ERROR_UNKNOWN_METRIC = ("policy file {path}: performance.metric {value!r} is not a group metric; use one of "
                         "{allowed}")
 
@@ -80,15 +86,16 @@ POLICY_KEYS = {
     "representation": {"min_group_images": (_COUNT, "positive"), "attributes": (_TEXT_LIST, None),
                        "max_missing_rate": (_NUMBER, "rate"), "max_class_imbalance_ratio": (_NUMBER, "ratio"),
                        "max_association": (_NUMBER, "rate")},
-    "performance": {"metric": (_TEXT, None), "min_worst_group": (_NUMBER, "finite"), "max_gap": (_NUMBER, "finite"),
-                    "min_ratio": (_NUMBER, "rate"), "attributes": (_TEXT_LIST, None)},
+    # issue 11: every performance metric lies in [0, 1], so its thresholds do too; a ratio of 0 checks nothing
+    "performance": {"metric": (_TEXT, None), "min_worst_group": (_NUMBER, "rate"), "max_gap": (_NUMBER, "rate"),
+                    "min_ratio": (_NUMBER, "positive_rate"), "attributes": (_TEXT_LIST, None)},
     "gate": {"warn_margin": (_NUMBER, "non_negative")},
     # [regression]: checks of NEW against a baseline audit (gate NEW --baseline OLD); see audit/compare/gate.py
     "regression": {"metric": (_TEXT, None), "max_drop": (_NUMBER, "rate"), "max_worst_group_drop": (_NUMBER, "rate"),
                    "max_gap_increase": (_NUMBER, "rate"), "max_removed_share": (_NUMBER, "rate"),
                    "attributes": (_TEXT_LIST, None)},
     # issue 16: several labels per image (run/label-noise --annotations)
-    "annotation": {"min_agreement": (_NUMBER, "finite"), "max_annotator_error": (_NUMBER, "rate"),
+    "annotation": {"min_agreement": (_NUMBER, "rate"), "max_annotator_error": (_NUMBER, "rate"),
                    "attributes": (_TEXT_LIST, None)},
 }
 
@@ -230,6 +237,8 @@ def _check_value(value, expected: str, constraint, *, name: str, source: str):
         problem = "a finite number"
     elif constraint == "rate" and not 0 <= value <= 1:
         problem = "between 0 and 1"
+    elif constraint == "positive_rate" and not 0 < value <= 1:
+        problem = "above 0 and at most 1 (a ratio of 0 would pass any gap)"
     elif constraint == "ratio" and value < 1:
         problem = "at least 1 (largest class / smallest class)"
     elif constraint == "non_negative" and value < 0:
@@ -238,6 +247,20 @@ def _check_value(value, expected: str, constraint, *, name: str, source: str):
         raise PolicyError(ERROR_VALUE_RANGE.format(path=source, key=name, what=problem, value=value),
                           source=source, column=name)
     return value
+
+
+def policy_checks(policy: "Policy", *, sections=None) -> list[str]:
+    """``<section>.<key>`` of every threshold the policy sets (settings such as ``metric`` left out), in
+    ``sections`` when given."""
+    names = []
+    for item in fields(policy):
+        if item.name == "source" or getattr(policy, item.name) is None:
+            continue
+        section, key = _split_field(item.name)
+        if key in SETTING_KEYS or (sections is not None and section not in sections):
+            continue
+        names.append(f"{section}.{key}")
+    return names
 
 
 def load_policy(path: str | os.PathLike) -> Policy:

@@ -111,9 +111,30 @@ def test_duplicate_names_are_refused(tmp_path):
 
 def test_too_many_files(tmp_path):
     archive = _zip(tmp_path / "many.zip", [("d/", b"")] + [(f"d/{i}.txt", b"x") for i in range(4)])
-    _refused(ar.ERROR_TOO_MANY_FILES.format(path=str(archive), n=4, limit=3), archive, tmp_path / "out",
-             max_files=3)
-    assert len(extract_zip(archive, tmp_path / "out", max_files=4)) == 4
+    # issue 11: folders count against the cap like files (4 files + the folder d = 5 entries)
+    _refused(ar.ERROR_TOO_MANY_ENTRIES.format(path=str(archive), n_files=3, n_dirs=1, limit=3), archive,
+             tmp_path / "out", max_files=3)
+    _refused(ar.ERROR_TOO_MANY_ENTRIES.format(path=str(archive), n_files=4, n_dirs=1, limit=4), archive,
+             tmp_path / "out", max_files=4)
+    assert len(extract_zip(archive, tmp_path / "out", max_files=5)) == 4
+
+
+def test_folder_entries_count_against_the_cap(tmp_path):
+    """The defect: a 30 MB zip of 300,000 folder entries made 300k inodes (only files were counted)."""
+    archive = _zip(tmp_path / "dirs.zip", [(f"f{i}/", b"") for i in range(50)] + [("a/b/c/d/x.txt", b"x")])
+    _refused(ar.ERROR_TOO_MANY_ENTRIES.format(path=str(archive), n_files=0, n_dirs=21, limit=20), archive,
+             tmp_path / "out", max_files=20)
+    # folders implied by a file's path count too
+    deep = _zip(tmp_path / "deep.zip", [("/".join(f"d{i}" for i in range(30)) + "/x.txt", b"x")])
+    _refused(ar.ERROR_TOO_MANY_ENTRIES.format(path=str(deep), n_files=1, n_dirs=30, limit=20), deep,
+             tmp_path / "out", max_files=20)
+
+
+def test_too_long_entry_name_is_one_message(tmp_path):
+    name = "a" * 300 + ".png"
+    archive = _zip(tmp_path / "long.zip", [(name, b"x")])
+    _refused(ar.ERROR_UNSAFE_NAME.format(path=str(archive), name=name, why="has a name longer than 255 bytes"),
+             archive, tmp_path / "out")
 
 
 def test_declared_size_above_the_cap(tmp_path):

@@ -28,8 +28,12 @@ from audit.errors import InputError
 
 #: Default cap on the total uncompressed size (bytes).
 MAX_TOTAL_BYTES = 2_000_000_000
-#: Default cap on the number of files.
+#: Default cap on the number of entries: files and folders (explicit folder entries and the folders implied
+#: by file paths), since each costs an inode.
 MAX_FILES = 200_000
+#: Longest file or folder name (bytes) and whole entry path extracted (most file systems: 255 and 4096).
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 1024
 #: Default cap on the compression ratio.
 MAX_RATIO = 200
 #: Members smaller than this are not checked for their own ratio (only the archive total is).
@@ -50,6 +54,9 @@ ERROR_ENCRYPTED = "Archive {path} holds the encrypted entry '{name}'. Upload an 
 ERROR_DUPLICATE_NAME = "Archive {path} holds the entry '{name}' twice. Re-create the archive."
 ERROR_TOO_MANY_FILES = (
     "Archive {path} holds {n} files, more than the limit of {limit}. Split the data set or raise max_files.")
+ERROR_TOO_MANY_ENTRIES = (
+    "Archive {path} holds {n_files} files and {n_dirs} folders, more than the limit of {limit} entries (files "
+    "and folders count alike). Split the data set or raise max_files.")
 ERROR_TOO_LARGE = (
     "Archive {path} expands to {size} bytes, more than the limit of {limit}. Use a smaller data set or "
     "raise max_total_bytes.")
@@ -78,6 +85,10 @@ def _unsafe_reason(name: str) -> str | None:
         return "goes up a folder ('..')"
     if not parts:
         return "is empty"
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in parts):
+        return f"has a name longer than {MAX_NAME_BYTES} bytes"
+    if len(normalised.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        return f"is longer than {MAX_PATH_BYTES} bytes"
     return None
 
 
@@ -143,6 +154,7 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, max_tot
 def _check_members(archive: zipfile.ZipFile, source: str, *, max_total_bytes, max_files, max_ratio):
     members = []
     seen = set()
+    folders: set = set()
     n_files = 0
     declared_total = 0
     compressed_total = 0
@@ -160,7 +172,13 @@ def _check_members(archive: zipfile.ZipFile, source: str, *, max_total_bytes, ma
         if key in seen:
             raise InputError(ERROR_DUPLICATE_NAME.format(path=source, name=name), source=source)
         seen.add(key)
-        if info.is_dir() or name.endswith(("/", "\\")):
+        is_dir = info.is_dir() or name.endswith(("/", "\\"))
+        for depth in range(1, len(parts) + (1 if is_dir else 0)):
+            folders.add(parts[:depth])
+        if n_files + (0 if is_dir else 1) + len(folders) > max_files:
+            raise InputError(ERROR_TOO_MANY_ENTRIES.format(path=source, n_files=n_files + (0 if is_dir else 1),
+                                                           n_dirs=len(folders), limit=max_files), source=source)
+        if is_dir:
             members.append((info, parts, True))
             continue
         n_files += 1
@@ -195,6 +213,10 @@ def _extract_members(archive: zipfile.ZipFile, members, root: Path, source: str,
             (target if is_dir else target.parent).mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as error:  # 'a' as a file and 'a/b' as a member
             raise InputError(ERROR_PATH_CLASH.format(path=source, name=info.filename), source=source) from error
+        except OSError as error:  # a name the file system refuses (too long, invalid characters...)
+            raise InputError(ERROR_CORRUPT_MEMBER.format(path=source, name=info.filename,
+                                                         detail=error.strerror or type(error).__name__),
+                             source=source) from error
         if is_dir:
             continue
         written = 0

@@ -79,6 +79,10 @@ MISSING_TOKENS = frozenset({"nan", "NaN", "NA", "N/A", "n/a", "null", "NULL", "N
 
 #: Default maximum number of distinct values for an attribute column to be a group attribute.
 MAX_GROUP_VALUES = 50
+#: A --group-by column with more distinct values is refused: every value is a group tested against the rest
+#: (and every pairwise intersection with the other attributes), so 10,000 values meant hours and nothing
+#: readable. Raise it on purpose with ``load_dataset(max_group_by_values=...)``.
+MAX_GROUP_BY_VALUES = 1000
 
 #: An attribute column with a distinct value on each of at least this many images is id-like (metadata).
 ID_LIKE_MIN_VALUES = 10
@@ -157,6 +161,10 @@ ERROR_UNKNOWN_GROUP_COLUMN = (
 ERROR_GROUP_BY_RESERVED = (
     "Group attribute '{column}' (--group-by) is a reserved column (id, path, label, split, row, "
     "content_hash) and cannot be a group attribute. Choose among: {available}.")
+ERROR_GROUP_BY_TOO_MANY = (
+    "Group attribute '{column}' (--group-by) has {n} distinct values, more than the cap of {cap}: each value "
+    "would be a group (an identifier or free text?). Group a coarser column, bin the values, or leave "
+    "'{column}' out of --group-by (it is kept as metadata).")
 ERROR_ATTRIBUTES_NOT_FOUND = "Attribute file {path} does not exist. Check the path given with --attributes."
 ERROR_ATTRIBUTES_UNSUPPORTED = "Attribute file {path} is not a .csv or .parquet file. Pass a CSV or Parquet table."
 ERROR_ATTRIBUTES_NO_KEY = (
@@ -721,6 +729,10 @@ def _choose_groups(table: pd.DataFrame, attribute_columns: list[str], group_by, 
             if column not in attribute_columns:
                 raise InputError(ERROR_UNKNOWN_GROUP_COLUMN.format(column=column, path=source,
                                                                    available=available),
+                                 source=source, column=column)
+            n_distinct = int(table[column].nunique(dropna=True)) if column in table.columns else 0
+            if n_distinct > MAX_GROUP_BY_VALUES:
+                raise InputError(ERROR_GROUP_BY_TOO_MANY.format(column=column, n=n_distinct, cap=MAX_GROUP_BY_VALUES),
                                  source=source, column=column)
             if column not in chosen:
                 chosen.append(column)
