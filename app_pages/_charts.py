@@ -17,7 +17,9 @@ def plot_text(value) -> str:
 def _layout(figure: go.Figure, title: str, *, height: int = 380, **kwargs) -> go.Figure:
     figure.update_layout(title=plot_text(title), height=height, margin=dict(l=10, r=10, t=50, b=10),
                          template="plotly_white", **kwargs)
-    return figure
+    from audit.report.figures import escape_figure_text
+
+    return escape_figure_text(figure)  # axis, colour-bar and legend titles too (issue 11)
 
 
 def grouped_bar(series: dict, categories, *, title: str, value_title: str) -> go.Figure:

@@ -192,3 +192,45 @@ def test_report_thumbnail_goes_through_the_allow_list(tmp_path, ghostscript_spy)
     assert not ghostscript_spy.exists()
     path.write_bytes(_png_bytes())
     assert thumbnail_data_uri(path).startswith("data:image/jpeg;base64,")
+
+
+# --- item 7: markup in chart titles ----------------------------------------------------------------------------
+EVIL = '<a href="https://evil.example">Click</a>'
+
+
+def _all_text(fig) -> list[str]:
+    texts = [fig.layout.title.text]
+    fig.for_each_xaxis(lambda a: texts.append(a.title.text))
+    fig.for_each_yaxis(lambda a: texts.append(a.title.text))
+    for trace in fig.data:
+        texts.append(trace.name)
+        for key in ("x", "y"):
+            values = getattr(trace, key, None)
+            if values is not None:
+                texts.extend(v for v in values if isinstance(v, str))
+        colorbar = getattr(trace, "colorbar", None)
+        if colorbar is not None and colorbar.title:
+            texts.append(colorbar.title.text)
+    return [t for t in texts if t]
+
+
+def test_report_figures_escape_a_column_name_with_markup():
+    from audit.report import figures
+
+    fig = figures.group_shares_figure([{"group": EVIL, "share": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 10}],
+                                      attribute=EVIL)
+    texts = _all_text(fig)
+    assert any("evil.example" in t for t in texts)
+    assert not any("<a" in t for t in texts)
+
+
+def test_app_heatmap_axis_titles_are_escaped():
+    """The defect: the app's heatmap axis titles took the column name raw (a live link)."""
+    pytest.importorskip("streamlit")
+    from app_pages import _charts
+
+    fig = _charts.heatmap([[1, 2]], x=[EVIL, "b"], y=["c"], title=f"Images by {EVIL}", x_title=EVIL, y_title=EVIL,
+                          colorbar_title=EVIL)
+    texts = _all_text(fig)
+    assert fig.layout.xaxis.title.text == EVIL.replace("<", "&lt;").replace(">", "&gt;")
+    assert not any("<a" in t for t in texts)

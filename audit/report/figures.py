@@ -29,6 +29,42 @@ def label(text) -> str:
     return html.escape(str(text), quote=False)
 
 
+def no_markup(text):
+    """``text`` with ``<`` and ``>`` escaped (idempotent: text escaped by :func:`label` is unchanged), so no
+    tag (``<a href>``, ``<b>``...) can reach plotly's label renderer; None stays None."""
+    if text is None:
+        return None
+    return str(text).replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape_figure_text(fig: go.Figure) -> go.Figure:
+    """Escape every title of ``fig`` (figure, axes, colour bars, legend) and every trace name, whatever built
+    it: a column named ``<a href="https://evil.example">Click</a>`` must not become a live link."""
+    if fig.layout.title and fig.layout.title.text is not None:
+        fig.layout.title.text = no_markup(fig.layout.title.text)
+
+    def axis(a):
+        if a.title and a.title.text is not None:
+            a.title.text = no_markup(a.title.text)
+
+    fig.for_each_xaxis(axis)
+    fig.for_each_yaxis(axis)
+    if fig.layout.legend and fig.layout.legend.title and fig.layout.legend.title.text is not None:
+        fig.layout.legend.title.text = no_markup(fig.layout.legend.title.text)
+    for trace in fig.data:
+        if getattr(trace, "name", None) is not None:
+            trace.name = no_markup(trace.name)
+        for key in ("x", "y"):  # category labels (ticks) are rendered as markup too
+            values = getattr(trace, key, None)
+            if values is not None and len(values) and any(isinstance(v, str) and ("<" in v or ">" in v)
+                                                          for v in values):
+                setattr(trace, key, [no_markup(v) if isinstance(v, str) else v for v in values])
+        colorbar = getattr(trace, "colorbar", None)
+        if colorbar is not None and colorbar.title and colorbar.title.text is not None:
+            colorbar.title.text = no_markup(colorbar.title.text)
+    return fig
+
+
 def _layout(fig: go.Figure, *, title: str, height: int, xaxis: dict | None = None, yaxis: dict | None = None,
             showlegend: bool = False) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0, xanchor="left", font=dict(size=13)), height=height,
@@ -39,7 +75,7 @@ def _layout(fig: go.Figure, *, title: str, height: int, xaxis: dict | None = Non
     if yaxis:
         fig.update_yaxes(**yaxis)
     fig.update_yaxes(automargin=True)
-    return fig
+    return escape_figure_text(fig)
 
 
 def _height(n_bars: int, *, per_bar: int = 18, minimum: int = 220, maximum: int = 900) -> int:
