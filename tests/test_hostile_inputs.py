@@ -737,9 +737,21 @@ def test_report_missing_parquet(broken, capsys):
 
 
 def test_report_images_table_from_another_run(broken, capsys):
-    from audit.folder import ERROR_TABLE_ROWS
+    from audit.folder import ERROR_MIXED_FOLDER, ERROR_TABLE_ROWS
 
+    run_id = json.loads((broken / "audit.json").read_text())["run_id"]
     pd.read_parquet(broken / "images.parquet").iloc[:5].to_parquet(broken / "images.parquet")
+    # the table no longer carries the run's id (issue 11: every contract file records it)
+    expect_error(cli(capsys, "report", broken, "--format", "md"), ERROR_MIXED_FOLDER, path=broken,
+                 file="images.parquet", found="unknown", expected=run_id)
+    # a table with the right id but the wrong row count is still refused
+    from audit.folder import PARQUET_RUN_ID_KEY
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(pd.read_parquet(broken / "images.parquet"), preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PARQUET_RUN_ID_KEY: run_id.encode()})
+    pq.write_table(table, broken / "images.parquet")
     expect_error(cli(capsys, "report", broken, "--format", "md"), ERROR_TABLE_ROWS,
                  file=broken / "images.parquet", found=5, expected=20)
 
