@@ -17,10 +17,20 @@ if metrics.empty or not performance:
     st.stop()
 
 descriptions = audit.audit.get("metrics", {})
-model_metrics = [m for m in dict.fromkeys(metrics["metric"]) if m not in ("share",)]
+def _metric_label(name: str) -> str:
+    """``issue_rate:dark`` -> ``issue rate: dark``; ``balanced_accuracy`` -> ``balanced accuracy``."""
+    return str(name).replace(":", ": ").replace("_", " ")
+
+
+# model metrics first, then label and data-quality rates (they describe the data, not the model)
+all_metrics = [m for m in dict.fromkeys(metrics["metric"]) if m not in ("share",)]
+data_rates = [m for m in all_metrics if m.startswith("issue_rate") or "noise" in m or "disagreement" in m
+              or m.startswith("annotation")]
+model_metrics = [m for m in all_metrics if m not in data_rates] + data_rates
 default_metric = model_metrics.index("accuracy") if "accuracy" in model_metrics else 0
 controls = st.columns(3)
-metric = controls[0].selectbox("Metric", model_metrics, index=default_metric, key="fair_metric")
+metric = controls[0].selectbox("Metric", model_metrics, index=default_metric, key="fair_metric",
+                                format_func=_metric_label)
 rows_metric = metrics[metrics["metric"] == metric]
 attributes = [a for a in dict.fromkeys(rows_metric["attribute"]) if a != "all"]
 if not attributes:
@@ -36,7 +46,7 @@ class_name = controls[2].selectbox("Class", class_names, format_func=lambda c: c
 info = descriptions.get(metric, {})
 if info.get("description"):
     direction = {True: "higher is better", False: "lower is better"}.get(info.get("higher_is_better"), "")
-    st.caption(_state.escape_markdown(f"{metric}: {info['description']} ({direction})"))
+    st.caption(_state.escape_markdown(f"{_metric_label(metric)}: {info['description']} ({direction})"))
 
 rows = rows_metric[(rows_metric["attribute"] == attribute) & (rows_metric["class"] == class_name)]
 overall = rows_metric[(rows_metric["attribute"] == "all") & (rows_metric["class"] == class_name)]
@@ -60,6 +70,14 @@ st.dataframe(rows[["group", "n", "value", "ci_low", "ci_high", "insufficient_evi
 
 # -- disparity summary ------------------------------------------------------------------------------------
 summary = next((s for s in performance.get("attributes", []) if s.get("attribute") == attribute), None)
+n_judged = int((~rows["insufficient_evidence"].astype(bool)).sum())
+if summary and n_judged < 2:
+    # Gaps between groups of 1-4 images are noise: no disparity table, no two-class fairness numbers.
+    st.subheader("Disparity summary")
+    st.info(f"Fewer than two groups of {attribute} have enough evidence (at least "
+            f"{audit.audit.get('provenance', {}).get('min_group_size', '?')} images and a narrow enough interval): "
+            "no disparity between groups is computed.")
+    summary = None
 if summary:
     st.subheader("Disparity summary")
     table = pd.DataFrame([dict(metric=name, **values) for name, values in summary.get("metrics", {}).items()])

@@ -26,10 +26,17 @@ verdict = data.get("verdict")
 if verdict:
     status = verdict.get("status")
     message = f"Policy verdict: {status}"
-    {"PASS": st.success, "FAIL": st.error}.get(status, st.warning)(message)
-    checks = pd.DataFrame(verdict.get("checks", []))
+    {"PASS": st.success, "FAIL": st.error, "ERROR": st.error}.get(status, st.warning)(message)
+    checks = pd.DataFrame(verdict.get("checks", []), columns=["status", "name", "attribute", "group", "class",
+                                                               "value", "threshold", "message"])
     if not checks.empty:
-        st.dataframe(checks, hide_index=True, width="stretch")
+        from audit.policy import status_rank
+
+        checks = checks.iloc[sorted(range(len(checks)), key=lambda i: status_rank(checks["status"].iloc[i]))]
+        st.dataframe(checks, hide_index=True, width="stretch", key="overview_checks", column_config={
+            "status": st.column_config.TextColumn("status", width="small"),
+            "name": st.column_config.TextColumn("check", width="medium"),
+            "message": st.column_config.TextColumn("details", width="large")})
 
 st.subheader("Findings")
 details = data.get("finding_details") or [{"text": t, "severity": ""} for t in data.get("findings", [])]

@@ -492,3 +492,24 @@ def test_fairness_chart_draws_the_policy_threshold_recorded_with_the_verdict(sam
                     if c["name"] == "performance.min_worst_group" and c["attribute"] == attribute)
     shapes = _chart(app, "fair_metric_chart")["layout"].get("shapes", [])
     assert any(s.get("x0") == pytest.approx(expected) and s.get("line", {}).get("dash") == "dot" for s in shapes)
+
+
+def test_fairness_shows_no_disparities_between_groups_too_small_to_judge(tmp_path, monkeypatch):
+    """Issue 12 item 6: an intersection whose groups are all too small gets a sentence, not an all-None
+    disparity table and two-class 'fairness' numbers computed from groups of a few images."""
+    folder = build_audit(tmp_path / "data", tmp_path / "reports" / "small")
+    monkeypatch.setenv("IMAGEFAIR_REPORTS", str(tmp_path / "reports"))
+    table = pd.read_parquet(folder / "group_metrics.parquet")
+    chosen = table["attribute"] == "site & skin"
+    table.loc[chosen, "insufficient_evidence"] = True
+    table.loc[chosen, "verdict"] = "insufficient_data"
+    table.to_parquet(folder / "group_metrics.parquet", index=False)
+    (folder / "audit.json").touch()  # a new version for the app's cache
+    app = _open(folder, "fairness")
+    app.selectbox(key="fair_attribute").set_value("site & skin").run()
+    assert not app.exception
+    assert any("no disparity between groups is computed" in i.value for i in app.info)
+    assert not [d for d in app.dataframe if d.proto.id.endswith("-fair_disparity")]
+    assert not any("Two-class fairness" in m.value for m in app.markdown)
+    app.selectbox(key="fair_attribute").set_value("site").run()
+    assert not any("no disparity between groups is computed" in i.value for i in app.info)
