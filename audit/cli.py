@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 
 EXIT_OK = 0
 EXIT_POLICY_FAILED = 1
@@ -271,7 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
+        # Library warnings (Pillow, torch, onnxruntime deprecations...) would break the promise of one clear
+        # line on stderr; what matters to the user is in the summary, audit.json or the error line.
+        # IMAGEFAIR_DEBUG=1 shows them.
+        with warnings.catch_warnings():
+            if not os.environ.get("IMAGEFAIR_DEBUG"):
+                warnings.simplefilter("ignore")
+            return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
     except AuditError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_ERROR

@@ -73,3 +73,30 @@ def test_group_by_above_the_cardinality_cap_is_refused(tmp_path, capsys):
     assert _stderr_line(capsys) == "error: " + ERROR_GROUP_BY_TOO_MANY.format(
         column="free_text", n=len(table), cap=MAX_GROUP_BY_VALUES)
     assert not (tmp_path / "o").exists()
+
+
+def test_library_warnings_do_not_break_the_one_line_error(audit_dir, tmp_path, capsys, monkeypatch):
+    """Issue 11 item 8: Pillow/torch warnings printed beside the error line broke the one-line promise."""
+    import warnings
+
+    import audit.gate as gate
+
+    real = gate.load_policy
+
+    def noisy(path):
+        warnings.warn("torch.jit.script is deprecated", DeprecationWarning)
+        warnings.warn("Image size exceeds limit", UserWarning)
+        return real(path)
+
+    monkeypatch.setattr(gate, "load_policy", noisy)
+    policy = tmp_path / "empty.toml"
+    policy.write_text("")
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # as a user's environment may have it
+        import sys
+
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno))  # printed, as outside pytest
+        assert main(["gate", str(audit_dir), "--policy", str(policy)]) == 2
+    assert _stderr_line(capsys) == "error: " + ERROR_EMPTY_POLICY.format(path=policy)
