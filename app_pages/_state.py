@@ -212,9 +212,16 @@ def current_audit() -> Audit:
 
 def review_state(audit: Audit):
     """Current decisions (fresh from ``reviews.sqlite``, never cached) and their summary."""
+    import sqlite3
+
     from audit import reviews
 
-    decisions = reviews.list_decisions(audit.folder)
+    try:
+        decisions = reviews.list_decisions(audit.folder)
+    except (sqlite3.Error, pd.errors.DatabaseError) as error:  # damaged or locked: a message, never a traceback
+        st.warning(reviews.ERROR_REVIEWS_DAMAGED.format(folder=audit.folder, reason=" ".join(str(error).split()))
+                   .split("; the decision")[0] + "; review decisions are not shown")
+        decisions = pd.DataFrame(columns=list(reviews.DECISION_COLUMNS))
     return decisions, reviews.summarise_reviews(audit.images, decisions)
 
 

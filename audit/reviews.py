@@ -52,6 +52,10 @@ ERROR_NEW_LABEL_UNEXPECTED = "only decision label_wrong takes a new label; got n
 ERROR_CONTENT_HASH = "content_hash must be the image's sha256 (64 hex digits); got {value!r}"
 ERROR_IMAGE_ID = "give the image's id (the id column of images.parquet); got an empty id"
 ERROR_NOT_A_FOLDER = "{path} is not an audit folder (no such directory); pick an existing audit"
+ERROR_REVIEWS_LOCKED = ("reviews.sqlite in {folder} stayed locked by another writer for {seconds:g} s; the decision was "
+                        "NOT saved (it is still in the form): save it again in a moment")
+ERROR_REVIEWS_DAMAGED = ("reviews.sqlite in {folder} cannot be used ({reason}); the decision was NOT saved (it is still "
+                         "in the form). Move the damaged file away (a new one is created) or restore it from a backup")
 ERROR_IMAGES_COLUMNS = "the images table lacks the column(s) {columns} needed to export corrected labels"
 
 _SCHEMA = """
@@ -148,7 +152,10 @@ def record_decision(folder: str | Path, *, image_id: str, content_hash: str, rev
     elif new_label is not None:
         raise InputError(ERROR_NEW_LABEL_UNEXPECTED.format(value=new_label, decision=decision))
     note = (note or "").strip() or None
-    connection = open_reviews(folder)
+    try:
+        connection = open_reviews(folder)
+    except sqlite3.Error as error:
+        raise _database_error(folder, error) from None
     try:
         connection.execute("BEGIN IMMEDIATE")
         cursor = connection.execute(
@@ -157,12 +164,30 @@ def record_decision(folder: str | Path, *, image_id: str, content_hash: str, rev
             (image_id, content_hash.lower(), reviewer, decision, new_label, note, decided_at or _now()))
         connection.execute("COMMIT")
         return int(cursor.lastrowid)
+    except sqlite3.Error as error:
+        _rollback(connection)
+        raise _database_error(folder, error) from None
     except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
+        _rollback(connection)
         raise
     finally:
         connection.close()
+
+
+def _rollback(connection) -> None:
+    try:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+
+
+def _database_error(folder, error: sqlite3.Error) -> InputError:
+    """One clear message for a locked or damaged ``reviews.sqlite`` (issue 11: never a traceback)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return InputError(ERROR_REVIEWS_LOCKED.format(folder=folder, seconds=BUSY_TIMEOUT_S))
+    return InputError(ERROR_REVIEWS_DAMAGED.format(folder=folder, reason=text))
 
 
 def list_decisions(folder: str | Path, *, current_only: bool = True) -> pd.DataFrame:

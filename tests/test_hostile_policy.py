@@ -100,3 +100,42 @@ def test_library_warnings_do_not_break_the_one_line_error(audit_dir, tmp_path, c
             warnings.formatwarning(message, category, filename, lineno))  # printed, as outside pytest
         assert main(["gate", str(audit_dir), "--policy", str(policy)]) == 2
     assert _stderr_line(capsys) == "error: " + ERROR_EMPTY_POLICY.format(path=policy)
+
+
+# --- item 6: reviews.sqlite failures are one clear message (the app shows it; the form keeps the decision) ----
+def _decision(folder):
+    from audit import reviews
+
+    return reviews.record_decision(folder, image_id="i1", content_hash="a" * 64, reviewer="ann",
+                                   decision="label_correct")
+
+
+def test_damaged_reviews_database_is_one_message(tmp_path):
+    from audit import reviews
+    from audit.errors import InputError
+
+    (tmp_path / "reviews.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(InputError) as info:
+        _decision(tmp_path)
+    assert str(info.value) == reviews.ERROR_REVIEWS_DAMAGED.format(folder=tmp_path,
+                                                                   reason="file is not a database")
+
+
+def test_locked_reviews_database_is_one_message(tmp_path, monkeypatch):
+    import sqlite3
+
+    from audit import reviews
+    from audit.errors import InputError
+
+    _decision(tmp_path)
+    holder = sqlite3.connect(tmp_path / "reviews.sqlite", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(reviews, "BUSY_TIMEOUT_S", 0.2)
+    try:
+        with pytest.raises(InputError) as info:
+            _decision(tmp_path)
+        assert str(info.value) == reviews.ERROR_REVIEWS_LOCKED.format(folder=tmp_path, seconds=0.2)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert _decision(tmp_path) > 0
