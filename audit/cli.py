@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="inference cache (default $IMAGEFAIR_CACHE_DIR or ~/.cache/imagefair)")
     settings.add_argument("--no-cache", action="store_true", help="do not read or write the inference cache")
     settings.add_argument("--quiet", action="store_true", help="no progress bars")
+    scale = run.add_argument_group("execution (issue 14: where the per-image stage runs; same numbers everywhere)")
+    scale.add_argument("--executor", default="local", choices=("local", "ray"),
+                       help="local: worker processes on this machine (default); ray: Ray Data (pip install "
+                            "'imagefair[ray]')")
+    scale.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="worker processes / Ray actors (default: all cores; 1 = in this process)")
+    scale.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
+                       help="join a running Ray cluster (`ray start --head`); default: start a local Ray instance")
 
     noise = commands.add_parser("label-noise", help="label-noise audit from labels + probabilities (no images)",
                                 description="Estimate label noise by confident learning from labels and "
@@ -192,7 +200,8 @@ def _command_run(args) -> int:
         max_intersection_depth=args.max_intersection_depth, n_bootstrap=args.n_bootstrap, seed=args.seed,
         correction=args.correction, label_noise_source=args.label_noise_source,
         label_score_method=args.label_score, cache_dir=args.cache_dir,
-        use_cache=not args.no_cache, annotations_file=args.annotations, consensus_method=args.consensus)
+        use_cache=not args.no_cache, annotations_file=args.annotations, consensus_method=args.consensus,
+        executor=args.executor, workers=args.workers, ray_address=args.ray_address)
     with folder_lock(args.out):  # a second run into the same --out is refused at once
         result = run_audit(config, progress=_progress_bar(args.quiet))
         folder = write_audit_folder(args.out, audit=result.audit, images=result.images,

@@ -71,6 +71,9 @@ class AuditConfig:
     cache_dir : str or None
         Where inference results are cached (None = ``$IMAGEFAIR_CACHE_DIR`` or ``~/.cache/imagefair``);
         ``use_cache=False`` disables the cache.
+    executor, workers, ray_address : str, int or None, str or None
+        Where the per-image stage runs (``--executor local|ray``, ``--workers N`` (default: all cores),
+        ``--ray-address auto|HOST:PORT``); every executor gives the same numbers.
     """
 
     data: str
@@ -101,6 +104,9 @@ class AuditConfig:
     annotations_file: str | None = None
     consensus_method: str = "auto"
     data_root: str | None = None
+    executor: str = "local"
+    workers: int | None = None
+    ray_address: str | None = None
 
     def check(self) -> None:
         """Validate the settings; raise :class:`~audit.errors.InputError` naming the bad one."""

@@ -36,3 +36,17 @@ def working_tree_stays_clean():
     if before is not None and after is not None and after != before:
         changes = sorted(set(after.splitlines()) ^ set(before.splitlines()))
         pytest.fail(ERROR_TREE_CHANGED.format(changes="; ".join(changes[:10])), pytrace=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def cache_in_a_temporary_folder(tmp_path_factory):
+    """Caches (inference, per-image features) go to a temporary folder, never to the user's ~/.cache."""
+    import os
+
+    previous = os.environ.get("IMAGEFAIR_CACHE_DIR")
+    os.environ["IMAGEFAIR_CACHE_DIR"] = str(tmp_path_factory.mktemp("imagefair-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("IMAGEFAIR_CACHE_DIR", None)
+    else:
+        os.environ["IMAGEFAIR_CACHE_DIR"] = previous

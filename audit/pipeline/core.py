@@ -91,8 +91,9 @@ def package_versions() -> dict:
     return versions
 
 
-def decode_images(dataset: Dataset, *, config: AuditConfig, progress: Progress):
-    """One pass over the images: content hash, pixel attributes and perceptual hashes.
+def run_per_image_stage(dataset: Dataset, *, config: AuditConfig, progress: Progress, model=None,
+                        classes=None):
+    """The per-image stage of ``run``: one read and one decode per image, sharded, on the configured executor.
 
     Returns
     -------
@@ -100,101 +101,53 @@ def decode_images(dataset: Dataset, *, config: AuditConfig, progress: Progress):
         The dataset rows that decoded, with ``content_hash``, the ``image_*`` attributes (binned too) and
         hash columns used by the data-quality analysis.
     skipped : list of SkipEntry
+    probabilities, embeddings : ndarray or None
+        Model outputs in the dataset's class order (``classes``), when ``model`` is given.
+    info : dict
+        What ran (executor, workers, images decoded and read from the cache, cache key).
     """
-    from audit.analysis.hashing import compute_perceptual_hashes
-    from audit.analysis.image_properties import bin_image_properties, compute_image_properties
-    from audit.io.images import iter_images
+    from audit.analysis.image_properties import bin_image_properties
+    from audit.model.cache import default_cache_dir
+    from audit.pipeline.executors import make_executor
+    from audit.pipeline.perimage import StageSpec, cleanup, feature_key, output_key, run_stage
 
-    table = dataset.table
-    n = len(table)
-    records: list[dict | None] = [None] * n
-    skipped: list[SkipEntry] = []
-    done = 0
-    for position, item in iter_images(table, max_pixels=config.max_pixels):
-        done += 1
-        if done % 256 == 0 or done == n:
-            progress("reading images", done, n)
-        if isinstance(item, SkipEntry):
-            skipped.append(item)
-            continue
-        record = {"content_hash": item.content_hash}
-        record.update(compute_image_properties(item.rgb, mode=item.mode))
-        # prefixed like every engine-computed column, so a manifest column named "phash" cannot collide
-        record.update({f"image_{name}": value for name, value in compute_perceptual_hashes(item.rgb).items()})
-        records[position] = record
-    keep = np.array([r is not None for r in records], dtype=bool)
-    kept = table.loc[keep].reset_index(drop=True)
-    properties = pd.DataFrame([r for r in records if r is not None])
-    kept = pd.concat([kept, properties.reset_index(drop=True)], axis=1)
-    kept = bin_image_properties(kept)
-    return kept, skipped
+    executor = make_executor(config.executor, workers=config.workers, ray_address=config.ray_address)
+    preprocessing = model.preprocessing.to_dict() if model is not None else None
+    if model is not None and not model.classes:
+        from audit.errors import ModelError
+        from audit.model.inference import ERROR_NO_MODEL_CLASSES
 
+        raise ModelError(ERROR_NO_MODEL_CLASSES)
+    workers = getattr(executor, "workers", None) or 1
+    spec = StageSpec(max_pixels=config.max_pixels, model_path=config.model if model is not None else None,
+                     arch=config.arch, preprocess_file=config.preprocess_file, batch_size=config.batch_size,
+                     feature_key=feature_key(max_pixels=config.max_pixels),
+                     output_key=output_key(model_sha256=model.sha256, preprocessing=preprocessing)
+                     if model is not None else None,
+                     threads=1 if (workers > 1 or config.executor == "ray") else 0)
+    store_root = None
+    if config.use_cache:
+        store_root = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) / "store"
+    result = run_stage(dataset.table, spec=spec, executor=executor, store_root=store_root, progress=progress,
+                       n_classes=len(model.classes) if model is not None else None, model=model)
+    try:
+        kept = bin_image_properties(result.kept)
+        probabilities = embeddings = None
+        if model is not None and len(kept):
+            from audit.model.inference import align_to_dataset, load_class_map
 
-def predict_with_model(kept: pd.DataFrame, *, classes, config: AuditConfig, progress: Progress, model=None):
-    """Model probabilities (dataset class order) and embeddings for the kept rows, from the cache if possible.
-
-    Returns
-    -------
-    probabilities : ndarray (N, K) float32
-    embeddings : ndarray or None
-    model_info : dict
-        Kind, checksum, preprocessing and whether the cache was used (for provenance).
-    """
-    from audit.io.images import iter_images
-    from audit.model.cache import default_cache_dir, inference_cache_key, load_cached, store_cached
-    from audit.model.inference import align_to_dataset, iter_predictions, load_class_map, load_model
-
-    model = model or load_model(config.model, arch=config.arch, preprocess_file=config.preprocess_file)
-    class_map = load_class_map(config.class_map_file) if config.class_map_file else None
-    preprocessing = model.preprocessing.to_dict()
-    key = inference_cache_key(content_hashes=list(kept["content_hash"]), model_sha256=model.sha256,
-                              preprocessing=preprocessing)
-    cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    cached = load_cached(cache_dir, key) if config.use_cache else None
-    from_cache = cached is not None
-    if cached is not None:
-        raw_probabilities, embeddings = cached
-    else:
-        n = len(kept)
-
-        def batches():
-            indices, images = [], []
-            for position, item in iter_images(kept, max_pixels=config.max_pixels):
-                if isinstance(item, SkipEntry):  # changed on disk since the first pass
-                    raise InputError(f"{item.path}: {item.reason} (the file changed during the audit)")
-                indices.append(position)
-                images.append(item.rgb)
-                if len(images) == config.batch_size:
-                    yield np.array(indices), images
-                    indices, images = [], []
-            if images:
-                yield np.array(indices), images
-
-        raw_probabilities = None
-        embeddings = None
-        done = 0
-        for indices, probabilities, batch_embeddings in iter_predictions(batches(), model,
-                                                                         batch_size=config.batch_size):
-            if raw_probabilities is None:
-                raw_probabilities = np.zeros((n, probabilities.shape[1]), dtype=np.float32)
-                if batch_embeddings is not None:
-                    embeddings = np.zeros((n, batch_embeddings.shape[1]), dtype=np.float32)
-            raw_probabilities[indices] = probabilities
-            if embeddings is not None and batch_embeddings is not None:
-                embeddings[indices] = batch_embeddings
-            done += len(indices)
-            progress("running the model", done, n)
-        if config.use_cache:
-            store_cached(cache_dir, key, raw_probabilities, embeddings)
-    probabilities = align_to_dataset(raw_probabilities, model_classes=model.classes,
-                                     dataset_classes=tuple(classes), class_map=class_map)
-    info = {"source": str(Path(config.model).resolve()), "kind": model.kind, "sha256": model.sha256,
-            "arch": config.arch, "classes": list(model.classes) if model.classes else None, "preprocessing": preprocessing,
-            "preprocessing_source": getattr(model, "preprocessing_source", None),
-            "class_map": str(Path(config.class_map_file).resolve()) if config.class_map_file else None,
-            "has_embeddings": embeddings is not None, "cache_key": key, "from_cache": from_cache}
-    return probabilities.astype(np.float32), embeddings, info
-
+            class_map = load_class_map(config.class_map_file) if config.class_map_file else None
+            if class_map is None and tuple(model.classes) == tuple(classes):
+                probabilities = result.raw_probabilities  # already in the dataset's order (maybe on disk)
+            else:
+                probabilities = align_to_dataset(result.raw_probabilities, model_classes=model.classes,
+                                                 dataset_classes=tuple(classes), class_map=class_map)
+            embeddings = result.embeddings
+    finally:
+        cleanup(result)
+    info = {**executor.describe(), "shards": result.n_shards, "images_decoded": result.n_decoded,
+            "images_from_cache": result.n_from_cache, "cache": bool(config.use_cache)}
+    return kept, result.skipped, probabilities, embeddings, info, (spec.output_key if model is not None else None)
 
 
 @dataclass
@@ -244,6 +197,7 @@ class Prepared:
     label_column: str = "label"
     data_hash: str = ""
     label_noise_source: tuple | None = None
+    stage_info: dict | None = None
 
 
 def check_pixel_groups(config: AuditConfig) -> None:
@@ -293,7 +247,8 @@ def prepare_images(config: AuditConfig, *, progress: Progress) -> Prepared:
             class_order_source = "model"
     durations = {"load_dataset": round(time.perf_counter() - clock, 3)}
     stage_start = time.perf_counter()
-    kept, decode_skips = decode_images(dataset, config=config, progress=progress)
+    kept, decode_skips, probabilities, embeddings, stage_info, key = run_per_image_stage(
+        dataset, config=config, progress=progress, model=model, classes=classes)
     durations["read_images"] = round(time.perf_counter() - stage_start, 3)
     skipped = list(dataset.skipped) + decode_skips
     if len(kept) == 0:
@@ -303,12 +258,17 @@ def prepare_images(config: AuditConfig, *, progress: Progress) -> Prepared:
     if kept["label"].nunique() < 2:
         raise InputError(ERROR_SINGLE_CLASS_LEFT.format(name=str(kept["label"].iloc[0])))
 
-    probabilities = embeddings = None
     model_info = None
     stage_start = time.perf_counter()
     if config.model:
-        probabilities, embeddings, model_info = predict_with_model(kept, classes=classes, config=config,
-                                                                   progress=progress, model=model)
+        # inference ran inside the per-image stage, on the same decoded pixels (one decode per image)
+        model_info = {"source": str(Path(config.model).resolve()), "kind": model.kind, "sha256": model.sha256,
+                      "arch": config.arch, "classes": list(model.classes) if model.classes else None,
+                      "preprocessing": model.preprocessing.to_dict(),
+                      "preprocessing_source": getattr(model, "preprocessing_source", None),
+                      "class_map": str(Path(config.class_map_file).resolve()) if config.class_map_file else None,
+                      "has_embeddings": embeddings is not None, "cache_key": key,
+                      "from_cache": bool(config.use_cache) and stage_info["images_decoded"] == 0}
     elif config.predictions:
         from audit.model.predictions import load_predictions
 
@@ -321,10 +281,12 @@ def prepare_images(config: AuditConfig, *, progress: Progress) -> Prepared:
     durations["model"] = round(time.perf_counter() - stage_start, 3)
     data_hash = hashlib.sha256("\n".join(f"{i}\t{h}\t{l}" for i, h, l in zip(
         kept["id"], kept["content_hash"], kept["label"])).encode()).hexdigest()
-    return Prepared(kind="run", dataset=dataset, kept=kept, classes=classes, class_order_source=class_order_source,
+    prepared = Prepared(kind="run", dataset=dataset, kept=kept, classes=classes, class_order_source=class_order_source,
                     probabilities=probabilities, embeddings=embeddings, model_info=model_info, skipped=skipped,
                     durations=durations, source=str(Path(config.data).resolve()), root=str(dataset.root),
                     label_column=config.label_column, data_hash=data_hash)
+    prepared.stage_info = stage_info
+    return prepared
 
 
 def analyse(prepared: Prepared, *, config: AuditConfig, progress: Progress, started: datetime,
@@ -388,6 +350,7 @@ def analyse(prepared: Prepared, *, config: AuditConfig, progress: Progress, star
             "platform": platform.platform(),
             "command": " ".join(sys.argv) if sys.argv else None,
             "started_at": started.isoformat(timespec="seconds"),
+            "per_image_stage": prepared.stage_info,
         },
         "skipped": [entry.to_dict() for entry in prepared.skipped],
     }

@@ -1,0 +1,501 @@
+"""The per-image stage: each file read and decoded once, in shards, results on disk.
+
+For every image the stage computes, from the same decoded pixels: the content hash (sha256 of the file's
+bytes), the pixel attributes (:mod:`audit.analysis.image_properties`), the perceptual hashes
+(:mod:`audit.analysis.hashing`) and, with a model, the model input and the model's raw outputs. It runs
+over *shards* (consecutive runs of :data:`SHARD_IMAGES` manifest rows); a shard is the unit of work of
+every executor (:mod:`audit.pipeline.executors`: in-process, worker processes, Ray). Shard boundaries and
+batches do not depend on the executor or the number of workers, so every executor computes the same
+numbers.
+
+Each shard's results are written as soon as it is done to a content-addressed store
+(:class:`FeatureStore`): per-image features to Parquet parts keyed by the settings that shape them,
+model outputs to ``.npy`` parts keyed by the model file's sha256 and its preprocessing, each row keyed by
+the image's content hash. Memory on the map side is bounded by a shard; the reduce side
+(:func:`collect`) reads back compact columns and assembles the probabilities on disk when they are large.
+With the cache on, the store *is* the feature cache: a re-run (same files, any manifest order, other
+attributes, groups or policy) finds every image by its content hash and decodes nothing; a killed run
+leaves its finished shards reusable. With ``use_cache=False`` the store lives in a temporary folder that is
+deleted after the run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from audit.types import SkipEntry
+
+#: Manifest rows per shard (the unit of work and of memory on the map side).
+SHARD_IMAGES = 512
+
+#: Bumped whenever a stored feature changes meaning or computation, so old parts stop matching.
+FEATURES_VERSION = 1
+#: Bumped whenever stored model outputs change format.
+OUTPUTS_VERSION = 1
+
+#: Skip reason of an image whose worker process died while reading it (a crash in a decoder).
+SKIP_WORKER_DIED = "the worker process died while reading this image (crash in a decoder); it was left out"
+#: Skip reason of an image whose content changed between the cache check and the decode.
+SKIP_CHANGED = "the file changed while it was being read; rerun the audit"
+
+#: Above this many values (images x classes) the assembled probabilities live in an on-disk array.
+IN_MEMORY_PROBABILITIES = 50_000_000
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a worker needs to process a shard (picklable; sent once to each worker).
+
+    Attributes
+    ----------
+    max_pixels : int
+        Pixel cap (images above are skipped).
+    model_path, arch, preprocess_file : str or None
+        The model to run (each worker loads its own copy), or None.
+    batch_size : int
+        Images per model call (batches never cross a shard, so they are the same on every executor).
+    feature_key, output_key : str
+        Store keys of the features and of the model outputs (:func:`feature_key`, :func:`output_key`).
+    threads : int
+        Inference threads per worker.
+    """
+
+    max_pixels: int
+    model_path: str | None = None
+    arch: str | None = None
+    preprocess_file: str | None = None
+    batch_size: int = 128
+    feature_key: str = ""
+    output_key: str | None = None
+    threads: int = 1
+
+
+@dataclass
+class ShardTask:
+    """One shard: positions in the table, paths and manifest rows (for skip entries)."""
+
+    shard: int
+    positions: list
+    paths: list
+    rows: list
+
+
+@dataclass
+class ShardOutput:
+    """What a worker returns for one shard (small: no pixels).
+
+    Attributes
+    ----------
+    shard : int
+    positions : ndarray of int64
+        Table position of every image of the shard.
+    content_hashes : list of str or None
+        sha256 of each file (None when it was skipped before hashing).
+    skip_reasons : list of str or None
+        Why an image was left out (None when kept).
+    features : DataFrame or None
+        ``content_hash`` + pixel attributes + perceptual hashes of the images computed here (cache misses).
+    probabilities, embeddings : ndarray or None
+        Raw model outputs (model class order) of the rows of ``features``.
+    n_decoded : int
+        Images decoded (cache misses).
+    """
+
+    shard: int
+    positions: np.ndarray
+    content_hashes: list
+    skip_reasons: list
+    features: pd.DataFrame | None = None
+    probabilities: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    n_decoded: int = 0
+
+
+def feature_key(*, max_pixels: int) -> str:
+    """Store key of per-image features: what shapes them (the feature version; the pixel cap only decides
+    skips, which are never stored, but is kept for safety)."""
+    from audit.analysis.hashing import HASH_NAMES
+    from audit.analysis.image_properties import PROPERTY_COLUMNS
+
+    header = {"version": FEATURES_VERSION, "properties": list(PROPERTY_COLUMNS), "hashes": list(HASH_NAMES),
+              "max_pixels": int(max_pixels)}
+    return hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def output_key(*, model_sha256: str, preprocessing: dict) -> str:
+    """Store key of model outputs: the model file's sha256 and its preprocessing."""
+    header = {"version": OUTPUTS_VERSION, "model_sha256": model_sha256, "preprocessing": preprocessing}
+    return hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def plan_shards(table: pd.DataFrame, *, shard_images: int = SHARD_IMAGES) -> list[ShardTask]:
+    """Cut the table into consecutive shards (the same cut for every executor)."""
+    paths = [str(p) for p in table["path"].tolist()]
+    rows = table["row"].tolist() if "row" in table.columns else list(range(len(paths)))
+    tasks = []
+    for shard, start in enumerate(range(0, len(paths), shard_images)):
+        stop = min(start + shard_images, len(paths))
+        tasks.append(ShardTask(shard=shard, positions=list(range(start, stop)), paths=paths[start:stop],
+                               rows=rows[start:stop]))
+    return tasks
+
+
+# -- the store ------------------------------------------------------------------------------------------------
+class FeatureStore:
+    """Content-addressed parts on disk: ``features/<key>/<part>.parquet`` and ``outputs/<key>/<part>.*``.
+
+    A part is written atomically (arrays first, then its Parquet index under a temporary name renamed into
+    place), so a present ``.parquet`` means a whole part; anything unreadable is ignored (a miss).
+    """
+
+    def __init__(self, root: str | os.PathLike, *, feature_key: str, output_key: str | None):
+        self.root = Path(root)
+        self.feature_dir = self.root / "features" / feature_key
+        self.output_dir = self.root / "outputs" / output_key if output_key else None
+
+    # writing ----------------------------------------------------------------------------------------------
+    def write(self, output: ShardOutput) -> None:
+        """Store the features (and model outputs) a worker computed for one shard."""
+        if output.features is None or len(output.features) == 0:
+            return
+        part = f"{uuid.uuid4().hex}"
+        self.feature_dir.mkdir(parents=True, exist_ok=True)
+        _write_parquet_atomic(self.feature_dir / f"{part}.parquet", output.features)
+        if self.output_dir is not None and output.probabilities is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            _write_npy_atomic(self.output_dir / f"{part}.probabilities.npy", output.probabilities)
+            if output.embeddings is not None:
+                _write_npy_atomic(self.output_dir / f"{part}.embeddings.npy", output.embeddings)
+            _write_parquet_atomic(self.output_dir / f"{part}.parquet",
+                                  output.features[["content_hash"]].reset_index(drop=True))
+
+    # reading ----------------------------------------------------------------------------------------------
+    def _parts(self, folder: Path | None) -> list[Path]:
+        if folder is None or not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
+
+    def known_hashes(self) -> frozenset:
+        """Content hashes with both features and (with a model) outputs stored: an image whose hash is here
+        needs no decode."""
+        features = set(_hash_column(self._parts(self.feature_dir)))
+        if self.output_dir is None:
+            return frozenset(features)
+        return frozenset(features & set(_hash_column(self._parts(self.output_dir))))
+
+    def read_features(self, hashes: np.ndarray) -> pd.DataFrame:
+        """Feature rows for ``hashes`` (in that order; a hash may repeat)."""
+        import pyarrow.parquet as pq
+
+        wanted = set(hashes.tolist())
+        frames = []
+        for part in self._parts(self.feature_dir):
+            try:
+                table = pq.read_table(part)
+            except Exception:  # noqa: BLE001 - an unreadable part is a miss
+                continue
+            frame = table.to_pandas()
+            frame = frame[frame["content_hash"].isin(wanted)]
+            if len(frame):
+                frames.append(frame)
+        if not frames:
+            return pd.DataFrame({"content_hash": pd.Series(hashes, dtype=object)})
+        found = pd.concat(frames, ignore_index=True).drop_duplicates("content_hash").set_index("content_hash")
+        return found.reindex(hashes).reset_index()
+
+    def read_outputs(self, hashes: np.ndarray, *, out: np.ndarray, embeddings_out=None) -> np.ndarray:
+        """Fill ``out[i]`` with the stored probabilities of ``hashes[i]``; return a mask of rows found."""
+        import pyarrow.parquet as pq
+
+        index = pd.Index(hashes)
+        found = np.zeros(len(hashes), dtype=bool)
+        for part in self._parts(self.output_dir):
+            try:
+                part_hashes = pq.read_table(part, columns=["content_hash"]).column("content_hash").to_numpy(
+                    zero_copy_only=False)
+                probabilities = np.load(part.with_suffix(".probabilities.npy"), mmap_mode="r", allow_pickle=False)
+            except Exception:  # noqa: BLE001 - an unreadable part is a miss
+                continue
+            if probabilities.shape[0] != len(part_hashes) or probabilities.shape[1] != out.shape[1]:
+                continue
+            # every table row whose hash is in this part (a hash may occur in several rows)
+            positions = pd.Index(part_hashes).get_indexer(index)
+            take = (positions >= 0) & ~found
+            if not take.any():
+                continue
+            rows = np.flatnonzero(take)
+            out[rows] = probabilities[positions[rows]]
+            if embeddings_out is not None:
+                try:
+                    embeddings = np.load(part.with_suffix(".embeddings.npy"), mmap_mode="r", allow_pickle=False)
+                    embeddings_out[rows] = embeddings[positions[rows]]
+                except Exception:  # noqa: BLE001
+                    continue
+            found[rows] = True
+        return found
+
+    def embedding_width(self) -> int | None:
+        for part in self._parts(self.output_dir):
+            path = part.with_suffix(".embeddings.npy")
+            if path.is_file():
+                try:
+                    return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[1])
+                except Exception:  # noqa: BLE001
+                    continue
+        return None
+
+
+def _hash_column(parts: list[Path]) -> list[str]:
+    import pyarrow.parquet as pq
+
+    values: list[str] = []
+    for part in parts:
+        try:
+            values.extend(pq.read_table(part, columns=["content_hash"]).column("content_hash").to_pylist())
+        except Exception:  # noqa: BLE001 - an unreadable part is a miss
+            continue
+    return values
+
+
+def _write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.to_parquet(temporary, index=False)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _write_npy_atomic(path: Path, array: np.ndarray) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+# -- the map side (runs in a worker) --------------------------------------------------------------------------
+class ShardProcessor:
+    """Processes shards in one worker: holds the model (loaded once) and the set of stored content hashes."""
+
+    def __init__(self, spec: StageSpec, known: frozenset = frozenset(), *, model=None):
+        self.spec = spec
+        self.known = known
+        self._model = model
+
+    @property
+    def model(self):
+        if self._model is None and self.spec.model_path:
+            if self.spec.threads:
+                os.environ["IMAGEFAIR_NUM_THREADS"] = str(self.spec.threads)
+            from audit.model.inference import load_model
+
+            self._model = load_model(self.spec.model_path, arch=self.spec.arch,
+                                     preprocess_file=self.spec.preprocess_file)
+        return self._model
+
+    def __call__(self, task: ShardTask) -> ShardOutput:
+        from audit.analysis.hashing import compute_perceptual_hashes
+        from audit.analysis.image_properties import compute_image_properties
+        from audit.io.images import ImageSkip, read_image
+
+        n = len(task.paths)
+        hashes: list = [None] * n
+        reasons: list = [None] * n
+        records, images, computed = [], [], []
+        for index, path in enumerate(task.paths):
+            _fault_injection(path)
+            if self.known:
+                content_hash = _hash_file(path)
+                if content_hash is not None and content_hash in self.known:
+                    hashes[index] = content_hash
+                    continue
+            try:
+                decoded = read_image(path, max_pixels=self.spec.max_pixels)
+            except ImageSkip as skip:
+                reasons[index] = skip.reason
+                continue
+            record = {"content_hash": decoded.content_hash}
+            record.update(compute_image_properties(decoded.rgb, mode=decoded.mode))
+            # prefixed like every engine-computed column, so a manifest column named "phash" cannot collide
+            record.update({f"image_{k}": v for k, v in compute_perceptual_hashes(decoded.rgb).items()})
+            hashes[index] = decoded.content_hash
+            records.append(record)
+            computed.append(index)
+            if self.spec.model_path:
+                images.append(decoded.rgb)
+        features = _features_frame(records) if records else None
+        probabilities = embeddings = None
+        if self.spec.model_path and images:
+            from audit.model.inference import iter_predictions
+
+            model = self.model
+            outputs, embedded = [], []
+            chunk = (np.arange(len(images)), images)
+            for _, batch_probabilities, batch_embeddings in iter_predictions([chunk], model,
+                                                                            batch_size=self.spec.batch_size):
+                outputs.append(batch_probabilities)
+                if batch_embeddings is not None:
+                    embedded.append(batch_embeddings)
+            probabilities = np.concatenate(outputs).astype(np.float32)
+            embeddings = np.concatenate(embedded).astype(np.float32) if embedded else None
+        return ShardOutput(shard=task.shard, positions=np.asarray(task.positions, dtype=np.int64),
+                           content_hashes=hashes, skip_reasons=reasons, features=features,
+                           probabilities=probabilities, embeddings=embeddings, n_decoded=len(records))
+
+
+def _features_frame(records: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(records)
+    for column in frame.columns:
+        if column.startswith("image_") and column[len("image_"):].split("_")[0] in ("phash", "dhash", "chash"):
+            frame[column] = frame[column].astype(np.uint64)
+    frame["image_sharpness"] = frame["image_sharpness"].astype(float)
+    return frame
+
+
+def _hash_file(path: str) -> str | None:
+    """sha256 of a file's bytes (None when it cannot be read: the decode path names the problem)."""
+    from audit.io.images import MAX_FILE_BYTES
+
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+                return None
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError:
+        return None
+    if not data or len(data) > MAX_FILE_BYTES:
+        return None
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fault_injection(path: str) -> None:
+    """Test hook: ``IMAGEFAIR_TEST_CRASH_ON=<file name>`` kills the worker process reading that file, as a
+    crashing decoder would (used by the tests of worker death; never set it otherwise)."""
+    target = os.environ.get("IMAGEFAIR_TEST_CRASH_ON")
+    if target and os.path.basename(path) == target and os.environ.get("IMAGEFAIR_WORKER") == "1":
+        os._exit(70)
+
+
+# -- the reduce side ------------------------------------------------------------------------------------------
+@dataclass
+class StageResult:
+    """The per-image stage of a whole table, assembled in table order.
+
+    Attributes
+    ----------
+    kept : DataFrame
+        Rows that decoded, with ``content_hash``, pixel attributes and perceptual hash columns.
+    skipped : list of SkipEntry
+    raw_probabilities : ndarray or None
+        ``(n_kept, K)`` float32 model outputs (model class order), in memory or an on-disk memmap.
+    embeddings : ndarray or None
+    n_decoded, n_from_cache : int
+    """
+
+    kept: pd.DataFrame
+    skipped: list
+    raw_probabilities: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    n_decoded: int = 0
+    n_from_cache: int = 0
+    n_shards: int = 0
+    work_dir: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str | os.PathLike | None,
+              progress=None, n_classes: int | None = None, work_dir: str | os.PathLike | None = None,
+              model=None) -> StageResult:
+    """Run the per-image stage over ``table`` with ``executor`` and assemble the results.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The loaded manifest (``path``, ``row``...).
+    spec : StageSpec
+    executor : object
+        ``executor.map(processor_factory, tasks)`` yields :class:`ShardOutput` (any order);
+        see :mod:`audit.pipeline.executors`.
+    store_root : path or None
+        Feature cache folder; None = a temporary store deleted by :func:`cleanup`.
+    n_classes : int, optional
+        Model outputs per image (known from the model's class list), for the on-disk array.
+    """
+    temporary = None
+    if store_root is None:
+        temporary = Path(tempfile.mkdtemp(prefix="imagefair-stage-", dir=work_dir))
+        store_root = temporary
+    store = FeatureStore(store_root, feature_key=spec.feature_key, output_key=spec.output_key)
+    known = store.known_hashes()
+    tasks = plan_shards(table, shard_images=SHARD_IMAGES)
+    n = len(table)
+    content_hashes = np.empty(n, dtype=object)
+    reasons = np.empty(n, dtype=object)
+    n_decoded = 0
+    done = 0
+    if progress is not None:
+        progress("reading images", 0, n)
+    for output in executor.map(spec, known, tasks, model=model):
+        store.write(output)
+        content_hashes[output.positions] = output.content_hashes
+        reasons[output.positions] = output.skip_reasons
+        n_decoded += output.n_decoded
+        done += len(output.positions)
+        if progress is not None:
+            progress("reading images", done, n)
+    keep = np.array([r is None for r in reasons], dtype=bool)
+    rows = table["row"].tolist() if "row" in table.columns else list(range(n))
+    paths = table["path"].tolist()
+    skipped = [SkipEntry(None if rows[i] is None else int(rows[i]), str(paths[i]), reasons[i])
+               for i in np.flatnonzero(~keep)]
+    kept = table.loc[keep].reset_index(drop=True)
+    kept_hashes = content_hashes[keep].astype(str)
+    features = store.read_features(kept_hashes)
+    missing = features.iloc[:, 1:].isna().all(axis=1) if features.shape[1] > 1 else pd.Series(True, index=features.index)
+    if len(kept) and missing.any():
+        raise RuntimeError(f"{int(missing.sum())} images have no stored features (the feature store at "
+                           f"{store.root} was changed during the run)")
+    features = features.reset_index(drop=True)
+    kept = pd.concat([kept, features], axis=1)
+    raw = embeddings = None
+    if spec.output_key and len(kept):
+        k = n_classes
+        if k is None:
+            raise ValueError("n_classes is needed to assemble model outputs")
+        shape = (len(kept), k)
+        if shape[0] * shape[1] > IN_MEMORY_PROBABILITIES:
+            folder = Path(tempfile.mkdtemp(prefix="imagefair-probabilities-", dir=work_dir))
+            raw = np.lib.format.open_memmap(folder / "probabilities.npy", mode="w+", dtype=np.float32, shape=shape)
+            result_dir = folder
+        else:
+            raw = np.zeros(shape, dtype=np.float32)
+            result_dir = None
+        width = store.embedding_width()
+        embeddings = np.zeros((len(kept), width), dtype=np.float32) if width else None
+        found = store.read_outputs(kept_hashes, out=raw, embeddings_out=embeddings)
+        if not found.all():
+            raise RuntimeError(f"{int((~found).sum())} images have no stored model outputs (the feature store at "
+                               f"{store.root} was changed during the run)")
+    else:
+        result_dir = None
+    return StageResult(kept=kept, skipped=skipped, raw_probabilities=raw, embeddings=embeddings,
+                       n_decoded=n_decoded, n_from_cache=int(keep.sum()) - n_decoded, n_shards=len(tasks),
+                       work_dir=temporary, extra={"probabilities_dir": result_dir})
+
+
+def cleanup(result: StageResult) -> None:
+    """Delete the temporary store of a run without cache (the on-disk probabilities stay until the end)."""
+    if result.work_dir is not None:
+        shutil.rmtree(result.work_dir, ignore_errors=True)

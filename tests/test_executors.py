@@ -1,0 +1,150 @@
+"""The per-image stage: one decode per image in shards, the same results on every executor, the feature
+cache, and bad input (worker death, missing Ray, unreachable cluster)."""
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import audit.pipeline.perimage as perimage
+from audit.config import AuditConfig
+from audit.errors import InputError
+from audit.pipeline import run_audit
+from audit.pipeline.executors import (ERROR_RAY_MISSING, ERROR_RAY_UNREACHABLE, ERROR_WORKERS, RayExecutor,
+                                      make_executor)
+from audit.pipeline.perimage import SKIP_WORKER_DIED
+from tests.helpers import write_manifest_dataset
+from tests.test_pipeline import _write_torchscript_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    manifest = write_manifest_dataset(folder, n_per_cell=10)  # 40 images
+    model = _write_torchscript_model(folder, ["dog", "cat"])
+    return manifest, model
+
+
+@pytest.fixture()
+def small_shards(monkeypatch):
+    monkeypatch.setattr(perimage, "SHARD_IMAGES", 7)  # 40 images -> 6 shards
+
+
+def _config(data, **settings):
+    manifest, model = data
+    settings.setdefault("use_cache", False)
+    return AuditConfig(data=str(manifest), model=str(model), n_bootstrap=50, **settings)
+
+
+def _same(result, reference):
+    pd.testing.assert_frame_equal(result.images, reference.images, check_exact=True)
+    np.testing.assert_allclose(result.probabilities, reference.probabilities, rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def reference(data):
+    return run_audit(_config(data, workers=1))  # one shard, in this process
+
+
+def test_worker_processes_give_the_same_images_table_and_probabilities(data, reference, small_shards):
+    result = run_audit(_config(data, workers=2))
+    stage = result.audit["provenance"]["per_image_stage"]
+    assert stage == {"executor": "local", "workers": 2, "shards": 6, "images_decoded": 40, "images_from_cache": 0,
+                     "cache": False}
+    _same(result, reference)
+
+
+def test_cached_rerun_decodes_nothing_even_with_other_attributes(data, reference, tmp_path, small_shards):
+    manifest, _ = data
+    first = run_audit(_config(data, workers=1, use_cache=True, cache_dir=str(tmp_path)))
+    assert first.audit["provenance"]["per_image_stage"]["images_decoded"] == 40
+    _same(first, reference)
+    # a re-run that changes only the groups and the attributes reads every per-image result from the cache
+    table = pd.read_csv(manifest)
+    attributes = tmp_path / "attributes.csv"
+    pd.DataFrame({"id": table["id"], "camera": np.where(np.arange(len(table)) % 2, "x", "y")}).to_csv(attributes,
+                                                                                                      index=False)
+    again = run_audit(_config(data, workers=2, use_cache=True, cache_dir=str(tmp_path), group_by=("site",),
+                              attributes_file=str(attributes)))
+    stage = again.audit["provenance"]["per_image_stage"]
+    assert stage["images_decoded"] == 0 and stage["images_from_cache"] == 40
+    assert again.audit["model"]["from_cache"]
+    per_image = ["id", "content_hash", "image_brightness", "image_sharpness", "image_phash_nw", "prediction",
+                 "confidence"]
+    pd.testing.assert_frame_equal(again.images[per_image], reference.images[per_image], check_exact=True)
+    np.testing.assert_allclose(again.probabilities, reference.probabilities, rtol=0, atol=1e-6)
+
+
+def test_a_worker_that_dies_on_an_image_is_a_counted_skip(data, reference, monkeypatch, small_shards):
+    monkeypatch.setenv("IMAGEFAIR_TEST_CRASH_ON", "img_0009.png")
+    result = run_audit(_config(data, workers=2))
+    assert result.audit["skipped"] == [{"row": 9, "path": str(Path(data[0]).parent / "images" / "img_0009.png"),
+                                        "reason": SKIP_WORKER_DIED}]
+    assert len(result.images) == 39
+    expected = reference.images[reference.images["id"] != reference.images["id"].iloc[9]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(result.images[["id", "content_hash", "image_phash"]],
+                                  expected[["id", "content_hash", "image_phash"]])
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(InputError) as caught:
+        make_executor("local", workers=0)
+    assert str(caught.value) == ERROR_WORKERS.format(value=0)
+
+
+def test_missing_ray_is_one_clear_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(InputError) as caught:
+        make_executor("ray")
+    assert str(caught.value) == ERROR_RAY_MISSING
+
+
+def test_unreachable_cluster_is_one_line_and_exit_2(data, tmp_path, capsys):
+    pytest.importorskip("ray")
+    from audit.cli import main
+
+    manifest, _ = data
+    code = main(["run", "--data", str(manifest), "--out", str(tmp_path / "out"), "--executor", "ray",
+                 "--ray-address", "127.0.0.1:9", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: " + ERROR_RAY_UNREACHABLE.split("{")[0])
+    assert "127.0.0.1:9" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_local_instance_gives_the_same_results(data, reference, small_shards):
+    pytest.importorskip("ray")
+    import ray
+
+    result = run_audit(_config(data, executor="ray", workers=2))
+    assert not ray.is_initialized()  # the instance it started is stopped
+    assert result.audit["provenance"]["per_image_stage"]["executor"] == "ray"
+    _same(result, reference)
+
+
+def test_ray_two_node_cluster_gives_the_same_results(data, reference, small_shards, monkeypatch):
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    # the nodes' workers import the imagefair under test
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        result = run_audit(_config(data, executor="ray", workers=2, ray_address=cluster.address))
+    finally:
+        cluster.shutdown()  # stops the processes this test started
+    assert result.audit["provenance"]["per_image_stage"]["ray_address"] == cluster.address
+    _same(result, reference)
+
+
+def test_ray_executor_reports_itself():
+    pytest.importorskip("ray")
+    assert RayExecutor(workers=3, address="auto").describe() == {"executor": "ray", "workers": 3,
+                                                                  "ray_address": "auto"}
