@@ -146,7 +146,8 @@ def run_per_image_stage(dataset: Dataset, *, config: AuditConfig, progress: Prog
     finally:
         cleanup(result)
     info = {**executor.describe(), "shards": result.n_shards, "images_decoded": result.n_decoded,
-            "images_from_cache": result.n_from_cache, "cache": bool(config.use_cache)}
+            "images_from_cache": result.n_from_cache, "cache": bool(config.use_cache),
+            "model_s": result.extra.get("model_s", 0.0)}
     return kept, result.skipped, probabilities, embeddings, info, (spec.output_key if model is not None else None)
 
 

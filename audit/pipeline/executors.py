@@ -20,6 +20,7 @@ probabilities equal to float rounding of the runtime).
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 
 from audit.errors import InputError
@@ -104,9 +105,10 @@ class LocalExecutor:
 
     def __init__(self, workers: int = 1):
         self.workers = int(workers)
+        self.startup_s = 0.0
 
     def describe(self) -> dict:
-        return {"executor": "local", "workers": self.workers}
+        return {"executor": "local", "workers": self.workers, "startup_s": round(self.startup_s, 3)}
 
     def map(self, spec, known, tasks, *, model=None):
         tasks = list(tasks)
@@ -122,6 +124,7 @@ class LocalExecutor:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        started = time.perf_counter()
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker, initargs=(spec, known))
         # Start every worker now, with the main module hidden: a spawned process would otherwise re-import
@@ -129,6 +132,7 @@ class LocalExecutor:
         with _main_module_hidden():
             for future in [pool.submit(_ready) for _ in range(workers)]:
                 future.result()
+        self.startup_s += time.perf_counter() - started
         return pool
 
     def _map_processes(self, spec, known, tasks):
@@ -224,7 +228,7 @@ class _RayShardActor:
         import numpy as np
 
         outputs = {"shard": [], "positions": [], "content_hashes": [], "skip_reasons": [], "features": [],
-                   "probabilities": [], "embeddings": [], "n_decoded": []}
+                   "probabilities": [], "embeddings": [], "n_decoded": [], "model_s": []}
         for shard, positions, paths, rows in zip(batch["shard"], batch["positions"], batch["paths"], batch["rows"]):
             task = ShardTask(shard=int(shard), positions=[int(p) for p in positions], paths=[str(p) for p in paths],
                              rows=[None if r is None or r < 0 else int(r) for r in rows])
@@ -237,6 +241,7 @@ class _RayShardActor:
             outputs["probabilities"].append(_array_to_bytes(output.probabilities))
             outputs["embeddings"].append(_array_to_bytes(output.embeddings))
             outputs["n_decoded"].append(output.n_decoded)
+            outputs["model_s"].append(output.model_s)
         return {key: _column(values) for key, values in outputs.items()}
 
 
@@ -301,7 +306,7 @@ def _output_from_batch(batch, i: int) -> ShardOutput:
                        features=_frame_from_bytes(batch["features"][i]),
                        probabilities=_array_from_bytes(batch["probabilities"][i]),
                        embeddings=_array_from_bytes(batch["embeddings"][i]),
-                       n_decoded=int(batch["n_decoded"][i]))
+                       n_decoded=int(batch["n_decoded"][i]), model_s=float(batch["model_s"][i]))
 
 
 #: Seconds to wait for a TCP connection to the cluster's head before giving up (Ray itself waits minutes).
@@ -347,9 +352,11 @@ class RayExecutor:
         self.address = address
         self._ray = _import_ray()
         self._started = False
+        self.startup_s = 0.0
 
     def describe(self) -> dict:
-        return {"executor": "ray", "workers": self.workers, "ray_address": self.address}
+        return {"executor": "ray", "workers": self.workers, "ray_address": self.address,
+                "startup_s": round(self.startup_s, 3)}
 
     def _connect(self):
         ray = self._ray
@@ -360,6 +367,7 @@ class RayExecutor:
             _check_reachable(self.address)
             try:
                 ray.init(address=self.address, **kwargs)
+                self._started = True  # our connection: ray.shutdown() disconnects it, the cluster keeps running
             except Exception as error:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError by version
                 reason = " ".join(str(error).split())[:300] or type(error).__name__
                 raise InputError(ERROR_RAY_UNREACHABLE.format(address=self.address, reason=reason)) from None
@@ -379,7 +387,9 @@ class RayExecutor:
         import numpy as np
 
         ray = self._ray
+        started = time.perf_counter()
         self._connect()
+        self.startup_s += time.perf_counter() - started
         try:
             tasks = list(tasks)
             if not tasks:

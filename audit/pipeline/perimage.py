@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,7 @@ class ShardOutput:
     probabilities: np.ndarray | None = None
     embeddings: np.ndarray | None = None
     n_decoded: int = 0
+    model_s: float = 0.0
 
 
 def feature_key(*, max_pixels: int) -> str:
@@ -341,6 +343,7 @@ class ShardProcessor:
             from audit.model.inference import iter_predictions
 
             model = self.model
+            started = time.perf_counter()
             outputs, embedded = [], []
             chunk = (np.arange(len(images)), images)
             for _, batch_probabilities, batch_embeddings in iter_predictions([chunk], model,
@@ -350,9 +353,13 @@ class ShardProcessor:
                     embedded.append(batch_embeddings)
             probabilities = np.concatenate(outputs).astype(np.float32)
             embeddings = np.concatenate(embedded).astype(np.float32) if embedded else None
+            model_s = time.perf_counter() - started
+        else:
+            model_s = 0.0
         return ShardOutput(shard=task.shard, positions=np.asarray(task.positions, dtype=np.int64),
                            content_hashes=hashes, skip_reasons=reasons, features=features,
-                           probabilities=probabilities, embeddings=embeddings, n_decoded=len(records))
+                           probabilities=probabilities, embeddings=embeddings, n_decoded=len(records),
+                           model_s=model_s)
 
 
 def _features_frame(records: list[dict]) -> pd.DataFrame:
@@ -444,6 +451,7 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
     content_hashes = np.empty(n, dtype=object)
     reasons = np.empty(n, dtype=object)
     n_decoded = 0
+    model_s = 0.0
     done = 0
     if progress is not None:
         progress("reading images", 0, n)
@@ -452,6 +460,7 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
         content_hashes[output.positions] = output.content_hashes
         reasons[output.positions] = output.skip_reasons
         n_decoded += output.n_decoded
+        model_s += output.model_s
         done += len(output.positions)
         if progress is not None:
             progress("reading images", done, n)
@@ -492,7 +501,7 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
         result_dir = None
     return StageResult(kept=kept, skipped=skipped, raw_probabilities=raw, embeddings=embeddings,
                        n_decoded=n_decoded, n_from_cache=int(keep.sum()) - n_decoded, n_shards=len(tasks),
-                       work_dir=temporary, extra={"probabilities_dir": result_dir})
+                       work_dir=temporary, extra={"probabilities_dir": result_dir, "model_s": round(model_s, 3)})
 
 
 def cleanup(result: StageResult) -> None:
