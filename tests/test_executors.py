@@ -137,10 +137,11 @@ def test_ray_two_node_cluster_gives_the_same_results(data, reference, small_shar
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        result = run_audit(_config(data, executor="ray", workers=2, ray_address=cluster.address))
+        address = cluster.address
+        result = run_audit(_config(data, executor="ray", workers=2, ray_address=address))
     finally:
         cluster.shutdown()  # stops the processes this test started
-    assert result.audit["provenance"]["per_image_stage"]["ray_address"] == cluster.address
+    assert result.audit["provenance"]["per_image_stage"]["ray_address"] == address
     _same(result, reference)
 
 

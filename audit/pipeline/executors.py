@@ -19,6 +19,7 @@ probabilities equal to float rounding of the runtime).
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
@@ -230,7 +231,7 @@ class _RayShardActor:
         outputs = {"shard": [], "positions": [], "content_hashes": [], "skip_reasons": [], "features": [],
                    "probabilities": [], "embeddings": [], "n_decoded": [], "model_s": []}
         for shard, positions, paths, rows in zip(batch["shard"], batch["positions"], batch["paths"], batch["rows"]):
-            task = ShardTask(shard=int(shard), positions=[int(p) for p in positions], paths=[str(p) for p in paths],
+            task = ShardTask(shard=int(shard), positions=[int(p) for p in positions], paths=json.loads(str(paths)),
                              rows=[None if r is None or r < 0 else int(r) for r in rows])
             output = self.processor(task)
             outputs["shard"].append(output.shard)
@@ -398,7 +399,7 @@ class RayExecutor:
             size = self.workers or max(1, int(resources.get("CPU", 1)))
             size = max(1, min(size, len(tasks)))
             items = [{"shard": t.shard, "positions": np.asarray(t.positions, dtype=np.int64),
-                      "paths": np.asarray(t.paths, dtype=object),
+                      "paths": json.dumps(t.paths),  # a string column (Arrow has no object arrays)
                       "rows": np.asarray([-1 if r is None else int(r) for r in t.rows], dtype=np.int64)}
                      for t in tasks]
             context = ray.data.DataContext.get_current()
