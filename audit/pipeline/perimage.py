@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -487,6 +488,8 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
         if shape[0] * shape[1] > IN_MEMORY_PROBABILITIES:
             folder = Path(tempfile.mkdtemp(prefix="imagefair-probabilities-", dir=work_dir))
             raw = np.lib.format.open_memmap(folder / "probabilities.npy", mode="w+", dtype=np.float32, shape=shape)
+            # the on-disk array is deleted with the last reference to it (after the audit folder is written)
+            weakref.finalize(raw, shutil.rmtree, str(folder), True)
             result_dir = folder
         else:
             raw = np.zeros(shape, dtype=np.float32)
