@@ -28,43 +28,100 @@ def _finding(analysis: str, severity: str, text: str, weight: float = 0.0) -> di
     return {"analysis": analysis, "severity": severity, "text": text, "weight": float(weight)}
 
 
-def _performance_findings(group_metrics: pd.DataFrame) -> list[dict]:
+#: Metrics that are proportions of images (a Newcombe interval applies to their gap against the rest).
+PROPORTION_METRICS = ("accuracy", "top_k_accuracy", "recall", "precision")
+#: Harmful rates (higher is worse) with a readable name; both names of the disagreement rate (issue 13).
+RATE_NAMES = {"estimated_noise_rate": "the model-label disagreement rate",
+              "label_disagreement_rate": "the model-label disagreement rate"}
+#: Severity of a primary finding: ``high`` when the whole interval of the gap is at least this large.
+HIGH_SEVERITY_MIN_GAP = 0.05
+
+
+def _metric_name(metric: str) -> str:
+    if metric.startswith("issue_rate:"):
+        return f"the rate of {metric.split(':', 1)[1].replace('_', ' ')} images"
+    return RATE_NAMES.get(metric, METRIC_NAMES.get(metric, metric.replace("_", " ")))
+
+
+def _column(frame: pd.DataFrame, name: str, default):
+    return frame[name] if name in frame.columns else pd.Series(default, index=frame.index)
+
+
+def _gap_interval(row, all_n: float | None, *, harmful_higher: bool):
+    """Gap (harmful direction, positive = worse than the rest) and its Newcombe interval, for proportions."""
+    from audit.analysis._stats import newcombe_difference_interval
+
+    rest_value = getattr(row, "rest_value", np.nan)
+    if not np.isfinite(rest_value):
+        return np.nan, np.nan, np.nan
+    gap = (row.value - rest_value) if harmful_higher else (rest_value - row.value)
+    if all_n is None or not np.isfinite(all_n) or all_n <= row.n or row.metric not in PROPORTION_METRICS:
+        return gap, np.nan, np.nan
+    rest_n = all_n - row.n
+    d, low, high = newcombe_difference_interval(round(row.value * row.n), row.n, round(rest_value * rest_n), rest_n)
+    if harmful_higher:
+        return float(d), float(low), float(high)
+    return float(-d), float(-high), float(-low)
+
+
+def tests_made_text(multiplicity: dict) -> str:
+    """One sentence: how many tests the audit made and how each family was controlled."""
+    families = multiplicity.get("families", {})
+    primary = families.get("primary", {})
+    exploratory = families.get("exploratory", {})
+    alpha = multiplicity.get("alpha", 0.05)
+    return (f"This audit made {multiplicity.get('n_tests', 0)} tests of a group against the rest of the data: "
+            f"{primary.get('n_tests', 0)} primary ({_metric_name(multiplicity.get('primary_metric', 'accuracy'))} "
+            f"of each group of each metadata attribute; {primary.get('controls', 'family-wise error rate')} "
+            f"<= {100 * alpha:.0f} % by {primary.get('method_name', 'Holm')}), {primary.get('n_worse_than_rest', 0)} "
+            f"worse than the rest; and {exploratory.get('n_tests', 0)} exploratory (other metrics, classes, "
+            f"intersections, pixel attributes, label-disagreement and data-quality rates; false discovery rate "
+            f"<= {100 * alpha:.0f} % by Benjamini-Hochberg), {exploratory.get('n_worse_than_rest', 0)} worse than "
+            f"the rest, reported as leads to check, not conclusions.")
+
+
+def _performance_findings(group_metrics: pd.DataFrame, multiplicity: dict | None = None) -> list[dict]:
+    """Headline findings: the primary rows (single metadata attribute x the performance metric) that are
+    worse than the rest after family-wise control over all primary rows of the audit."""
     found = []
-    rows = group_metrics[(group_metrics["metric"] == "accuracy") & (group_metrics["class"] == "")]
+    multiplicity = multiplicity or {}
+    metric = multiplicity.get("primary_metric", "accuracy")
+    name = METRIC_NAMES.get(metric, metric)
+    rows = group_metrics[(group_metrics["metric"] == metric) & (group_metrics["class"] == "")]
     overall = rows[rows["attribute"] == "all"]
     if overall.empty:
         return found
     overall_value = float(overall["value"].iloc[0])
-    worse = rows[rows["verdict"] == "worse_than_rest"].copy()
-    worse["gap"] = overall_value - worse["value"]
-    worse["is_intersection"] = worse["attribute"].str.contains(" & ", regex=False)
-    worse["is_pixel"] = worse["attribute"].str.startswith("image_")
-    worse = worse.sort_values(["is_intersection", "is_pixel", "gap"], ascending=[True, True, False])
-    flagged_singles = {(a, g) for a, g in zip(worse["attribute"], worse["group"]) if " & " not in a}
-    n_reported = {"single": 0, "intersection": 0}
+    all_n = float(overall["n"].iloc[0])
+    scope = _column(rows, "scope", "")
+    primary = rows[scope == "primary"]
+    worse = primary[primary["verdict"] == "worse_than_rest"].copy()
+    n_primary = int(multiplicity.get("families", {}).get("primary", {}).get("n_tests", len(primary)))
+    method = multiplicity.get("families", {}).get("primary", {}).get("method", "holm")
+    method_word = "Holm" if method == "holm" else "Benjamini-Hochberg"
+    entries = []
     for row in worse.itertuples():
-        if row.is_intersection:
-            # An intersection whose parts are already reported adds little: say it only when it is new.
-            parts = list(zip(row.attribute.split(" & "), row.group.split(" & ")))
-            if any(part in flagged_singles for part in parts) or n_reported["intersection"] >= 2:
-                continue
-            n_reported["intersection"] += 1
-        else:
-            if n_reported["single"] >= 4:
-                continue
-            n_reported["single"] += 1
+        gap, low, high = _gap_interval(row, all_n, harmful_higher=False)
+        entries.append((row, gap, low, high))
+    entries.sort(key=lambda e: -(e[2] if np.isfinite(e[2]) else e[1]))
+    for row, gap, low, high in entries:
+        gap_text = f"{100 * gap:.1f} points worse" if np.isfinite(gap) else "worse"
+        if np.isfinite(low):
+            gap_text += f" (95 % CI {100 * low:.1f} to {100 * high:.1f} points)"
+        severe = np.isfinite(low) and low >= HIGH_SEVERITY_MIN_GAP or (not np.isfinite(low) and gap >= 0.1)
         found.append(_finding(
-            "group_performance", "high",
-            f"Accuracy is {percent(row.value)} ({_interval(row)}, n = {row.n}) for {row.attribute} = {row.group}, "
-            f"against {percent(overall_value)} overall: significantly worse than the rest of the data.",
-            weight=3 + row.gap - 0.5 * row.is_intersection - 0.2 * row.is_pixel))
-    tested = rows[(rows["attribute"] != "all") & (rows["verdict"] != "")]
-    if worse.empty and len(tested):
-        sufficient = tested[~tested["insufficient_evidence"]]
-        text = (f"No group's accuracy is significantly below the rest of the data ({len(tested)} groups tested, "
-                f"{int(tested['insufficient_evidence'].sum())} too small or too uncertain to judge).")
-        if len(sufficient):
-            lowest = sufficient.sort_values("value").iloc[0]
+            "group_performance", "high" if severe else "medium",
+            f"{name} is {percent(row.value)} ({_interval(row)}, n = {row.n}) for {row.attribute} = {row.group}, "
+            f"against {percent(getattr(row, 'rest_value', np.nan))} for the rest of the data: {gap_text}; "
+            f"adjusted p = {row.p_adjusted:.2g} ({method_word} over {n_primary} primary tests).",
+            weight=3 + (gap if np.isfinite(gap) else 0)))
+    judged = primary[~primary["insufficient_evidence"]]
+    if worse.empty and len(primary):
+        text = (f"No group's {name.lower()} is significantly below the rest of the data ({len(judged)} groups of "
+                f"metadata attributes tested together, {method_word}-adjusted; "
+                f"{int(primary['insufficient_evidence'].sum())} too small to judge).")
+        if len(judged):
+            lowest = judged.sort_values("value").iloc[0]
             text += (f" The lowest judged group is {lowest['attribute']} = {lowest['group']} at "
                      f"{percent(lowest['value'])} against {percent(overall_value)} overall.")
         found.append(_finding("group_performance", "info", text, weight=0.5))
@@ -73,9 +130,53 @@ def _performance_findings(group_metrics: pd.DataFrame) -> list[dict]:
     if len(small):
         found.append(_finding(
             "group_performance", "medium",
-            f"{len(small)} single-attribute groups are too small (under the minimum group size) or too uncertain "
-            f"for a verdict on accuracy, e.g. {small.iloc[0]['attribute']} = {small.iloc[0]['group']} "
-            f"(n = {int(small.iloc[0]['n'])}).", weight=1.0))
+            f"{len(small)} single-attribute groups are too small (under the minimum group size, or too few "
+            f"images for an interval narrower than the maximum width) for a verdict on {name.lower()}, e.g. "
+            f"{small.iloc[0]['attribute']} = {small.iloc[0]['group']} (n = {int(small.iloc[0]['n'])}).",
+            weight=1.0))
+    return found
+
+
+def _lead_findings(group_metrics: pd.DataFrame, multiplicity: dict | None, *, max_leads: int = 6) -> list[dict]:
+    """Exploratory rows worse than the rest (false discovery rate controlled over all of them): leads, with
+    their adjusted p-values, smallest first. Data-quality rates are said by the data-quality leads; rows
+    whose groups contain a flagged primary group restate a headline finding and are left out."""
+    if "scope" not in group_metrics.columns:
+        return []
+    rows = group_metrics[(group_metrics["scope"] == "exploratory") & (group_metrics["verdict"] == "worse_than_rest")
+                         & ~group_metrics["metric"].str.startswith("issue_rate:")]
+    if rows.empty:
+        return []
+    n_exploratory = int((multiplicity or {}).get("families", {}).get("exploratory", {}).get("n_tests", 0))
+    primary_worse = group_metrics[(group_metrics["scope"] == "primary")
+                                  & (group_metrics["verdict"] == "worse_than_rest")]
+    flagged_primary = set(zip(primary_worse["attribute"], primary_worse["group"]))
+    rows = rows.assign(is_intersection=rows["attribute"].str.contains(" & ", regex=False),
+                       is_class=rows["class"] != "")
+    rows = rows.sort_values(["p_adjusted", "is_intersection", "is_class"], kind="mergesort")
+    found = []
+    seen = set()
+    for row in rows.to_dict("records"):
+        if len(found) >= max_leads:
+            break
+        parts = set(zip(row["attribute"].split(" & "), row["group"].split(" & ")))
+        if parts & flagged_primary:
+            continue
+        key = (row["attribute"], row["group"], row["class"])
+        if key in seen:
+            continue  # one lead per group (accuracy, balanced accuracy and macro-F1 move together)
+        seen.add(key)
+        higher_is_worse = row["metric"] in RATE_NAMES or row["metric"] == "expected_calibration_error"
+        where = f"{row['attribute']} = {row['group']}" if row["attribute"] != "all" else "all images"
+        if row["class"]:
+            where += f", class {row['class']}"
+        found.append(_finding(
+            "exploratory", "low",
+            f"Lead (exploratory): {_metric_name(row['metric'])} is {percent(row['value'])} for {where} "
+            f"(n = {row['n']}) against {percent(row['rest_value'])} for the rest of the data "
+            f"({'higher' if higher_is_worse else 'lower'}); adjusted p = {row['p_adjusted']:.2g} (false discovery "
+            f"rate over {n_exploratory} exploratory tests). Check it on new data before acting on it.",
+            weight=0.9 - 0.01 * len(found)))
     return found
 
 
@@ -104,15 +205,7 @@ def _label_noise_findings(section: dict, group_metrics: pd.DataFrame, classes) -
             f"The model behind the label-noise estimate is {percent(float(accuracy['value'].iloc[0]))} accurate, so "
             f"many flagged images may be model errors rather than wrong labels: review the suspects before "
             f"relying on the rate.", weight=2 + 10 * rate - 0.01))
-    rows = group_metrics[(group_metrics["metric"] == "estimated_noise_rate") & (group_metrics["verdict"] == "worse_than_rest")
-                         & (group_metrics["class"] == "")].copy()
-    rows["is_intersection"] = rows["attribute"].str.contains(" & ", regex=False)
-    rows = rows.sort_values(["is_intersection", "value"], ascending=[True, False])
-    for row in rows.head(3).itertuples():
-        found.append(_finding("label_noise", "high",
-                              f"Labels look noisier for {row.attribute} = {row.group}: {percent(row.value)} flagged "
-                              f"({_interval(row)}, n = {row.n}), significantly more than in the rest of the data.",
-                              weight=2.5 + row.value - 0.5 * row.is_intersection))
+    # Group rows of the disagreement rate are exploratory: they appear among the leads (_lead_findings).
     return found
 
 
@@ -185,7 +278,11 @@ def compose_findings(sections: dict, group_metrics: pd.DataFrame, *, n_skipped: 
                      classes=()) -> list[dict]:
     """Findings as ``{"analysis", "severity", "text", "weight"}``, most important first."""
     found = []
-    found += _performance_findings(group_metrics)
+    multiplicity = sections.get("multiplicity") or {}
+    found += _performance_findings(group_metrics, multiplicity)
+    found += _lead_findings(group_metrics, multiplicity)
+    if multiplicity:
+        found.append(_finding("multiplicity", "info", tests_made_text(multiplicity), weight=5.0))
     if "label_noise" in sections:
         found += _label_noise_findings(sections["label_noise"], group_metrics, classes)
     found += _composition_findings(sections)
@@ -197,16 +294,22 @@ def compose_findings(sections: dict, group_metrics: pd.DataFrame, *, n_skipped: 
         if name in already or reported >= 3:
             continue  # the per-group test already said it
         reported += 1
-        found.append(_finding("weak_slices", "high",
-                              f"Weak slice found by searching attribute combinations: {name} ({entry.get('n')} "
-                              f"images) has accuracy {percent(entry.get('accuracy'))} against "
-                              f"{percent(entry.get('rest_accuracy'))} for the rest (adjusted p = "
-                              f"{entry.get('p_value_adjusted', float('nan')):.2g}, {slices_tried(sections)} slices tried).",
-                              weight=2.8))
+        found.append(_finding("weak_slices", "low",
+                              f"Lead (slice search): {name} ({entry.get('n')} images) has accuracy "
+                              f"{percent(entry.get('accuracy'))} against {percent(entry.get('rest_accuracy'))} for "
+                              f"the rest of the data (adjusted p = {entry.get('p_value_adjusted', float('nan')):.2g} "
+                              f"over {slices_tried(sections)} slices tried). Check it on new data before acting on it.",
+                              weight=0.8))
     for entry in (sections.get("annotations") or {}).get("findings", []):
         found.append(_finding("annotations", entry["severity"], entry["text"], weight=entry.get("weight", 1.0)))
-    for text in (sections.get("data_quality") or {}).get("findings", [])[:5]:
-        found.append(_finding("data_quality", "medium", text, weight=1.0))
+    quality = sections.get("data_quality") or {}
+    n_concentration = int((quality.get("summary") or {}).get("n_concentration_findings", 0))
+    for i, text in enumerate((quality.get("findings") or [])[:5]):
+        # group/class concentrations are exploratory tests (leads); leakage and notes are facts
+        if i < n_concentration:
+            found.append(_finding("data_quality", "low", "Lead (exploratory): " + text, weight=0.7))
+        else:
+            found.append(_finding("data_quality", "medium", text, weight=1.0))
     if n_skipped:
         found.append(_finding("skipped", "medium", f"{n_skipped} inputs were skipped; see the list of skipped inputs.",
                               weight=1.5))

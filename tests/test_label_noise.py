@@ -383,7 +383,8 @@ def test_noise_rate_by_group_flags_the_noisy_group():
     frame = estimate_noise_rate_by_group(flags, labels, {"site": pd.Series(group)}, classes=["x", "y"],
                                          min_group_size=30, max_ci_width=0.5)
     assert list(frame.columns) == ["attribute", "group", "class", "n", "metric", "value", "ci_low", "ci_high",
-                                   "insufficient_evidence", "verdict"]
+                                   "insufficient_evidence", "verdict", "scope", "rest_value", "p_value",
+                                   "p_adjusted"]
     assert set(frame["metric"]) == {"estimated_noise_rate"}
     overall = frame[(frame["attribute"] == "all") & (frame["class"] == "")].iloc[0]
     assert overall["n"] == n and overall["value"] == pytest.approx(flags.mean()) and overall["verdict"] == ""

@@ -88,11 +88,14 @@ Rates by class and group (``group_table``, contract ``group_metrics`` columns)
 Metric ``issue_rate:<issue>`` (share of flagged images; higher is worse) for the whole data set (attribute
 ``all``, group ``all``, class ``""``), for every class (attribute ``all``, group ``all``, class = the class)
 and for every group of every attribute given in ``group_labels`` (class ``""``). Wilson intervals.
-``insufficient_evidence`` when ``n < min_group_size`` or the interval is wider than ``max_ci_width``. Each
-class and each group is tested against the rest of the data (one-sided pooled two-proportion z test:
-is the rate higher than in the rest?); p-values are adjusted with ``correction`` (Holm by default) within
-one family = one issue x (the classes, or the groups of one attribute), over the rows with sufficient
-evidence. ``verdict``: ``worse_than_rest`` when the adjusted p-value is below ``1 - confidence_level``,
+``insufficient_evidence`` when ``n < min_group_size`` or a proportion from ``n`` images could have an
+interval wider than ``max_ci_width`` (a rule on ``n`` only). Each class and each group is tested against
+the rest of the data (one-sided Fisher exact test: is the rate higher than in the rest?; raw p-value in
+``p_value``, the rest's rate in ``rest_value``); provisional verdicts adjust with ``correction`` (Holm by
+default) within one family = one issue x (the classes, or the groups of one attribute), over the rows
+with sufficient evidence. In an audit every row is re-adjusted audit-wide
+(:mod:`audit.analysis.multiplicity`) and the concentration sentences are re-derived from the final rows
+(:func:`concentration_findings`). ``verdict``: ``worse_than_rest`` when the adjusted p-value is below ``1 - confidence_level``,
 else ``no_evidence_of_gap``; ``insufficient_data`` exactly when ``insufficient_evidence`` (whole-data-set
 rows included); otherwise empty on the whole-data-set rows (no test applies).
 """
@@ -105,7 +108,7 @@ import numpy as np
 import pandas as pd
 
 from audit.analysis._groups import group_labels as normalise_group_labels
-from audit.analysis._stats import adjust_p_values, two_proportion_p_value_lower, wilson_interval
+from audit.analysis._stats import adjust_p_values, fisher_p_value_higher, wilson_interval
 from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NO_GAP, VERDICT_NONE, VERDICT_WORSE,
                                    coerce_group_metrics, empty_group_metrics, flag_insufficient_evidence)
 from audit.analysis.near_duplicates import (connected_components, find_embedding_neighbours,
@@ -490,14 +493,16 @@ def _rate_rows(flags: np.ndarray, codes: np.ndarray, names: list[str], *, issue:
     total_n, total_x = int(flags.size), float(flags.sum())
     low, high = wilson_interval(x, n, confidence_level=settings["confidence_level"])
     rest_n, rest_x = total_n - n, total_x - x
-    # One-sided: is the group's rate *higher* than the rest's? = is the rest's rate lower than the group's.
-    p = two_proportion_p_value_lower(rest_x, rest_n, x, n)
+    # One-sided Fisher exact test: is the group's rate *higher* than the rest's? (the pooled z test it
+    # replaces rejected true nulls 7-22 % of the time at a nominal 5 % in groups of a few dozen images)
+    p = fisher_p_value_higher(x, n, rest_x, rest_n)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = np.where(n > 0, x / np.where(n > 0, n, 1), np.nan)
         rest_rate = np.where(rest_n > 0, rest_x / np.where(rest_n > 0, rest_n, 1), np.nan)
     frame = pd.DataFrame({"n": n, "value": value, "ci_low": low, "ci_high": high})
     insufficient = flag_insufficient_evidence(frame, min_group_size=settings["min_group_size"],
-                                              max_ci_width=settings["max_ci_width"]).to_numpy()
+                                              max_ci_width=settings["max_ci_width"],
+                                              confidence_level=settings["confidence_level"]).to_numpy()
     tested = ~insufficient & np.isfinite(p)
     adjusted = np.full(n_groups, np.nan)
     if tested.any():
@@ -518,6 +523,7 @@ def _rate_rows(flags: np.ndarray, codes: np.ndarray, names: list[str], *, issue:
             "class": name if per_class else "", "n": int(n[k]), "metric": f"issue_rate:{issue}",
             "value": float(value[k]), "ci_low": float(low[k]), "ci_high": float(high[k]),
             "insufficient_evidence": bool(insufficient[k]), "verdict": verdict,
+            "p_value": float(p[k]), "rest_value": float(rest_rate[k]),
             "_rest_rate": float(rest_rate[k]), "_p_adjusted": float(adjusted[k]), "_issue": issue,
             "_smoothed_ratio": float(((x[k] + 0.5) / (n[k] + 1)) / ((rest_x[k] + 0.5) / (rest_n[k] + 1))),
         })
@@ -532,6 +538,24 @@ def _finding(row: dict) -> str:
         return (f"{word} images are {rate / rest:.1f}x as common in {where} ({_format_percent(rate)}) as in the "
                 f"rest ({_format_percent(rest)}).")
     return f"{word} images occur in {where} ({_format_percent(rate)}) but not in the rest (0 %)."
+
+
+def concentration_findings(group_table: pd.DataFrame, *, max_findings: int = 5) -> list[str]:
+    """Sentences for the ``worse_than_rest`` issue-rate rows of a (final, audit-wide adjusted) table,
+    strongest evidence (smallest adjusted p-value) first, each against the rest, with its adjusted p-value."""
+    rows = group_table[group_table["metric"].astype(str).str.startswith("issue_rate:")
+                       & (group_table["verdict"] == VERDICT_WORSE)]
+    rows = rows.sort_values(["p_adjusted", "value"], ascending=[True, False], kind="mergesort")
+    texts = []
+    for row in rows.to_dict("records"):
+        issue = row["metric"].split(":", 1)[1]
+        if issue not in ISSUE_WORDS or len(texts) >= max_findings:
+            continue
+        text = _finding(dict(row, _issue=issue, _rest_rate=row["rest_value"]))
+        if np.isfinite(row["p_adjusted"]):
+            text = text[:-1] + f" (adjusted p = {row['p_adjusted']:.2g})."
+        texts.append(text)
+    return texts
 
 
 def find_data_quality_issues(
@@ -712,6 +736,7 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
                              per_class=False, settings=settings)
         for row in overall:  # no test against a rest; still insufficient_data exactly when insufficient
             row["verdict"] = VERDICT_INSUFFICIENT if row["insufficient_evidence"] else VERDICT_NONE
+            row["p_value"] = row["rest_value"] = float("nan")
         rows.extend(overall)
         rows.extend(_rate_rows(flag, label_codes, classes, issue=issue, attribute="all", per_class=True,
                                settings=settings))
@@ -729,6 +754,7 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
     # does not outrank a large, well-supported gap through an infinite ratio.
     worse.sort(key=lambda r: (-r["_smoothed_ratio"], r["_p_adjusted"]))
     findings = [_finding(row) for row in worse[:max_findings]]
+    n_concentration = len(findings)
     if leakage["n_pairs"]:
         parts = ", ".join(f"{e['split_a']}/{e['split_b']}: {e['n_pairs']}" for e in leakage["by_split_pair"])
         findings.append(f"{leakage['n_pairs']} near-duplicate pairs cross splits ({parts}): the same images "
@@ -740,6 +766,8 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
         "n_duplicate_sets": int(component.max() + 1) if member.any() else 0,
         "n_images_in_duplicate_sets": int(member.sum()),
         "n_exact_duplicate_groups": int(pd.Series(images["content_hash"])[exact_flags].nunique()),
+        # the first findings are group/class concentrations (re-derived audit-wide by the pipeline)
+        "n_concentration_findings": n_concentration,
     }
     settings = {**settings, "phash_search_distance": search_distance,
                 "corner_phash_search_distance": corner_distance}

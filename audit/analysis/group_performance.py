@@ -50,9 +50,10 @@ import pandas as pd
 
 from audit.analysis import _bootstrap
 from audit.analysis._groups import codes_for, iter_group_keys
-from audit.analysis._stats import adjust_p_values, fisher_p_value_lower, wilson_interval
-from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NO_GAP, VERDICT_NONE, VERDICT_WORSE,
-                                   coerce_group_metrics)
+from audit.analysis._stats import boschloo_p_value_lower, fisher_p_value_lower, wilson_interval
+from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NONE, VERDICT_WORSE, coerce_group_metrics,
+                                   insufficient_by_size)
+from audit.analysis.multiplicity import apply_audit_multiplicity
 from audit.errors import InputError
 from audit.types import json_safe
 
@@ -288,16 +289,31 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
         families.append((name, codes, names, len(combo)))
 
     blocks = []
-    summaries = []
+    extras = []
     for name, codes, names, depth in families:
         block, extra = _family_rows(name, codes, names, depth, data, classes=classes,
                                     confidence_level=confidence_level, n_bootstrap=n_bootstrap, seed=seed)
         _add_verdicts(block, tested=depth > 0, min_group_size=min_group_size, max_ci_width=max_ci_width,
-                      alpha=alpha, correction=correction)
+                      confidence_level=confidence_level)
         blocks.append(block)
-        if depth > 0:
-            summaries.append(_summary(block, name, codes, names, depth, extra, data, min_group_size=min_group_size))
+        extras.append(extra)
     frame = pd.DataFrame(_concat(blocks))
+    # One multiplicity story: the rows of this analysis alone, adjusted as the audit adjusts all its rows
+    # (the pipeline repeats this over every analysis's rows; see audit.analysis.multiplicity).
+    adjusted = apply_audit_multiplicity(frame, alpha=alpha, correction=correction).table
+    frame["p_adjusted"] = adjusted["p_adjusted"].to_numpy()
+    frame["verdict"] = adjusted["verdict"].to_numpy()
+    frame["scope"] = adjusted["scope"].to_numpy()
+    summaries = []
+    for (name, codes, names, depth), extra in zip(families, extras):
+        if depth == 0:
+            continue
+        rows = {column: frame[column].to_numpy() for column in frame.columns}
+        select = rows["attribute"] == name
+        rows = {column: values[select] for column, values in rows.items()}
+        rows["p_value_adjusted"] = rows["p_adjusted"]
+        summaries.append(_summary(rows, name, codes, names, depth, extra, data, min_group_size=min_group_size,
+                                  max_ci_width=max_ci_width, confidence_level=confidence_level))
     first = blocks[0]
     overall = {first["metric"][i]: {"value": first["value"][i], "ci_low": first["ci_low"][i],
                                     "ci_high": first["ci_high"][i], "n": int(first["n"][i])}
@@ -326,28 +342,45 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
                                   settings=_json_safe(settings_out))
 
 
-def _add_verdicts(block: dict, *, tested: bool, min_group_size, max_ci_width, alpha, correction) -> None:
-    """Fill ``insufficient_evidence``, ``p_value_adjusted`` and ``verdict`` of one attribute's rows in place.
+def worse_than_rest_entries(table: pd.DataFrame, attribute: str | None = None) -> list[dict]:
+    """``worse_than_rest`` rows of this analysis's metrics as the section lists them (JSON-safe dicts with
+    ``group, metric, class, n, value, rest_value, p_value, p_value_adjusted, scope``)."""
+    rows = table[(table["verdict"] == VERDICT_WORSE)
+                 & table["metric"].isin(AGGREGATE_METRICS + PER_CLASS_METRICS)]
+    if attribute is not None:
+        rows = rows[rows["attribute"] == attribute]
+    entries = []
+    for row in rows.to_dict("records"):
+        entries.append({"group": row["group"], "metric": row["metric"], "class": row["class"], "n": int(row["n"]),
+                        "value": row["value"], "rest_value": row.get("rest_value"), "p_value": row.get("p_value"),
+                        "p_value_adjusted": row.get("p_adjusted"), "scope": row.get("scope", "")})
+    return _json_safe(entries)
 
-    The family of one adjustment is every tested row (sufficient evidence) of one metric. The
-    insufficient-evidence rule is ``_table.flag_insufficient_evidence``'s (a NaN interval counts as too wide).
+
+def refresh_worse_than_rest(section: dict, table: pd.DataFrame) -> None:
+    """Bring a ``group_performance`` section's ``worse_than_rest`` lists in line with ``table`` (the audit-wide
+    adjusted ``group_metrics``) in place."""
+    for summary in section.get("attributes", []):
+        summary["worse_than_rest"] = worse_than_rest_entries(table, summary["attribute"])
+    section["worse_than_rest"] = [dict(item, attribute=summary["attribute"])
+                                  for summary in section.get("attributes", [])
+                                  for item in summary["worse_than_rest"]]
+
+
+def _add_verdicts(block: dict, *, tested: bool, min_group_size, max_ci_width, confidence_level) -> None:
+    """Fill ``insufficient_evidence`` and a provisional ``verdict`` of one attribute's rows in place.
+
+    ``insufficient_evidence`` depends on ``n`` only (:func:`audit.analysis._table.insufficient_by_size`).
+    Tested rows get their final verdict from :func:`audit.analysis.multiplicity.apply_audit_multiplicity`.
     """
-    width = block["ci_high"] - block["ci_low"]
-    insufficient = (block["n"] < min_group_size) | ~(width <= max_ci_width)
+    insufficient = insufficient_by_size(block["n"], min_group_size=min_group_size, max_ci_width=max_ci_width,
+                                        confidence_level=confidence_level)
     block["insufficient_evidence"] = insufficient
-    adjusted_all = np.full(len(insufficient), np.nan)
     verdict = np.full(len(insufficient), VERDICT_NONE, dtype=object)
     if tested:
         verdict[insufficient] = VERDICT_INSUFFICIENT
-        metric = block["metric"]
-        for name in pd.unique(metric):
-            rows = np.flatnonzero((metric == name) & ~insufficient)
-            if rows.size == 0:
-                continue
-            adjusted = adjust_p_values(block["p_value"][rows], method=correction)
-            adjusted_all[rows] = adjusted
-            verdict[rows] = np.where(adjusted < alpha, VERDICT_WORSE, VERDICT_NO_GAP)
-    block["p_value_adjusted"] = adjusted_all
+    else:
+        block["p_value"] = np.full(len(insufficient), np.nan)
     block["verdict"] = verdict
 
 
@@ -463,7 +496,12 @@ def _family_rows(name, codes, names, depth, data: _Data, *, classes, confidence_
     p = rest_acc = None
     if has_rest:
         rest_successes = successes.sum() - successes
-        p = fisher_p_value_lower(successes, n_group, rest_successes, rest_n)
+        if depth == 1 and not name.startswith("image_"):
+            # Candidate primary rows (few): Boschloo's exact unconditional test, uniformly more powerful
+            # than Fisher's and still exact.
+            p = boschloo_p_value_lower(successes, n_group, rest_successes, rest_n)
+        else:
+            p = fisher_p_value_lower(successes, n_group, rest_successes, rest_n)
         with np.errstate(invalid="ignore", divide="ignore"):
             rest_acc = rest_successes / rest_n
     blocks.append(_block(name, names, "accuracy", n_group, accuracy, low, high, p, rest_acc))
@@ -621,7 +659,8 @@ def _ece_null_p_value(observed, n_bin, conf_bin, corr_bin, *, n_bootstrap, rng) 
     return np.where(np.isfinite(observed), p, np.nan)
 
 
-def _summary(rows: dict, name, codes, names, depth, extra, data: _Data, *, min_group_size) -> dict:
+def _summary(rows: dict, name, codes, names, depth, extra, data: _Data, *, min_group_size, max_ci_width,
+             confidence_level) -> dict:
     metrics = {}
     present = set(rows["metric"])
     for metric in AGGREGATE_METRICS:
@@ -644,13 +683,16 @@ def _summary(rows: dict, name, codes, names, depth, extra, data: _Data, *, min_g
             "n_groups_compared": int(select.sum()),
         }
     worse_list = [{column: rows[column][i] for column in ("group", "metric", "class", "n", "value", "rest_value",
-                                                         "p_value", "p_value_adjusted")}
+                                                         "p_value", "p_value_adjusted", "scope")}
                   for i in np.flatnonzero(rows["verdict"] == VERDICT_WORSE)]
     summary = {"attribute": name, "depth": depth, "n_groups": len(names), "metrics": metrics,
                "equalized_odds_gap": _equalized_odds_gap(extra, names, data.classes, min_group_size=min_group_size),
                "worse_than_rest": worse_list}
     if data.k == 2:
-        summary["binary"] = _binary_fairlearn(data, codes, names)
+        group_n = np.bincount(codes, minlength=len(names))
+        sufficient = ~insufficient_by_size(group_n, min_group_size=min_group_size, max_ci_width=max_ci_width,
+                                           confidence_level=confidence_level)
+        summary["binary"] = _binary_fairlearn(data, codes, names, sufficient=sufficient)
     return _json_safe(summary)
 
 
@@ -686,33 +728,46 @@ def _equalized_odds_gap(extra, names, classes, *, min_group_size) -> dict:
     return best
 
 
-def _binary_fairlearn(data: _Data, codes, names) -> dict:
-    """fairlearn's demographic-parity and equalized-odds differences (positive class = index 1).
+def _binary_fairlearn(data: _Data, codes, names, *, sufficient) -> dict:
+    """fairlearn's demographic-parity and equalized-odds differences (positive class = index 1), over the
+    groups with sufficient evidence only (``sufficient``, by size; a difference between groups of one or two
+    images says nothing).
 
-    Computed from per-group counts, which equals fairlearn's result (tested) and avoids running
-    ``MetricFrame`` once per attribute and intersection (3 s of a 5 s audit on 540 images). Groups without
-    positives or negatives leave a rate undefined; then fairlearn itself is called, so its conventions hold.
+    Computed from per-group counts, which equals fairlearn's result on the same images (tested) and avoids
+    running ``MetricFrame`` once per attribute and intersection. Groups without positives or negatives leave
+    a rate undefined; then fairlearn itself is called on those groups' images, so its conventions hold.
+    ``n_groups_compared`` says how many groups entered; with fewer than two the differences are None.
     """
-    labels = np.asarray(data.labels) == 1
-    predicted = np.asarray(data.predictions) == 1
+    sufficient = np.asarray(sufficient, dtype=bool)
     n_groups = len(names)
-    size = np.bincount(codes, minlength=n_groups)
+    result = {"positive_class_index": 1, "n_groups_compared": int(sufficient.sum()),
+              "demographic_parity_difference": None, "equalized_odds_difference": None}
+    if sufficient.sum() < 2:
+        return result
+    keep = sufficient[codes]
+    labels = np.asarray(data.labels)[keep] == 1
+    predicted = np.asarray(data.predictions)[keep] == 1
+    kept_codes = np.asarray(codes)[keep]
+    size = np.bincount(kept_codes, minlength=n_groups)
     present = size > 0
-    positives = np.bincount(codes, weights=labels, minlength=n_groups)
+    positives = np.bincount(kept_codes, weights=labels, minlength=n_groups)
     negatives = size - positives
     if np.any(present & ((positives == 0) | (negatives == 0))):
         from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
-        sensitive = np.asarray(names, dtype=object)[codes]
-        return {"positive_class_index": 1,
-                "demographic_parity_difference": float(demographic_parity_difference(
-                    data.labels, data.predictions, sensitive_features=sensitive)),
-                "equalized_odds_difference": float(equalized_odds_difference(
-                    data.labels, data.predictions, sensitive_features=sensitive))}
-    selected = np.bincount(codes, weights=predicted, minlength=n_groups)[present] / size[present]
-    true_positive = np.bincount(codes, weights=labels & predicted, minlength=n_groups)[present] / positives[present]
-    false_positive = np.bincount(codes, weights=~labels & predicted, minlength=n_groups)[present] / negatives[present]
-    return {"positive_class_index": 1,
-            "demographic_parity_difference": float(selected.max() - selected.min()),
-            "equalized_odds_difference": float(max(true_positive.max() - true_positive.min(),
-                                                   false_positive.max() - false_positive.min()))}
+        sensitive = np.asarray(names, dtype=object)[kept_codes]
+        y_true, y_pred = np.asarray(data.labels)[keep], np.asarray(data.predictions)[keep]
+        result["demographic_parity_difference"] = float(demographic_parity_difference(
+            y_true, y_pred, sensitive_features=sensitive))
+        result["equalized_odds_difference"] = float(equalized_odds_difference(
+            y_true, y_pred, sensitive_features=sensitive))
+        return result
+    selected = np.bincount(kept_codes, weights=predicted, minlength=n_groups)[present] / size[present]
+    true_positive = (np.bincount(kept_codes, weights=labels & predicted, minlength=n_groups)[present]
+                     / positives[present])
+    false_positive = (np.bincount(kept_codes, weights=~labels & predicted, minlength=n_groups)[present]
+                      / negatives[present])
+    result["demographic_parity_difference"] = float(selected.max() - selected.min())
+    result["equalized_odds_difference"] = float(max(true_positive.max() - true_positive.min(),
+                                                    false_positive.max() - false_positive.min()))
+    return result

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from audit.analysis import _confident_learning as cl
-from audit.analysis._stats import adjust_p_values, two_proportion_p_value_lower, wilson_interval
+from audit.analysis._stats import adjust_p_values, fisher_p_value_higher, wilson_interval
 from audit.analysis._table import (
     VERDICT_INSUFFICIENT,
     VERDICT_NO_GAP,
@@ -683,7 +683,8 @@ def _per_class(calibrated, label_counts, labels, is_label_issue, confidence_leve
 
 def estimate_noise_rate_by_group(is_label_issue, labels, group_labels: Mapping[str, pd.Series], *,
                                  classes: Sequence[str], confidence_level: float = 0.95,
-                                 min_group_size: int = 30, max_ci_width: float = 0.2) -> pd.DataFrame:
+                                 min_group_size: int = 30, max_ci_width: float = 0.2,
+                                 correction: str = "holm") -> pd.DataFrame:
     """Estimated label-noise rate of every group and every class x group, as ``group_metrics`` rows.
 
     The value is the fraction of the group's images that are flagged. Under prune by noise rate the
@@ -707,8 +708,10 @@ def estimate_noise_rate_by_group(is_label_issue, labels, group_labels: Mapping[s
     confidence_level : float
         Coverage of the Wilson intervals; ``1 - confidence_level`` is the test level.
     min_group_size, max_ci_width : int, float
-        A row has ``insufficient_evidence`` when ``n < min_group_size`` or its interval is wider than
-        ``max_ci_width``.
+        A row has ``insufficient_evidence`` when ``n < min_group_size`` or a proportion from ``n`` images
+        could have an interval wider than ``max_ci_width`` (a rule on ``n`` only).
+    correction : {"holm", "bh"}
+        Adjustment of this table's provisional verdicts (the audit re-adjusts all rows together).
 
     Returns
     -------
@@ -716,10 +719,12 @@ def estimate_noise_rate_by_group(is_label_issue, labels, group_labels: Mapping[s
         The contract's ``group_metrics`` columns, metric ``estimated_noise_rate``: an ``all`` row and one
         per class (``class`` set), then per attribute one row per group and one per class x group.
         ``verdict``: ``insufficient_data`` exactly when ``insufficient_evidence``; otherwise each group is
-        tested against the rest of the data (of the same class, for class rows) with a one-sided pooled
-        two-proportion z test (a higher noise rate is harmful), Holm-adjusted over the tested groups of one
-        attribute (per class for class rows): ``worse_than_rest`` when the adjusted p-value is below
-        ``1 - confidence_level``, else ``no_evidence_of_gap``. ``all`` rows have no verdict.
+        tested against the rest of the data (of the same class, for class rows) with a one-sided Fisher
+        exact test (a higher rate is harmful; raw p-value in ``p_value``, the rest's rate in
+        ``rest_value``), adjusted with ``correction`` over the tested groups of one attribute (per class
+        for class rows): ``worse_than_rest`` when the adjusted p-value is below ``1 - confidence_level``,
+        else ``no_evidence_of_gap``. ``all`` rows have no verdict. In an audit these verdicts are replaced
+        by the audit-wide ones of :func:`audit.analysis.multiplicity.apply_audit_multiplicity`.
     """
     flags = np.asarray(is_label_issue, dtype=bool)
     labels = np.asarray(labels)
@@ -770,24 +775,33 @@ def estimate_noise_rate_by_group(is_label_issue, labels, group_labels: Mapping[s
     frame["value"] = np.where(totals > 0, successes / np.maximum(totals, 1), np.nan)
     frame["ci_low"], frame["ci_high"] = low, high
     frame["insufficient_evidence"] = flag_insufficient_evidence(frame, min_group_size=min_group_size,
-                                                                max_ci_width=max_ci_width)
+                                                                max_ci_width=max_ci_width,
+                                                                confidence_level=confidence_level)
     verdict = np.full(len(frame), VERDICT_NONE, dtype=object)
+    p_values = np.full(len(frame), np.nan)
+    rest_values = np.full(len(frame), np.nan)
     family = frame["family"].map(lambda f: None if f is None else f"{f[0]}\x00{f[1]}")
     for members in family.dropna().groupby(family.dropna(), sort=False).indices.values():
         members = family.dropna().index.to_numpy()[members]
-        insufficient = frame["insufficient_evidence"].to_numpy()[members]
-        verdict[members[insufficient]] = VERDICT_INSUFFICIENT
-        tested = members[~insufficient]
-        if tested.size == 0:
-            continue
         # "The rest" = the same attribute's other groups (within the class for class rows).
         family_n = totals[members].sum()
         family_flagged = successes[members].sum()
-        rest_n = family_n - totals[tested]
-        rest_flagged = family_flagged - successes[tested]
-        # P(rest < group): the group's noise rate is higher (harmful direction).
-        p = two_proportion_p_value_lower(rest_flagged, rest_n, successes[tested], totals[tested])
-        adjusted = adjust_p_values(p, method="holm")
+        rest_n = family_n - totals[members]
+        rest_flagged = family_flagged - successes[members]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rest_values[members] = np.where(rest_n > 0, rest_flagged / np.maximum(rest_n, 1), np.nan)
+        # One-sided Fisher exact test: is the group's rate higher than the rest's (harmful direction)?
+        p_values[members] = fisher_p_value_higher(successes[members], totals[members], rest_flagged, rest_n)
+        insufficient = frame["insufficient_evidence"].to_numpy()[members]
+        verdict[members[insufficient]] = VERDICT_INSUFFICIENT
+        tested = members[~insufficient & np.isfinite(p_values[members])]
+        if tested.size == 0:
+            continue
+        # Provisional (within this analysis); the audit adjusts every row together
+        # (audit.analysis.multiplicity), with the correction the audit was asked for.
+        adjusted = adjust_p_values(p_values[tested], method=correction)
         verdict[tested] = np.where(adjusted < alpha, VERDICT_WORSE, VERDICT_NO_GAP)
     frame["verdict"] = verdict
+    frame["p_value"] = p_values
+    frame["rest_value"] = rest_values
     return coerce_group_metrics(frame.drop(columns=["flagged", "family"]))

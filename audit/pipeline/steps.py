@@ -355,7 +355,8 @@ def _label_noise_step(context: Context) -> StepOutput | None:
                                                                    max_depth=config.max_intersection_depth)}
     table = context.attempt("label_noise_by_group", estimate_noise_rate_by_group, np.asarray(result.is_label_issue),
                             label_codes, group_dict, classes=classes, confidence_level=config.confidence_level,
-                            min_group_size=config.min_group_size, max_ci_width=config.max_ci_width)
+                            min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
+                            correction=config.correction)
     if table is not None:
         output.group_rows.append(table)
     return output
@@ -465,7 +466,41 @@ STEPS: list[Step] = [
 ]
 
 #: Audit-wide passes over every group row, after all steps (in this order).
-GROUP_ROW_PASSES: list[GroupRowPass] = []
+def audit_multiplicity(group_metrics: pd.DataFrame, context) -> pd.DataFrame:
+    """One multiplicity story for the whole audit (issue 13): every tested row goes into the primary or the
+    exploratory family (:mod:`audit.analysis.multiplicity`); the sections that quote verdicts (group
+    performance, data quality) are brought in line with the final table, and ``analyses.multiplicity``
+    records how many tests were made."""
+    from audit.analysis.multiplicity import apply_audit_multiplicity
+
+    config = context.config
+    primary_metric = "accuracy"
+    policy_file = getattr(config, "policy_file", None)
+    if policy_file:
+        from audit.policy import load_policy
+
+        primary_metric = load_policy(policy_file).performance_metric or "accuracy"
+    result = apply_audit_multiplicity(group_metrics, alpha=1 - config.confidence_level,
+                                      correction=config.correction, primary_metric=primary_metric)
+    sections = context.sections
+    sections["multiplicity"] = result.to_dict()
+    table = result.table
+    if "group_performance" in sections:
+        from audit.analysis.group_performance import refresh_worse_than_rest
+
+        refresh_worse_than_rest(sections["group_performance"], table)
+    if "data_quality" in sections:
+        from audit.analysis.data_quality import concentration_findings
+
+        section = sections["data_quality"]
+        n_old = int((section.get("summary") or {}).get("n_concentration_findings", 0))
+        concentrations = concentration_findings(table)
+        section["findings"] = concentrations + list(section.get("findings") or [])[n_old:]
+        section.setdefault("summary", {})["n_concentration_findings"] = len(concentrations)
+    return table
+
+
+GROUP_ROW_PASSES: list[GroupRowPass] = [GroupRowPass("multiplicity", audit_multiplicity)]
 
 
 @dataclass
