@@ -57,6 +57,11 @@ def render_markdown(report: Report, *, max_checks: int = 20) -> str:
     findings = s["summary"]["findings"]
     if findings:
         lines += ["### Findings", ""] + [f"{i}. {md(f)}" for i, f in enumerate(findings[:8], 1)] + [""]
+    if s["summary"].get("tests"):
+        lines += [md(s["summary"]["tests"]), ""]
+    if s["summary"].get("leads"):
+        lines += ["### Leads (exploratory, check on new data)", ""] + [f"- {md(f)}" for f in s["summary"]["leads"][:8]]
+        lines.append("")
     errors = s["summary"]["errors"]
     if errors:
         lines += ["### Analyses that failed", ""] + [f"- `{code(e['analysis'])}`: {md(e['message'])}" for e in errors]

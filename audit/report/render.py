@@ -91,7 +91,7 @@ def build_report(folder: str | os.PathLike | AuditFolder, *, thumbnails: bool = 
     report = Report(folder=data.path, audit=audit, sections={}, notes=list(data.notes), thumbnails=thumbnails)
     s = report.sections
     s["cover"] = _cover(audit)
-    s["summary"] = {"findings": list(audit.get("findings") or []),
+    s["summary"] = {**_split_findings(audit),
                     "errors": [{"analysis": e.get("analysis", ""), "message": e.get("message", "")}
                                for e in audit.get("errors") or []]}
     s["composition"] = _composition(report, analyses, audit)
@@ -112,6 +112,24 @@ def _analysis_state(audit: dict, name: str) -> str | None:
         if error.get("analysis") == name:
             return f"The {name} analysis failed: {error.get('message', '')}"
     return None
+
+
+def _split_findings(audit: dict) -> dict:
+    """Headline findings, exploratory leads and the tests-made sentence (issue 13), from finding_details
+    (older audits: every finding is a headline)."""
+    details = audit.get("finding_details")
+    if not details:
+        return {"findings": list(audit.get("findings") or []), "leads": [], "tests": ""}
+    headline, leads, tests = [], [], ""
+    for item in details:
+        text = item.get("text", "")
+        if item.get("analysis") == "multiplicity":
+            tests = text
+        elif text.startswith("Lead"):
+            leads.append(text)
+        else:
+            headline.append(text)
+    return {"findings": headline, "leads": leads, "tests": tests}
 
 
 def _cover(audit: dict) -> dict:

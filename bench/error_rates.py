@@ -1,0 +1,321 @@
+"""Benchmark: do the audit's tests and intervals have the error rates they claim? (issue 13, items 4-6)
+
+Usage::
+
+    .venv/bin/python bench/error_rates.py --json bench/results/error_rates.json \
+        [--baseline-ref d9709dc1] [--null-replicates 100] [--replicates 400]
+
+Runs the same measurements twice in one invocation, each in a fresh subprocess: ``before`` on the code of
+``--baseline-ref`` (exported with ``git archive`` to a temporary directory; default: the commit before
+issue 13's statistics work) and ``after`` on this working tree. Figures:
+
+* ``null_audit``: the sample's 540 images and model, decoded once; then ``--null-replicates`` audits
+  (``audit.analyses.run_analyses``, every analysis, ``n_bootstrap`` 200) after shuffling the rows of the
+  metadata attributes (age, race, service_test) together, so that no real group effect is left.
+  ``any_worse_metadata_rate`` = share of audits with any ``worse_than_rest`` row on a metadata-only
+  attribute or intersection (primary or exploratory; target <= 5 %); ``headline_rate`` = share with a
+  headline (non-lead) finding that a group is worse. Also the unshuffled audit: are age 0-2 and
+  race = Black accuracy found?
+* ``ece_fpr``: calibration error tested against the rest when every group has the same calibration curve
+  (confidence ~ U(0.5, 1), P(correct) = confidence ** 1.5, groups of 40, 80 and 380 images); share of raw
+  one-sided p-values below 0.05 (nominal 5 %).
+* ``coverage``: 95 % interval coverage of balanced accuracy and macro-F1 for one group of n images (two
+  balanced classes, recall ``acc`` in each, so both population values equal ``acc``), n = 10, 30, 100,
+  acc = 0.8, 0.95 (accuracy too, for reference).
+* ``power``: two attributes (5 x 200 and 4 groups), accuracy 0.85 everywhere except one group of 200 at
+  0.75; share of data sets where that group's accuracy row is ``worse_than_rest``.
+
+Each rate carries a 95 % Wilson interval over the replicates.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BASELINE = "d9709dc1"
+METADATA = ("age", "race", "service_test")
+
+
+def _wilson(k: int, n: int) -> list:
+    from scipy import stats
+
+    if n == 0:
+        return [None, None]
+    z = stats.norm.ppf(0.975)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def _rate(k: int, n: int) -> dict:
+    return {"rate": round(k / n, 4) if n else None, "count": int(k), "n": int(n), "ci95": _wilson(k, n)}
+
+
+# ---------------------------------------------------------------------------------------------- worker
+
+def _metadata_only(attribute: str) -> bool:
+    return attribute != "all" and all(not p.startswith("image_") for p in attribute.split(" & "))
+
+
+def _headline_worse(details) -> bool:
+    for f in details:
+        text = f.get("text", "")
+        if text.startswith("Lead") or f.get("severity") not in ("high", "medium"):
+            continue
+        if f.get("analysis") in ("group_performance", "label_noise", "weak_slices") and (
+                "worse" in text or "noisier" in text or "Weak slice" in text) and "No group" not in text:
+            return True
+    return False
+
+
+def null_audits(replicates: int, seed: int) -> dict:
+    from audit.analyses import run_analyses
+    from audit.config import AuditConfig
+    from audit.io.manifest import load_dataset
+    from audit.pipeline import _AnalysisRunner, decode_images, predict_with_model
+
+    config = AuditConfig(data=str(ROOT / "sample_data/manifest.csv"), model=str(ROOT / "sample_data/model.onnx"),
+                         n_bootstrap=200, use_cache=False)
+    dataset = load_dataset(config.data, label_column="label")
+    kept, _ = decode_images(dataset, config=config, progress=lambda *a: None)
+    classes = tuple(dataset.classes)
+    probabilities, embeddings, _ = predict_with_model(kept, classes=classes, config=config, progress=lambda *a: None)
+
+    def audit(table):
+        runner = _AnalysisRunner(lambda *a: None)
+        bundle = run_analyses(table, classes=classes, dataset=dataset, probabilities=probabilities,
+                              embeddings=embeddings, config=config, runner=runner, progress=lambda *a: None)
+        return bundle, runner.errors
+
+    start = time.perf_counter()
+    real, errors = audit(kept)
+    gm = real.group_metrics
+    acc = gm[(gm["metric"] == "accuracy") & (gm["class"] == "")]
+    found = {f"{a} = {g}": bool(((acc["attribute"] == a) & (acc["group"] == g)
+                                 & (acc["verdict"] == "worse_than_rest")).any())
+             for a, g in (("age", "0-2"), ("race", "Black"))}
+    real_worse = gm[gm["verdict"] == "worse_than_rest"]
+    rng = np.random.default_rng(seed)
+    any_worse = headline = 0
+    n_rows = []
+    per_kind = {"primary_or_single_accuracy": 0}
+    for _ in range(replicates):
+        shuffled = kept.copy()
+        order = rng.permutation(len(kept))
+        for column in METADATA:
+            shuffled[column] = kept[column].to_numpy()[order]
+        bundle, _ = audit(shuffled)
+        table = bundle.group_metrics
+        worse = table[(table["verdict"] == "worse_than_rest") & table["attribute"].map(_metadata_only)]
+        any_worse += bool(len(worse))
+        n_rows.append(len(worse))
+        single_acc = worse[(worse["metric"] == "accuracy") & (worse["class"] == "")
+                           & ~worse["attribute"].str.contains(" & ", regex=False)]
+        per_kind["primary_or_single_accuracy"] += bool(len(single_acc))
+        headline += _headline_worse(bundle.findings)
+    return {"replicates": replicates, "n_bootstrap": config.n_bootstrap, "seconds": round(time.perf_counter() - start, 1),
+            "any_worse_metadata_rate": _rate(any_worse, replicates),
+            "single_attribute_accuracy_worse_rate": _rate(per_kind["primary_or_single_accuracy"], replicates),
+            "headline_rate": _rate(headline, replicates),
+            "mean_worse_metadata_rows": round(float(np.mean(n_rows)), 3) if n_rows else None,
+            "real_data": {"found": found, "n_worse_rows": int(len(real_worse)), "errors": errors,
+                          "n_tests": (real.sections.get("multiplicity") or {}).get("n_tests")}}
+
+
+def _p_values(result_table, labels, predictions, probabilities, groups, classes, metric):
+    """Raw one-sided p-values of one metric's group rows (from the table, or the old internals)."""
+    import audit.analysis.group_performance as gp
+
+    if "p_value" in result_table.columns:
+        rows = result_table[(result_table["metric"] == metric) & (result_table["attribute"] != "all")]
+        return rows["p_value"].to_numpy(dtype=float), rows["n"].to_numpy()
+    from audit.analysis._groups import codes_for
+
+    codes, names = codes_for(groups.iloc[:, 0].astype(object))
+    data = gp._Data(labels=labels, predictions=predictions, k=len(classes), classes=tuple(classes),
+                    probabilities=probabilities, top_k=5)
+    block, _ = gp._family_rows(groups.columns[0], codes, names, 1, data, classes=tuple(classes),
+                               confidence_level=0.95, n_bootstrap=1000, seed=0)
+    select = block["metric"] == metric
+    return block["p_value"][select], block["n"][select]
+
+
+def ece_fpr(replicates: int, seed: int) -> dict:
+    from audit.analysis.group_performance import compute_group_performance
+
+    rng = np.random.default_rng(seed)
+    sizes = {"a": 40, "b": 80, "c": 380}
+    n = sum(sizes.values())
+    group = np.repeat(list(sizes), list(sizes.values()))
+    rejected = tested = 0
+    by_size = {k: [0, 0] for k in sizes}
+    start = time.perf_counter()
+    for _ in range(replicates):
+        confidence = rng.uniform(0.5, 1.0, n)
+        labels = rng.integers(0, 2, n)
+        correct = rng.random(n) < confidence ** 1.5
+        predictions = np.where(correct, labels, 1 - labels)
+        probabilities = np.zeros((n, 2))
+        probabilities[np.arange(n), predictions] = confidence
+        probabilities[np.arange(n), 1 - predictions] = 1 - confidence
+        groups = pd.DataFrame({"g": group})
+        result = compute_group_performance(labels, predictions, classes=["x", "y"], groups=groups,
+                                           probabilities=probabilities, max_depth=1, n_bootstrap=1000,
+                                           seed=int(rng.integers(1 << 30)))
+        p, sizes_seen = _p_values(result.table, labels, predictions, probabilities, groups, ["x", "y"],
+                                  "expected_calibration_error")
+        for value, size in zip(p, sizes_seen):
+            if not np.isfinite(value):
+                continue
+            key = next(k for k, v in sizes.items() if v == size)
+            by_size[key][0] += value < 0.05
+            by_size[key][1] += 1
+            rejected += value < 0.05
+            tested += 1
+    return {"replicates": replicates, "group_sizes": sizes, "seconds": round(time.perf_counter() - start, 1),
+            "fpr": _rate(rejected, tested),
+            "fpr_by_group_size": {sizes[k]: _rate(*v) for k, v in by_size.items()}}
+
+
+def coverage(replicates: int, seed: int) -> dict:
+    from audit.analysis.group_performance import compute_group_performance
+
+    rng = np.random.default_rng(seed)
+    cases = []
+    start = time.perf_counter()
+    for n in (10, 30, 100):
+        for acc in (0.8, 0.95):
+            hits = {"accuracy": 0, "balanced_accuracy": 0, "macro_f1": 0}
+            collapsed = {"balanced_accuracy": 0, "macro_f1": 0}
+            for _ in range(replicates):
+                labels = np.repeat([0, 1], [n // 2, n - n // 2])
+                correct = rng.random(n) < acc
+                predictions = np.where(correct, labels, 1 - labels)
+                result = compute_group_performance(labels, predictions, classes=["x", "y"], groups=None,
+                                                   n_bootstrap=1000, seed=int(rng.integers(1 << 30)))
+                table = result.table.set_index("metric")
+                for metric in hits:
+                    low, high = table.loc[metric, "ci_low"], table.loc[metric, "ci_high"]
+                    hits[metric] += bool(low <= acc <= high)
+                    if metric in collapsed:
+                        collapsed[metric] += bool(high - low < 1e-12)
+            cases.append({"n": n, "accuracy": acc, "replicates": replicates,
+                          "coverage": {m: _rate(k, replicates) for m, k in hits.items()},
+                          "zero_width_intervals": {m: int(k) for m, k in collapsed.items()}})
+    return {"seconds": round(time.perf_counter() - start, 1), "cases": cases,
+            "truth": "two balanced classes with recall = accuracy in each: population accuracy, balanced "
+                     "accuracy and macro-F1 all equal the accuracy"}
+
+
+def power(replicates: int, seed: int) -> dict:
+    from audit.analysis.group_performance import compute_group_performance
+
+    rng = np.random.default_rng(seed)
+    site = np.repeat(["s0", "s1", "s2", "s3", "s4"], 200)
+    n = site.size
+    found = 0
+    start = time.perf_counter()
+    for _ in range(replicates):
+        device = rng.choice(["d0", "d1", "d2", "d3"], size=n)
+        labels = rng.integers(0, 2, n)
+        accuracy = np.where(site == "s0", 0.75, 0.85)
+        correct = rng.random(n) < accuracy
+        predictions = np.where(correct, labels, 1 - labels)
+        result = compute_group_performance(labels, predictions, classes=["x", "y"],
+                                           groups=pd.DataFrame({"site": site, "device": device}), max_depth=2,
+                                           n_bootstrap=200, seed=int(rng.integers(1 << 30)))
+        table = result.table
+        row = table[(table["attribute"] == "site") & (table["group"] == "s0") & (table["metric"] == "accuracy")]
+        found += bool((row["verdict"] == "worse_than_rest").any())
+    return {"replicates": replicates, "design": "site: 5 groups x 200 images (s0 at accuracy 0.75, others 0.85); "
+                                                "device: 4 random groups; pairs intersected",
+            "seconds": round(time.perf_counter() - start, 1), "power": _rate(found, replicates)}
+
+
+def worker(args) -> dict:
+    import audit
+
+    out = {"audit_package": str(Path(audit.__file__).resolve().parent)}
+    out["coverage"] = coverage(args.replicates, args.seed)
+    out["ece_fpr"] = ece_fpr(args.replicates // 2, args.seed + 1)
+    out["power"] = power(args.replicates // 2, args.seed + 2)
+    out["null_audit"] = null_audits(args.null_replicates, args.seed + 3)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+def _run_version(label: str, tree: Path, args) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"{label}.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--json", str(out),
+                   "--replicates", str(args.replicates), "--null-replicates", str(args.null_replicates),
+                   "--seed", str(args.seed)]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env=env, cwd=str(ROOT))
+        result = json.loads(out.read_text())
+        result["wall_s"] = round(time.perf_counter() - start, 1)
+        return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", required=True, metavar="PATH")
+    parser.add_argument("--baseline-ref", default=DEFAULT_BASELINE)
+    parser.add_argument("--replicates", type=int, default=400)
+    parser.add_argument("--null-replicates", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--only", choices=("before", "after"), default=None)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        Path(args.json).write_text(json.dumps(worker(args), indent=1))
+        return 0
+    sys.path.insert(0, str(ROOT))
+    from bench._machine import machine_info
+
+    result = {"machine": machine_info("numpy", "scipy", "pandas"),
+              "command": " ".join(["python", "bench/error_rates.py"] + list(argv or sys.argv[1:])),
+              "baseline_ref": args.baseline_ref, "cases": []}
+    previous = []
+    if args.only and Path(args.json).is_file():
+        # --only re-measures one version and keeps the other's figures (and its command) from the file
+        previous = [c for c in json.loads(Path(args.json).read_text()).get("cases", [])
+                    if c.get("version") != args.only]
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = Path(tmp) / "baseline"
+        baseline.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_ref], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
+        for label, tree in (("before", baseline), ("after", ROOT)):
+            if args.only and label != args.only:
+                continue
+            case = {"version": label, "code": args.baseline_ref if label == "before" else "working tree"}
+            case.update(_run_version(label, tree, args))
+            case.pop("audit_package", None)
+            case["command"] = result["command"]
+            case["machine_load_average_1m"] = round(os.getloadavg()[0], 2)
+            result["cases"].append(case)
+            print(f"{label}: done in {case['wall_s']} s", file=sys.stderr)
+    result["cases"] = sorted(previous + result["cases"], key=lambda c: c["version"] != "before")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
