@@ -46,6 +46,8 @@ NOTE_REVIEWS_UNREADABLE = "reviews.sqlite exists but cannot be read ({reason}); 
 
 GROUP_METRIC_COLUMNS = ("attribute", "group", "class", "n", "metric", "value", "ci_low", "ci_high",
                         "insufficient_evidence", "verdict")
+#: Added by issue 13 (audit-wide multiplicity); filled with empty values when reading older folders.
+OPTIONAL_GROUP_METRIC_COLUMNS = ("scope", "rest_value", "p_value", "p_adjusted")
 IMAGE_COLUMNS = ("id", "path", "label")
 REVIEW_DECISIONS = ("label_wrong", "label_correct", "unsure")
 
@@ -153,7 +155,11 @@ def _read_parquet(folder: Path, name: str, required, columns=None, base: Path | 
 def load_group_metrics(path: str | os.PathLike, *, _base: Path | None = None) -> pd.DataFrame:
     """``group_metrics.parquet`` with the text columns as ``str`` (missing -> ``""``)."""
     frame = _read_parquet(_folder(path), "group_metrics.parquet", GROUP_METRIC_COLUMNS, base=_base)
-    for column in ("attribute", "group", "class", "metric", "verdict"):
+    # Issue 13 columns (older folders lack them): no family, no p-values.
+    for column in OPTIONAL_GROUP_METRIC_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = "" if column == "scope" else float("nan")
+    for column in ("attribute", "group", "class", "metric", "verdict", "scope"):
         frame[column] = frame[column].fillna("").astype(str)
     frame["insufficient_evidence"] = frame["insufficient_evidence"].fillna(False).astype(bool)
     return frame
