@@ -298,9 +298,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         baseline = Path(tmp) / "baseline"
         baseline.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_ref], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
+        if args.only != "after":
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_ref], check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
         for label, tree in (("before", baseline), ("after", ROOT)):
             if args.only and label != args.only:
                 continue
