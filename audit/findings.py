@@ -69,15 +69,16 @@ def tests_made_text(multiplicity: dict) -> str:
     families = multiplicity.get("families", {})
     primary = families.get("primary", {})
     exploratory = families.get("exploratory", {})
-    alpha = multiplicity.get("alpha", 0.05)
+    alpha = f"{100 * multiplicity.get('alpha', 0.05):.0f} %"
+    method = "Holm" if primary.get("method", "holm") == "holm" else "Benjamini-Hochberg"
     return (f"This audit made {multiplicity.get('n_tests', 0)} tests of a group against the rest of the data: "
-            f"{primary.get('n_tests', 0)} primary ({_metric_name(multiplicity.get('primary_metric', 'accuracy'))} "
-            f"of each group of each metadata attribute; {primary.get('controls', 'family-wise error rate')} "
-            f"<= {100 * alpha:.0f} % by {primary.get('method_name', 'Holm')}), {primary.get('n_worse_than_rest', 0)} "
-            f"worse than the rest; and {exploratory.get('n_tests', 0)} exploratory (other metrics, classes, "
-            f"intersections, pixel attributes, label-disagreement and data-quality rates; false discovery rate "
-            f"<= {100 * alpha:.0f} % by Benjamini-Hochberg), {exploratory.get('n_worse_than_rest', 0)} worse than "
-            f"the rest, reported as leads to check, not conclusions.")
+            f"{primary.get('n_tests', 0)} primary ({_metric_name(multiplicity.get('primary_metric', 'accuracy')).lower()} "
+            f"of each group of each metadata attribute; {primary.get('controls', 'family-wise error rate')} at "
+            f"most {alpha} by {method}), {primary.get('n_worse_than_rest', 0)} worse than the rest; and "
+            f"{exploratory.get('n_tests', 0)} exploratory (other metrics, classes, intersections, pixel "
+            f"attributes, label-disagreement and data-quality rates; false discovery rate at most {alpha} by "
+            f"Benjamini-Hochberg), {exploratory.get('n_worse_than_rest', 0)} worse than the rest, reported as "
+            f"leads to check, not conclusions.")
 
 
 def _performance_findings(group_metrics: pd.DataFrame, multiplicity: dict | None = None) -> list[dict]:

@@ -78,10 +78,12 @@ def render_markdown(report: Report, *, max_checks: int = 20) -> str:
         lines.append("")
     if performance.get("present") and performance["worst"]:
         lines += ["### Groups significantly worse than the rest", "",
-                  "| metric | attribute | group | n | value | 95 % CI |", "|---|---|---|---:|---:|---:|"]
+                  "| scope | metric | attribute | group | n | value | 95 % CI | adjusted p |",
+                  "|---|---|---|---|---:|---:|---:|---:|"]
         for row in performance["worst"][:8]:
-            lines.append(f"| {md(row['metric'])} | {md(row['attribute'])} | {md(row['group'])} | {row['n']} | "
-                         f"{row['value']} | {row['interval']} |")
+            lines.append(f"| {md(row.get('scope', '-'))} | {md(row['metric'])} | {md(row['attribute'])} | "
+                         f"{md(row['group'])} | {row['n']} | {row['value']} | {row['interval']} | "
+                         f"{row.get('p_adjusted', '')} |")
         lines.append("")
     annotations = s.get("annotations")
     if annotations:

@@ -388,9 +388,14 @@ def _performance(report: Report, analyses: dict, audit: dict, gm: pd.DataFrame) 
     worse = gm[(gm["verdict"] == "worse_than_rest") & (gm["class"] == "")
                & gm["metric"].isin([m for m, info in metrics_info.items() if info.get("higher_is_better") is not None
                                     and m != "estimated_noise_rate" and not m.startswith("issue_rate")])]
-    worse = worse.assign(_order=worse["metric"].ne("accuracy")).sort_values(["_order", "value"])
-    out["worst"] = [dict(row, metric=metric) for row, metric in
-                    zip(_metric_rows(worse.head(TOP_ROWS)), worse.head(TOP_ROWS)["metric"])]
+    scope = worse["scope"] if "scope" in worse.columns else pd.Series("", index=worse.index)
+    worse = worse.assign(_primary=scope.ne("primary"), _order=worse["metric"].ne("accuracy"),
+                         _scope=scope.replace("", "-"),
+                         _p=worse["p_adjusted"] if "p_adjusted" in worse.columns else float("nan"))
+    worse = worse.sort_values(["_primary", "_order", "value"])
+    out["worst"] = [dict(row, metric=metric, scope=scope_word, p_adjusted=fmt_p(p)) for row, metric, scope_word, p in
+                    zip(_metric_rows(worse.head(TOP_ROWS)), worse.head(TOP_ROWS)["metric"],
+                        worse.head(TOP_ROWS)["_scope"], worse.head(TOP_ROWS)["_p"])]
     out["n_worse"] = int(len(worse))
     slices = (analyses.get("weak_slices") or {})
     out["slices"] = [{"group": e.get("group"), "n": e.get("n"), "accuracy": fmt_percent(e.get("accuracy")),
