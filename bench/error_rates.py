@@ -10,7 +10,7 @@ Runs the same measurements twice in one invocation, each in a fresh subprocess: 
 issue 13's statistics work) and ``after`` on this working tree. Figures:
 
 * ``null_audit``: the sample's 540 images and model, decoded once; then ``--null-replicates`` audits
-  (``audit.analyses.run_analyses``, every analysis, ``n_bootstrap`` 200) after shuffling the rows of the
+  (every analysis: ``audit.pipeline.steps.run_steps``, or ``run_analyses`` before the step registry; ``n_bootstrap`` 200) after shuffling the rows of the
   metadata attributes (age, race, service_test) together, so that no real group effect is left.
   ``any_worse_metadata_rate`` = share of audits with any ``worse_than_rest`` row on a metadata-only
   attribute or intersection (primary or exploratory; target <= 5 %); ``headline_rate`` = share with a
@@ -80,10 +80,16 @@ def _headline_worse(details) -> bool:
 
 
 def null_audits(replicates: int, seed: int) -> dict:
-    from audit.analyses import run_analyses
     from audit.config import AuditConfig
     from audit.io.manifest import load_dataset
-    from audit.pipeline import _AnalysisRunner, decode_images, predict_with_model
+
+    try:  # the step registry (issue 14) ...
+        from audit.pipeline.core import decode_images, predict_with_model
+        from audit.pipeline.steps import run_steps
+    except ImportError:  # ... or the code before it (the baseline)
+        from audit.analyses import run_analyses
+        from audit.pipeline import _AnalysisRunner, decode_images, predict_with_model
+        run_steps = None
 
     config = AuditConfig(data=str(ROOT / "sample_data/manifest.csv"), model=str(ROOT / "sample_data/model.onnx"),
                          n_bootstrap=200, use_cache=False)
@@ -93,6 +99,10 @@ def null_audits(replicates: int, seed: int) -> dict:
     probabilities, embeddings, _ = predict_with_model(kept, classes=classes, config=config, progress=lambda *a: None)
 
     def audit(table):
+        if run_steps is not None:
+            bundle = run_steps(table, classes=classes, dataset=dataset, probabilities=probabilities,
+                               embeddings=embeddings, config=config, progress=lambda *a: None)
+            return bundle, bundle.errors
         runner = _AnalysisRunner(lambda *a: None)
         bundle = run_analyses(table, classes=classes, dataset=dataset, probabilities=probabilities,
                               embeddings=embeddings, config=config, runner=runner, progress=lambda *a: None)
