@@ -162,16 +162,15 @@ def _p_values(result_table, labels, predictions, probabilities, groups, classes,
 
 
 def ece_fpr(replicates: int, seed: int) -> dict:
+    """Per data set 80 groups of 40 images with one calibration curve; every group tested against the rest."""
     from audit.analysis.group_performance import compute_group_performance
 
     rng = np.random.default_rng(seed)
-    sizes = {"a": 40, "b": 80, "c": 380}
-    n = sum(sizes.values())
-    group = np.repeat(list(sizes), list(sizes.values()))
+    n_groups, size = 80, 40
+    n = n_groups * size
     rejected = tested = 0
-    by_size = {k: [0, 0] for k in sizes}
     start = time.perf_counter()
-    for _ in range(replicates):
+    for _ in range(max(1, replicates // n_groups)):
         confidence = rng.uniform(0.5, 1.0, n)
         labels = rng.integers(0, 2, n)
         correct = rng.random(n) < confidence ** 1.5
@@ -179,26 +178,21 @@ def ece_fpr(replicates: int, seed: int) -> dict:
         probabilities = np.zeros((n, 2))
         probabilities[np.arange(n), predictions] = confidence
         probabilities[np.arange(n), 1 - predictions] = 1 - confidence
-        groups = pd.DataFrame({"g": group})
+        groups = pd.DataFrame({"g": np.repeat([f"g{i:02d}" for i in range(n_groups)], size)})
         result = compute_group_performance(labels, predictions, classes=["x", "y"], groups=groups,
                                            probabilities=probabilities, max_depth=1, n_bootstrap=1000,
-                                           seed=int(rng.integers(1 << 30)))
-        p, sizes_seen = _p_values(result.table, labels, predictions, probabilities, groups, ["x", "y"],
-                                  "expected_calibration_error")
-        for value, size in zip(p, sizes_seen):
-            if not np.isfinite(value):
-                continue
-            key = next(k for k, v in sizes.items() if v == size)
-            by_size[key][0] += value < 0.05
-            by_size[key][1] += 1
-            rejected += value < 0.05
-            tested += 1
-    return {"replicates": replicates, "group_sizes": sizes, "seconds": round(time.perf_counter() - start, 1),
-            "fpr": _rate(rejected, tested),
-            "fpr_by_group_size": {sizes[k]: _rate(*v) for k, v in by_size.items()}}
+                                           seed=int(rng.integers(1 << 30)), min_group_size=1, max_ci_width=1.0)
+        p, _ = _p_values(result.table, labels, predictions, probabilities, groups, ["x", "y"],
+                         "expected_calibration_error")
+        p = p[np.isfinite(p)]
+        rejected += int((p < 0.05).sum())
+        tested += int(p.size)
+    return {"design": f"{n_groups} groups x {size} images per data set, P(correct) = confidence ** 1.5 everywhere",
+            "seconds": round(time.perf_counter() - start, 1), "fpr": _rate(rejected, tested)}
 
 
 def coverage(replicates: int, seed: int) -> dict:
+    """``replicates`` independent groups per case, all in one call (each group's interval uses its own images)."""
     from audit.analysis.group_performance import compute_group_performance
 
     rng = np.random.default_rng(seed)
@@ -206,23 +200,21 @@ def coverage(replicates: int, seed: int) -> dict:
     start = time.perf_counter()
     for n in (10, 30, 100):
         for acc in (0.8, 0.95):
-            hits = {"accuracy": 0, "balanced_accuracy": 0, "macro_f1": 0}
-            collapsed = {"balanced_accuracy": 0, "macro_f1": 0}
-            for _ in range(replicates):
-                labels = np.repeat([0, 1], [n // 2, n - n // 2])
-                correct = rng.random(n) < acc
-                predictions = np.where(correct, labels, 1 - labels)
-                result = compute_group_performance(labels, predictions, classes=["x", "y"], groups=None,
-                                                   n_bootstrap=1000, seed=int(rng.integers(1 << 30)))
-                table = result.table.set_index("metric")
-                for metric in hits:
-                    low, high = table.loc[metric, "ci_low"], table.loc[metric, "ci_high"]
-                    hits[metric] += bool(low <= acc <= high)
-                    if metric in collapsed:
-                        collapsed[metric] += bool(high - low < 1e-12)
-            cases.append({"n": n, "accuracy": acc, "replicates": replicates,
-                          "coverage": {m: _rate(k, replicates) for m, k in hits.items()},
-                          "zero_width_intervals": {m: int(k) for m, k in collapsed.items()}})
+            labels = np.tile(np.repeat([0, 1], [n // 2, n - n // 2]), replicates)
+            correct = rng.random(labels.size) < acc
+            predictions = np.where(correct, labels, 1 - labels)
+            groups = pd.DataFrame({"replicate": np.repeat([f"r{i:05d}" for i in range(replicates)], n)})
+            table = compute_group_performance(labels, predictions, classes=["x", "y"], groups=groups, max_depth=1,
+                                              n_bootstrap=1000, seed=int(rng.integers(1 << 30)),
+                                              min_group_size=1, max_ci_width=1.0).table
+            rows = table[table["attribute"] == "replicate"]
+            case = {"n": n, "accuracy": acc, "replicates": replicates, "coverage": {}, "zero_width_intervals": {}}
+            for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+                selected = rows[rows["metric"] == metric]
+                hits = int(((selected["ci_low"] <= acc) & (acc <= selected["ci_high"])).sum())
+                case["coverage"][metric] = _rate(hits, len(selected))
+                case["zero_width_intervals"][metric] = int(((selected["ci_high"] - selected["ci_low"]) < 1e-12).sum())
+            cases.append(case)
     return {"seconds": round(time.perf_counter() - start, 1), "cases": cases,
             "truth": "two balanced classes with recall = accuracy in each: population accuracy, balanced "
                      "accuracy and macro-F1 all equal the accuracy"}
@@ -257,10 +249,13 @@ def worker(args) -> dict:
     import audit
 
     out = {"audit_package": str(Path(audit.__file__).resolve().parent)}
-    out["coverage"] = coverage(args.replicates, args.seed)
-    out["ece_fpr"] = ece_fpr(args.replicates // 2, args.seed + 1)
-    out["power"] = power(args.replicates // 2, args.seed + 2)
-    out["null_audit"] = null_audits(args.null_replicates, args.seed + 3)
+    sections = (("coverage", lambda: coverage(args.replicates, args.seed)),
+                ("ece_fpr", lambda: ece_fpr(args.replicates, args.seed + 1)),
+                ("power", lambda: power(args.power_replicates, args.seed + 2)),
+                ("null_audit", lambda: null_audits(args.null_replicates, args.seed + 3)))
+    for name, run in sections:
+        out[name] = run()
+        Path(args.json).write_text(json.dumps(out, indent=1))  # partial results survive an interruption
     return out
 
 
@@ -273,6 +268,7 @@ def _run_version(label: str, tree: Path, args) -> dict:
         out = Path(tmp) / f"{label}.json"
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--json", str(out),
                    "--replicates", str(args.replicates), "--null-replicates", str(args.null_replicates),
+                   "--power-replicates", str(args.power_replicates),
                    "--seed", str(args.seed)]
         start = time.perf_counter()
         subprocess.run(command, check=True, env=env, cwd=str(ROOT))
@@ -287,10 +283,30 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline-ref", default=DEFAULT_BASELINE)
     parser.add_argument("--replicates", type=int, default=400)
     parser.add_argument("--null-replicates", type=int, default=100)
+    parser.add_argument("--power-replicates", type=int, default=100)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--only", choices=("before", "after"), default=None)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--assemble", nargs=2, metavar=("BEFORE_JSON", "AFTER_JSON"), default=None,
+                        help="write --json from two worker outputs (each made with --worker --json FILE, run with "
+                             "PYTHONPATH at the baseline's and at this tree's code)")
     args = parser.parse_args(argv)
+    if args.assemble:
+        sys.path.insert(0, str(ROOT))
+        from bench._machine import machine_info
+
+        cases = []
+        for label, file in zip(("before", "after"), args.assemble):
+            case = {"version": label, "code": args.baseline_ref if label == "before" else "working tree"}
+            case.update(json.loads(Path(file).read_text()))
+            case.pop("audit_package", None)
+            cases.append(case)
+        result = {"machine": machine_info("numpy", "scipy", "pandas"),
+                  "command": " ".join(["python", "bench/error_rates.py"] + list(argv or sys.argv[1:])),
+                  "baseline_ref": args.baseline_ref, "cases": cases}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        return 0
     if args.worker:
         Path(args.json).write_text(json.dumps(worker(args), indent=1))
         return 0
