@@ -60,7 +60,7 @@ def render_markdown(report: Report, *, max_checks: int = 20) -> str:
     if s["summary"].get("tests"):
         lines += [md(s["summary"]["tests"]), ""]
     if s["summary"].get("leads"):
-        lines += ["### Leads (exploratory, check on new data)", ""] + [f"- {md(f)}" for f in s["summary"]["leads"][:8]]
+        lines += ["### Leads (exploratory, check on new data)", ""] + [f"- {md(f)}" for f in s["summary"]["leads"]]
         lines.append("")
     errors = s["summary"]["errors"]
     if errors:
