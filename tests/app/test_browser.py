@@ -206,6 +206,7 @@ def test_upload_zip_and_predictions_runs_an_audit_with_progress_and_opens_it(tmp
         sidebar = page.get_by_test_id("stMain")
         sidebar.get_by_text("Upload", exact=True).click()
         sidebar.get_by_label("Audit name (folder under reports/)").fill("uploaded")
+        sidebar.get_by_role("textbox", name="Manifest inside the zip (empty = one folder per class)").fill("manifest.csv")
         inputs = sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]')
         inputs.nth(0).set_input_files(str(archive_path))
         inputs.nth(1).set_input_files(files["predictions"])
