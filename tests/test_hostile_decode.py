@@ -234,3 +234,23 @@ def test_app_heatmap_axis_titles_are_escaped():
     texts = _all_text(fig)
     assert fig.layout.xaxis.title.text == EVIL.replace("<", "&lt;").replace(">", "&gt;")
     assert not any("<a" in t for t in texts)
+
+
+def test_waiting_for_the_pixel_budget_does_not_count_against_the_time_budget(tmp_path):
+    """Found by bench/hostile.py: one of the 64 bombs was skipped as too slow because its clock ran while it
+    waited for the previous image to be consumed."""
+    path = tmp_path / "a.png"
+    path.write_bytes(_png_bytes((64, 64)))
+    budget = im.PixelBudget(100)
+    assert budget.acquire(0, 100)  # ticket 0 holds the whole budget
+    result = {}
+
+    def decode():
+        result["item"] = im.read_image(path, max_seconds=0.3, budget=budget, ticket=1)
+
+    worker = threading.Thread(target=decode)
+    worker.start()
+    time.sleep(0.6)  # longer than the time budget
+    budget.release(100)
+    worker.join(timeout=30)
+    assert result["item"].width == 64

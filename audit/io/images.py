@@ -445,6 +445,9 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS,
                 if not budget.acquire(ticket, width * height):
                     raise ImageSkip("decoding stopped")
                 held = width * height
+                if max_seconds is not None and isinstance(image.fp, _DeadlineBytes):
+                    # the time budget is for decoding: waiting for the pixel budget does not count
+                    image.fp.deadline = time.monotonic() + float(max_seconds)
             decode(image, max_pixels=max_pixels)
             rgb = _to_rgb(image, mode)
         result = DecodedImage(rgb=rgb, content_hash=content_hash, width=int(width), height=int(height),
