@@ -144,7 +144,8 @@ def annotation_outputs(prepared: PreparedAnnotations, *, classes, groups: pd.Dat
     # issue 13's audit-wide multiplicity: every tested annotation row is exploratory (false discovery rate
     # across the audit's exploratory rows); the columns beyond the contract's are kept where the table has them
     rows["scope"] = np.where(rows["p_value"].notna() & ~rows["insufficient_evidence"], "exploratory", "")
-    rows = rows[[c for c in (*GROUP_METRIC_COLUMNS, "scope", "p_value", "p_adjusted") if c in rows.columns]]
+    wanted = dict.fromkeys((*GROUP_METRIC_COLUMNS, "scope", "p_value", "p_adjusted"))  # ordered, no repeats
+    rows = rows[[c for c in wanted if c in rows.columns]]
     return AnnotationOutputs(section=section, image_columns=image_columns, group_rows=rows,
                              annotators=result.annotators, metrics=dict(METRIC_DESCRIPTION))
 

@@ -143,10 +143,12 @@ def run_gate(folder: str | os.PathLike, *, policy_file: str | os.PathLike, outpu
     if json_file is not None and os.path.isdir(json_file):
         raise InputError(ERROR_JSON_IS_DIR.format(path=json_file), source=str(json_file))
     policy = load_policy(policy_file)
-    from audit.policy import ERROR_EMPTY_POLICY, POLICY_KEYS, PolicyError, policy_checks
+    from audit.policy import ERROR_EMPTY_POLICY, ERROR_ONLY_REGRESSION, POLICY_KEYS, PolicyError, policy_checks
 
     if not allow_empty and not policy_checks(policy, sections=set(POLICY_KEYS) - {"regression"}):
-        raise PolicyError(ERROR_EMPTY_POLICY.format(path=policy_file), source=str(policy_file))
+        # without --baseline the [regression] checks are all SKIPPED: such a gate would check nothing either
+        message = ERROR_ONLY_REGRESSION if policy_checks(policy, sections={"regression"}) else ERROR_EMPTY_POLICY
+        raise PolicyError(message.format(path=policy_file), source=str(policy_file))
     audit = load_audit_json(folder)
     group_metrics = load_group_metrics(folder)
     verdict = evaluate_policy(audit, group_metrics, policy, strict=strict)

@@ -44,6 +44,9 @@ ERROR_VALUE_RANGE = "policy file {path}: {key} must be {what}, got {value!r}"
 ERROR_EMPTY_POLICY = ("policy file {path} asks for no checks (it is empty, truncated, or holds only settings): a gate "
                       "without checks passes anything. Add thresholds (see policy.example.toml), or give "
                       "--allow-empty to pass on purpose")
+ERROR_ONLY_REGRESSION = ("policy file {path} has only [regression] checks, and they compare with a baseline: give "
+                         "--baseline OLD (the earlier audit), add checks of this audit, or give --allow-empty to "
+                         "pass on purpose")
 
 #: Keys that are settings of the checks, not checks themselves.
 SETTING_KEYS = frozenset({"metric", "attributes", "warn_margin"})

@@ -275,3 +275,35 @@ def write_reviews(folder, decisions) -> Path:
     connection.commit()
     connection.close()
     return path
+
+
+def rewrite_audit_files(folder, **tables) -> Path:
+    """Replace tables of an audit folder written by imagefair (e.g. ``images=frame``) as a new generation.
+
+    Tests that edit a real audit go through the writer, as a run would: every file of the current generation
+    is carried over, the named ones (``images`` -> ``images.parquet``, ``group_metrics`` ->
+    ``group_metrics.parquet``) replaced, and all recorded under one new run id (a file edited in place would
+    be refused by the reader as a mixed folder, which it would be).
+    """
+    from audit.folder import GENERATION_FILE, current_generation, write_generation
+
+    folder = Path(folder)
+    generation = current_generation(folder)
+    assert generation is not None, f"{folder} is not a folder written by imagefair"
+    files: dict = {}
+    for path in sorted(generation.iterdir()):
+        if path.name == GENERATION_FILE or not path.is_file():
+            continue
+        if path.suffix == ".parquet":
+            files[path.name] = pd.read_parquet(path)
+        elif path.name == "audit.json":
+            audit = json.loads(path.read_text("utf-8"))
+            audit.pop("run_id", None)
+            files[path.name] = audit
+        else:
+            files[path.name] = path.read_bytes()
+    for name, frame in tables.items():
+        files[f"{name}.parquet"] = frame
+    files["audit.json"] = files.pop("audit.json")  # written last, as the writer does
+    write_generation(folder, files)
+    return folder

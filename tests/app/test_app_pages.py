@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
 
+from tests.audit_builder import rewrite_audit_files
 from tests.app.synthetic_audit import CLASSES, HTML_GROUP, build_audit, build_dataset
 
 from app_pages import _state
@@ -503,8 +504,7 @@ def test_fairness_shows_no_disparities_between_groups_too_small_to_judge(tmp_pat
     chosen = table["attribute"] == "site & skin"
     table.loc[chosen, "insufficient_evidence"] = True
     table.loc[chosen, "verdict"] = "insufficient_data"
-    table.to_parquet(folder / "group_metrics.parquet", index=False)
-    (folder / "audit.json").touch()  # a new version for the app's cache
+    rewrite_audit_files(folder, group_metrics=table)  # a new run id: a new version for the app's cache
     app = _open(folder, "fairness")
     app.selectbox(key="fair_attribute").set_value("site & skin").run()
     assert not app.exception

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from audit.cli import main
+from tests.audit_builder import rewrite_audit_files
 
 
 def probabilities_for(labels: np.ndarray, correct: np.ndarray, k: int, rng) -> np.ndarray:
@@ -46,7 +47,7 @@ def write_audit(folder: Path, *, ids, labels, probabilities, classes, attributes
             images["content_hash"] = [hashlib.sha256(str(c).encode()).hexdigest() for c in content]
         if split is not None:
             images["split"] = list(split)
-        images.to_parquet(folder / "images.parquet", index=False)
+        rewrite_audit_files(folder, images=images)
     return folder
 
 

@@ -113,13 +113,18 @@ def test_unknown_regression_metric_is_a_policy_error(planted, tmp_path, capsys):
 
 
 def test_regression_keys_without_a_baseline_are_skipped(planted, tmp_path, capsys):
-    from audit.policy import MESSAGE_NO_BASELINE
+    """Without --baseline a regression-only policy checks nothing: refused (exit 2, one line), unless
+    --allow-empty, when the regression checks are listed as SKIPPED."""
+    from audit.policy import ERROR_ONLY_REGRESSION, MESSAGE_NO_BASELINE
 
     _, new, _ = planted
     policy = tmp_path / "policy.toml"
     policy.write_text("[regression]\nmax_drop = 0.05\n")
     verdict_file = tmp_path / "v.json"
-    assert main(["gate", str(new), "--policy", str(policy), "--json", str(verdict_file)]) == 0
+    assert main(["gate", str(new), "--policy", str(policy), "--json", str(verdict_file)]) == 2
+    assert capsys.readouterr().err.strip() == "error: " + ERROR_ONLY_REGRESSION.format(path=policy)
+    assert not verdict_file.exists()
+    assert main(["gate", str(new), "--policy", str(policy), "--json", str(verdict_file), "--allow-empty"]) == 0
     checks = json.loads(verdict_file.read_text())["checks"]
     assert checks == [{"name": "regression.max_drop", "status": "SKIPPED", "value": None, "threshold": 0.05,
                        "attribute": "", "group": "", "class": "", "message": MESSAGE_NO_BASELINE}]
