@@ -118,12 +118,54 @@ def test_pdf_without_kaleido_is_tables_only_with_a_note(folder, tmp_path, monkey
     def broken(*args, **kwargs):
         raise RuntimeError("no chromium here")
 
+    import audit.report.pdf as pdf
+
+    monkeypatch.setattr(pdf, "_browser_path", lambda: "/bin/sh")  # a browser is found, kaleido fails anyway
     monkeypatch.setattr(kaleido, "start_sync_server", broken)
     path = render_report(folder, format="pdf", out=tmp_path / "r.pdf", thumbnails=False)
     from pypdf import PdfReader
 
     text = "\n".join(p.extract_text() for p in PdfReader(path).pages)
     assert squash("Charts are left out of this PDF") in squash(text) and squash("no chromium here") in squash(text)
+
+
+def test_pdf_without_a_browser_is_written_at_once_with_a_note(folder, tmp_path, monkeypatch):
+    """Kaleido >= 1 without Chromium waits for ever in its server thread; the report checks first."""
+    from audit.report.pdf import NOTE_NO_CHARTS, REASON_NO_BROWSER
+
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-browser"))
+    path = render_report(folder, format="pdf", out=tmp_path / "r.pdf", thumbnails=False)
+    from pypdf import PdfReader
+
+    text = "\n".join(p.extract_text() for p in PdfReader(path).pages)
+    assert squash(NOTE_NO_CHARTS.format(reason=REASON_NO_BROWSER)) in squash(text)
+
+
+def test_a_browser_that_never_answers_costs_the_timeout_not_the_report(tmp_path):
+    """A Chromium that hangs: the charts give up after CHART_TIMEOUT_S and the process still exits (run in a
+    child process: the abandoned chart thread must not keep it alive)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from audit.report.pdf import REASON_TIMEOUT
+
+    browser = tmp_path / "hung-browser"
+    browser.write_text("#!/bin/sh\nsleep 20\n")
+    browser.chmod(0o755)
+    code = textwrap.dedent("""
+        import plotly.graph_objects as go
+        import audit.report.pdf as pdf
+        pdf.CHART_TIMEOUT_S = 3
+        images, reason = pdf.export_static_charts({"a": go.Figure(go.Bar(x=[1], y=[2]))})
+        print(len(images), reason)
+    """)
+    import os
+
+    environment = {**os.environ, "BROWSER_PATH": str(browser)}
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0 " + REASON_TIMEOUT.format(seconds=3)
 
 
 # -- HTML --------------------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ written, with tables only and a note saying why.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import warnings
 
 from audit.report.html import render_report_html, static_chart
@@ -15,6 +17,49 @@ from audit.report.document import Report
 NOTE_NO_CHARTS = ("Charts are left out of this PDF because they could not be rendered as images ({reason}); "
                   "the tables hold the same numbers. Install Chromium (apt-get install chromium) for charts.")
 CHART_WIDTH = 760
+#: Seconds one chart may take (the first includes Chromium's start); past it the PDF has tables only.
+CHART_TIMEOUT_S = 60.0
+REASON_NO_BROWSER = "no Chromium or Chrome executable found"
+REASON_TIMEOUT = "Chromium did not answer within {seconds:g} s"
+
+
+def _browser_path() -> str | None:
+    """The Chromium kaleido would start (``BROWSER_PATH`` first), or None when there is none to run.
+
+    Kaleido >= 1 started without a browser fails in its server thread and leaves the caller waiting for ever;
+    checking first turns that into a PDF without charts.
+    """
+    try:
+        from choreographer.browsers.chromium import Chromium
+
+        path = Chromium.find_browser(skip_local=False)
+    except Exception:  # noqa: BLE001 - an unexpected choreographer: fall back to PATH
+        import shutil
+
+        path = os.environ.get("BROWSER_PATH") or next(
+            (found for name in ("chromium", "chromium-browser", "google-chrome", "chrome")
+             if (found := shutil.which(name))), None)
+    return path if path and os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def _call_with_timeout(function, seconds: float):
+    """``function()`` in a daemon thread; :class:`TimeoutError` when it has not returned after ``seconds``."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = function()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            box["error"] = error
+
+    worker = threading.Thread(target=target, daemon=True, name="imagefair-chart")
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError(REASON_TIMEOUT.format(seconds=seconds))
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def _chart_height(figure) -> int:
@@ -33,6 +78,9 @@ class ChartServer:
         self._started = False
 
     def __enter__(self) -> "ChartServer":
+        if _browser_path() is None:
+            self.reason = REASON_NO_BROWSER
+            return self
         try:
             import kaleido
 
@@ -41,6 +89,16 @@ class ChartServer:
         except Exception as error:  # noqa: BLE001 - any problem means "no charts", never "no report"
             self.reason = _reason(error)
         return self
+
+    def _abandon(self) -> None:
+        """Forget a server whose Chromium hangs: stopping it would wait for ever (here and at exit)."""
+        try:
+            from kaleido._sync_server import GlobalKaleidoServer
+
+            GlobalKaleidoServer()._initialized = False  # noqa: SLF001 - its close() joins the hung thread
+        except Exception:  # noqa: BLE001
+            pass
+        self._started = False
 
     def __exit__(self, *exc) -> None:
         if self._started:
@@ -63,8 +121,14 @@ class ChartServer:
             for key, figure in figures.items():
                 with warnings.catch_warnings():  # plotly warns that kaleido options are ignored with a server
                     warnings.simplefilter("ignore")
-                    data = pio.to_image(figure, format="svg", width=CHART_WIDTH, height=_chart_height(figure))
+                    data = _call_with_timeout(
+                        lambda figure=figure: pio.to_image(figure, format="svg", width=CHART_WIDTH,
+                                                           height=_chart_height(figure)), CHART_TIMEOUT_S)
                 images[key] = (data, "image/svg+xml")
+        except TimeoutError as error:
+            self.reason = str(error)
+            self._abandon()
+            return {}
         except Exception as error:  # noqa: BLE001 - Chromium missing, crashed or timed out
             self.reason = _reason(error)
             return {}
