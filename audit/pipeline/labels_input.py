@@ -43,6 +43,9 @@ ERROR_NPY_LABELS_NEED_CLASSES = ("labels file {path}: a .npy of class indices ne
 ERROR_NOTHING_TO_AUDIT = ("label-noise needs --predictions FILE (probabilities), --annotations FILE (several labels "
                           "per image), or both")
 ERROR_LABELS_FILE_MISSING = "labels file {path} does not exist"
+ERROR_PREDICTIONS_ONE_CLASS = ("predictions file {path} has {k} column(s): a classifier's predictions need one column "
+                               "per class, at least two")
+ERROR_LABELS_EMPTY = "labels file {path} has no rows: nothing to audit; give one row per image (id,label)"
 ERROR_LABELS_COLUMNS = "labels file {path}: expected columns id,label; found {columns}"
 ERROR_LABELS_NOT_INTEGER = ("labels file {path}: a .npy labels file must hold integer class indices (shape (N,)), "
                             "got dtype {dtype} shape {shape}")
@@ -141,6 +144,8 @@ def load_labels(path: str, *, classes: tuple[str, ...] | None, n_predictions_col
         if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
             raise InputError(ERROR_LABELS_NOT_INTEGER.format(path=path, dtype=values.dtype, shape=values.shape),
                              source=path)
+        if values.size == 0:
+            raise InputError(ERROR_LABELS_EMPTY.format(path=path), source=path)
         k = len(classes) if classes else n_predictions_columns
         bad = np.flatnonzero((values < 0) | (values >= k))
         if len(bad):
@@ -153,6 +158,8 @@ def load_labels(path: str, *, classes: tuple[str, ...] | None, n_predictions_col
     if "id" not in frame.columns or "label" not in frame.columns:
         raise InputError(ERROR_LABELS_COLUMNS.format(path=path, columns=", ".join(map(str, frame.columns))),
                          source=path)
+    if len(frame) == 0:
+        raise InputError(ERROR_LABELS_EMPTY.format(path=path), source=path)
     ids = frame["id"].astype(str)
     duplicated = ids[ids.duplicated(keep=False)]
     if len(duplicated):
@@ -393,6 +400,9 @@ def prepare_labels(*, labels_file: str, predictions_file: str | None, classes_fi
     if classes is None and predictions_file is not None:
         shape, _ = _npy_header(predictions_file, source=predictions_file)
         n_columns = int(shape[1])
+        if n_columns < 2:
+            raise InputError(ERROR_PREDICTIONS_ONE_CLASS.format(path=predictions_file, k=n_columns),
+                             source=predictions_file)
     elif classes_file and str(predictions_file).lower().endswith(".npy"):
         # the classes file and an NPY of probabilities must agree on K before labels are checked against K,
         # so a short classes file is blamed, not the labels or the predictions
