@@ -130,6 +130,14 @@ def record_decision(folder: str | Path, *, image_id: str, content_hash: str, rev
     InputError
         With one of the ``ERROR_*`` messages of this module.
     """
+    row = check_decision(image_id=image_id, content_hash=content_hash, reviewer=reviewer, decision=decision,
+                         new_label=new_label, note=note, classes=classes)
+    return record_decisions(folder, [row], decided_at=decided_at)[0]
+
+
+def check_decision(*, image_id, content_hash, reviewer, decision, new_label=None, note=None, classes=None) -> dict:
+    """One decision checked by the rules of the app (the ``ERROR_*`` messages of this module) and normalised:
+    a dict with the ``decisions`` columns except ``decided_at``. Raises :class:`InputError`."""
     reviewer = (reviewer or "").strip()
     if decision is None:
         raise InputError(ERROR_NO_DECISION)
@@ -152,18 +160,33 @@ def record_decision(folder: str | Path, *, image_id: str, content_hash: str, rev
     elif new_label is not None:
         raise InputError(ERROR_NEW_LABEL_UNEXPECTED.format(value=new_label, decision=decision))
     note = (note or "").strip() or None
+    return {"id": image_id, "content_hash": content_hash.lower(), "reviewer": reviewer, "decision": decision,
+            "new_label": new_label, "note": note}
+
+
+def record_decisions(folder: str | Path, rows, *, decided_at: str | None = None) -> list[int]:
+    """Append several checked decisions (:func:`check_decision` dicts) in ONE transaction: all or none.
+
+    Returns their SQLite ``rowid`` s. Used by :func:`record_decision` (one row) and by the CLI import.
+    """
+    rows = list(rows)
+    stamp = decided_at or _now()
     try:
         connection = open_reviews(folder)
     except sqlite3.Error as error:
         raise _database_error(folder, error) from None
     try:
         connection.execute("BEGIN IMMEDIATE")
-        cursor = connection.execute(
-            "INSERT INTO decisions (id, content_hash, reviewer, decision, new_label, note, decided_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (image_id, content_hash.lower(), reviewer, decision, new_label, note, decided_at or _now()))
+        ids = []
+        for row in rows:
+            cursor = connection.execute(
+                "INSERT INTO decisions (id, content_hash, reviewer, decision, new_label, note, decided_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row["id"], row["content_hash"], row["reviewer"], row["decision"], row["new_label"], row["note"],
+                 row.get("decided_at") or stamp))
+            ids.append(int(cursor.lastrowid))
         connection.execute("COMMIT")
-        return int(cursor.lastrowid)
+        return ids
     except sqlite3.Error as error:
         _rollback(connection)
         raise _database_error(folder, error) from None
@@ -352,3 +375,138 @@ def export_corrected_labels(folder: str | Path, images: pd.DataFrame, *, out: st
 
         write_bytes_atomic(out, data)
     return data
+
+
+# ============================================================================ keys and CSV import (issue 13)
+
+#: Label-only audits (``label-noise``) have no image bytes, so no ``content_hash``; their decisions are
+#: keyed to a stand-in: sha256 of this prefix, a NUL byte and the image's id (stable across re-runs).
+LABEL_ONLY_KEY_PREFIX = "imagefair-label-only"
+
+
+def with_review_keys(images: pd.DataFrame) -> pd.DataFrame:
+    """``images`` with a ``content_hash`` column: the real one, or (label-only audits) the stand-in
+    sha256(:data:`LABEL_ONLY_KEY_PREFIX` NUL id) for rows without one."""
+    import hashlib
+
+    frame = images.copy()
+    ids = frame["id"].astype(str)
+    stand_in = ids.map(lambda i: hashlib.sha256(f"{LABEL_ONLY_KEY_PREFIX}\0{i}".encode("utf-8")).hexdigest())
+    if "content_hash" not in frame.columns:
+        frame["content_hash"] = stand_in
+    else:
+        current = frame["content_hash"]
+        frame["content_hash"] = current.where(current.notna() & (current.astype(str) != ""), stand_in).astype(str)
+    return frame
+
+
+#: Columns of a review CSV for ``review DIR --import`` (``note`` optional).
+IMPORT_COLUMNS = ("id", "decision", "new_label")
+IMPORT_OPTIONAL_COLUMNS = ("note",)
+_NOTHING = "nothing was imported"
+ERROR_IMPORT_EMPTY = ("{file} is empty: give a CSV with the header id,decision,new_label[,note] and one row per "
+                      "reviewed image; " + _NOTHING)
+ERROR_IMPORT_NO_ROWS = "{file} has a header but no decision rows (row 2 onwards is empty); " + _NOTHING
+ERROR_IMPORT_BOM = ("{file} row 1 starts with a byte-order mark (BOM): save it as UTF-8 without BOM (plain "
+                    "\"CSV\", not \"CSV UTF-8\") and import again; " + _NOTHING)
+ERROR_IMPORT_ENCODING = "{file} row {row} is not UTF-8 text: save the file as UTF-8 (without BOM); " + _NOTHING
+ERROR_IMPORT_HEADER = ("{file} row 1: the header must be id,decision,new_label with an optional note column; "
+                       "got {found}; " + _NOTHING)
+ERROR_IMPORT_ROW = "{file} row {row}: {reason}; " + _NOTHING + " (fix the row and import the whole file again)"
+REASON_UNKNOWN_ID = "id {value!r} is not an image of this audit (use the id column of the sample CSV)"
+REASON_DUPLICATE = "id {value!r} appears again (first at row {first}): give one decision per image"
+REASON_CELLS = "{found} cells, but the header has {expected}"
+REASON_CSV = "cannot be read as CSV ({reason})"
+
+
+def _unneutralise(text: str) -> str:
+    """Undo the formula-injection quote our CSV exports add (``'=x`` -> ``=x``), so ids round-trip."""
+    from audit.io.csv_export import FORMULA_PREFIXES
+
+    if text.startswith("'") and text[1:].lstrip(" \u00a0\u3000").startswith(FORMULA_PREFIXES):
+        return text[1:]
+    return text
+
+
+def read_review_csv(path: str | Path, *, images: pd.DataFrame, classes, reviewer: str) -> list[dict]:
+    """Read and check a review CSV (``id,decision,new_label[,note]``) against the audit, all rows first.
+
+    Rows are counted as a spreadsheet shows them (the header is row 1). Every row passes the app's rules
+    (:func:`check_decision`: decision word, new label required with ``label_wrong`` and one of the audit's
+    classes, refused otherwise), its id must be an image of the audit, and no id may appear twice. The first
+    problem raises :class:`InputError` naming the file and row (``ERROR_IMPORT_*``); nothing is returned then,
+    so nothing is written.
+
+    Returns
+    -------
+    list of dict
+        Checked decisions for :func:`record_decisions`, in file order.
+    """
+    import csv
+    import io
+
+    file = Path(path)
+    reviewer = (reviewer or "").strip()
+    if not reviewer:
+        raise InputError(ERROR_REVIEWER)
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        raise InputError(f"{file}: cannot be read ({error.strerror or type(error).__name__}); " + _NOTHING,
+                         source=str(file)) from None
+    if data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        raise InputError(ERROR_IMPORT_BOM.format(file=file), source=str(file), row=0)
+    if not data.strip():
+        raise InputError(ERROR_IMPORT_EMPTY.format(file=file), source=str(file))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        row = data[:error.start].count(b"\n") + 1
+        raise InputError(ERROR_IMPORT_ENCODING.format(file=file, row=row), source=str(file)) from None
+    keys = with_review_keys(images)
+    key_of = dict(zip(keys["id"].astype(str), keys["content_hash"].astype(str)))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[dict] = []
+    seen: dict[str, int] = {}
+    header = None
+    try:
+        for cells in reader:
+            line = reader.line_num
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if header is None:
+                header = [c.strip() for c in cells]
+                allowed = set(IMPORT_COLUMNS) | set(IMPORT_OPTIONAL_COLUMNS)
+                if (len(set(header)) != len(header) or not set(IMPORT_COLUMNS) <= set(header)
+                        or not set(header) <= allowed):
+                    raise InputError(ERROR_IMPORT_HEADER.format(file=file, found=",".join(header)), source=str(file),
+                                     row=0)
+                continue
+            if len(cells) != len(header):
+                raise InputError(ERROR_IMPORT_ROW.format(file=file, row=line, reason=REASON_CELLS.format(
+                    found=len(cells), expected=len(header))), source=str(file), row=line - 2)
+            record = {name: _unneutralise(value.strip()) for name, value in zip(header, cells)}
+            image_id = record["id"]
+            if image_id not in key_of:
+                reason = REASON_UNKNOWN_ID.format(value=image_id) if image_id else ERROR_IMAGE_ID
+                raise InputError(ERROR_IMPORT_ROW.format(file=file, row=line, reason=reason), source=str(file),
+                                 row=line - 2, column="id")
+            if image_id in seen:
+                raise InputError(ERROR_IMPORT_ROW.format(file=file, row=line, reason=REASON_DUPLICATE.format(
+                    value=image_id, first=seen[image_id])), source=str(file), row=line - 2, column="id")
+            seen[image_id] = line
+            try:
+                rows.append(check_decision(image_id=image_id, content_hash=key_of[image_id], reviewer=reviewer,
+                                           decision=record["decision"] or None, new_label=record["new_label"],
+                                           note=record.get("note"), classes=classes))
+            except InputError as error:
+                raise InputError(ERROR_IMPORT_ROW.format(file=file, row=line, reason=error.message),
+                                 source=str(file), row=line - 2) from None
+    except csv.Error as error:
+        raise InputError(ERROR_IMPORT_ROW.format(file=file, row=reader.line_num, reason=REASON_CSV.format(
+            reason=error)), source=str(file)) from None
+    if header is None:
+        raise InputError(ERROR_IMPORT_EMPTY.format(file=file), source=str(file))
+    if not rows:
+        raise InputError(ERROR_IMPORT_NO_ROWS.format(file=file), source=str(file))
+    return rows

@@ -15,7 +15,7 @@ LAYERS = {
     "audit.model": 2, "audit.analysis": 2,
     "audit.policy": 3, "audit.findings": 3, "audit.reviews": 3,
     "audit.pipeline": 4, "audit.annotation_audit": 4,
-    "audit.folder": 5,
+    "audit.folder": 5, "audit.review_sample": 5,
     "audit.report": 6,
     "audit.compare": 4, "audit.compare.folder": 5, "audit.compare.render": 6, "audit.compare.report": 6,
     "audit.compare.gate": 7,
