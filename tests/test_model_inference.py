@@ -107,6 +107,26 @@ def test_probabilities_output_checked(tmp_path):
     assert str(info.value) == inf.ERROR_MODEL_NOT_PROBABILITIES.format(file=path, position=0)
 
 
+class TinySoftmax(Tiny):
+    """Tiny ending in a softmax (probabilities out)."""
+
+    def forward(self, x: torch.Tensor):
+        return torch.softmax(self.linear(torch.flatten(x, 1)), dim=1), None
+
+
+def test_a_logits_sidecar_on_a_softmax_model_is_refused(tmp_path):
+    """Issue 11 item 5: a second softmax (0.987 -> 0.726 confidence) is refused, not applied."""
+    path = tmp_path / "soft.pt"
+    torch.jit.save(torch.jit.script(TinySoftmax(False)), str(path))
+    model = load_model(path, preprocess_file=write_json(tmp_path / "side.json", SIDE))
+    with pytest.raises(ModelError) as info:
+        model.predict(np.ones((4, 3, 2, 2), dtype=np.float32))
+    assert str(info.value) == inf.ERROR_MODEL_LOOKS_SOFTMAX.format(file=path, n=4)
+    good = load_model(path, preprocess_file=write_json(tmp_path / "side2.json", {**SIDE, "output": "probabilities"}))
+    probabilities, _ = good.predict(np.ones((4, 3, 2, 2), dtype=np.float32))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+
+
 def test_wrong_class_count_and_batch_shape(tmp_path):
     path = tmp_path / "tiny.pt"
     torch.jit.save(torch.jit.script(Tiny(False)), str(path))

@@ -87,6 +87,11 @@ ERROR_MODEL_NOT_PROBABILITIES = (
     "The preprocessing for {file} says output is \"probabilities\", but batch position {position} holds "
     "values outside [0, 1] or not summing to 1. Set \"output\": \"logits\" if the model has no final softmax."
 )
+ERROR_MODEL_LOOKS_SOFTMAX = (
+    "The preprocessing for {file} says output is \"logits\", but every row of a batch of {n} is already in "
+    "[0, 1] and sums to 1: the model ends in a softmax, and a second one would flatten its confidences. Set "
+    "\"output\": \"probabilities\"."
+)
 ERROR_MODEL_N_CLASSES = (
     "The model {file} outputs {k} scores per image, but its class list has {n} names ({classes}). "
     "Fix 'classes' in the preprocessing file."
@@ -289,6 +294,12 @@ class LoadedModel:
             raise ModelError(ERROR_MODEL_OUTPUT_NAN.format(file=self.path, position=int(np.argmax(bad))),
                              source=self.path)
         if self.preprocessing.output == "logits":
+            # real logits are almost never all in [0, 1] with rows summing to 1; softmaxing probabilities again
+            # would silently change every confidence (issue 11 item 5)
+            values = scores.astype(np.float64, copy=False)
+            if ((values.min(axis=1) >= -1e-6) & (values.max(axis=1) <= 1 + 1e-6)
+                    & (np.abs(values.sum(axis=1) - 1.0) <= 1e-3)).all():
+                raise ModelError(ERROR_MODEL_LOOKS_SOFTMAX.format(file=self.path, n=n), source=self.path)
             probabilities = softmax(scores)
         else:
             probabilities = scores.astype(np.float32, copy=False)
