@@ -334,6 +334,14 @@ def test_empty_label_path_or_id(tmp_path):
     _raises(m.ERROR_EMPTY_ID.format(path=str(manifest), where="row 1 (line 3)"), manifest)
 
 
+def test_line_numbers_count_quoted_newlines_and_blank_lines(tmp_path):
+    """Issue 11 item 8: a quoted field holding newlines (and a blank line, skipped) shift the physical line of
+    every later row; the message names the line an editor shows."""
+    _images(tmp_path, ["a.png", "b.png", "c.png"])
+    manifest = _csv(tmp_path / "m.csv", 'path,label,note\na.png,x,"two\nlines"\n\nb.png,y,ok\nc.png,,ok\n')
+    _raises(m.ERROR_EMPTY_LABEL.format(path=str(manifest), where="row 2 (line 6)", column="label"), manifest)
+
+
 def test_empty_and_single_class_manifest(tmp_path):
     _images(tmp_path, ["a.png", "b.png"])
     manifest = _csv(tmp_path / "m.csv", "path,label\nmissing1.png,x\nmissing2.png,y\n")

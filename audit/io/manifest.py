@@ -428,16 +428,46 @@ def check_labels_in(dataset: Dataset, model_classes, *, label_column: str = "lab
         return
     first = table.loc[unknown].iloc[0]
     kind = dataset.kind
-    where = _where(int(first["row"]), kind) if kind in ("csv", "parquet") else f"file {first['id']}"
+    where = _where(int(first["row"]), kind, dataset.source) if kind in ("csv", "parquet") else f"file {first['id']}"
     shown = ", ".join(list(map(str, model_classes))[:20]) + (", ..." if len(model_classes) > 20 else "")
     raise InputError(ERROR_LABEL_NOT_A_MODEL_CLASS.format(path=dataset.source, where=where, label=first["label"],
                                                           model=shown, column=label_column),
                      source=dataset.source, row=int(first["row"]), column=label_column)
 
 
-def _where(row: int, kind: str) -> str:
-    """'row 3 (line 5)' for CSV (header on line 1), 'row 3' for Parquet; rows are 0-based data rows."""
-    return f"row {row} (line {row + 2})" if kind == "csv" else f"row {row}"
+def _where(row: int, kind: str, path=None) -> str:
+    """'row 3 (line 5)' for CSV, 'row 3' for Parquet; rows are 0-based data rows.
+
+    The CSV line is the physical line where the row starts in ``path`` (a quoted field may hold newlines, so
+    it is counted with the csv module, only when a message needs it); without ``path``, header on line 1
+    and one line a row.
+    """
+    if kind != "csv":
+        return f"row {row}"
+    line = _csv_line(path, row) if path is not None else None
+    return f"row {row} (line {line if line is not None else row + 2})"
+
+
+def _csv_line(path, row: int) -> int | None:
+    """Physical line (1-based) where data row ``row`` (0-based, blank lines skipped as pandas does) starts."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            next(reader)  # the header
+            previous_end = reader.line_num
+            seen = -1
+            for record in reader:
+                start, previous_end = previous_end + 1, reader.line_num
+                if not record or (len(record) == 1 and record[0] == ""):
+                    continue  # a blank line, which pandas skips
+                seen += 1
+                if seen == row:
+                    return start
+    except (OSError, UnicodeDecodeError, csv.Error, StopIteration):
+        return None
+    return None
 
 
 def is_engine_column(name: str) -> bool:
@@ -558,17 +588,19 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str, label_column:
 
     for row in range(n):
         if paths[row] is None:
-            raise InputError(ERROR_EMPTY_PATH.format(path=source, where=_where(row, kind)), source=source,
+            raise InputError(ERROR_EMPTY_PATH.format(path=source, where=_where(row, kind, source)), source=source,
                              row=row, column="path")
         if labels[row] is None:
-            raise InputError(ERROR_EMPTY_LABEL.format(path=source, where=_where(row, kind), column=label_column),
+            raise InputError(ERROR_EMPTY_LABEL.format(path=source, where=_where(row, kind, source),
+                                                      column=label_column),
                              source=source, row=row, column=label_column)
         if labels[row] in LABEL_MISSING_TOKENS:
-            raise InputError(ERROR_MISSING_LABEL.format(path=source, where=_where(row, kind), column=label_column,
+            raise InputError(ERROR_MISSING_LABEL.format(path=source, where=_where(row, kind, source),
+                                                        column=label_column,
                                                         value=labels[row]),
                              source=source, row=row, column=label_column)
         if has_id and given_ids[row] is None:
-            raise InputError(ERROR_EMPTY_ID.format(path=source, where=_where(row, kind)), source=source,
+            raise InputError(ERROR_EMPTY_ID.format(path=source, where=_where(row, kind, source)), source=source,
                              row=row, column="id")
 
     root_text = str(root)
@@ -612,8 +644,8 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str, label_column:
     for row in (range(n) if has_id else keep):
         identifier = ids[row]
         if identifier in first_row:
-            raise InputError(ERROR_DUPLICATE_ID.format(path=source, first=_where(first_row[identifier], kind),
-                                                       second=_where(row, kind), id=identifier),
+            raise InputError(ERROR_DUPLICATE_ID.format(path=source, first=_where(first_row[identifier], kind, source),
+                                                       second=_where(row, kind, source), id=identifier),
                              source=source, row=row, column="id" if has_id else "path")
         first_row[identifier] = row
 
@@ -666,7 +698,8 @@ def _join_attributes(table: pd.DataFrame, path: Path, notes: list[str], data_sou
     first_row: dict[str, int] = {}
     for row, value in enumerate(keys):
         if value is None:
-            raise InputError(ERROR_ATTRIBUTES_EMPTY_KEY.format(path=source, where=_where(row, kind), column=key),
+            raise InputError(ERROR_ATTRIBUTES_EMPTY_KEY.format(path=source, where=_where(row, kind, source),
+                                                              column=key),
                              source=source, row=row, column=key)
         if key == "path":
             given = value.replace("\\", "/") if os.sep == "/" else value
@@ -674,7 +707,7 @@ def _join_attributes(table: pd.DataFrame, path: Path, notes: list[str], data_sou
             keys[row] = value
         if value in first_row:
             raise InputError(ERROR_ATTRIBUTES_DUPLICATE_KEY.format(
-                path=source, first=_where(first_row[value], kind), second=_where(row, kind), column=key,
+                path=source, first=_where(first_row[value], kind, source), second=_where(row, kind, source), column=key,
                 value=raw[key].iloc[row]), source=source, row=row, column=key)
         first_row[value] = row
 
@@ -706,7 +739,7 @@ def _class_order(table: pd.DataFrame, classes, classes_source: str, source: str,
     for position, label in enumerate(table["label"].tolist()):
         if label not in allowed:
             row = int(table["row"].iloc[position])
-            where = _where(row, kind) if kind != "imagefolder" else f"image {table['id'].iloc[position]}"
+            where = _where(row, kind, source) if kind != "imagefolder" else f"image {table['id'].iloc[position]}"
             shown = ", ".join(repr(c) for c in classes)
             raise InputError(ERROR_LABEL_NOT_IN_CLASSES.format(path=source, where=where, label=label,
                                                                classes=shown),
