@@ -1,4 +1,5 @@
-"""Label quality: noise rates with intervals, transition matrix, paged gallery of suspects with review widgets."""
+"""Label quality: disagreement rates beside model error rates (intervals), transition matrix, paged gallery of
+suspects with review widgets."""
 from __future__ import annotations
 
 import pandas as pd
@@ -8,6 +9,7 @@ from app_pages import _charts, _state
 from audit.report import figures
 from audit import reviews
 from audit.errors import InputError
+from audit.findings import disagreement_sentence
 
 audit = _state.current_audit()
 st.title("Label quality")
@@ -17,17 +19,24 @@ if not section or "label_score" not in images.columns:
     st.info("This audit has no label-noise estimate (it needs a model or predictions).")
     st.stop()
 
-low, high = (section.get("noise_rate_ci") or [None, None])[:2]
-columns = st.columns(4)
-rate = section.get("noise_rate")
-columns[0].metric("Estimated noise rate", "-" if rate is None else f"{rate:.1%}",
-                  help=None if low is None else f"95 % interval {low:.1%} - {high:.1%}")
-columns[1].metric("Flagged images", f"{section.get('n_label_issues', 0):,}")
-columns[2].metric("Images", f"{section.get('n_images', len(images)):,}")
-columns[3].metric("Source", str(section.get("source", "-")))
-if low is not None:
-    st.caption(f"Noise rate interval: {low:.1%} - {high:.1%} ({section.get('noise_rate_ci_method', '')}). "
-               f"Probabilities: {_state.escape_markdown(section.get('source_description', section.get('source', '')))}.")
+low, high = (section.get("label_disagreement_rate_ci") or [None, None])[:2]
+error_low, error_high = (section.get("model_error_rate_ci") or [None, None])[:2]
+columns = st.columns(5)
+rate = section.get("label_disagreement_rate")
+error_rate = section.get("model_error_rate")
+columns[0].metric("Label disagreement rate", "-" if rate is None else f"{rate:.1%}",
+                  help=("Images whose given label the model confidently disagrees with: a screening figure, not a "
+                        "label-error rate." + ("" if low is None else f" 95 % interval {low:.1%} - {high:.1%}.")))
+columns[1].metric("Model error rate (same images)", "-" if error_rate is None else f"{error_rate:.1%}",
+                  help=("Where the model is wrong the label is flagged too."
+                        + ("" if error_low is None else f" 95 % interval {error_low:.1%} - {error_high:.1%}.")))
+columns[2].metric("Flagged images", f"{section.get('n_label_issues', 0):,}")
+columns[3].metric("Images", f"{section.get('n_images', len(images)):,}")
+columns[4].metric("Source", str(section.get("source", "-")))
+sentence = disagreement_sentence(section)
+if sentence:
+    st.caption(_state.escape_markdown(sentence) + " Probabilities: "
+               + _state.escape_markdown(section.get("source_description", section.get("source", ""))) + ".")
 _state.show_review_status(audit)
 
 decisions, summary = _state.review_state(audit)
@@ -43,20 +52,36 @@ if len(conflicts):
 # -- rates ------------------------------------------------------------------------------------------------
 per_class = pd.DataFrame(section.get("per_class", []))
 left, right = st.columns(2)
-if not per_class.empty:
-    left.plotly_chart(figures.class_metric_figure(per_class.rename(columns={"noise_rate": "value"}),
-                                                  metric="estimated noise rate", higher_is_better=False),
+if not per_class.empty and "label_disagreement_rate" in per_class.columns:
+    left.plotly_chart(figures.class_metric_figure(per_class.rename(columns={"label_disagreement_rate": "value"}),
+                                                  metric="label disagreement rate", higher_is_better=False),
                       width="stretch", key="labels_per_class")
 metrics = audit.group_metrics
-noise_rows = metrics[(metrics["metric"] == "estimated_noise_rate") & (metrics["class"] == "")
+noise_rows = metrics[(metrics["metric"] == "label_disagreement_rate") & (metrics["class"] == "")
                      & (metrics["attribute"] != "all")] if not metrics.empty else metrics
 if not noise_rows.empty:
     attribute_names = list(dict.fromkeys(noise_rows["attribute"]))
-    chosen = right.selectbox("Noise rate by", attribute_names, key="labels_noise_attribute")
+    chosen = right.selectbox("Disagreement rate by", attribute_names, key="labels_noise_attribute")
     rows = noise_rows[noise_rows["attribute"] == chosen]
-    right.plotly_chart(figures.group_metric_figure(rows, metric="estimated_noise_rate", attribute=chosen,
+    right.plotly_chart(figures.group_metric_figure(rows, metric="label_disagreement_rate", attribute=chosen,
                                                    overall=rate, higher_is_better=False),
                        width="stretch", key="labels_per_group")
+
+# Every disagreement rate beside the model's error rate on the same images (the confound).
+if not metrics.empty:
+    key = ["attribute", "group", "class"]
+    rates = metrics[metrics["metric"] == "label_disagreement_rate"][key + ["n", "value", "ci_low", "ci_high"]]
+    errors = metrics[metrics["metric"] == "model_error_rate"][key + ["value", "ci_low", "ci_high"]]
+    if not rates.empty:
+        table = rates.merge(errors, on=key, how="left", suffixes=("", "_error"))
+        table = table[(table["attribute"] == "all") | (table["class"] == "")]
+        table = table.rename(columns={"value": "disagreement rate", "ci_low": "disagreement low",
+                                      "ci_high": "disagreement high", "value_error": "model error rate",
+                                      "ci_low_error": "error low", "ci_high_error": "error high"})
+        with st.expander("Disagreement and model error rate, overall, per class and per group"):
+            st.dataframe(table, hide_index=True, width="stretch", key="labels_rates_table",
+                         column_config={c: st.column_config.NumberColumn(format="percent")
+                                        for c in table.columns if "rate" in c or c.endswith(("low", "high"))})
 
 matrices = {"noise matrix P(given | true)": "noise_matrix", "confident joint (counts, given x true)": "confident_joint",
             "inverse noise matrix P(true | given)": "inverse_noise_matrix", "joint P(given, true)": "joint"}
@@ -108,7 +133,7 @@ if group_attribute != "(any)":
     values = sorted(images[group_attribute].dropna().astype(str).unique().tolist())
     group_value = filters[3].selectbox("Group", values, key="gallery_group")
 score_range = filters[4].slider("Label score", 0.0, 1.0, (0.0, 1.0), step=0.01, key="gallery_score",
-                                help="Lower = more likely mislabelled.")
+                                help="Lower = the model gives the given label less probability (more suspect).")
 
 view = images
 if only_flagged:

@@ -10,7 +10,8 @@ import pandas as pd
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
 METRIC_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1",
-                "expected_calibration_error": "Calibration error", "estimated_noise_rate": "The estimated label-noise rate"}
+                "expected_calibration_error": "Calibration error",
+                "label_disagreement_rate": "The model-label disagreement rate", "model_error_rate": "The model error rate"}
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -30,9 +31,9 @@ def _finding(analysis: str, severity: str, text: str, weight: float = 0.0) -> di
 
 #: Metrics that are proportions of images (a Newcombe interval applies to their gap against the rest).
 PROPORTION_METRICS = ("accuracy", "top_k_accuracy", "recall", "precision")
-#: Harmful rates (higher is worse) with a readable name; both names of the disagreement rate (issue 13).
-RATE_NAMES = {"estimated_noise_rate": "the model-label disagreement rate",
-              "label_disagreement_rate": "the model-label disagreement rate"}
+#: Harmful rates (higher is worse) with a readable name.
+RATE_NAMES = {"label_disagreement_rate": "the model-label disagreement rate",
+              "model_error_rate": "the model error rate"}
 #: Severity of a primary finding: ``high`` when the whole interval of the gap is at least this large.
 HIGH_SEVERITY_MIN_GAP = 0.05
 
@@ -181,31 +182,67 @@ def _lead_findings(group_metrics: pd.DataFrame, multiplicity: dict | None, *, ma
     return found
 
 
+#: The label-quality finding (issue 13): what confident learning measures is disagreement between the
+#: probabilities and the given label, never "X % of labels are wrong"; the scorer's error rate on the same
+#: images stands beside it (the confound), whatever the source of the probabilities.
+FINDING_DISAGREEMENT = ("{subject} confidently disagrees with the given label on {rate} of images (a screening "
+                        "figure, not a label-error rate{interval}; {n_flagged} images flagged).")
+FINDING_DISAGREEMENT_ERROR = (" {possessive} error rate on the same images is {error_rate}: where {pronoun} is wrong "
+                              "the label is flagged too, so only a review of a random sample can tell how many "
+                              "labels are wrong.")
+FINDING_DISAGREEMENT_NO_ERROR = (" {possessive} error rate on these images is not recorded; its own mistakes are "
+                                 "flagged too, so only a review of a random sample can tell how many labels are wrong.")
+FINDING_DISAGREEMENT_CLASS = (" The class with the highest disagreement rate is {klass} ({rate}; {possessive_lower} "
+                              "error rate on it {error_rate}).")
+#: Who "disagrees", by ``analyses.label_noise.source``: (subject, possessive).
+SOURCE_WORDS = {
+    "model": ("The model", "The model's"),
+    "predictions": ("The model", "The model's"),
+    "probe": ("A probe on the model's embeddings", "The probe's"),
+    "combined": ("The combination of the model and a probe on its embeddings", "The combination's"),
+}
+
+
+def source_words(source: str | None) -> tuple[str, str]:
+    """(subject, possessive) naming the scorer behind the disagreement rate."""
+    return SOURCE_WORDS.get(str(source or "model"), SOURCE_WORDS["model"])
+
+
+def disagreement_sentence(section: dict) -> str | None:
+    """The one sentence every view uses for ``analyses.label_noise`` (findings, report, CLI summary)."""
+    rate = section.get("label_disagreement_rate")
+    if rate is None:
+        return None
+    subject, possessive = source_words(section.get("source"))
+    interval = section.get("label_disagreement_rate_ci") or [None, None]
+    text = FINDING_DISAGREEMENT.format(
+        subject=subject, rate=percent(rate), n_flagged=f"{int(section.get('n_label_issues') or 0):,}",
+        interval=(f"; 95 % CI {percent(interval[0])}-{percent(interval[1])}" if interval[0] is not None else ""))
+    error = section.get("model_error_rate")
+    if error is not None:
+        text += FINDING_DISAGREEMENT_ERROR.format(possessive=possessive, error_rate=percent(error), pronoun="it")
+    else:
+        text += FINDING_DISAGREEMENT_NO_ERROR.format(possessive=possessive)
+    return text
+
+
 def _label_noise_findings(section: dict, group_metrics: pd.DataFrame, classes) -> list[dict]:
     found = []
-    rate = section.get("noise_rate")
-    if rate is None:
+    text = disagreement_sentence(section)
+    if text is None:
         return found
-    interval = section.get("noise_rate_ci") or [None, None]
-    text = (f"An estimated {percent(rate)} of labels are wrong"
-            + (f" (95 % CI {percent(interval[0])}-{percent(interval[1])})" if interval[0] is not None else "")
-            + f"; {section.get('n_label_issues', 0)} images are flagged as likely mislabelled"
-            + f" (source: {section.get('source', 'model')} probabilities).")
-    per_class = section.get("per_class") or []
+    rate = float(section["label_disagreement_rate"])
+    per_class = [c for c in (section.get("per_class") or []) if c.get("label_disagreement_rate") is not None]
     if per_class:
-        worst = max(per_class, key=lambda c: c.get("noise_rate") or 0)
-        if worst.get("noise_rate"):
-            text += f" The class with the highest estimated rate is {worst.get('class')} ({percent(worst['noise_rate'])})."
-    found.append(_finding("label_noise", "high" if rate >= 0.05 else "medium" if rate >= 0.01 else "info", text,
-                          weight=2 + 10 * rate))
-    accuracy = group_metrics[(group_metrics["metric"] == "accuracy") & (group_metrics["attribute"] == "all")
-                             & (group_metrics["class"] == "")]
-    if section.get("source") == "model" and len(accuracy) and float(accuracy["value"].iloc[0]) < 0.9:
-        found.append(_finding(
-            "label_noise", "high" if rate >= 0.05 else "medium",
-            f"The model behind the label-noise estimate is {percent(float(accuracy['value'].iloc[0]))} accurate, so "
-            f"many flagged images may be model errors rather than wrong labels: review the suspects before "
-            f"relying on the rate.", weight=2 + 10 * rate - 0.01))
+        worst = max(per_class, key=lambda c: c["label_disagreement_rate"])
+        if worst["label_disagreement_rate"]:
+            possessive = source_words(section.get("source"))[1]
+            text += FINDING_DISAGREEMENT_CLASS.format(
+                klass=worst.get("class"), rate=percent(worst["label_disagreement_rate"]),
+                possessive_lower=possessive[0].lower() + possessive[1:],
+                error_rate=percent(worst.get("model_error_rate")))
+    # A screening figure: never a headline on its own (headlines come from primary rows and verified rates).
+    found.append(_finding("label_noise", "medium" if rate >= 0.01 else "info", text, weight=2 + rate))
     # Group rows of the disagreement rate are exploratory: they appear among the leads (_lead_findings).
     return found
 

@@ -9,7 +9,8 @@ off-contract file is an :class:`~audit.errors.InputError` naming the file and wh
 :func:`write_audit_folder` writes the contract files (``run`` and ``label-noise``), each atomically, and
 touches nothing else in the folder.
 
-Nothing here computes a statistic: the review status of an image is the only thing derived (which decision
+Folders of earlier schema versions are migrated on read (:mod:`audit.migrate`): every view sees the current
+names. Nothing here computes a statistic: the review status of an image is the only thing derived (which decision
 applies to it, contract rules).
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pandas as pd
 
 from audit.errors import InputError
 from audit.io.atomic import atomic_path, write_npy_atomic, write_parquet_atomic
+from audit.migrate import migrate_audit, migrate_group_metrics
 from audit.reviews import list_decisions, resolve_decisions
 from audit.schema import validate_audit
 from audit.types import json_safe
@@ -128,6 +130,8 @@ def load_audit_json(path: str | os.PathLike, *, validate: bool = True, _base: Pa
     if not isinstance(audit, dict):
         raise InputError(ERROR_AUDIT_JSON_SCHEMA.format(file=file, reason="the top level is not an object"),
                          source=str(file))
+    # Older versions are brought up to the current names first (audit/migrate.py), then checked as current.
+    audit = migrate_audit(audit)
     if validate:
         try:
             validate_audit(audit)
@@ -162,7 +166,7 @@ def load_group_metrics(path: str | os.PathLike, *, _base: Path | None = None) ->
     for column in ("attribute", "group", "class", "metric", "verdict", "scope"):
         frame[column] = frame[column].fillna("").astype(str)
     frame["insufficient_evidence"] = frame["insufficient_evidence"].fillna(False).astype(bool)
-    return frame
+    return migrate_group_metrics(frame)
 
 
 def load_images(path: str | os.PathLike, *, columns=None, _base: Path | None = None) -> pd.DataFrame:

@@ -464,7 +464,7 @@ def evaluate_policy(audit: dict, group_metrics: pd.DataFrame, policy: Policy, *,
     if policy.label_noise_max_class_rate is not None:
         checks.append(_check_noise_class_rate(context))
     if policy.label_noise_max_group_rate is not None:
-        checks.extend(_check_groups(context, "label_noise.max_group_rate", "label_noise", "estimated_noise_rate",
+        checks.extend(_check_groups(context, "label_noise.max_group_rate", "label_noise", DISAGREEMENT_METRIC,
                                     policy.label_noise_max_group_rate, upper=True,
                                     attributes=policy.label_noise_attributes,
                                     skip_reason="the audit has no label-noise estimate (no model or predictions)"))
@@ -498,6 +498,11 @@ def evaluate_policy(audit: dict, group_metrics: pd.DataFrame, policy: Policy, *,
 
 # -- label noise ---------------------------------------------------------------------------------------------
 _NO_NOISE = "the audit has no label-noise estimate (no model or predictions were given)"
+#: The metric ``[label_noise]`` keys check (issue 13: the model-label disagreement rate, a screening figure).
+DISAGREEMENT_METRIC = "label_disagreement_rate"
+MESSAGE_NOISE_RATE = ("model-label disagreement rate {value}{interval} (a screening figure, not a label-error rate; "
+                      "model error rate on the same images {error}), {n_flagged} images flagged; limit {limit}")
+MESSAGE_NO_CLASS_ROWS = "group_metrics.parquet has no per-class label_disagreement_rate rows"
 
 
 def _check_noise_rate(context: _Context) -> Check:
@@ -507,12 +512,15 @@ def _check_noise_rate(context: _Context) -> Check:
     if missing:
         return Check(name, missing.status, None, threshold, message=missing.message)
     section = context.analyses["label_noise"]
-    value = section.get("noise_rate")
-    low, high = (list(section.get("noise_rate_ci") or []) + [None, None])[:2]
+    value = section.get("label_disagreement_rate")
+    low, high = (list(section.get("label_disagreement_rate_ci") or []) + [None, None])[:2]
     status = _decide(value, low, high, threshold, upper=True, margin=context.margin)
+    error = section.get("model_error_rate")
     return Check(name, status, value, threshold, attribute="all", group="all",
-                 message=f"estimated label-noise rate {_fmt(value)}{_ci(low, high)}, {section.get('n_label_issues')} "
-                         f"images flagged; limit {_fmt(threshold)}" + _explain(status))
+                 message=MESSAGE_NOISE_RATE.format(value=_fmt(value), interval=_ci(low, high),
+                                                   error="not recorded" if error is None else _fmt(error),
+                                                   n_flagged=section.get("n_label_issues"), limit=_fmt(threshold))
+                 + _explain(status))
 
 
 def _explain(status: str) -> str:
@@ -527,10 +535,9 @@ def _check_noise_class_rate(context: _Context) -> Check:
     missing = context.unavailable(name, "label_noise", skip_reason=_NO_NOISE)
     if missing:
         return Check(name, missing.status, None, threshold, message=missing.message)
-    rows = context.rows("estimated_noise_rate", attribute="all", class_rows=True)
+    rows = context.rows(DISAGREEMENT_METRIC, attribute="all", class_rows=True)
     if rows.empty:
-        return Check(name, SKIPPED, None, threshold, attribute="all",
-                     message="group_metrics.parquet has no per-class estimated_noise_rate rows")
+        return Check(name, SKIPPED, None, threshold, attribute="all", message=MESSAGE_NO_CLASS_ROWS)
     return _summarise(name, rows, threshold, upper=True, margin=context.margin, what="class", attribute="all")
 
 

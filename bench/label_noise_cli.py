@@ -112,7 +112,7 @@ def measure_case(n: int, k: int) -> dict:
             "skipped_metrics": performance.get("skipped_metrics", {}).get("metrics", []),
             "checker_ok": checked.returncode == 0, "checker_output": checked.stdout.strip()[-500:],
             "errors": audit["errors"],
-            "estimated_noise_rate": round(audit["analyses"]["label_noise"]["noise_rate"], 5),
+            "label_disagreement_rate": round(audit["analyses"]["label_noise"]["label_disagreement_rate"], 5),
             "true_noise_rate": round(flipped.size / n, 5),
             "n_label_issues": int(flagged.size),
             "precision": round(hits / max(1, flagged.size), 4), "recall": round(hits / max(1, flipped.size), 4),

@@ -27,14 +27,19 @@ def _write_jpeg(path: Path, colour) -> None:
 
 def build_audit_folder(folder, *, n_images: int = 600, n_classes: int = 3, class_names=None, with_model: bool = True,
                        errors=(), seed: int = 0, n_image_files: int = 40, verdict: dict | None = None,
-                       with_data_quality: bool = True, gender_values=("Female", "Male")) -> Path:
+                       with_data_quality: bool = True, gender_values=("Female", "Male"),
+                       schema: str = "2.0") -> Path:
     """Write a synthetic audit folder and return its path.
 
     Attributes: ``gender`` (``gender_values``, default Female/Male; the first has lower accuracy), ``age``
     (young/adult/old; ``old`` is small, 20 images, and the model is worse on it), ``image_brightness_group`` (pixel attribute). ``errors`` (analysis names) are written as
     failed analyses and their sections left out. The first ``n_image_files`` images exist on disk as small
     JPEGs; the others point to files that do not exist (the report must show placeholders).
+    ``schema="1.0"`` writes the folder as imagefair 1.x did (metric ``estimated_noise_rate``, ``noise_rate`` in
+    ``audit.json``, the old label finding): the reader must migrate it.
     """
+    legacy = schema.startswith("1.")
+    rate_metric = "estimated_noise_rate" if legacy else "label_disagreement_rate"
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -175,28 +180,51 @@ def build_audit_folder(folder, *, n_images: int = 600, n_classes: int = 3, class
         correct_f = correct.astype(float)
         issue_f = is_issue.astype(float)
         rows += proportion_rows("all", everyone, correct_f, "accuracy")
-        rows += proportion_rows("all", everyone, issue_f, "estimated_noise_rate", higher_is_better=False)
+        error_f = 1.0 - correct_f
+        rows += proportion_rows("all", everyone, issue_f, rate_metric, higher_is_better=False)
+        if not legacy:
+            rows += proportion_rows("all", everyone, error_f, "model_error_rate", higher_is_better=False)
         for attribute in all_attributes:
             keys = group_frame[attribute].to_numpy(dtype=object)
             rows += proportion_rows(attribute, keys, correct_f, "accuracy")
-            rows += proportion_rows(attribute, keys, issue_f, "estimated_noise_rate", higher_is_better=False)
+            rows += proportion_rows(attribute, keys, issue_f, rate_metric, higher_is_better=False)
+            if not legacy:
+                rows += [dict(r, verdict="insufficient_data" if r["insufficient_evidence"] else "")
+                         for r in proportion_rows(attribute, keys, error_f, "model_error_rate", higher_is_better=False)]
         rows += proportion_rows("gender & age", inter_keys, correct_f, "accuracy")
         for i, c in enumerate(classes):
             mask = label_codes == i
             rows += proportion_rows("all", everyone[mask], correct_f[mask], "recall", klass=c)
-            rows += proportion_rows("all", everyone[mask], issue_f[mask], "estimated_noise_rate", klass=c,
+            rows += proportion_rows("all", everyone[mask], issue_f[mask], rate_metric, klass=c,
                                     higher_is_better=False)
+            if not legacy:
+                rows += proportion_rows("all", everyone[mask], error_f[mask], "model_error_rate", klass=c,
+                                        higher_is_better=False)
         n_issues = int(is_issue.sum())
         low, high = wilson_interval(n_issues, n_images)
         noise_matrix = np.full((k, k), 0.02 / max(k - 1, 1))
         np.fill_diagonal(noise_matrix, 0.98)
-        sections["label_noise"] = {
-            "noise_rate": n_issues / n_images, "noise_rate_ci": [float(low), float(high)],
-            "n_label_issues": n_issues,
-            "per_class": [{"class": c, "n": counts[c], "n_label_issues": int(is_issue[label_codes == i].sum()),
-                           "noise_rate": float(is_issue[label_codes == i].mean())} for i, c in enumerate(classes)],
-            "noise_matrix": noise_matrix.tolist(), "source": "model",
-            "source_description": "the model's own probabilities"}
+        if legacy:
+            sections["label_noise"] = {
+                "noise_rate": n_issues / n_images, "noise_rate_ci": [float(low), float(high)],
+                "n_label_issues": n_issues,
+                "per_class": [{"class": c, "n": counts[c], "n_label_issues": int(is_issue[label_codes == i].sum()),
+                               "noise_rate": float(is_issue[label_codes == i].mean())} for i, c in enumerate(classes)],
+                "noise_matrix": noise_matrix.tolist(), "source": "model",
+                "source_description": "the model's own probabilities"}
+        else:
+            n_errors = int((~correct).sum())
+            e_low, e_high = wilson_interval(n_errors, n_images)
+            sections["label_noise"] = {
+                "label_disagreement_rate": n_issues / n_images, "label_disagreement_rate_ci": [float(low), float(high)],
+                "n_label_issues": n_issues, "model_error_rate": n_errors / n_images,
+                "model_error_rate_ci": [float(e_low), float(e_high)], "n_model_errors": n_errors,
+                "per_class": [{"class": c, "n": counts[c], "n_label_issues": int(is_issue[label_codes == i].sum()),
+                               "label_disagreement_rate": float(is_issue[label_codes == i].mean()),
+                               "model_error_rate": float((~correct)[label_codes == i].mean())}
+                              for i, c in enumerate(classes)],
+                "noise_matrix": noise_matrix.tolist(), "source": "model",
+                "source_description": "the model's own probabilities"}
         overall_acc = float(correct.mean())
         lo, hi = wilson_interval(correct.sum(), n_images)
         sections["group_performance"] = {
@@ -212,8 +240,13 @@ def build_audit_folder(folder, *, n_images: int = 600, n_classes: int = 3, class
         metrics.update({
             "accuracy": {"higher_is_better": True, "description": "share of images predicted correctly"},
             "recall": {"higher_is_better": True, "description": "per class recall"},
-            "estimated_noise_rate": {"higher_is_better": False, "description": "share flagged as label issues"}})
-        findings.insert(0, f"An estimated {100 * n_issues / n_images:.1f} % of labels are wrong.")
+            rate_metric: {"higher_is_better": False, "description": "share flagged as label issues"}})
+        if legacy:
+            findings.insert(0, f"An estimated {100 * n_issues / n_images:.1f} % of labels are wrong.")
+        else:
+            metrics["model_error_rate"] = {"higher_is_better": False, "description": "share predicted wrongly"}
+            findings.insert(0, f"The model confidently disagrees with the given label on {100 * n_issues / n_images:.1f} "
+                               f"% of images (a screening figure, not a label-error rate).")
     if with_data_quality:
         sections["data_quality"] = {"issues": ["near_duplicate", "dark", "blurry"],
                                     "summary": {"n_images": n_images, "issues": {"near_duplicate": 4, "dark": 12,
@@ -226,13 +259,14 @@ def build_audit_folder(folder, *, n_images: int = 600, n_classes: int = 3, class
         sections.pop(name, None)
         error_entries.append({"analysis": name, "message": f"RuntimeError: synthetic failure of {name}"})
     if "label_noise" in errors:
-        rows = [r for r in rows if r["metric"] != "estimated_noise_rate"]
+        rows = [r for r in rows if r["metric"] not in ("estimated_noise_rate", "label_disagreement_rate",
+                                                       "model_error_rate")]
     if "group_performance" in errors:
         # the checker wants the overall accuracy row whenever there are predictions; keep only that one
         rows = [r for r in rows if r["metric"] not in ("accuracy", "recall") or
                 (r["metric"] == "accuracy" and r["attribute"] == "all")]
     audit = {
-        "schema_version": "1.0", "tool": {"name": "imagefair", "version": "0.1.0"}, "kind": "run",
+        "schema_version": schema, "tool": {"name": "imagefair", "version": "0.1.0"}, "kind": "run",
         "classes": classes,
         "dataset": {"source": str(image_dir), "kind": "manifest", "root": str(image_dir), "n_images": n_images,
                     "n_rows": n_images + 2, "n_skipped": 2, "n_classes": k, "class_order_source": "sorted",

@@ -89,7 +89,7 @@ def test_label_noise_command_without_images(tmp_path):
     assert code == 0, output
     audit = json.loads((tmp_path / "o" / "audit.json").read_text())
     assert audit["kind"] == "label-noise" and audit["classes"] == ["w", "x", "y", "z"]
-    assert abs(audit["analyses"]["label_noise"]["noise_rate"] - flip.mean()) < 0.03
+    assert abs(audit["analyses"]["label_noise"]["label_disagreement_rate"] - flip.mean()) < 0.03
     images = pd.read_parquet(tmp_path / "o" / "images.parquet")
     assert images["is_label_issue"].sum() == audit["analyses"]["label_noise"]["n_label_issues"]
     assert set(pd.read_parquet(tmp_path / "o" / "group_metrics.parquet")["attribute"]) >= {"all", "camera"}

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from audit.analysis import label_noise as ln
-from audit.analysis.label_noise import estimate_label_noise, estimate_noise_rate_by_group
+from audit.analysis.label_noise import estimate_disagreement_rate_by_group, estimate_label_noise
 from audit.errors import InputError
 from audit.io.arrays import array_chunk_source, npy_chunk_source
 
@@ -258,7 +258,9 @@ def test_to_dict_is_json_safe():
     assert back["method"] == "confident_learning"
     assert back["score_method"] == "self_confidence"
     assert back["source"] == "predictions file"
-    assert back["noise_rate_ci_method"] == "wilson"
+    assert back["label_disagreement_rate_ci_method"] == "wilson"
+    assert "noise_rate" not in back  # one name, one number (issue 13)
+    assert back["label_disagreement_rate"] == pytest.approx(result.n_label_issues / 500)
     assert [row["class"] for row in back["per_class"]] == ["cat", "dog", "bird"]
     assert np.array(back["joint"]).shape == (3, 3)
     assert back["n_label_issues"] == result.n_label_issues
@@ -380,12 +382,12 @@ def test_noise_rate_by_group_flags_the_noisy_group():
     group[:20] = "tiny"
     # Group b: 30 % flagged, group a: 5 %.
     flags = np.where(group == "b", rng.random(n) < 0.30, rng.random(n) < 0.05)
-    frame = estimate_noise_rate_by_group(flags, labels, {"site": pd.Series(group)}, classes=["x", "y"],
-                                         min_group_size=30, max_ci_width=0.5)
+    frame = estimate_disagreement_rate_by_group(flags, labels, {"site": pd.Series(group)}, classes=["x", "y"],
+                                                min_group_size=30, max_ci_width=0.5)
     assert list(frame.columns) == ["attribute", "group", "class", "n", "metric", "value", "ci_low", "ci_high",
                                    "insufficient_evidence", "verdict", "scope", "rest_value", "p_value",
                                    "p_adjusted"]
-    assert set(frame["metric"]) == {"estimated_noise_rate"}
+    assert set(frame["metric"]) == {"label_disagreement_rate"}
     overall = frame[(frame["attribute"] == "all") & (frame["class"] == "")].iloc[0]
     assert overall["n"] == n and overall["value"] == pytest.approx(flags.mean()) and overall["verdict"] == ""
     rows = frame[(frame["attribute"] == "site") & (frame["class"] == "")].set_index("group")
@@ -407,21 +409,61 @@ def test_noise_rate_by_group_wide_interval_is_insufficient():
     flags = np.zeros(40, dtype=bool)
     flags[:5] = True
     group = pd.Series(["a"] * 35 + ["b"] * 5)
-    frame = estimate_noise_rate_by_group(flags, labels, {"g": group}, classes=["c"], min_group_size=3,
-                                         max_ci_width=0.3)
+    frame = estimate_disagreement_rate_by_group(flags, labels, {"g": group}, classes=["c"], min_group_size=3,
+                                                max_ci_width=0.3)
     row = frame[(frame["attribute"] == "g") & (frame["group"] == "b") & (frame["class"] == "")].iloc[0]
     assert row["insufficient_evidence"] and row["verdict"] == "insufficient_data"
 
 
 def test_noise_rate_by_group_label_out_of_range():
     with pytest.raises(InputError) as info:
-        estimate_noise_rate_by_group(np.zeros(3, bool), np.array([0, 2, 1]), {"g": pd.Series(["a"] * 3)},
-                                     classes=["c", "d"])
+        estimate_disagreement_rate_by_group(np.zeros(3, bool), np.array([0, 2, 1]), {"g": pd.Series(["a"] * 3)},
+                                              classes=["c", "d"])
     assert str(info.value) == ln.ERROR_LABEL_RANGE.format(row=1, value=2, max_index=1, n_classes=2)
 
 
 def test_noise_rate_by_group_length_mismatch():
     with pytest.raises(InputError) as info:
-        estimate_noise_rate_by_group(np.zeros(5, bool), np.zeros(5, int), {"g": pd.Series(["a"] * 4)},
-                                     classes=["c"])
+        estimate_disagreement_rate_by_group(np.zeros(5, bool), np.zeros(5, int), {"g": pd.Series(["a"] * 4)},
+                                              classes=["c"])
     assert str(info.value) == ln.ERROR_GROUP_LENGTH.format(attribute="g", found=4, expected=5)
+
+
+def test_model_error_rate_rows_stand_beside_every_disagreement_row():
+    """Known ground truth: group b's model is wrong on 40 % of images, group a's on 10 %; the error rows carry
+    the same attribute/group/class/n as the disagreement rows and are never tested."""
+    rng = np.random.default_rng(21)
+    n = 2000
+    labels = rng.integers(0, 2, n)
+    group = np.where(np.arange(n) < n // 2, "a", "b").astype(object)
+    wrong = np.where(group == "b", rng.random(n) < 0.40, rng.random(n) < 0.10)
+    predicted = np.where(wrong, 1 - labels, labels)
+    flags = wrong & (rng.random(n) < 0.5)  # flagged images are a subset of the model's errors
+    frame = estimate_disagreement_rate_by_group(flags, labels, {"site": pd.Series(group)}, classes=["x", "y"],
+                                                predicted=predicted, min_group_size=30, max_ci_width=0.5)
+    assert set(frame["metric"]) == {ln.METRIC_NAME, ln.ERROR_METRIC_NAME}
+    key = ["attribute", "group", "class", "n"]
+    rates = frame[frame["metric"] == ln.METRIC_NAME][key].reset_index(drop=True)
+    errors = frame[frame["metric"] == ln.ERROR_METRIC_NAME]
+    assert errors[key].reset_index(drop=True).equals(rates)
+    by_group = errors[(errors["attribute"] == "site") & (errors["class"] == "")].set_index("group")
+    assert by_group.loc["a", "value"] == pytest.approx(wrong[group == "a"].mean())
+    assert by_group.loc["b", "value"] == pytest.approx(wrong[group == "b"].mean())
+    overall = errors[(errors["attribute"] == "all") & (errors["class"] == "")].iloc[0]
+    assert overall["value"] == pytest.approx(wrong.mean())
+    per_class = errors[(errors["attribute"] == "all") & (errors["class"] == "y")].iloc[0]
+    assert per_class["value"] == pytest.approx(wrong[labels == 1].mean())
+    assert (errors["ci_low"] <= errors["value"]).all() and (errors["value"] <= errors["ci_high"]).all()
+    assert errors["p_value"].isna().all() and set(errors["verdict"]) <= {"", "insufficient_data"}
+
+
+def test_result_rates_have_one_definition():
+    true, p = make_probabilities(600, 3, seed=22)
+    labels = flip_symmetric(true, 3, 0.1, seed=22)
+    result = estimate_label_noise(labels, p, n_classes=3)
+    assert result.label_disagreement_rate == result.n_label_issues / 600
+    assert result.model_error_rate == pytest.approx((p.argmax(axis=1) != labels).mean())
+    summary = result.to_dict(["a", "b", "c"])
+    for row, entry in zip(result.per_class, summary["per_class"]):
+        assert entry["label_disagreement_rate"] == pytest.approx(row.n_label_issues / row.n)
+        assert entry["model_error_rate"] == pytest.approx((p.argmax(axis=1) != labels)[labels == row.class_index].mean())

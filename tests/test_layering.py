@@ -13,7 +13,7 @@ LAYERS = {
     "audit.__version__": 0, "audit.errors": 0, "audit.types": 0, "audit.schema": 0, "audit.config": 0,
     "audit.io": 1,
     "audit.model": 2, "audit.analysis": 2,
-    "audit.policy": 3, "audit.findings": 3, "audit.reviews": 3,
+    "audit.policy": 3, "audit.findings": 3, "audit.reviews": 3, "audit.migrate": 3,
     "audit.pipeline": 4, "audit.annotation_audit": 4,
     "audit.folder": 5, "audit.review_sample": 5,
     "audit.report": 6,

@@ -129,7 +129,7 @@ def test_verdict_object_follows_contract(audit, gm):
 
 def test_noise_rate_pass_fail_and_straddle(audit, gm):
     section = audit["analyses"]["label_noise"]
-    rate, (low, high) = section["noise_rate"], section["noise_rate_ci"]
+    rate, (low, high) = section["label_disagreement_rate"], section["label_disagreement_rate_ci"]
 
     def status(threshold):
         check = evaluate_policy(audit, gm, policy_from_dict({"label_noise": {"max_rate": threshold}})).checks[0]
@@ -141,9 +141,33 @@ def test_noise_rate_pass_fail_and_straddle(audit, gm):
     assert status((low + high) / 2) == "INSUFFICIENT_EVIDENCE"
 
 
+def test_noise_rate_message_says_screening_figure(audit, gm):
+    from audit.policy import MESSAGE_NOISE_RATE, _ci, _fmt
+
+    section = audit["analyses"]["label_noise"]
+    check = evaluate_policy(audit, gm, policy_from_dict({"label_noise": {"max_rate": 0.9}})).checks[0]
+    low, high = section["label_disagreement_rate_ci"]
+    assert check.message == MESSAGE_NOISE_RATE.format(
+        value=_fmt(section["label_disagreement_rate"]), interval=_ci(low, high),
+        error=_fmt(section["model_error_rate"]), n_flagged=section["n_label_issues"], limit=_fmt(0.9))
+    assert "not a label-error rate" in check.message
+
+
+def test_policy_checks_a_migrated_old_audit(tmp_path):
+    """A 1.x folder (estimated_noise_rate) still passes through [label_noise] keys, on the renamed metric."""
+    old = build_audit_folder(tmp_path / "old", schema="1.0")
+    audit, gm = load_audit_json(old), load_group_metrics(old)
+    assert audit["schema_version"] == "2.0" and audit["migrated_from"] == "1.0"
+    assert "estimated_noise_rate" not in set(gm["metric"])
+    policy = policy_from_dict({"label_noise": {"max_rate": 0.9, "max_class_rate": 0.9, "max_group_rate": 0.9}})
+    checks = evaluate_policy(audit, gm, policy).checks
+    assert [c.status for c in checks] and all(c.status in ("PASS", "WARN", "INSUFFICIENT_EVIDENCE") for c in checks)
+    assert checks[0].value == pytest.approx(audit["analyses"]["label_noise"]["n_label_issues"] / 600)
+
+
 def test_warn_margin(audit, gm):
     section = audit["analyses"]["label_noise"]
-    rate, (low, high) = section["noise_rate"], section["noise_rate_ci"]
+    rate, (low, high) = section["label_disagreement_rate"], section["label_disagreement_rate_ci"]
     policy = policy_from_dict({"label_noise": {"max_rate": high + 0.01}, "gate": {"warn_margin": high + 0.02 - rate}})
     verdict = evaluate_policy(audit, gm, policy)
     assert verdict.checks[0].status == "WARN"
@@ -220,7 +244,7 @@ def test_lower_is_better_metric():
 
 
 def test_class_rates_and_group_rates(audit, gm):
-    per_class = gm[(gm.metric == "estimated_noise_rate") & (gm["class"] != "")]
+    per_class = gm[(gm.metric == "label_disagreement_rate") & (gm["class"] != "")]
     worst = per_class.sort_values("value").iloc[-1]
     policy = policy_from_dict({"label_noise": {"max_class_rate": 0.9, "max_group_rate": 0.9}})
     checks = evaluate_policy(audit, gm, policy).checks

@@ -79,8 +79,11 @@ def test_pdf_holds_the_verdict_and_key_numbers_of_the_json(folder, pdf_text):
     assert squash(f"Policy verdict: {audit['verdict']['status']}") in text
     assert str(audit["dataset"]["n_images"]) in pdf_text
     noise = audit["analyses"]["label_noise"]
-    assert squash(f"Estimated label-noise rate: {fmt_percent(noise['noise_rate'])}") in text
-    assert squash(fmt_interval(*noise["noise_rate_ci"])) in text
+    assert squash(f"Label disagreement rate: {fmt_percent(noise['label_disagreement_rate'])}") in text
+    assert squash(fmt_interval(*noise["label_disagreement_rate_ci"])) in text
+    assert squash(f"model error rate on the same images: {fmt_percent(noise['model_error_rate'])}") in text
+    assert squash("a screening figure, not a label-error rate") in text
+    assert not re.search(r"%\s+of\s+labels\s+are\s+wrong", pdf_text)  # never "X % of labels are wrong"
     assert squash(f"{noise['n_label_issues']} images flagged") in text
     overall = gm[(gm.attribute == "all") & (gm.metric == "accuracy")].iloc[0]
     assert squash(f"accuracy {fmt_percent(overall.value)} {fmt_interval(overall.ci_low, overall.ci_high)} "
@@ -203,9 +206,9 @@ def test_numbers_are_read_not_recomputed(folder, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
     audit = json.loads((copy / "audit.json").read_text())
-    audit["analyses"]["label_noise"]["noise_rate"] = 0.4242
+    audit["analyses"]["label_noise"]["label_disagreement_rate"] = 0.4242
     (copy / "audit.json").write_text(json.dumps(audit))
-    assert "Estimated label-noise rate: 42.4 %" in render_report(copy, format="md").read_text()
+    assert "Label disagreement rate: 42.4 %" in render_report(copy, format="md").read_text()
 
 
 # -- Markdown ----------------------------------------------------------------------------------------------------
@@ -215,7 +218,7 @@ def test_markdown_summary(folder):
     text = path.read_text()
     audit = load_audit_json(folder)
     assert f"Policy verdict: " in text and audit["verdict"]["status"] in text
-    assert fmt_percent(audit["analyses"]["label_noise"]["noise_rate"]) in text
+    assert fmt_percent(audit["analyses"]["label_noise"]["label_disagreement_rate"]) in text
     assert "<script>" not in text and "<img" not in text
     assert "| status | check | where | value | threshold |" in text
     assert not list(folder.glob(".report.md.*"))  # atomic write left no temporary file

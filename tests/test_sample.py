@@ -53,4 +53,4 @@ def test_second_run_uses_the_inference_cache(sample_audit, tmp_path):
     assert done.returncode == 0, done.stderr
     second = json.loads((tmp_path / "audit.json").read_text())
     assert first["model"]["from_cache"] is False and second["model"]["from_cache"] is True
-    assert second["analyses"]["label_noise"]["noise_rate"] == first["analyses"]["label_noise"]["noise_rate"]
+    assert second["analyses"]["label_noise"]["label_disagreement_rate"] == first["analyses"]["label_noise"]["label_disagreement_rate"]

@@ -7,7 +7,8 @@ Labels", JAIR 2021) compares each image's given label with out-of-sample model p
 2. the *confident joint* ``C[i, j]`` counts images given label ``i`` whose probability of class ``j``
    reaches ``t_j`` (the largest probability decides when several classes do); it is calibrated so row
    ``i`` sums to the number of images labelled ``i`` -> ``joint = C / N`` estimates
-   ``P(given = i, true = j)``, and ``1 - trace(joint)`` the fraction of mislabelled images;
+   ``P(given = i, true = j)`` *as the probabilities see it*, and ``1 - trace(joint)`` the fraction of
+   images the probabilities place off the diagonal (an engine value compared with cleanlab, not written);
 3. "prune by noise rate": for every off-diagonal cell ``(i, j)`` the ``C[i, j]`` images labelled ``i``
    with the largest margin ``p_j - p_i`` are flagged; an image whose most probable class is its given
    label is never flagged.
@@ -73,7 +74,27 @@ SCORE_METHODS = ("self_confidence", "normalized_margin")
 METHOD_NAME = "confident_learning"
 FILTER_BY = "prune_by_noise_rate"
 NOISE_RATE_CI_METHOD = "wilson"
-METRIC_NAME = "estimated_noise_rate"
+#: The one name of the confident-learning figure (issue 13): the fraction of images whose given label the
+#: probabilities confidently disagree with, i.e. the flagged fraction (``is_label_issue``), overall, per class
+#: and per group. A screening figure, not a label-error rate: the scorer's own errors are flagged too.
+METRIC_NAME = "label_disagreement_rate"
+#: Written beside every disagreement rate, on the same images: the fraction whose most probable class (under
+#: the same probabilities) is not the given label, so the reader sees how much of the disagreement the
+#: scorer's own errors can explain.
+ERROR_METRIC_NAME = "model_error_rate"
+#: Name of the metric before schema 2.0 (migrated on read, :mod:`audit.migrate`).
+OLD_METRIC_NAME = "estimated_noise_rate"
+#: ``audit.json`` ``metrics`` entries of the two (direction and what they mean).
+METRIC_DESCRIPTIONS = {
+    METRIC_NAME: {"higher_is_better": False, "description": (
+        "Fraction of the group's images whose given label the probabilities confidently disagree with (flagged "
+        "by confident learning, the same set as cleanlab's find_label_issues); a screening figure, not a "
+        "label-error rate: the scorer's own errors are flagged too (see model_error_rate); Wilson interval.")},
+    ERROR_METRIC_NAME: {"higher_is_better": False, "description": (
+        "Fraction of the same images whose most probable class (under the probabilities behind "
+        "label_disagreement_rate, see analyses.label_noise.source) is not the given label; shown beside every "
+        "disagreement rate as its confound; Wilson interval, no test.")},
+}
 
 #: Probabilities may stray this far outside [0, 1] (float rounding) before they are rejected.
 _RANGE_TOLERANCE = 1e-6
@@ -99,6 +120,11 @@ class ClassNoise:
         binomial in ``n``; the model's own error is not included, see :class:`LabelNoiseResult`).
     n_label_issues : int
         Number of flagged images with this given label.
+    n_model_errors : int
+        Number of them whose most probable class is not the given label.
+
+    The serialised figure is the *label disagreement rate* ``n_label_issues / n`` (see
+    :data:`METRIC_NAME`); ``noise_rate`` (from the joint) stays an engine value, compared with cleanlab.
     """
 
     class_index: int
@@ -108,6 +134,7 @@ class ClassNoise:
     ci_low: float
     ci_high: float
     n_label_issues: int
+    n_model_errors: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,7 +167,8 @@ class LabelNoiseResult:
         ``cleanlab.count.estimate_py_and_noise_matrices_from_probabilities`` (the probabilities variant of
         ``estimate_noise_matrices``, which would itself train a classifier).
     noise_rate : float
-        Estimated fraction of mislabelled images, ``1 - trace(joint)``.
+        ``1 - trace(joint)`` (engine value, compared with cleanlab; the audit writes
+        :attr:`label_disagreement_rate` instead, the one definition of docs/methods.md).
     noise_rate_ci : tuple of float
         Wilson interval of ``noise_rate`` (N images, ``round(noise_rate * N)`` mislabelled). It covers
         sampling of the images only, not the error of the model whose probabilities are used.
@@ -180,10 +208,22 @@ class LabelNoiseResult:
     suggested_label: np.ndarray
     ranking: np.ndarray
     n_label_issues: int
+    n_model_errors: int = 0
 
     @property
     def n_images(self) -> int:
         return int(self.is_label_issue.shape[0])
+
+    @property
+    def label_disagreement_rate(self) -> float:
+        """Fraction of images flagged (``n_label_issues / N``): the probabilities confidently disagree with
+        the given label. The one definition used in ``audit.json`` and ``group_metrics`` (docs/methods.md)."""
+        return self.n_label_issues / self.n_images if self.n_images else float("nan")
+
+    @property
+    def model_error_rate(self) -> float:
+        """Fraction of images whose most probable class is not the given label (same probabilities)."""
+        return self.n_model_errors / self.n_images if self.n_images else float("nan")
 
     def image_columns(self, classes: Sequence[str]) -> pd.DataFrame:
         """The ``images.parquet`` label-quality columns, one row per image in probabilities order.
@@ -221,19 +261,37 @@ class LabelNoiseResult:
         def matrix(values) -> list:
             return [[_json_float(v) for v in row] for row in np.asarray(values, dtype=float)]
 
+        n = self.n_images
+        low, high = wilson_interval(self.n_label_issues, n, confidence_level=self.confidence_level)
+        err_low, err_high = wilson_interval(self.n_model_errors, n, confidence_level=self.confidence_level)
+        per_class = []
+        for row in self.per_class:
+            c_low, c_high = wilson_interval(row.n_label_issues, row.n, confidence_level=self.confidence_level)
+            e_low, e_high = wilson_interval(row.n_model_errors, row.n, confidence_level=self.confidence_level)
+            per_class.append({
+                "class": classes[row.class_index], "n": row.n, "n_label_issues": row.n_label_issues,
+                "label_disagreement_rate": _json_float(row.n_label_issues / row.n) if row.n else None,
+                "ci_low": _json_float(c_low) if row.n else None, "ci_high": _json_float(c_high) if row.n else None,
+                "n_model_errors": row.n_model_errors,
+                "model_error_rate": _json_float(row.n_model_errors / row.n) if row.n else None,
+                "model_error_rate_ci": [_json_float(e_low), _json_float(e_high)] if row.n else [None, None],
+                "confident_joint_off_diagonal": row.n_mislabelled})
         return {
             "method": METHOD_NAME,
             "filter_by": FILTER_BY,
             "score_method": self.score_method,
             "source": source,
             "reference": "cleanlab 2.9 filter.find_label_issues (default settings)",
-            "n_images": self.n_images,
+            "n_images": n,
             "n_classes": self.n_classes,
             "confidence_level": float(self.confidence_level),
-            "noise_rate": _json_float(self.noise_rate),
-            "noise_rate_ci": [_json_float(self.noise_rate_ci[0]), _json_float(self.noise_rate_ci[1])],
-            "noise_rate_ci_method": NOISE_RATE_CI_METHOD,
+            "label_disagreement_rate": _json_float(self.label_disagreement_rate),
+            "label_disagreement_rate_ci": [_json_float(low), _json_float(high)],
+            "label_disagreement_rate_ci_method": NOISE_RATE_CI_METHOD,
             "n_label_issues": int(self.n_label_issues),
+            "model_error_rate": _json_float(self.model_error_rate),
+            "model_error_rate_ci": [_json_float(err_low), _json_float(err_high)],
+            "n_model_errors": int(self.n_model_errors),
             "thresholds": [_json_float(v) for v in np.asarray(self.thresholds, dtype=float)],
             "confident_joint": [[int(v) for v in row] for row in self.confident_joint],
             "joint": matrix(self.joint),
@@ -243,12 +301,7 @@ class LabelNoiseResult:
             "matrix_axes": {"confident_joint": "given x true", "joint": "given x true",
                             "noise_matrix": "given x true, P(given | true)",
                             "inverse_noise_matrix": "true x given, P(true | given)"},
-            "per_class": [
-                {"class": classes[row.class_index], "n": row.n, "n_mislabelled": row.n_mislabelled,
-                 "noise_rate": _json_float(row.noise_rate), "ci_low": _json_float(row.ci_low),
-                 "ci_high": _json_float(row.ci_high), "n_label_issues": row.n_label_issues}
-                for row in self.per_class
-            ],
+            "per_class": per_class,
         }
 
 
@@ -345,7 +398,7 @@ def _check_values(chunk: np.ndarray, start: int) -> None:
 
 def estimate_label_noise(labels, probabilities, *, n_classes: int, score_method: str = "self_confidence",
                          confidence_level: float = 0.95, chunk_rows: int | None = None) -> LabelNoiseResult:
-    """Estimate label noise and flag likely mislabelled images by confident learning.
+    """Flag the images whose given label the probabilities confidently disagree with (confident learning).
 
     Parameters
     ----------
@@ -468,7 +521,7 @@ def estimate_label_noise(labels, probabilities, *, n_classes: int, score_method:
 
     n_mislabelled = n - int(np.trace(calibrated))
     low, high = wilson_interval(n_mislabelled, n, confidence_level=confidence_level)
-    per_class = _per_class(calibrated, label_counts, labels, is_label_issue, confidence_level)
+    per_class = _per_class(calibrated, label_counts, labels, is_label_issue, confidence_level, predicted)
     return LabelNoiseResult(
         n_classes=k, score_method=score_method, confidence_level=float(confidence_level),
         thresholds=np.asarray(thresholds), uncalibrated_confident_joint=uncalibrated,
@@ -477,6 +530,7 @@ def estimate_label_noise(labels, probabilities, *, n_classes: int, score_method:
         noise_rate=float(1.0 - np.trace(joint)), noise_rate_ci=(float(low), float(high)),
         per_class=per_class, label_score=label_score, is_label_issue=is_label_issue,
         suggested_label=predicted, ranking=ranking, n_label_issues=int(is_label_issue.sum()),
+        n_model_errors=int(np.count_nonzero(predicted != labels)),
     )
 
 
@@ -664,35 +718,39 @@ def _resolve_ties(source, labels, tied_cells, cell_m, *, n_classes, dtype):
     return np.concatenate(selected) if selected else np.zeros(0, dtype=np.int64)
 
 
-def _per_class(calibrated, label_counts, labels, is_label_issue, confidence_level) -> tuple[ClassNoise, ...]:
+def _per_class(calibrated, label_counts, labels, is_label_issue, confidence_level,
+               predicted=None) -> tuple[ClassNoise, ...]:
     k = calibrated.shape[0]
     row_totals = calibrated.sum(axis=1)
     mislabelled = row_totals - np.diagonal(calibrated)
     flagged = np.bincount(labels[is_label_issue], minlength=k)
+    errors = (np.bincount(labels[predicted != labels], minlength=k) if predicted is not None
+              else np.zeros(k, dtype=np.int64))
     low, high = wilson_interval(mislabelled, label_counts, confidence_level=confidence_level)
     rows = []
     for c in range(k):
         n_c = int(label_counts[c])
         rate = float(mislabelled[c] / row_totals[c]) if n_c and row_totals[c] else None
         rows.append(ClassNoise(class_index=c, n=n_c, n_mislabelled=int(mislabelled[c]), noise_rate=rate,
-                               ci_low=float(low[c]), ci_high=float(high[c]), n_label_issues=int(flagged[c])))
+                               ci_low=float(low[c]), ci_high=float(high[c]), n_label_issues=int(flagged[c]),
+                               n_model_errors=int(errors[c])))
     return tuple(rows)
 
 
 # --------------------------------------------------------------------------------------------- groups
 
-def estimate_noise_rate_by_group(is_label_issue, labels, group_labels: Mapping[str, pd.Series], *,
-                                 classes: Sequence[str], confidence_level: float = 0.95,
-                                 min_group_size: int = 30, max_ci_width: float = 0.2,
-                                 correction: str = "holm") -> pd.DataFrame:
-    """Estimated label-noise rate of every group and every class x group, as ``group_metrics`` rows.
+def estimate_disagreement_rate_by_group(is_label_issue, labels, group_labels: Mapping[str, pd.Series], *,
+                                        classes: Sequence[str], predicted=None, confidence_level: float = 0.95,
+                                        min_group_size: int = 30, max_ci_width: float = 0.2,
+                                        correction: str = "holm") -> pd.DataFrame:
+    """Label disagreement rate of every group and every class x group, as ``group_metrics`` rows, and
+    (with ``predicted``) the model error rate on the same images beside each.
 
-    The value is the fraction of the group's images that are flagged. Under prune by noise rate the
-    flagged set is sized to the estimated number of label errors (the calibrated confident joint's
-    off-diagonal total, cell by cell: each (given, true) cell flags as many images as it estimates to be
-    mislabelled), and the flags fall on the images most likely to be wrong, so counting flags within a
-    group estimates how many of *its* labels are wrong, without fitting a separate joint per group (which
-    small groups could not support).
+    The value is the fraction of the group's images that are flagged: images whose given label the
+    probabilities confidently disagree with (the flagged set of confident learning, identical to cleanlab's
+    ``find_label_issues``). It is a screening figure, not a label-error rate: where the model is wrong the
+    label is flagged too, which is why ``model_error_rate`` rows (fraction whose most probable class is not
+    the given label, same images, Wilson interval, no test) stand beside every row.
 
     Parameters
     ----------
@@ -712,11 +770,13 @@ def estimate_noise_rate_by_group(is_label_issue, labels, group_labels: Mapping[s
         could have an interval wider than ``max_ci_width`` (a rule on ``n`` only).
     correction : {"holm", "bh"}
         Adjustment of this table's provisional verdicts (the audit re-adjusts all rows together).
+    predicted : array-like (N,) of int, optional
+        Most probable class of each image under the same probabilities; adds the ``model_error_rate`` rows.
 
     Returns
     -------
     DataFrame
-        The contract's ``group_metrics`` columns, metric ``estimated_noise_rate``: an ``all`` row and one
+        The contract's ``group_metrics`` columns, metric ``label_disagreement_rate``: an ``all`` row and one
         per class (``class`` set), then per attribute one row per group and one per class x group.
         ``verdict``: ``insufficient_data`` exactly when ``insufficient_evidence``; otherwise each group is
         tested against the rest of the data (of the same class, for class rows) with a one-sided Fisher
@@ -725,6 +785,8 @@ def estimate_noise_rate_by_group(is_label_issue, labels, group_labels: Mapping[s
         for class rows): ``worse_than_rest`` when the adjusted p-value is below ``1 - confidence_level``,
         else ``no_evidence_of_gap``. ``all`` rows have no verdict. In an audit these verdicts are replaced
         by the audit-wide ones of :func:`audit.analysis.multiplicity.apply_audit_multiplicity`.
+        ``model_error_rate`` rows follow, one per disagreement row (same attribute, group, class and ``n``),
+        untested (empty verdict unless ``insufficient_data``, no p-value).
     """
     flags = np.asarray(is_label_issue, dtype=bool)
     labels = np.asarray(labels)
@@ -737,18 +799,27 @@ def estimate_noise_rate_by_group(is_label_issue, labels, group_labels: Mapping[s
         row = int(bad[0])
         raise InputError(ERROR_LABEL_RANGE.format(row=row, value=int(labels[row]), max_index=len(classes) - 1,
                                                   n_classes=len(classes)), row=row, column="label")
+    if predicted is not None:
+        predicted = np.asarray(predicted)
+        if predicted.shape[0] != n:
+            raise InputError(ERROR_MASK_LENGTH.format(found=predicted.shape[0], expected=n))
+        wrong = predicted != labels
+    else:
+        wrong = np.zeros(n, dtype=bool)
     alpha = 1.0 - confidence_level
     records = []
 
-    def add(attribute, group, class_name, n_rows, n_flagged, verdict_family):
+    def add(attribute, group, class_name, n_rows, n_flagged, verdict_family, n_wrong=0):
         records.append({"attribute": attribute, "group": group, "class": class_name, "n": int(n_rows),
-                        "metric": METRIC_NAME, "flagged": int(n_flagged), "family": verdict_family})
+                        "metric": METRIC_NAME, "flagged": int(n_flagged), "family": verdict_family,
+                        "wrong": int(n_wrong)})
 
-    add("all", "all", "", n, flags.sum(), None)
+    add("all", "all", "", n, flags.sum(), None, wrong.sum())
     class_n = np.bincount(labels, minlength=len(classes))
     class_flagged = np.bincount(labels[flags], minlength=len(classes))
+    class_wrong = np.bincount(labels[wrong], minlength=len(classes))
     for c, name in enumerate(classes):
-        add("all", "all", name, class_n[c], class_flagged[c], None)
+        add("all", "all", name, class_n[c], class_flagged[c], None, class_wrong[c])
     for attribute, values in group_labels.items():
         values = pd.Series(values)
         if len(values) != n:
@@ -757,15 +828,19 @@ def estimate_noise_rate_by_group(is_label_issue, labels, group_labels: Mapping[s
         codes, names = pd.factorize(values.astype(str).to_numpy(), sort=True)
         group_n = np.bincount(codes, minlength=len(names))
         group_flagged = np.bincount(codes[flags], minlength=len(names))
+        group_wrong = np.bincount(codes[wrong], minlength=len(names))
         for g, group in enumerate(names):
-            add(attribute, group, "", group_n[g], group_flagged[g], (attribute, ""))
+            add(attribute, group, "", group_n[g], group_flagged[g], (attribute, ""), group_wrong[g])
         cell = labels.astype(np.int64) * len(names) + codes
-        cell_n = np.bincount(cell, minlength=len(classes) * len(names)).reshape(len(classes), len(names))
-        cell_flagged = np.bincount(cell[flags], minlength=len(classes) * len(names)).reshape(len(classes), len(names))
+        size = len(classes) * len(names)
+        cell_n = np.bincount(cell, minlength=size).reshape(len(classes), len(names))
+        cell_flagged = np.bincount(cell[flags], minlength=size).reshape(len(classes), len(names))
+        cell_wrong = np.bincount(cell[wrong], minlength=size).reshape(len(classes), len(names))
         for c, name in enumerate(classes):
             for g, group in enumerate(names):
                 if cell_n[c, g]:
-                    add(attribute, group, name, cell_n[c, g], cell_flagged[c, g], (attribute, name))
+                    add(attribute, group, name, cell_n[c, g], cell_flagged[c, g], (attribute, name),
+                        cell_wrong[c, g])
     if not records:
         return empty_group_metrics()
     frame = pd.DataFrame.from_records(records)
@@ -804,4 +879,19 @@ def estimate_noise_rate_by_group(is_label_issue, labels, group_labels: Mapping[s
     frame["verdict"] = verdict
     frame["p_value"] = p_values
     frame["rest_value"] = rest_values
-    return coerce_group_metrics(frame.drop(columns=["flagged", "family"]))
+    parts = [frame]
+    if predicted is not None:
+        # The confound beside each rate: same images, same interval method, no test (context, not a finding).
+        errors = frame.copy()
+        wrong_counts = errors["wrong"].to_numpy()
+        e_low, e_high = wilson_interval(wrong_counts, totals, confidence_level=confidence_level)
+        errors["metric"] = ERROR_METRIC_NAME
+        errors["value"] = np.where(totals > 0, wrong_counts / np.maximum(totals, 1), np.nan)
+        errors["ci_low"], errors["ci_high"] = e_low, e_high
+        errors["verdict"] = np.where(errors["insufficient_evidence"], VERDICT_INSUFFICIENT, VERDICT_NONE)
+        errors["p_value"] = np.nan
+        errors["rest_value"] = np.nan
+        parts.append(errors)
+    table = pd.concat(parts, ignore_index=True)
+    return coerce_group_metrics(table.drop(columns=["flagged", "family", "wrong"]))
+

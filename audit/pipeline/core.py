@@ -24,9 +24,8 @@ import pandas as pd
 from audit import __version__
 from audit.config import AuditConfig
 from audit.errors import AuditError, InputError
+from audit.schema import SCHEMA_VERSION  # noqa: F401 - also re-exported as audit.pipeline.SCHEMA_VERSION
 from audit.types import Dataset, SkipEntry
-
-SCHEMA_VERSION = "1.0"
 
 ERROR_ALL_IMAGES_SKIPPED = ("no image of {source} could be read ({n} skipped; first: {first}): check the paths "
                             "and files")

@@ -27,15 +27,14 @@ import pandas as pd
 
 from audit.analysis._groups import group_labels, iter_group_keys
 from audit.analysis._table import VERDICT_INSUFFICIENT, coerce_group_metrics, empty_group_metrics
+from audit.analysis.label_noise import METRIC_DESCRIPTIONS as LABEL_METRIC_DESCRIPTIONS
 from audit.findings import compose_findings
 
 #: Metrics of group_metrics.parquet that are not model metrics, and their direction.
 BASE_METRICS = {
     "share": {"higher_is_better": None, "description": "Fraction of all images in the group (representation); "
               "Wilson interval."},
-    "estimated_noise_rate": {"higher_is_better": False, "description": "Fraction of the group's images flagged "
-                             "as label issues by confident learning (the flagged set has the size of the "
-                             "estimated number of label errors); Wilson interval."},
+    **LABEL_METRIC_DESCRIPTIONS,
 }
 
 PIXEL_GROUP_BOOLEAN = ("image_is_grayscale",)
@@ -306,7 +305,7 @@ def _predictions_step(context: Context) -> StepOutput:
 
 def _label_noise_step(context: Context) -> StepOutput | None:
     """Confident learning on the probabilities (an array or a chunk source; the engine streams either)."""
-    from audit.analysis.label_noise import estimate_label_noise, estimate_noise_rate_by_group
+    from audit.analysis.label_noise import estimate_disagreement_rate_by_group, estimate_label_noise
 
     config, classes, label_codes = context.config, context.classes, context.label_codes
     source = "model"
@@ -336,7 +335,8 @@ def _label_noise_step(context: Context) -> StepOutput | None:
     if context.label_noise_source is not None and source == "model":
         section["source"], section["source_description"] = context.label_noise_source
     if probe_note is not None:
-        section["probe_cross_check"] = {"noise_rate": float(probe_note.noise_rate),
+        section["probe_cross_check"] = {"label_disagreement_rate": float(probe_note.label_disagreement_rate),
+                                        "model_error_rate": float(probe_note.model_error_rate),
                                         "n_label_issues": int(probe_note.n_label_issues),
                                         "description": "the same estimate from out-of-sample probabilities of a "
                                                        "K-fold logistic-regression probe on the embeddings"}
@@ -353,8 +353,9 @@ def _label_noise_step(context: Context) -> StepOutput | None:
     groups = context.groups[context.compared]
     group_dict = {name: labels for name, labels in iter_group_keys(groups, list(groups.columns),
                                                                    max_depth=config.max_intersection_depth)}
-    table = context.attempt("label_noise_by_group", estimate_noise_rate_by_group, np.asarray(result.is_label_issue),
-                            label_codes, group_dict, classes=classes, confidence_level=config.confidence_level,
+    table = context.attempt("label_noise_by_group", estimate_disagreement_rate_by_group,
+                            np.asarray(result.is_label_issue), label_codes, group_dict, classes=classes,
+                            predicted=np.asarray(result.suggested_label), confidence_level=config.confidence_level,
                             min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
                             correction=config.correction)
     if table is not None:

@@ -197,7 +197,7 @@ def noise_matrix_figure(matrix: Sequence[Sequence[float]], classes: Sequence[str
                                hovertemplate="given %{y}, true %{x}: %{z:.3f}<extra></extra>",
                                colorbar=dict(title="P")))
     size = max(260, min(700, 120 + 28 * len(names)))
-    return _layout(fig, title="Estimated noise matrix: P(given label | true label)", height=size,
+    return _layout(fig, title="Noise matrix as the probabilities see it: P(given label | true label)", height=size,
                    xaxis=dict(title="true label", type="category"),
                    yaxis=dict(title="given label", autorange="reversed", type="category"))
 

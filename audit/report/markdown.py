@@ -50,9 +50,11 @@ def render_markdown(report: Report, *, max_checks: int = 20) -> str:
                 lines.append(f"- Accuracy: {row['value']} (95 % CI {row['interval']}, n = {row['n']})")
     labels = s["label_quality"]
     if labels.get("present"):
-        lines.append(f"- Estimated label-noise rate: {labels['noise_rate']}"
+        lines.append(f"- Label disagreement rate: {labels['disagreement_rate']}"
                      + (f" (95 % CI {labels['interval']})" if labels["interval"] else "")
-                     + f"; {labels['n_label_issues']} images flagged")
+                     + f"; model error rate on the same images: {labels['model_error_rate']}"
+                     + (f" (95 % CI {labels['model_error_interval']})" if labels["model_error_interval"] else "")
+                     + f"; {labels['n_label_issues']} images flagged (a screening figure, not a label-error rate)")
     lines.append("")
     findings = s["summary"]["findings"]
     if findings:

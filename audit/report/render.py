@@ -41,12 +41,14 @@ METHODS = (
      "table, summarised as Cramer's V (0 = independent, 1 = the attribute determines the class), with p-values "
      "adjusted for multiple comparisons; cells with large adjusted residuals are listed as over- or "
      "under-represented."),
-    ("Label quality", "Label noise is estimated by confident learning (Northcutt, Jiang and Chuang, 2021): "
-     "per-class confidence thresholds from the predicted probabilities give a confident joint of given and "
-     "likely true labels, calibrated to the data set size. The images flagged as likely mislabelled are the "
-     "estimated number of errors, ranked by label score (the probability of the given label; lower = more "
-     "suspicious). Rates per class and per group are the flagged fractions with Wilson intervals. The "
-     "noise matrix is P(given label | true label)."),
+    ("Label quality", "Confident learning (Northcutt, Jiang and Chuang, 2021) flags the images whose given "
+     "label the probabilities confidently disagree with: per-class confidence thresholds give a confident joint "
+     "of given and likely true labels, calibrated to the data set size, and the flagged images are ranked by "
+     "label score (the probability of the given label; lower = more suspicious). The label disagreement rate "
+     "(overall, per class, per group) is the flagged fraction with a Wilson interval. It is a screening figure, "
+     "not a label-error rate: wherever the model is wrong the label is flagged too, so the model's error rate on "
+     "the same images is shown beside every disagreement rate, and only a review of a random sample measures "
+     "label errors. The noise matrix is P(given label | true label) as the probabilities see it."),
     ("Performance by group", "Accuracy, recall and precision are proportions with 95 % Wilson intervals; "
      "balanced accuracy, macro-F1 and calibration error use a Poisson bootstrap. Each group is tested against "
      "the rest of the data, one-sided in the harmful direction, with p-values adjusted within each attribute "
@@ -82,7 +84,7 @@ def build_report(folder: str | os.PathLike | AuditFolder, *, thumbnails: bool = 
     ----------
     folder : path or AuditFolder
     thumbnails : bool
-        Embed small thumbnails of the suspected mislabelled images; False shows none (shareable reports).
+        Embed small thumbnails of the suspect images (flagged labels); False shows none (shareable reports).
     """
     data = folder if isinstance(folder, AuditFolder) else load_audit_folder(folder)
     audit = data.audit
@@ -256,32 +258,54 @@ def _label_quality(report: Report, analyses: dict, audit: dict, data: AuditFolde
         reason = _analysis_state(audit, "label_noise") or (
             "No label-noise estimate: the audit has no model or predictions.")
         return {"present": False, "reason": reason}
+    from audit.findings import disagreement_sentence
+
     classes = list(audit.get("classes") or [])
-    interval = list(section.get("noise_rate_ci") or [None, None]) + [None, None]
-    out = {"present": True, "noise_rate": fmt_percent(section.get("noise_rate")),
+    interval = list(section.get("label_disagreement_rate_ci") or [None, None]) + [None, None]
+    error_interval = list(section.get("model_error_rate_ci") or [None, None]) + [None, None]
+    out = {"present": True, "disagreement_rate": fmt_percent(section.get("label_disagreement_rate")),
            "interval": fmt_interval(interval[0], interval[1]), "n_label_issues": section.get("n_label_issues"),
+           "model_error_rate": fmt_percent(section.get("model_error_rate")),
+           "model_error_interval": fmt_interval(error_interval[0], error_interval[1]),
+           "sentence": disagreement_sentence(section) or "",
            "source": section.get("source", ""), "source_description": section.get("source_description", ""),
-           "probe": section.get("probe_cross_check")}
+           "source_choice": section.get("source_choice"), "probe": section.get("probe_cross_check")}
     if out["probe"]:
-        out["probe_rate"] = fmt_percent(out["probe"].get("noise_rate"))
-    per_class = gm[(gm["metric"] == "estimated_noise_rate") & (gm["attribute"] == "all") & (gm["class"] != "")]
+        out["probe_rate"] = fmt_percent(out["probe"].get("label_disagreement_rate"))
+        out["probe_error_rate"] = fmt_percent(out["probe"].get("model_error_rate"))
+    errors = gm[gm["metric"] == "model_error_rate"].set_index(["attribute", "group", "class"])
+
+    def error_of(row) -> tuple[str, str]:
+        key = (row["attribute"], row["group"], row["class"])
+        if key not in errors.index:
+            return "n/a", ""
+        match = errors.loc[[key]].iloc[0]
+        return fmt_percent(match["value"]), fmt_interval(match["ci_low"], match["ci_high"])
+
+    per_class = gm[(gm["metric"] == "label_disagreement_rate") & (gm["attribute"] == "all") & (gm["class"] != "")]
     if not per_class.empty:
         # classes with enough evidence first: on 1,000 classes the highest point estimates are tiny classes
         ordered = per_class.sort_values(["insufficient_evidence", "value"], ascending=[True, False])
-        out["per_class"] = [{"class": r["class"], "n": int(r["n"]), "rate": fmt_percent(r["value"]),
-                             "interval": fmt_interval(r["ci_low"], r["ci_high"]),
-                             "insufficient": bool(r["insufficient_evidence"])}
-                            for _, r in ordered.head(TOP_ROWS).iterrows()]
+        out["per_class"] = []
+        for _, r in ordered.head(TOP_ROWS).iterrows():
+            error, error_interval_text = error_of(r)
+            out["per_class"].append({"class": r["class"], "n": int(r["n"]), "rate": fmt_percent(r["value"]),
+                                     "interval": fmt_interval(r["ci_low"], r["ci_high"]),
+                                     "error": error, "error_interval": error_interval_text,
+                                     "insufficient": bool(r["insufficient_evidence"])})
         out["per_class_hidden"] = max(len(ordered) - TOP_ROWS, 0)
         judged = per_class[~per_class["insufficient_evidence"]]
         out["per_class_chart_judged_only"] = 0 < len(judged) < len(per_class)
         report.figures["noise_by_class"] = figures.class_metric_figure(
-            judged if len(judged) else per_class, metric="estimated noise rate", top_n=25, higher_is_better=False)
-    per_group = gm[(gm["metric"] == "estimated_noise_rate") & (gm["attribute"] != "all") & (gm["class"] == "")
+            judged if len(judged) else per_class, metric="label disagreement rate", top_n=25, higher_is_better=False)
+    per_group = gm[(gm["metric"] == "label_disagreement_rate") & (gm["attribute"] != "all") & (gm["class"] == "")
                    & (gm["verdict"] == "worse_than_rest")]
-    out["noisy_groups"] = [{"attribute": r["attribute"], "group": r["group"], "n": int(r["n"]),
-                            "rate": fmt_percent(r["value"]), "interval": fmt_interval(r["ci_low"], r["ci_high"])}
-                           for _, r in per_group.sort_values("value", ascending=False).head(TOP_ROWS).iterrows()]
+    out["noisy_groups"] = []
+    for _, r in per_group.sort_values("value", ascending=False).head(TOP_ROWS).iterrows():
+        error, error_interval_text = error_of(r)
+        out["noisy_groups"].append({"attribute": r["attribute"], "group": r["group"], "n": int(r["n"]),
+                                    "rate": fmt_percent(r["value"]), "interval": fmt_interval(r["ci_low"], r["ci_high"]),
+                                    "error": error, "error_interval": error_interval_text})
     matrix = section.get("noise_matrix")
     if matrix is not None and 2 <= len(classes) <= 20:
         report.figures["noise_matrix"] = figures.noise_matrix_figure(matrix, classes)
@@ -387,7 +411,8 @@ def _performance(report: Report, analyses: dict, audit: dict, gm: pd.DataFrame) 
     out["intersections_small"] = int(intersections["insufficient_evidence"].sum())
     worse = gm[(gm["verdict"] == "worse_than_rest") & (gm["class"] == "")
                & gm["metric"].isin([m for m, info in metrics_info.items() if info.get("higher_is_better") is not None
-                                    and m != "estimated_noise_rate" and not m.startswith("issue_rate")])]
+                                    and m not in ("label_disagreement_rate", "model_error_rate")
+                                    and not m.startswith("issue_rate")])]
     scope = worse["scope"] if "scope" in worse.columns else pd.Series("", index=worse.index)
     worse = worse.assign(_primary=scope.ne("primary"), _order=worse["metric"].ne("accuracy"),
                          _scope=scope.replace("", "-"),
@@ -583,7 +608,7 @@ def render_report(folder: str | os.PathLike, *, format: str, out: str | os.PathL
     out : path, optional
         Output file (default ``folder/report.<format>``).
     thumbnails : bool
-        Embed thumbnails of suspected mislabelled images (False: no image of anyone is shown).
+        Embed thumbnails of suspect images (flagged labels) (False: no image of anyone is shown).
 
     Returns
     -------

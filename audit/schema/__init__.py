@@ -5,6 +5,11 @@ import json
 from functools import lru_cache
 from importlib import resources
 
+#: Version of the ``audit.json`` this imagefair writes. 2.0 (issue 13): metric ``label_disagreement_rate`` (+
+#: ``model_error_rate`` beside it) replaces ``estimated_noise_rate``; older folders are migrated on read by
+#: :mod:`audit.migrate`. A rename, a removal or a change of meaning bumps the major version (contract.md).
+SCHEMA_VERSION = "2.0"
+
 ERROR_SCHEMA = "audit.json does not follow the schema at {where}: {message}"
 
 

@@ -194,12 +194,14 @@ def test_label_quality_figures_are_the_engine_estimates(audit_dir, reports):
     app = _open(audit_dir, "labels")
     shown = _metrics(app)
     assert shown["Flagged images"] == f"{section['n_label_issues']:,}"
-    assert shown["Estimated noise rate"] == f"{section['noise_rate']:.1%}"
+    assert shown["Label disagreement rate"] == f"{section['label_disagreement_rate']:.1%}"
+    assert shown["Model error rate (same images)"] == f"{section['model_error_rate']:.1%}"
     matrix = _chart(app, "labels_matrix_chart")
     assert np.allclose(np.array(matrix["data"][0]["z"], dtype=float), section["noise_matrix"])
     per_class = _points(_chart(app, "labels_per_class")).set_index("label")
     for row in section["per_class"]:
-        assert per_class.loc[_escaped(row["class"]), "value"] == pytest.approx(row["noise_rate"], abs=1e-12)
+        assert per_class.loc[_escaped(row["class"]), "value"] == pytest.approx(row["label_disagreement_rate"],
+                                                                           abs=1e-12)
         assert per_class.loc[_escaped(row["class"]), "ci_high"] == pytest.approx(row["ci_high"], abs=1e-12)
     # Gallery: the first page is the flagged images with the lowest label score, in that order.
     expected = images[images.is_label_issue].sort_values("label_score", kind="stable").id.head(12).tolist()
