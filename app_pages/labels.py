@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages import _charts, _state
+from app_pages import _charts, _review, _state
 from audit.report import figures
 from audit import reviews
 from audit.errors import InputError
@@ -14,7 +14,7 @@ from audit.findings import disagreement_sentence
 audit = _state.current_audit()
 st.title("Label quality")
 section = audit.analyses.get("label_noise")
-images = audit.images
+images = reviews.with_review_keys(audit.images)  # label-only audits key decisions to a stand-in hash
 if not section or "label_score" not in images.columns:
     st.info("This audit has no label-noise estimate (it needs a model or predictions).")
     st.stop()
@@ -122,28 +122,44 @@ if "reviewer_name" not in st.session_state:
 reviewer = st.text_input("Your name (recorded with each decision)", key="reviewer_name", on_change=_remember_reviewer)
 if reviewer and st.query_params.get("reviewer") != reviewer.strip():
     st.query_params["reviewer"] = reviewer.strip()
-filters = st.columns([1, 1, 1, 1, 1])
-only_flagged = filters[0].toggle("Flagged only", value=True, key="gallery_flagged")
-class_filter = filters[1].multiselect("Given label", audit.classes, key="gallery_classes")
-group_attributes = [a for a in (audit.audit.get("dataset", {}).get("group_attributes") or []) +
-                    (audit.audit.get("dataset", {}).get("pixel_attributes") or []) if a in images.columns]
-group_attribute = filters[2].selectbox("Group attribute", ["(any)"] + group_attributes, key="gallery_attribute")
-group_value = None
-if group_attribute != "(any)":
-    values = sorted(images[group_attribute].dropna().astype(str).unique().tolist())
-    group_value = filters[3].selectbox("Group", values, key="gallery_group")
-score_range = filters[4].slider("Label score", 0.0, 1.0, (0.0, 1.0), step=0.01, key="gallery_score",
-                                help="Lower = the model gives the given label less probability (more suspect).")
+queue = st.radio("Queue", [_review.QUEUE_SUSPECTS, _review.QUEUE_RANDOM], horizontal=True, key="labels_queue",
+                 help="Ranked suspects: the images the model most disagrees with (fast to find errors, but not a "
+                      "sample of the data). Random sample: a stratified random sample whose decisions give the "
+                      "verified label-error rate of the whole data set.")
+if queue == _review.QUEUE_RANDOM:
+    _review.show_verified(audit, detail=True)
+    _review.draw_sample_controls(audit)
+    view = _review.random_queue(audit, images)
+    if view is None:
+        st.info("No random sample yet: draw one above (or with `python -m audit review DIR --sample N --out "
+                "FILE.csv`).")
+        st.stop()
+    if st.toggle("Unreviewed only", value=False, key="queue_unreviewed"):
+        done = set(resolved["id"].astype(str)) if not resolved.empty else set()
+        view = view[~view["id"].astype(str).isin(done)]
+else:
+    filters = st.columns([1, 1, 1, 1, 1])
+    only_flagged = filters[0].toggle("Flagged only", value=True, key="gallery_flagged")
+    class_filter = filters[1].multiselect("Given label", audit.classes, key="gallery_classes")
+    group_attributes = [a for a in (audit.audit.get("dataset", {}).get("group_attributes") or []) +
+                        (audit.audit.get("dataset", {}).get("pixel_attributes") or []) if a in images.columns]
+    group_attribute = filters[2].selectbox("Group attribute", ["(any)"] + group_attributes, key="gallery_attribute")
+    group_value = None
+    if group_attribute != "(any)":
+        values = sorted(images[group_attribute].dropna().astype(str).unique().tolist())
+        group_value = filters[3].selectbox("Group", values, key="gallery_group")
+    score_range = filters[4].slider("Label score", 0.0, 1.0, (0.0, 1.0), step=0.01, key="gallery_score",
+                                    help="Lower = the model gives the given label less probability (more suspect).")
 
-view = images
-if only_flagged:
-    view = view[view["is_label_issue"].astype(bool)]
-if class_filter:
-    view = view[view["label"].astype(str).isin(class_filter)]
-if group_value is not None:
-    view = view[view[group_attribute].astype(str) == group_value]
-view = view[view["label_score"].between(score_range[0], score_range[1])]
-view = view.sort_values("label_score", kind="stable")
+    view = images
+    if only_flagged:
+        view = view[view["is_label_issue"].astype(bool)]
+    if class_filter:
+        view = view[view["label"].astype(str).isin(class_filter)]
+    if group_value is not None:
+        view = view[view[group_attribute].astype(str) == group_value]
+    view = view[view["label_score"].between(score_range[0], score_range[1])]
+    view = view.sort_values("label_score", kind="stable")
 page_size = _state.GALLERY_PAGE_SIZE
 n_pages = max(1, -(-len(view) // page_size))
 pager = st.columns([1, 3])
@@ -187,6 +203,8 @@ for position, row in enumerate(visible.itertuples(index=False)):
         card.image(picture, width="stretch")
     card.text(f"{row.id}")
     card.text(f"given: {row.label}\nsuggested: {row.suggested_label}\nscore: {row.label_score:.3f}")
+    if getattr(row, "stratum", None):
+        card.text(f"random sample #{row.draw}: {row.stratum}")
     status = _review_status(row.id, row.content_hash)
     if status:
         card.text(status)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages import _state
+from app_pages import _review, _state
 
 audit = _state.current_audit()
 data = audit.audit
@@ -21,6 +21,8 @@ columns[2].metric("Group attributes", len(dataset.get("group_attributes", [])))
 columns[3].metric("Splits", len(dataset.get("splits") or []) or "-")
 columns[4].metric("Skipped inputs", dataset.get("n_skipped", len(data.get("skipped", []))))
 _state.show_review_status(audit)
+if "label" in audit.images.columns:
+    _review.show_verified(audit)
 
 verdict = data.get("verdict")
 if verdict:

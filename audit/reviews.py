@@ -250,21 +250,43 @@ def resolve_decisions(decisions: pd.DataFrame) -> pd.DataFrame:
                "notes"]
     if decisions.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    rows = []
-    for (image_id, content_hash), block in decisions.groupby(["id", "content_hash"], sort=False):
+    decisions = decisions.reset_index(drop=True)
+    keys = decisions["id"].astype(str) + "\0" + decisions["content_hash"].astype(str)
+    sizes = keys.map(keys.value_counts())
+    # One decision on an image (the common case, e.g. a CSV import of thousands): vectorised.
+    single = decisions[sizes.to_numpy() == 1]
+    new_label = pd.Series([v if isinstance(v, str) else None for v in single["new_label"]], index=single.index,
+                          dtype=object)
+    note = [v if isinstance(v, str) and v.strip() else None for v in single["note"]]
+    reviewer = single["reviewer"].astype(str)
+    fast = pd.DataFrame({
+        "id": single["id"], "content_hash": single["content_hash"], "decision": single["decision"],
+        "new_label": new_label, "reviewers": reviewer, "decided_at": single["decided_at"].astype(str),
+        "n_reviewers": 1,
+        "details": reviewer + ": " + single["decision"].astype(str) + new_label.map(
+            lambda v: f" -> {v}" if isinstance(v, str) else ""),
+        "notes": [f"{r}: {n}" if n is not None else "" for r, n in zip(reviewer, note)]},
+        index=single.index)
+    rows = {}
+    several = decisions[sizes.to_numpy() > 1]
+    for (image_id, content_hash), block in several.groupby(["id", "content_hash"], sort=False):
         pairs = {(row.decision, row.new_label if isinstance(row.new_label, str) else None)
                  for row in block.itertuples()}
         decision, new_label = next(iter(pairs)) if len(pairs) == 1 else (CONFLICT, None)
         details = "; ".join(
             f"{row.reviewer}: {row.decision}" + (f" -> {row.new_label}" if isinstance(row.new_label, str) else "")
             for row in block.sort_values("reviewer").itertuples())
-        rows.append({"id": image_id, "content_hash": content_hash, "decision": decision, "new_label": new_label,
-                     "reviewers": "; ".join(sorted(block["reviewer"].astype(str).unique())),
-                     "decided_at": str(block["decided_at"].max()), "n_reviewers": int(block["reviewer"].nunique()),
-                     "details": details,
-                     "notes": "; ".join(f"{row.reviewer}: {row.note}" for row in block.sort_values("reviewer").itertuples()
-                                        if isinstance(row.note, str) and row.note.strip())})
-    return pd.DataFrame(rows, columns=columns)
+        rows[block.index[0]] = {
+            "id": image_id, "content_hash": content_hash, "decision": decision, "new_label": new_label,
+            "reviewers": "; ".join(sorted(block["reviewer"].astype(str).unique())),
+            "decided_at": str(block["decided_at"].max()), "n_reviewers": int(block["reviewer"].nunique()),
+            "details": details,
+            "notes": "; ".join(f"{row.reviewer}: {row.note}" for row in block.sort_values("reviewer").itertuples()
+                               if isinstance(row.note, str) and row.note.strip())}
+    slow = pd.DataFrame.from_dict(rows, orient="index", columns=columns) if rows else fast.iloc[:0]
+    # first appearance order, as groupby(sort=False) gives
+    out = pd.concat([fast, slow]).sort_index(kind="stable")
+    return out.reset_index(drop=True)[columns]
 
 
 def find_conflicts(folder: str | Path) -> pd.DataFrame:
@@ -324,6 +346,7 @@ def summarise_reviews(images: pd.DataFrame, decisions: pd.DataFrame) -> ReviewSu
     decisions : DataFrame
         Current decisions (:func:`list_decisions`).
     """
+    images = with_review_keys(images) if "content_hash" not in images.columns else images
     if "is_label_issue" in images.columns:
         suspects = images.loc[images["is_label_issue"].astype(bool)]
     else:
