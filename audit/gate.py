@@ -151,7 +151,7 @@ def run_gate(folder: str | os.PathLike, *, policy_file: str | os.PathLike, outpu
         raise PolicyError(message.format(path=policy_file), source=str(policy_file))
     audit = load_audit_json(folder)
     group_metrics = load_group_metrics(folder)
-    verdict = evaluate_policy(audit, group_metrics, policy, strict=strict)
+    verdict = evaluate_policy(audit, group_metrics, policy, strict=strict, reviews=review_status(folder, policy))
     render = render_gate_markdown if output_format == "md" else render_gate_text
     print(render(verdict, folder=str(folder), policy_file=str(policy_file)), file=stream or sys.stdout)
     if json_file is not None:
@@ -172,3 +172,21 @@ def run_gate(folder: str | os.PathLike, *, policy_file: str | os.PathLike, outpu
               file=sys.stderr)
     return exit_code(verdict.status)
 
+
+def review_status(folder, policy) -> dict | None:
+    """The verified label-error rate of the folder when the policy judges it (``review --status``), else None.
+    An unreadable ``reviews.sqlite`` gives None: the checks then say the status was not read."""
+    import sqlite3
+
+    import pandas as pd
+
+    from audit.policy import needs_review_status
+
+    if not needs_review_status(policy):
+        return None
+    from audit.review_sample import load_review_status
+
+    try:
+        return load_review_status(folder, group_attributes=None)
+    except (sqlite3.Error, pd.errors.DatabaseError):
+        return None

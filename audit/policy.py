@@ -49,7 +49,14 @@ ERROR_ONLY_REGRESSION = ("policy file {path} has only [regression] checks, and t
                          "pass on purpose")
 
 #: Keys that are settings of the checks, not checks themselves.
-SETTING_KEYS = frozenset({"metric", "attributes", "warn_margin"})
+SETTING_KEYS = frozenset({"metric", "attributes", "warn_margin", "basis"})
+#: ``[label_noise] basis``: what the label checks judge (issue 13). ``verified``: the label-error rate estimated
+#: from reviews of a random sample (``review --status``); ``model``: the model-label disagreement rate, a
+#: screening figure.
+LABEL_NOISE_BASES = ("verified", "model")
+ERROR_UNKNOWN_BASIS = ("policy file {path}: label_noise.basis {value!r} must be \"verified\" (the label-error rate "
+                       "from reviews of a random sample, the default) or \"model\" (the model-label disagreement "
+                       "rate, a screening figure)")
 ERROR_UNKNOWN_METRIC = ("policy file {path}: performance.metric {value!r} is not a group metric; use one of "
                         "{allowed}")
 
@@ -85,7 +92,8 @@ _TEXT_LIST = "a list of strings"
 #: at; default as ``[representation] attributes``: the audit's single group attributes).
 POLICY_KEYS = {
     "label_noise": {"max_rate": (_NUMBER, "rate"), "max_class_rate": (_NUMBER, "rate"),
-                    "max_group_rate": (_NUMBER, "rate"), "attributes": (_TEXT_LIST, None)},
+                    "max_group_rate": (_NUMBER, "rate"), "attributes": (_TEXT_LIST, None),
+                    "basis": (_TEXT, None)},
     "representation": {"min_group_images": (_COUNT, "positive"), "attributes": (_TEXT_LIST, None),
                        "max_missing_rate": (_NUMBER, "rate"), "max_class_imbalance_ratio": (_NUMBER, "ratio"),
                        "max_association": (_NUMBER, "rate")},
@@ -130,6 +138,7 @@ class Policy:
     label_noise_max_class_rate: float | None = None
     label_noise_max_group_rate: float | None = None
     label_noise_attributes: tuple | None = None
+    label_noise_basis: str | None = None
     representation_min_group_images: int | None = None
     representation_attributes: tuple | None = None
     representation_max_missing_rate: float | None = None
@@ -208,6 +217,10 @@ def policy_from_dict(data: dict, *, source: str = "<policy>") -> Policy:
         allowed = ", ".join(PERFORMANCE_METRICS)
         raise PolicyError(ERROR_UNKNOWN_METRIC.format(path=source, value=metric, allowed=allowed),
                           source=source, column="performance.metric")
+    basis = values.get("label_noise_basis")
+    if basis is not None and basis not in LABEL_NOISE_BASES:
+        raise PolicyError(ERROR_UNKNOWN_BASIS.format(path=source, value=basis), source=source,
+                          column="label_noise.basis")
     return Policy(**values, source=source)
 
 
@@ -437,7 +450,8 @@ class _Context:
         return gm[keep]
 
 
-def evaluate_policy(audit: dict, group_metrics: pd.DataFrame, policy: Policy, *, strict: bool = False) -> Verdict:
+def evaluate_policy(audit: dict, group_metrics: pd.DataFrame, policy: Policy, *, strict: bool = False,
+                    reviews: dict | None = None) -> Verdict:
     """Compare an audit with a policy.
 
     Parameters
@@ -450,6 +464,10 @@ def evaluate_policy(audit: dict, group_metrics: pd.DataFrame, policy: Policy, *,
         From :func:`load_policy`.
     strict : bool
         Count INSUFFICIENT_EVIDENCE as a failure in the overall status (the gate's ``--strict``).
+    reviews : dict, optional
+        The verified label-error rate (``review --status``: :func:`audit.review_sample.load_review_status`).
+        ``[label_noise]`` checks judge it unless the policy says ``basis = "model"``; without it (or without
+        reviews) they are INSUFFICIENT_EVIDENCE and say how many reviews are needed.
 
     Returns
     -------
@@ -459,11 +477,14 @@ def evaluate_policy(audit: dict, group_metrics: pd.DataFrame, policy: Policy, *,
     """
     context = _Context(audit, group_metrics, policy)
     checks: list[Check] = []
-    if policy.label_noise_max_rate is not None:
+    screening = policy.label_noise_basis == "model"  # default: the verified rate (issue 13)
+    if not screening:
+        checks.extend(_check_verified(context, reviews))
+    if screening and policy.label_noise_max_rate is not None:
         checks.append(_check_noise_rate(context))
-    if policy.label_noise_max_class_rate is not None:
+    if screening and policy.label_noise_max_class_rate is not None:
         checks.append(_check_noise_class_rate(context))
-    if policy.label_noise_max_group_rate is not None:
+    if screening and policy.label_noise_max_group_rate is not None:
         checks.extend(_check_groups(context, "label_noise.max_group_rate", "label_noise", DISAGREEMENT_METRIC,
                                     policy.label_noise_max_group_rate, upper=True,
                                     attributes=policy.label_noise_attributes,
@@ -521,6 +542,95 @@ def _check_noise_rate(context: _Context) -> Check:
                                                    error="not recorded" if error is None else _fmt(error),
                                                    n_flagged=section.get("n_label_issues"), limit=_fmt(threshold))
                  + _explain(status))
+
+
+MESSAGE_VERIFIED_RATE = ("verified label-error rate {value}{interval} from {reviewed} reviewed images of a random "
+                         "sample; {confirmed} confirmed errors; limit {limit}")
+MESSAGE_VERIFIED_MORE = "; about {needed} more reviews of the random sample (in its order) would decide it"
+MESSAGE_NO_VERIFIED = ("no verified label-error rate yet ({why}): review a random sample of about {needed} images "
+                       "(`python -m audit review DIR --sample {needed} --out sample.csv`, then `--import`) or in the "
+                       "app's random queue; basis = \"model\" checks the model-label disagreement rate instead "
+                       "(a screening figure)")
+WHY_NO_STATUS = ("a run's verdict is made before its random sample is reviewed; `gate DIR --policy FILE` reads the "
+                 "reviews")
+
+
+def needs_review_status(policy: Policy) -> bool:
+    """Whether :func:`evaluate_policy` judges the verified label-error rate (so the caller should read it)."""
+    return policy.label_noise_basis != "model" and any(
+        v is not None for v in (policy.label_noise_max_rate, policy.label_noise_max_class_rate,
+                                policy.label_noise_max_group_rate))
+
+
+def _verified_rows(rows, key: str, *, attribute: str = "all") -> pd.DataFrame:
+    """``review --status`` rows (by_class / by_group) as group-metric-like rows for :func:`_summarise`."""
+    frame = pd.DataFrame([{"attribute": r.get("attribute", attribute), "group": r.get("group", "all"),
+                           "class": r.get("class", ""), "n": int(r.get("reviewed") or 0),
+                           "value": math.nan if r.get("estimate") is None else float(r["estimate"]),
+                           "ci_low": math.nan if r.get("ci_low") is None else float(r["ci_low"]),
+                           "ci_high": math.nan if r.get("ci_high") is None else float(r["ci_high"]),
+                           "insufficient_evidence": r.get("estimate") is None} for r in rows],
+                         columns=["attribute", "group", "class", "n", "value", "ci_low", "ci_high",
+                                  "insufficient_evidence"])
+    return frame
+
+
+def _check_verified(context: _Context, reviews: dict | None) -> list[Check]:
+    """``[label_noise]`` checks on the verified label-error rate (``basis = "verified"``, the default)."""
+    from audit.analysis.stratified import reviews_needed
+
+    policy = context.policy
+    asked = [(name, threshold) for name, threshold in (
+        ("label_noise.max_rate", policy.label_noise_max_rate),
+        ("label_noise.max_class_rate", policy.label_noise_max_class_rate),
+        ("label_noise.max_group_rate", policy.label_noise_max_group_rate)) if threshold is not None]
+    if not asked:
+        return []
+    rate = (reviews or {}).get("label_error_rate") or {}
+    if rate.get("estimate") is None:
+        why = WHY_NO_STATUS if reviews is None else ((reviews.get("message") or "no review yet").split(":")[0])
+        out = []
+        for name, threshold in asked:
+            needed = reviews_needed(None, None, None, 0, threshold=threshold)
+            out.append(Check(name, INSUFFICIENT_EVIDENCE, None, threshold, attribute="all", group="all",
+                             message=MESSAGE_NO_VERIFIED.format(why=why, needed=needed)))
+        return out
+    out = []
+    for name, threshold in asked:
+        if name == "label_noise.max_rate":
+            value, low, high = rate["estimate"], rate["ci_low"], rate["ci_high"]
+            status = _decide(value, low, high, threshold, upper=True, margin=context.margin)
+            message = MESSAGE_VERIFIED_RATE.format(value=_fmt(value), interval=_ci(low, high),
+                                                   reviewed=rate["reviewed"], confirmed=rate["confirmed_errors"],
+                                                   limit=_fmt(threshold)) + _explain(status)
+            if status == INSUFFICIENT_EVIDENCE:
+                message += MESSAGE_VERIFIED_MORE.format(needed=reviews_needed(value, low, high, rate["reviewed"],
+                                                                              threshold=threshold))
+            out.append(Check(name, status, value, threshold, attribute="all", group="all", message=message))
+        elif name == "label_noise.max_class_rate":
+            rows = _verified_rows(reviews.get("by_class") or [], "class")
+            if rows.empty:
+                out.append(Check(name, SKIPPED, None, threshold, attribute="all", message="no class has reviews"))
+            else:
+                out.append(_summarise(name, rows, threshold, upper=True, margin=context.margin, what="class",
+                                      attribute="all"))
+        else:
+            by_group = pd.DataFrame(reviews.get("by_group") or [], columns=["attribute", "group", "estimate",
+                                                                            "ci_low", "ci_high", "reviewed"])
+            attributes = _attributes(context, policy.label_noise_attributes)
+            if not attributes:
+                out.append(Check(name, SKIPPED, None, threshold, message="the audit has no group attributes"))
+            for attribute in attributes:
+                block = by_group[(by_group["attribute"] == attribute) & (by_group["group"] != MISSING_GROUP)]
+                if block.empty:
+                    out.append(Check(name, INSUFFICIENT_EVIDENCE, None, threshold, attribute=attribute,
+                                     message=f"no verified rate per group of {attribute} (the review status lists "
+                                             f"none; draw the sample with --policy to stratify by it)"))
+                    continue
+                rows = _verified_rows(block.to_dict("records"), "group", attribute=attribute)
+                out.append(_summarise(name, rows, threshold, upper=True, margin=context.margin, what="group",
+                                      attribute=attribute))
+    return out
 
 
 def _explain(status: str) -> str:

@@ -77,7 +77,7 @@ def test_error_when_the_analysis_failed(tmp_path, capsys):
 def test_error_wins_over_fail(tmp_path, capsys):
     failed = build_audit_folder(tmp_path / "failed", errors=["label_noise"], n_image_files=0)
     path = tmp_path / "p.toml"
-    path.write_text("[label_noise]\nmax_rate = 0.1\n[performance]\nmin_worst_group = 0.99\n")
+    path.write_text("[label_noise]\nbasis = \"model\"\nmax_rate = 0.1\n[performance]\nmin_worst_group = 0.99\n")
     assert gate(failed, path) == 2
 
 

@@ -85,7 +85,7 @@ def test_gate_and_report_read_an_old_folder(old_folder, tmp_path):
     from audit.report.render import render_report
 
     policy = tmp_path / "policy.toml"
-    policy.write_text("[label_noise]\nmax_rate = 0.9\nmax_class_rate = 0.9\n")
+    policy.write_text("[label_noise]\nbasis = \"model\"\nmax_rate = 0.9\nmax_class_rate = 0.9\n")
     assert main(["gate", str(old_folder), "--policy", str(policy), "--json", str(tmp_path / "v.json")]) == 0
     checks = json.loads((tmp_path / "v.json").read_text())["checks"]
     assert [c["name"] for c in checks] == ["label_noise.max_rate", "label_noise.max_class_rate"]

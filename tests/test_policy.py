@@ -132,7 +132,7 @@ def test_noise_rate_pass_fail_and_straddle(audit, gm):
     rate, (low, high) = section["label_disagreement_rate"], section["label_disagreement_rate_ci"]
 
     def status(threshold):
-        check = evaluate_policy(audit, gm, policy_from_dict({"label_noise": {"max_rate": threshold}})).checks[0]
+        check = evaluate_policy(audit, gm, policy_from_dict({"label_noise": {"max_rate": threshold, "basis": "model"}})).checks[0]
         assert check.value == rate and check.threshold == threshold
         return check.status
 
@@ -145,7 +145,7 @@ def test_noise_rate_message_says_screening_figure(audit, gm):
     from audit.policy import MESSAGE_NOISE_RATE, _ci, _fmt
 
     section = audit["analyses"]["label_noise"]
-    check = evaluate_policy(audit, gm, policy_from_dict({"label_noise": {"max_rate": 0.9}})).checks[0]
+    check = evaluate_policy(audit, gm, policy_from_dict({"label_noise": {"max_rate": 0.9, "basis": "model"}})).checks[0]
     low, high = section["label_disagreement_rate_ci"]
     assert check.message == MESSAGE_NOISE_RATE.format(
         value=_fmt(section["label_disagreement_rate"]), interval=_ci(low, high),
@@ -159,7 +159,8 @@ def test_policy_checks_a_migrated_old_audit(tmp_path):
     audit, gm = load_audit_json(old), load_group_metrics(old)
     assert audit["schema_version"] == "2.0" and audit["migrated_from"] == "1.0"
     assert "estimated_noise_rate" not in set(gm["metric"])
-    policy = policy_from_dict({"label_noise": {"max_rate": 0.9, "max_class_rate": 0.9, "max_group_rate": 0.9}})
+    policy = policy_from_dict({"label_noise": {"max_rate": 0.9, "max_class_rate": 0.9, "max_group_rate": 0.9,
+                                              "basis": "model"}})
     checks = evaluate_policy(audit, gm, policy).checks
     assert [c.status for c in checks] and all(c.status in ("PASS", "WARN", "INSUFFICIENT_EVIDENCE") for c in checks)
     assert checks[0].value == pytest.approx(audit["analyses"]["label_noise"]["n_label_issues"] / 600)
@@ -168,7 +169,7 @@ def test_policy_checks_a_migrated_old_audit(tmp_path):
 def test_warn_margin(audit, gm):
     section = audit["analyses"]["label_noise"]
     rate, (low, high) = section["label_disagreement_rate"], section["label_disagreement_rate_ci"]
-    policy = policy_from_dict({"label_noise": {"max_rate": high + 0.01}, "gate": {"warn_margin": high + 0.02 - rate}})
+    policy = policy_from_dict({"label_noise": {"max_rate": high + 0.01, "basis": "model"}, "gate": {"warn_margin": high + 0.02 - rate}})
     verdict = evaluate_policy(audit, gm, policy)
     assert verdict.checks[0].status == "WARN"
     assert verdict.status == "PASS"
@@ -246,7 +247,7 @@ def test_lower_is_better_metric():
 def test_class_rates_and_group_rates(audit, gm):
     per_class = gm[(gm.metric == "label_disagreement_rate") & (gm["class"] != "")]
     worst = per_class.sort_values("value").iloc[-1]
-    policy = policy_from_dict({"label_noise": {"max_class_rate": 0.9, "max_group_rate": 0.9}})
+    policy = policy_from_dict({"label_noise": {"max_class_rate": 0.9, "max_group_rate": 0.9, "basis": "model"}})
     checks = evaluate_policy(audit, gm, policy).checks
     assert checks[0].class_ == worst["class"] and checks[0].value == worst.value and checks[0].status == "PASS"
     assert [c.attribute for c in checks[1:]] == ["gender", "age"]
@@ -262,7 +263,7 @@ def test_imbalance_and_association(audit, gm):
 
 def test_skipped_without_model_and_error_when_analysis_failed(tmp_path):
     no_model = build_audit_folder(tmp_path / "nomodel", with_model=False, n_image_files=0)
-    policy = policy_from_dict({"label_noise": {"max_rate": 0.1}, "performance": {"min_worst_group": 0.5}})
+    policy = policy_from_dict({"label_noise": {"max_rate": 0.1, "basis": "model"}, "performance": {"min_worst_group": 0.5}})
     verdict = evaluate_policy(load_audit_json(no_model), load_group_metrics(no_model), policy)
     assert [c.status for c in verdict.checks] == ["SKIPPED", "SKIPPED"] and verdict.status == "PASS"
     failed = build_audit_folder(tmp_path / "failed", errors=["label_noise"], n_image_files=0)
@@ -290,3 +291,62 @@ def test_policy_module_imports_no_ui():
             "print(any(m.split('.')[0] in ('plotly', 'streamlit') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- [label_noise] on the verified label-error rate (issue 13 item 2) ------------------------------------------
+def _status(estimate=None, low=None, high=None, reviewed=0, by_class=(), by_group=()):
+    return {"label_error_rate": {"estimate": estimate, "ci_low": low, "ci_high": high, "confidence": 0.95,
+                                 "sample_size": reviewed, "reviewed": reviewed, "confirmed_errors": 3,
+                                 "method": "m"},
+            "by_class": list(by_class), "by_group": list(by_group), "message": "" if estimate is not None else
+            "no review sample yet, so no verified label-error rate: draw one"}
+
+
+def test_verified_basis_is_the_default_and_needs_reviews(audit, gm):
+    from audit.policy import MESSAGE_NO_VERIFIED
+
+    policy = policy_from_dict({"label_noise": {"max_rate": 0.05}})
+    check = evaluate_policy(audit, gm, policy, reviews=_status()).checks[0]
+    assert check.status == "INSUFFICIENT_EVIDENCE" and check.value is None
+    assert check.message == MESSAGE_NO_VERIFIED.format(why="no review sample yet, so no verified label-error rate",
+                                                       needed=150)
+    # the disagreement rate is not used, whatever it is
+    assert "disagreement rate" not in check.message.split("basis")[0]
+    assert evaluate_policy(audit, gm, policy).checks[0].status == "INSUFFICIENT_EVIDENCE"
+
+
+def test_verified_rate_pass_fail_straddle_with_reviews_needed(audit, gm):
+    from audit.policy import MESSAGE_VERIFIED_MORE
+
+    def check(threshold):
+        return evaluate_policy(audit, gm, policy_from_dict({"label_noise": {"max_rate": threshold}}),
+                               reviews=_status(0.02, 0.01, 0.04, 200)).checks[0]
+
+    assert (check(0.05).status, check(0.05).value) == ("PASS", 0.02)
+    assert check(0.005).status == "FAIL"
+    straddle = check(0.03)
+    assert straddle.status == "INSUFFICIENT_EVIDENCE"
+    assert straddle.message.endswith(MESSAGE_VERIFIED_MORE.format(needed=250))
+
+
+def test_verified_class_and_group_rates(audit, gm):
+    by_class = [{"class": "cat", "estimate": 0.01, "ci_low": 0.0, "ci_high": 0.05, "reviewed": 60},
+                {"class": "dog", "estimate": 0.2, "ci_low": 0.12, "ci_high": 0.3, "reviewed": 60},
+                {"class": "fox", "estimate": None, "ci_low": None, "ci_high": None, "reviewed": 0}]
+    by_group = [{"attribute": "gender", "group": g, "estimate": 0.02, "ci_low": 0.0, "ci_high": 0.06, "reviewed": 50}
+                for g in ("Female", "Male")]
+    policy = policy_from_dict({"label_noise": {"max_class_rate": 0.1, "max_group_rate": 0.1,
+                                               "attributes": ["gender"]}})
+    checks = evaluate_policy(audit, gm, policy, reviews=_status(0.05, 0.03, 0.08, 180, by_class, by_group)).checks
+    assert (checks[0].name, checks[0].status, checks[0].class_, checks[0].value) == (
+        "label_noise.max_class_rate", "FAIL", "dog", 0.2)
+    assert (checks[1].attribute, checks[1].status) == ("gender", "PASS")
+
+
+def test_unknown_basis_is_refused(tmp_path):
+    from audit.policy import ERROR_UNKNOWN_BASIS
+
+    path = write(tmp_path, '[label_noise]\nbasis = "humans"\nmax_rate = 0.1\n')
+    with pytest.raises(PolicyError) as error:
+        load_policy(path)
+    assert str(error.value) == ERROR_UNKNOWN_BASIS.format(path=path, value="humans")

@@ -203,3 +203,23 @@ def test_review_cli_in_a_subprocess(audit_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     done = run_cli("review", str(folder), "--import", str(_bad(tmp_path, "e.csv", b"")), "--reviewer", "x")
     assert done.returncode == 2 and done.stderr.count("\n") == 1
+
+
+def test_report_shows_disagreement_and_verified_side_by_side(audit_dir, tmp_path, capsys):
+    from audit.report.document import fmt_interval, fmt_percent
+    from audit.report.render import render_report
+
+    folder, truth = audit_dir
+    text = render_report(folder, format="md", out=tmp_path / "before.md").read_text()
+    assert "- Verified label-error rate: not available (no review sample yet" in text
+    assert main(["review", str(folder), "--sample", "150", "--out", str(tmp_path / "s.csv")]) == 0
+    answers = _answers(tmp_path / "s.csv", truth, tmp_path / "a.csv")
+    assert main(["review", str(folder), "--import", str(answers), "--reviewer", "ann"]) == 0
+    rate = review_sample.load_review_status(folder)["label_error_rate"]
+    line = (f"- Verified label-error rate: {fmt_percent(rate['estimate'])} (95 % CI "
+            f"{fmt_interval(rate['ci_low'], rate['ci_high'])}), from 150 reviewed images of a random sample of 150")
+    text = render_report(folder, format="md", out=tmp_path / "after.md").read_text()
+    assert line in text and "- Label disagreement rate:" in text
+    html = render_report(folder, format="html", out=tmp_path / "r.html").read_text()
+    assert "<td>verified label-error rate</td>" in html and "<td>model-label disagreement</td>" in html
+    assert f"<td class=\"num\">{fmt_percent(rate['estimate'])}</td>" in html

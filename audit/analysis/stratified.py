@@ -287,4 +287,4 @@ def reviews_needed(estimate: float | None, ci_low: float | None, ci_high: float 
     half_width = max((ci_high - ci_low) / 2.0, 1e-12)
     gap = max(abs(estimate - threshold), 1e-3)  # an estimate on the threshold: as if 0.1 points away
     needed = reviewed * (half_width / gap) ** 2
-    return max(0, int(np.ceil(needed - reviewed)))
+    return max(0, int(np.ceil(needed - reviewed - 1e-9)))

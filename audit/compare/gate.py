@@ -231,7 +231,10 @@ def run_baseline_gate(new, *, baseline, policy_file, output_format: str = "text"
     policy = load_policy(policy_file)
     settings = regression_settings(policy, source=str(policy_file))
     old_folder, new_folder = load_pair(baseline, new)
-    own = evaluate_policy(new_folder.audit, new_folder.group_metrics, policy, strict=strict)
+    from audit.gate import review_status
+
+    own = evaluate_policy(new_folder.audit, new_folder.group_metrics, policy, strict=strict,
+                          reviews=review_status(new, policy))
     comparison = compare_audits(old_folder, new_folder, primary_metric=settings["metric"]).comparison
     own_checks = tuple(c for c in own.checks if not c.name.startswith("regression."))  # SKIPPED placeholders
     checks = own_checks + tuple(evaluate_regression(comparison, settings))

@@ -55,6 +55,14 @@ def render_markdown(report: Report, *, max_checks: int = 20) -> str:
                      + f"; model error rate on the same images: {labels['model_error_rate']}"
                      + (f" (95 % CI {labels['model_error_interval']})" if labels["model_error_interval"] else "")
                      + f"; {labels['n_label_issues']} images flagged (a screening figure, not a label-error rate)")
+        verified = labels.get("verified")
+        if verified and verified["available"]:
+            lines.append(f"- Verified label-error rate: {verified['rate']} (95 % CI {verified['interval']}), from "
+                         f"{verified['reviewed']} reviewed images of a random sample of {verified['sample_size']}; "
+                         f"{verified['confirmed_errors']} confirmed errors ({verified['confirmed_outside']} outside the "
+                         f"sample, not in the estimate)")
+        elif verified:
+            lines.append(f"- Verified label-error rate: not available ({md(verified['message'])})")
     lines.append("")
     findings = s["summary"]["findings"]
     if findings:

@@ -313,7 +313,30 @@ def _label_quality(report: Report, analyses: dict, audit: dict, data: AuditFolde
         out["confusions"] = _top_confusions(matrix, classes)
     out["suspects"], out["n_suspects"] = _suspects(data, thumbnails=thumbnails)
     out["reviews"] = _review_summary(data)
+    out["verified"] = _verified(data)
     return out
+
+
+def _verified(data: AuditFolder) -> dict | None:
+    """The verified label-error rate (``review --status``, :mod:`audit.review_sample`), formatted; shown beside
+    the disagreement rate. None when the decisions cannot be read."""
+    import sqlite3
+
+    from audit.review_sample import compute_review_status, load_review_sample
+    from audit.reviews import list_decisions
+
+    try:
+        status = compute_review_status(data.images, list_decisions(data.path), load_review_sample(data.path),
+                                       classes=data.classes, folder_label=str(data.path))
+    except (sqlite3.Error, pd.errors.DatabaseError, InputError):
+        return None
+    rate = status["label_error_rate"]
+    return {"available": rate["estimate"] is not None, "rate": fmt_percent(rate["estimate"]),
+            "interval": fmt_interval(rate["ci_low"], rate["ci_high"]) if rate["estimate"] is not None else "",
+            "reviewed": rate["reviewed"], "sample_size": rate["sample_size"],
+            "confirmed_errors": rate["confirmed_errors"],
+            "confirmed_outside": status["confirmed_errors_outside_sample"],
+            "message": status["message"], "method": rate["method"]}
 
 
 def _suspects(data: AuditFolder, *, thumbnails: bool) -> tuple[list, int]:
