@@ -194,14 +194,29 @@ class _DecodeTimeout(Exception):
 
 class _DeadlineBytes(io.BytesIO):
     """In-memory file whose reads fail once ``deadline`` (``time.monotonic()``) has passed: Pillow's
-    decoders pull the file block by block, so a decode cannot outlive its budget by more than one block."""
+    decoders pull the file block by block, so a decode cannot outlive its budget by more than one block.
+
+    The clock is read on every block-sized read and on every 32nd small one: header parsing reads a few bytes
+    at a time (dozens of reads per JPEG), and its work is bounded by the bytes it consumes anyway.
+    """
 
     deadline: float | None = None
+    _small_reads = 0
 
     def read(self, size=-1):
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise _DecodeTimeout()
+        if self.deadline is not None:
+            if size is None or size < 0 or size >= _CLOCKED_READ:
+                if time.monotonic() > self.deadline:
+                    raise _DecodeTimeout()
+            else:
+                self._small_reads += 1
+                if not self._small_reads & 31 and time.monotonic() > self.deadline:
+                    raise _DecodeTimeout()
         return super().read(size)
+
+
+#: Reads of at least this many bytes always check the decode deadline (see :class:`_DeadlineBytes`).
+_CLOCKED_READ = 1024
 
 
 def open_image(data: bytes, *, max_pixels: int = MAX_PIXELS, max_seconds: float | None = MAX_DECODE_SECONDS
@@ -242,8 +257,14 @@ def open_image(data: bytes, *, max_pixels: int = MAX_PIXELS, max_seconds: float 
     if kind is None:
         refused = refused_kind(head)
         raise ImageSkip(SKIP_NOT_IMAGE if refused is None else SKIP_FORMAT_NOT_ALLOWED.format(kind=refused))
-    stream = _DeadlineBytes(data)
-    stream.deadline = None if max_seconds is None else time.monotonic() + float(max_seconds)
+    if max_seconds is None or (kind == "JPEG" and 0 < len(data) <= ImageFile.MAXBLOCK and max_seconds > 0):
+        # Pillow decodes a file of at most MAXBLOCK bytes from one read and one decoder call, so the clock could
+        # only be read between the header fields, which a JPEG header reads a few bytes at a time (about 40
+        # reads, 10 % of the decode of a small JPEG when each is checked): a plain in-memory file for these.
+        stream = io.BytesIO(data)
+    else:
+        stream = _DeadlineBytes(data)
+        stream.deadline = None if max_seconds is None else time.monotonic() + float(max_seconds)
     cap = _effective_cap(max_pixels)
     try:
         image = Image.open(stream, formats=[kind])
@@ -383,13 +404,33 @@ def _effective_cap(max_pixels: int) -> int:
     return int(min(max_pixels, pillow_cap)) if pillow_cap else int(max_pixels)
 
 
+def read_whole(handle, size: int) -> bytes:
+    """Everything in an open binary file of ``size`` bytes (from ``fstat``), at most ``MAX_FILE_BYTES + 1``.
+
+    Asks for ``size + 1`` bytes (asking for the cap would make Python allocate, and give back, 512 MB per file),
+    then goes on until the end of the file, so a file that grew, or a special file reporting size 0, is read
+    whole up to the cap (the caller refuses more than the cap).
+    """
+    chunks = []
+    total = 0
+    want = size + 1 if size > 0 else 1 << 20
+    while total <= MAX_FILE_BYTES:
+        chunk = handle.read(min(want, MAX_FILE_BYTES + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        want = max(size + 1 - total, 1 << 20)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def _read_bytes(path: str | os.PathLike) -> bytes:
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb", buffering=0) as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > MAX_FILE_BYTES:
                 raise ImageSkip(SKIP_FILE_TOO_LARGE.format(n_bytes=size, cap=MAX_FILE_BYTES))
-            data = handle.read(MAX_FILE_BYTES + 1)
+            data = read_whole(handle, size)
         if len(data) > MAX_FILE_BYTES:  # grew while being read, or a special file reporting size 0
             raise ImageSkip(SKIP_FILE_TOO_LARGE.format(n_bytes=len(data), cap=MAX_FILE_BYTES))
     except FileNotFoundError:
@@ -462,6 +503,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS,
 
 
 def _to_rgb(image: Image.Image, mode: str) -> np.ndarray:
+    if mode == "RGB" and image.mode == "RGB":
+        return np.asarray(image, dtype=np.uint8)  # already RGB: convert("RGB") would only copy it
     if mode in _PILLOW_RGB_MODES:
         try:
             converted = image.convert("RGB")

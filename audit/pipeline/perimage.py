@@ -40,7 +40,7 @@ from audit.types import SkipEntry
 SHARD_IMAGES = 512
 
 #: Bumped whenever a stored feature changes meaning or computation, so old parts stop matching.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 #: Bumped whenever stored model outputs change format.
 OUTPUTS_VERSION = 1
 
@@ -197,23 +197,25 @@ class FeatureStore:
 
     def read_features(self, hashes: np.ndarray) -> pd.DataFrame:
         """Feature rows for ``hashes`` (in that order; a hash may repeat)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        wanted = set(hashes.tolist())
-        frames = []
+        wanted = pa.array(pd.unique(np.asarray(hashes, dtype=object)), type=pa.string())
+        tables = []
         for part in self._parts(self.feature_dir):
             try:
                 table = pq.read_table(part)
+                table = table.filter(pc.is_in(table["content_hash"], value_set=wanted))
             except Exception:  # noqa: BLE001 - an unreadable part is a miss
                 continue
-            frame = table.to_pandas()
-            frame = frame[frame["content_hash"].isin(wanted)]
-            if len(frame):
-                frames.append(frame)
-        if not frames:
+            if table.num_rows:
+                tables.append(table)
+        if not tables:
             return pd.DataFrame({"content_hash": pd.Series(hashes, dtype=object)})
-        found = pd.concat(frames, ignore_index=True).drop_duplicates("content_hash").set_index("content_hash")
-        return found.reindex(hashes).reset_index()
+        found = pa.concat_tables(tables, promote_options="default").to_pandas()
+        found = found.drop_duplicates("content_hash").set_index("content_hash")
+        return found.reindex(pd.Index(hashes, name="content_hash")).reset_index()
 
     def read_outputs(self, hashes: np.ndarray, *, out: np.ndarray, embeddings_out=None) -> np.ndarray:
         """Fill ``out[i]`` with the stored probabilities of ``hashes[i]``; return a mask of rows found."""
@@ -309,14 +311,20 @@ class ShardProcessor:
         return self._model
 
     def __call__(self, task: ShardTask) -> ShardOutput:
-        from audit.analysis.hashing import compute_perceptual_hashes
-        from audit.analysis.image_properties import compute_image_properties
+        with _one_blas_thread():
+            return self._process(task)
+
+    def _process(self, task: ShardTask) -> ShardOutput:
         from audit.io.images import ImageSkip, read_image
 
         n = len(task.paths)
         hashes: list = [None] * n
         reasons: list = [None] * n
-        records, images, computed = [], [], []
+        images: list = []      # pixels kept for the model
+        pending: list = []     # decoded images whose features are not computed yet
+        pending_pixels = 0
+        frames: list = []
+        n_decoded = 0
         for index, path in enumerate(task.paths):
             _fault_injection(path)
             if self.known:
@@ -329,16 +337,19 @@ class ShardProcessor:
             except ImageSkip as skip:
                 reasons[index] = skip.reason
                 continue
-            record = {"content_hash": decoded.content_hash}
-            record.update(compute_image_properties(decoded.rgb, mode=decoded.mode))
-            # prefixed like every engine-computed column, so a manifest column named "phash" cannot collide
-            record.update({f"image_{k}": v for k, v in compute_perceptual_hashes(decoded.rgb).items()})
             hashes[index] = decoded.content_hash
-            records.append(record)
-            computed.append(index)
+            n_decoded += 1
+            pending.append(decoded)
+            pending_pixels += decoded.width * decoded.height
             if self.spec.model_path:
                 images.append(decoded.rgb)
-        features = _features_frame(records) if records else None
+            # features are computed a batch at a time (stacked by size), memory bounded by the pixels held
+            if pending_pixels >= FEATURE_BATCH_PIXELS:
+                frames.append(_features_frame(pending))
+                pending, pending_pixels = [], 0
+        if pending:
+            frames.append(_features_frame(pending))
+        features = (frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)) if frames else None
         probabilities = embeddings = None
         if self.spec.model_path and images:
             from audit.model.inference import iter_predictions
@@ -359,28 +370,67 @@ class ShardProcessor:
             model_s = 0.0
         return ShardOutput(shard=task.shard, positions=np.asarray(task.positions, dtype=np.int64),
                            content_hashes=hashes, skip_reasons=reasons, features=features,
-                           probabilities=probabilities, embeddings=embeddings, n_decoded=len(records),
+                           probabilities=probabilities, embeddings=embeddings, n_decoded=n_decoded,
                            model_s=model_s)
 
 
-def _features_frame(records: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(records)
-    for column in frame.columns:
-        if column.startswith("image_") and column[len("image_"):].split("_")[0] in ("phash", "dhash", "chash"):
-            frame[column] = frame[column].astype(np.uint64)
-    frame["image_sharpness"] = frame["image_sharpness"].astype(float)
-    return frame
+#: Decoded pixels held before their features are computed together (bounds the memory of a shard without a
+#: model: about 3 bytes a pixel, plus the float work arrays of one stack).
+FEATURE_BATCH_PIXELS = 16_000_000
+
+
+_BLAS = []  # the threadpoolctl controller of this process, found once (finding the libraries takes ~5 ms)
+
+
+class _one_blas_thread:
+    """Numpy's BLAS on one thread while a shard is processed: the products of a stack are small, and BLAS
+    threads spinning beside worker processes (or other programs) on a busy machine cost more than they give."""
+
+    def __enter__(self):
+        self.limits = None
+        if not _BLAS:
+            try:
+                from threadpoolctl import ThreadpoolController
+
+                _BLAS.append(ThreadpoolController())
+            except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+                _BLAS.append(None)
+        if _BLAS[0] is not None:
+            self.limits = _BLAS[0].limit(limits=1, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        if self.limits is not None:
+            self.limits.restore_original_limits()
+        return False
+
+
+def _features_frame(decoded: list) -> pd.DataFrame:
+    """``content_hash``, the pixel attributes and the perceptual hashes (``image_`` prefixed) of decoded images,
+    computed for the whole list at once."""
+    from audit.analysis.hashing import HASH_NAMES, compute_perceptual_hashes_batch
+    from audit.analysis.image_properties import PROPERTY_COLUMNS, compute_image_properties_batch
+
+    rgb = [image.rgb for image in decoded]
+    columns = {"content_hash": [image.content_hash for image in decoded]}
+    properties = compute_image_properties_batch(rgb, [image.mode for image in decoded])
+    columns.update((name, properties[name]) for name in PROPERTY_COLUMNS)
+    # prefixed like every engine-computed column, so a manifest column named "phash" cannot collide
+    hashes = compute_perceptual_hashes_batch(rgb)
+    columns.update((f"image_{name}", hashes[name]) for name in HASH_NAMES)
+    return pd.DataFrame(columns)
 
 
 def _hash_file(path: str) -> str | None:
     """sha256 of a file's bytes (None when it cannot be read: the decode path names the problem)."""
-    from audit.io.images import MAX_FILE_BYTES
+    from audit.io.images import MAX_FILE_BYTES, read_whole
 
     try:
-        with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+        with open(path, "rb", buffering=0) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_FILE_BYTES:
                 return None
-            data = handle.read(MAX_FILE_BYTES + 1)
+            data = read_whole(handle, size)
     except OSError:
         return None
     if not data or len(data) > MAX_FILE_BYTES:
@@ -456,8 +506,11 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
     done = 0
     if progress is not None:
         progress("reading images", 0, n)
+    computed = []  # features computed in this run, kept (compact columns) so they need not be read back
     for output in executor.map(spec, known, tasks, model=model):
         store.write(output)
+        if output.features is not None and len(output.features):
+            computed.append(output.features)
         content_hashes[output.positions] = output.content_hashes
         reasons[output.positions] = output.skip_reasons
         n_decoded += output.n_decoded
@@ -472,7 +525,7 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
                for i in np.flatnonzero(~keep)]
     kept = table.loc[keep].reset_index(drop=True)
     kept_hashes = content_hashes[keep].astype(str)
-    features = store.read_features(kept_hashes)
+    features = _features_in_order(store, computed, kept_hashes)
     missing = features.iloc[:, 1:].isna().all(axis=1) if features.shape[1] > 1 else pd.Series(True, index=features.index)
     if len(kept) and missing.any():
         raise RuntimeError(f"{int(missing.sum())} images have no stored features (the feature store at "
@@ -505,6 +558,22 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
     return StageResult(kept=kept, skipped=skipped, raw_probabilities=raw, embeddings=embeddings,
                        n_decoded=n_decoded, n_from_cache=int(keep.sum()) - n_decoded, n_shards=len(tasks),
                        work_dir=temporary, extra={"probabilities_dir": result_dir, "model_s": round(model_s, 3)})
+
+
+def _features_in_order(store: FeatureStore, computed: list, hashes: np.ndarray) -> pd.DataFrame:
+    """Feature rows for ``hashes`` (in that order; a hash may repeat): those computed in this run from memory,
+    the others (cache hits) from the store."""
+    frames = list(computed)
+    if frames:
+        have = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        missing = pd.Index(hashes).unique().difference(pd.Index(have["content_hash"]))
+        if len(missing):
+            frames.append(store.read_features(missing.to_numpy(dtype=object)))
+    else:
+        frames.append(store.read_features(hashes))
+    found = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    found = found.drop_duplicates("content_hash").set_index("content_hash")
+    return found.reindex(pd.Index(hashes, name="content_hash")).reset_index()
 
 
 def cleanup(result: StageResult) -> None:
