@@ -223,3 +223,32 @@ def test_report_shows_disagreement_and_verified_side_by_side(audit_dir, tmp_path
     html = render_report(folder, format="html", out=tmp_path / "r.html").read_text()
     assert "<td>verified label-error rate</td>" in html and "<td>model-label disagreement</td>" in html
     assert f"<td class=\"num\">{fmt_percent(rate['estimate'])}</td>" in html
+
+
+def test_policy_groups_subdivide_the_strata(audit_dir, tmp_path, capsys):
+    folder, truth = audit_dir
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[label_noise]\nmax_rate = 0.05\nattributes = ["site"]\n')
+    assert main(["review", str(folder), "--sample", "80", "--policy", str(policy), "--out", str(tmp_path / "s.csv")]) == 0
+    sample = pd.read_csv(tmp_path / "s.csv", dtype=str)
+    assert set(sample["stratum"]) == {f"{s} & site={g}" for s in ("flagged", "not_flagged") for g in ("north", "south")}
+    # the first draws go round robin over the four strata
+    assert sample["stratum"].head(4).nunique() == 4
+    # another stratification of the same sample is refused, naming both
+    other = tmp_path / "other.toml"
+    other.write_text('[label_noise]\nmax_rate = 0.05\nattributes = ["label"]\n')
+    capsys.readouterr()
+    assert main(["review", str(folder), "--sample", "90", "--policy", str(other), "--out", str(tmp_path / "t.csv")]) == 2
+    assert capsys.readouterr().err.strip() == "error: " + review_sample.ERROR_STRATA_CHANGED.format(
+        path=folder, stored="site", requested="label")
+    # the gate judges the verified rate: none yet -> INSUFFICIENT_EVIDENCE (exit 0), with the reviews needed
+    assert main(["gate", str(folder), "--policy", str(policy), "--json", str(tmp_path / "v.json")]) == 0
+    check = json.loads((tmp_path / "v.json").read_text())["checks"][0]
+    assert check["status"] == "INSUFFICIENT_EVIDENCE" and "about 150 images" in check["message"]
+    answers = _answers(tmp_path / "s.csv", truth, tmp_path / "a.csv")
+    assert main(["review", str(folder), "--import", str(answers), "--reviewer", "ann"]) == 0
+    status = review_sample.load_review_status(folder)
+    assert {row["group"] for row in status["by_group"] if row["attribute"] == "site"} == {"north", "south"}
+    assert main(["gate", str(folder), "--policy", str(policy), "--json", str(tmp_path / "v.json")]) in (0, 1)
+    check = json.loads((tmp_path / "v.json").read_text())["checks"][0]
+    assert check["value"] == pytest.approx(status["label_error_rate"]["estimate"])
