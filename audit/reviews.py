@@ -371,6 +371,8 @@ def corrected_labels(images: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFr
     ``conflict``: the label stands until the reviewers agree it is wrong); ``decision`` says which case it is.
     Rows follow the order of ``images``.
     """
+    if "content_hash" not in images.columns and "id" in images.columns:
+        images = with_review_keys(images)  # label-only audit: decisions are keyed to the stand-in hash
     missing = [c for c in ("id", "path", "label", "content_hash") if c not in images.columns]
     if missing:
         raise InputError(ERROR_IMAGES_COLUMNS.format(columns=", ".join(missing)))

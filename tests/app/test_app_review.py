@@ -94,7 +94,11 @@ def test_label_only_audit_opens_with_the_random_queue(tmp_path, monkeypatch):
                  str(tmp_path / "predictions.csv"), "--out", str(out)]) == 0
     assert main(["review", str(out), "--sample", "20", "--out", str(tmp_path / "s.csv")]) == 0
     monkeypatch.setenv("IMAGEFAIR_REPORTS", str(tmp_path / "reports"))
-    for page in ("overview", "labels"):
+    reviews.record_decisions(out, [reviews.check_decision(
+        image_id="x1", content_hash=reviews.with_review_keys(pd.DataFrame({"id": ["x1"]}))["content_hash"][0],
+        reviewer="ann", decision="label_correct")])
+    assert len(reviews.corrected_labels(pd.read_parquet(out / "images.parquet"), reviews.list_decisions(out))) == 1
+    for page in ("overview", "export", "labels"):
         app = _open(out, page)
         assert not app.exception, page
     app.radio(key="labels_queue").set_value("Random sample (verified rate)").run()
