@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+#: plotly.js options of every app chart: no toolbar (it drew over legends and titles; Streamlit's own element
+#: toolbar still offers full screen), no plotly logo.
+CONFIG = {"displayModeBar": False, "displaylogo": False}
+
+
 def plot_text(value) -> str:
     """``value`` as text plotly shows literally (no tags interpreted)."""
     return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages import _state
+from app_pages import _charts, _state
+from audit.display import metric_label
 from audit.report import figures
 
 audit = _state.current_audit()
@@ -44,16 +45,18 @@ st.subheader("Agreement by class")
 by_class = rows[(rows["attribute"] == "all") & (rows["class"] != "")]
 if len(by_class):
     st.plotly_chart(figures.group_metric_figure(
-        by_class.assign(group=by_class["class"]), metric="annotation_agreement", attribute="class (vs rest)",
-        overall=overall_value, higher_is_better=True), width="stretch", key="annotators_by_class")
+        by_class.assign(group=by_class["class"]), metric=metric_label("annotation_agreement"),
+        attribute="class (vs rest)",
+        overall=overall_value, higher_is_better=True), config=_charts.CONFIG, width="stretch", key="annotators_by_class")
 
 group_rows = rows[(rows["attribute"] != "all") & ~rows["attribute"].str.startswith("annotator & ")]
 if len(group_rows):
     st.subheader("Agreement by group")
     attribute = st.selectbox("Attribute", list(dict.fromkeys(group_rows["attribute"])), key="annotators_attribute")
     st.plotly_chart(figures.group_metric_figure(
-        group_rows[group_rows["attribute"] == attribute], metric="annotation_agreement", attribute=attribute,
-        overall=overall_value, higher_is_better=True), width="stretch", key="annotators_by_group")
+        group_rows[group_rows["attribute"] == attribute], metric=metric_label("annotation_agreement"),
+        attribute=attribute,
+        overall=overall_value, higher_is_better=True), config=_charts.CONFIG, width="stretch", key="annotators_by_group")
     pairs = rows[rows["attribute"].str.startswith("annotator & ") & (rows["verdict"] == "worse_than_rest")]
     if len(pairs):
         st.markdown("Annotators who agree with co-annotators less than chance on one group:")
@@ -79,7 +82,7 @@ else:
     if len(chart):
         st.plotly_chart(figures.group_metric_figure(chart, metric="accuracy (estimated)", attribute="annotator",
                                                     higher_is_better=True, top_n=40),
-                        width="stretch", key="annotators_accuracy")
+                        config=_charts.CONFIG, width="stretch", key="annotators_accuracy")
     shown = [c for c in ("annotator", "n", "accuracy", "ci_low", "ci_high", "verdict", "agreement",
                          "expected_agreement", "p_adjusted", "median_seconds") if c in table.columns]
     st.dataframe(table[shown], hide_index=True, width="stretch", key="annotators_table")

@@ -5,7 +5,13 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _charts, _state
+from audit.display import group_sort_key, sort_groups
 from audit.report import figures
+
+#: Words for the association table's columns.
+ASSOCIATION_COLUMNS = {"n_groups": "groups", "cramers_v": "Cramér's V", "chi2": "chi-square",
+                       "dof": "degrees of freedom", "p_value": "p", "p_value_adjusted": "adjusted p", "significant": "significant",
+                       "low_expected_counts": "low expected counts"}
 
 audit = _state.current_audit()
 st.title("Attributes")
@@ -28,7 +34,8 @@ columns[2].metric("Small groups", entry.get("n_small_groups", 0),
                   help=f"Fewer than {distribution.get('min_group_size')} images.")
 columns[3].metric("Minimum group size", distribution.get("min_group_size", "-"))
 if not groups.empty:
-    st.plotly_chart(figures.group_shares_figure(entry["groups"], attribute=attribute), width="stretch",
+    st.plotly_chart(figures.group_shares_figure(entry["groups"], attribute=attribute), config=_charts.CONFIG,
+                    width="stretch",
                     key="attr_shares")
     st.caption(f"Grey bars: groups smaller than {distribution.get('min_group_size')} images.")
 
@@ -37,9 +44,11 @@ if reference:
     st.subheader("Comparison with reference proportions")
     rows = pd.DataFrame(reference.get("rows", []))
     if not rows.empty:
+        rows = figures.sort_rows(rows)  # natural group order (0-2, 3-9, 10-19)
         st.plotly_chart(_charts.grouped_bar({"observed": rows["observed_share"], "reference": rows["expected_share"]},
                                             rows["group"], title=f"{attribute}: observed vs reference share",
-                                            value_title="share"), width="stretch", key="attr_reference")
+                                            value_title="share"), config=_charts.CONFIG, width="stretch",
+                        key="attr_reference")
         st.dataframe(rows, hide_index=True, width="stretch")
     if reference.get("p_value") is not None:
         st.write(f"Goodness of fit: chi-square {reference.get('chi2'):.2f}, {reference.get('dof')} degrees of freedom, "
@@ -61,8 +70,8 @@ if pairs:
     else:
         block = intersections[key]
         row_attr, column_attr = block["attributes"]
-        row_values = [g["group"] for g in attributes[row_attr]["groups"]]
-        column_values = [g["group"] for g in attributes[column_attr]["groups"]]
+        row_values = sort_groups(g["group"] for g in attributes[row_attr]["groups"])
+        column_values = sort_groups(g["group"] for g in attributes[column_attr]["groups"])
         cells = {}
         for group in block.get("groups", []):
             for value in sorted(row_values, key=len, reverse=True):
@@ -75,7 +84,7 @@ if pairs:
         st.plotly_chart(_charts.heatmap(z, x=column_values, y=row_values, text=text,
                                         title=f"Images by {row_attr} x {column_attr}", x_title=column_attr,
                                         y_title=row_attr, colorbar_title="images"),
-                        width="stretch", key="attr_intersection")
+                        config=_charts.CONFIG, width="stretch", key="attr_intersection")
         st.caption(f"{block.get('n_cells_empty', 0)} of {block.get('n_cells_possible', 0)} cells empty, "
                    f"{block.get('n_small_groups', 0)} small.")
 
@@ -85,15 +94,22 @@ if associations:
     st.subheader("Class x attribute association")
     summary = pd.DataFrame(associations.get("attributes", []))
     if not summary.empty:
-        st.plotly_chart(figures.association_figure(associations.get("attributes", [])), width="stretch",
+        st.plotly_chart(figures.association_figure(associations.get("attributes", [])), config=_charts.CONFIG,
+                        width="stretch",
                         key="attr_assoc_strength")
         shown = [c for c in ("attribute", "n_groups", "cramers_v", "chi2", "dof", "p_value", "p_value_adjusted",
                              "significant", "low_expected_counts") if c in summary.columns]
-        st.dataframe(summary[shown], hide_index=True, width="stretch", key="attr_assoc_table")
+        st.dataframe(summary[shown].rename(columns=ASSOCIATION_COLUMNS), hide_index=True, width="stretch",
+                     key="attr_assoc_table")
     contingency = associations.get("contingency", {})
     if contingency:
         chosen = st.selectbox("Attribute for the class x group heatmap", list(contingency), key="attr_assoc_attribute")
-        table = contingency[chosen]
+        table = dict(contingency[chosen])
+        # groups (columns) in natural order: 0-2, 3-9, 10-19 (the stored order sorts them as text)
+        permutation = sorted(range(len(table["groups"])), key=lambda j: group_sort_key(table["groups"][j]))
+        table["groups"] = [table["groups"][j] for j in permutation]
+        for name in ("counts", "adjusted_residuals"):
+            table[name] = [[row[j] for j in permutation] for row in table[name]]
         significant = set()
         for item in associations.get("attributes", []):
             if item.get("attribute") == chosen:
@@ -104,6 +120,6 @@ if associations:
                                         colorscale="RdBu_r", zmid=0, x_title=chosen, y_title="class",
                                         colorbar_title="adjusted residual",
                                         title=f"Class x {chosen}: adjusted residuals (text: images; * significant)"),
-                        width="stretch", key="attr_assoc_heatmap")
+                        config=_charts.CONFIG, width="stretch", key="attr_assoc_heatmap")
         st.caption("Red: more images than independence predicts; blue: fewer. * = significant after "
                    "multiple-comparison control.")

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _charts, _state
+from audit.display import join_names, tied_extremes
 from audit.report import figures
 
 audit = _state.current_audit()
@@ -25,12 +26,23 @@ columns[0].metric("Imbalance ratio", "-" if ratio is None else f"{ratio:.2f}",
 entropy = section.get("normalised_entropy")
 columns[1].metric("Normalised entropy", "-" if entropy is None else f"{entropy:.3f}",
                   help="Entropy of the class shares / log K (1 = perfectly balanced).")
-columns[2].metric("Smallest class", str(section.get("smallest_class")))
-columns[3].metric("Largest class", str(section.get("largest_class")))
+extremes = tied_extremes(section.get("counts", {}))
+if extremes["balanced"]:
+    # balanced data has no smallest or largest class: naming one would pick it at random
+    columns[2].metric("Classes", "balanced", help=f"Every class has {section['counts'][extremes['smallest'][0]]:,} "
+                                                  "images.")
+else:
+    for column, word in ((columns[2], "smallest"), (columns[3], "largest")):
+        names = extremes[word]
+        column.metric(f"{word.capitalize()} class" + ("es (tied)" if len(names) > 1 else ""),
+                      join_names(names, limit=3) if names else "-",
+                      help=f"{section['counts'][names[0]]:,} images" + (" each" if len(names) > 1 else "")
+                      if names else None)
 if section.get("empty_classes"):
     st.warning("Classes without images: " + _state.escape_markdown(", ".join(section["empty_classes"])))
 
-st.plotly_chart(figures.class_counts_figure(section["counts"]), width="stretch", key="class_counts")
+st.plotly_chart(figures.class_counts_figure(section["counts"]), config=_charts.CONFIG, width="stretch",
+                key="class_counts")
 st.dataframe(pd.DataFrame({"class": classes, "images": counts, "share": shares}), hide_index=True,
              width="stretch", column_config={"share": st.column_config.NumberColumn(format="%.3f")})
 
@@ -39,7 +51,7 @@ if by_split:
     st.subheader("Per split")
     series = {split: [values.get(c, 0) for c in classes] for split, values in by_split.items()}
     st.plotly_chart(_charts.grouped_bar(series, classes, title="Images per class and split", value_title="images"),
-                    width="stretch", key="class_by_split")
+                    config=_charts.CONFIG, width="stretch", key="class_by_split")
     shift = section.get("split_shift")
     if shift:
         p_value = shift.get("p_value")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages import _charts, _state
+from app_pages import _charts, _state, _tables
+from audit.display import is_data_rate, metric_label, sort_groups
 from audit.report import figures
 
 audit = _state.current_audit()
@@ -17,24 +18,26 @@ if metrics.empty or not performance:
     st.stop()
 
 descriptions = audit.audit.get("metrics", {})
-def _metric_label(name: str) -> str:
-    """``issue_rate:dark`` -> ``issue rate: dark``; ``balanced_accuracy`` -> ``balanced accuracy``."""
-    return str(name).replace(":", ": ").replace("_", " ")
-
-
-# model metrics first, then label and data-quality rates (they describe the data, not the model)
+# Model metrics (how well the model does per group) and data rates (issue, label-disagreement and annotator
+# rates: they describe the data, not the model) are two lists, never one mixed list (issue 12).
 all_metrics = [m for m in dict.fromkeys(metrics["metric"]) if m not in ("share",)]
-data_rates = [m for m in all_metrics if m.startswith("issue_rate") or "noise" in m or "disagreement" in m
-              or m.startswith("annotation")]
-model_metrics = [m for m in all_metrics if m not in data_rates] + data_rates
-default_metric = model_metrics.index("accuracy") if "accuracy" in model_metrics else 0
+kinds = {"Model performance": [m for m in all_metrics if not is_data_rate(m)],
+         "Data and label rates": [m for m in all_metrics if is_data_rate(m)]}
+kinds = {name: names for name, names in kinds.items() if names}
+kind = st.radio("Show", list(kinds), horizontal=True, key="fair_kind",
+                help="Model performance: metrics of the model's predictions per group. Data and label rates: "
+                     "shares of images flagged by data-quality checks or label review, per group.") \
+    if len(kinds) > 1 else next(iter(kinds))
+listed = kinds[kind]
+default_metric = listed.index("accuracy") if "accuracy" in listed else 0
 controls = st.columns(3)
-metric = controls[0].selectbox("Metric", model_metrics, index=default_metric, key="fair_metric",
-                                format_func=_metric_label)
+metric = controls[0].selectbox("Metric", listed, index=default_metric,
+                               key="fair_metric" if kind == "Model performance" else "fair_rate_metric",
+                               format_func=metric_label)
 rows_metric = metrics[metrics["metric"] == metric]
 attributes = [a for a in dict.fromkeys(rows_metric["attribute"]) if a != "all"]
 if not attributes:
-    st.info(f"No per-group rows for {metric}.")
+    st.info(f"No per-group rows for {metric_label(metric)}.")
     st.stop()
 flagged = [a for a in dict.fromkeys(rows_metric.loc[rows_metric["verdict"] == "worse_than_rest", "attribute"])
            if a in attributes]
@@ -46,7 +49,7 @@ class_name = controls[2].selectbox("Class", class_names, format_func=lambda c: c
 info = descriptions.get(metric, {})
 if info.get("description"):
     direction = {True: "higher is better", False: "lower is better"}.get(info.get("higher_is_better"), "")
-    st.caption(_state.escape_markdown(f"{_metric_label(metric)}: {info['description']} ({direction})"))
+    st.caption(_state.escape_markdown(f"{metric_label(metric)}: {info['description']} ({direction})"))
 
 rows = rows_metric[(rows_metric["attribute"] == attribute) & (rows_metric["class"] == class_name)]
 overall = rows_metric[(rows_metric["attribute"] == "all") & (rows_metric["class"] == class_name)]
@@ -56,17 +59,17 @@ threshold = next((c.get("threshold") for c in (audit.audit.get("verdict") or {})
                   if c.get("name") == "performance.min_worst_group" and c.get("attribute") == attribute
                   and metric == (audit.audit.get("policy") or {}).get("performance", {}).get("metric", "accuracy")
                   and not class_name), None)
-st.plotly_chart(figures.group_metric_figure(rows, metric=metric + (f" of class {class_name}" if class_name else ""),
+chart_metric = metric_label(metric) + (f" of class {class_name}" if class_name else "")
+st.plotly_chart(figures.group_metric_figure(rows, metric=chart_metric,
                                             attribute=attribute, overall=reference, threshold=threshold,
                                             higher_is_better=info.get("higher_is_better", True)),
-                width="stretch", key="fair_metric_chart")
+                config=_charts.CONFIG, width="stretch", key="fair_metric_chart")
 n_small = int(rows["insufficient_evidence"].sum())
 n_worse = int((rows["verdict"] == "worse_than_rest").sum())
 st.caption(f"{n_worse} group(s) significantly worse than the rest (red); {n_small} group(s) with insufficient "
            f"evidence (grey: fewer than {audit.audit.get('provenance', {}).get('min_group_size', '?')} images or "
            "an interval too wide to conclude). Dashed line: the whole data set.")
-st.dataframe(rows[["group", "n", "value", "ci_low", "ci_high", "insufficient_evidence", "verdict"]],
-             hide_index=True, width="stretch", key="fair_rows")
+st.dataframe(_tables.group_table(rows, metric=metric_label(metric)), hide_index=True, width="stretch", key="fair_rows")
 
 # -- disparity summary ------------------------------------------------------------------------------------
 summary = next((s for s in performance.get("attributes", []) if s.get("attribute") == attribute), None)
@@ -80,8 +83,10 @@ if summary and n_judged < 2:
     summary = None
 if summary:
     st.subheader("Disparity summary")
-    table = pd.DataFrame([dict(metric=name, **values) for name, values in summary.get("metrics", {}).items()])
+    table = pd.DataFrame([dict(metric=metric_label(name), **values)
+                          for name, values in summary.get("metrics", {}).items()])
     if not table.empty:
+        table.columns = [str(c).replace("_", " ") for c in table.columns]
         st.dataframe(table, hide_index=True, width="stretch", key="fair_disparity")
     gap = summary.get("equalized_odds_gap") or {}
     if gap.get("value") is not None:
@@ -98,7 +103,7 @@ recall = metrics[(metrics["metric"] == "recall") & (metrics["attribute"] == attr
 if not recall.empty:
     st.subheader("Recall per class and group")
     classes = [c for c in audit.classes if c in set(recall["class"])]
-    groups = list(dict.fromkeys(recall["group"]))
+    groups = sort_groups(recall["group"])
     cells = recall.set_index(["class", "group"])
     z = [[cells["value"].get((c, g)) for g in groups] for c in classes]
     text = [[("" if (c, g) not in cells.index else f"{cells['value'][(c, g)]:.2f}"
@@ -107,7 +112,7 @@ if not recall.empty:
     st.plotly_chart(_charts.heatmap(z, x=groups, y=classes, text=text, colorscale="RdYlGn", x_title=attribute,
                                     y_title="class", colorbar_title="recall",
                                     title=f"Recall by class x {attribute} (* worse than rest)"),
-                    width="stretch", key="fair_recall_heatmap")
+                    config=_charts.CONFIG, width="stretch", key="fair_recall_heatmap")
 
 # -- calibration --------------------------------------------------------------------------------------------
 calibration = metrics[(metrics["metric"] == "expected_calibration_error") & (metrics["attribute"] == attribute)
@@ -116,12 +121,12 @@ if not calibration.empty:
     st.subheader("Calibration by group")
     overall_ece = metrics[(metrics["metric"] == "expected_calibration_error") & (metrics["attribute"] == "all")]
     st.plotly_chart(figures.group_metric_figure(
-        calibration, metric="expected_calibration_error", attribute=attribute, higher_is_better=False,
+        calibration, metric=metric_label("expected_calibration_error"), attribute=attribute, higher_is_better=False,
         overall=float(overall_ece["value"].iloc[0]) if len(overall_ece) else None),
-        width="stretch", key="fair_calibration")
+        config=_charts.CONFIG, width="stretch", key="fair_calibration")
 curves = (audit.analyses.get("calibration") or {}).get("attributes", {}).get(attribute)
 if curves:
-    st.plotly_chart(figures.reliability_figure(curves, attribute=attribute), width="stretch",
+    st.plotly_chart(figures.reliability_figure(curves, attribute=attribute), config=_charts.CONFIG, width="stretch",
                     key="fair_reliability")
     st.caption("Points below the dashed diagonal: the model is more confident than it is right for that group.")
 
@@ -131,6 +136,9 @@ st.subheader("Groups significantly worse than the rest")
 if worse.empty:
     st.write("None.")
 else:
+    if "metric" in worse.columns:
+        worse["metric"] = worse["metric"].map(metric_label)
+    worse.columns = [str(c).replace("_", " ") for c in worse.columns]
     st.dataframe(worse, hide_index=True, width="stretch", key="fair_worse")
 slices = audit.analyses.get("weak_slices")
 st.subheader("Weak slices found")

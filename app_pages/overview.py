@@ -35,10 +35,16 @@ if verdict:
         from audit.policy import status_rank
 
         checks = checks.iloc[sorted(range(len(checks)), key=lambda i: status_rank(checks["status"].iloc[i]))]
-        st.dataframe(checks, hide_index=True, width="stretch", key="overview_checks", column_config={
-            "status": st.column_config.TextColumn("status", width="small"),
-            "name": st.column_config.TextColumn("check", width="medium"),
-            "message": st.column_config.TextColumn("details", width="large")})
+        # a static table wraps long cells: the scrolling data frame cut statuses, check names and details
+        shown = checks.rename(columns={"name": "check", "message": "details"}).astype(object).fillna("")
+        # one "where" column (as in the report) leaves the width to the details
+        shown.insert(2, "where", [", ".join(p for p in (f"{a} = {g}" if g and a != "all" else ("" if a == "all" else a),
+                                                        f"class {c}" if c else "") if p)
+                                  for a, g, c in zip(shown["attribute"], shown["group"], shown["class"])])
+        shown = shown.drop(columns=["attribute", "group", "class"])
+        for column in ("value", "threshold"):
+            shown[column] = [v if isinstance(v, str) else "" if pd.isna(v) else f"{v:.4g}" for v in shown[column]]
+        st.table(shown.fillna("").astype(str), hide_index=True)
 
 st.subheader("Findings")
 details = data.get("finding_details") or [{"text": t, "severity": ""} for t in data.get("findings", [])]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages import _state
+from app_pages import _charts, _state
+from audit.display import leakage_not_checked, issue_label, metric_label
 from audit.report import figures
 
 audit = _state.current_audit()
@@ -24,7 +25,7 @@ counts = summary.get("issues") or {i: int(images[f"is_{i}_issue"].astype(bool).s
 if issues:
     columns = st.columns(min(len(issues), 5))
     for i, issue in enumerate(issues):
-        columns[i % len(columns)].metric(issue.replace("_", " "), f"{counts.get(issue, 0):,}")
+        columns[i % len(columns)].metric(issue_label(issue), f"{counts.get(issue, 0):,}")
 if summary.get("n_duplicate_sets") is not None:
     st.caption(f"{summary.get('n_duplicate_sets', 0)} duplicate set(s) holding "
                f"{summary.get('n_images_in_duplicate_sets', 0)} image(s).")
@@ -33,7 +34,11 @@ for text in (section or {}).get("findings", []) or []:
     st.markdown("- " + _state.escape_markdown(text if isinstance(text, str) else text.get("text", text)))
 
 leakage = (section or {}).get("leakage")
-if leakage is not None:
+not_checked = leakage_not_checked(audit.audit.get("dataset", {}).get("splits"))
+if leakage is not None and not_checked:
+    st.subheader("Train/test leakage")
+    st.info(not_checked)  # no "0 pairs" without splits: nothing was compared (issue 12)
+elif leakage is not None:
     st.subheader("Train/test leakage")
     pairs = pd.DataFrame(leakage.get("pairs", []))
     st.write(f"{leakage.get('n_pairs', len(pairs))} near-duplicate pair(s) across splits.")
@@ -45,18 +50,18 @@ if leakage is not None:
 if issues:
     st.subheader("Flagged images")
     with_issues = [i for i in issues if counts.get(i, 0)] or issues
-    issue = st.selectbox("Issue", with_issues, key="quality_issue")
+    issue = st.selectbox("Issue", with_issues, key="quality_issue", format_func=issue_label)
     metrics = audit.group_metrics
     rates = metrics[(metrics["metric"] == f"issue_rate:{issue}") & (metrics["attribute"] != "all")
                     & (metrics["class"] == "")] if not metrics.empty else metrics
     if not rates.empty:
         attributes = list(dict.fromkeys(rates["attribute"]))
-        attribute = st.selectbox("Issue rate by", attributes, key="quality_rate_attribute")
+        attribute = st.selectbox("Share flagged by", attributes, key="quality_rate_attribute")
         overall = metrics[(metrics["metric"] == f"issue_rate:{issue}") & (metrics["attribute"] == "all")]
         st.plotly_chart(figures.group_metric_figure(
-            rates[rates["attribute"] == attribute], metric=f"issue_rate:{issue}", attribute=attribute,
+            rates[rates["attribute"] == attribute], metric=metric_label(f"issue_rate:{issue}"), attribute=attribute,
             higher_is_better=False, overall=float(overall["value"].iloc[0]) if len(overall) else None),
-            width="stretch", key="quality_rates")
+            config=_charts.CONFIG, width="stretch", key="quality_rates")
     flagged = images[images[f"is_{issue}_issue"].astype(bool)]
     score = f"{issue}_score"
     if score in flagged.columns:
@@ -64,7 +69,7 @@ if issues:
     if "duplicate_set" in flagged.columns and "duplicate" in issue:
         flagged = flagged.sort_values(["duplicate_set", score] if score in flagged.columns else ["duplicate_set"],
                                       kind="stable")
-    st.caption(f"{len(flagged):,} images flagged as {issue}; lower score = worse.")
+    st.caption(f"{len(flagged):,} images flagged as {issue_label(issue)}; lower score = worse.")
     if len(flagged):
         page_size = _state.GALLERY_PAGE_SIZE
         n_pages = max(1, -(-len(flagged) // page_size))

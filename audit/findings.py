@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from audit.display import group_ranks, join_names, sort_groups, tied_extremes
+
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
 METRIC_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1",
                 "expected_calibration_error": "Calibration error",
@@ -123,12 +125,12 @@ def _performance_findings(group_metrics: pd.DataFrame, multiplicity: dict | None
                 f"metadata attributes tested together, {method_word}-adjusted; "
                 f"{int(primary['insufficient_evidence'].sum())} too small to judge).")
         if len(judged):
-            lowest = judged.sort_values("value").iloc[0]
+            lowest = _natural_order(judged, ["value"]).iloc[0]
             text += (f" The lowest judged group is {lowest['attribute']} = {lowest['group']} at "
                      f"{percent(lowest['value'])} against {percent(overall_value)} overall.")
         found.append(_finding("group_performance", "info", text, weight=0.5))
     small = rows[(rows["attribute"] != "all") & rows["insufficient_evidence"] & (~rows["attribute"].str.contains(" & "))]
-    small = small.assign(is_pixel=small["attribute"].str.startswith("image_")).sort_values(["is_pixel", "n"])
+    small = _natural_order(small.assign(is_pixel=small["attribute"].str.startswith("image_")), ["is_pixel", "n"])
     if len(small):
         found.append(_finding(
             "group_performance", "medium",
@@ -137,6 +139,13 @@ def _performance_findings(group_metrics: pd.DataFrame, multiplicity: dict | None
             f"{small.iloc[0]['attribute']} = {small.iloc[0]['group']} (n = {int(small.iloc[0]['n'])}).",
             weight=1.0))
     return found
+
+
+def _natural_order(frame: pd.DataFrame, by: list) -> pd.DataFrame:
+    """``frame`` sorted by ``by``, ties in the natural order of the groups (``0-2`` before ``10-19``)."""
+    ranks = group_ranks(frame["group"])
+    return (frame.assign(_group_rank=frame["group"].map(ranks))
+            .sort_values(list(by) + ["_group_rank"], kind="mergesort").drop(columns="_group_rank"))
 
 
 def _lead_findings(group_metrics: pd.DataFrame, multiplicity: dict | None, *, max_leads: int = 6) -> list[dict]:
@@ -247,18 +256,29 @@ def _label_noise_findings(section: dict, group_metrics: pd.DataFrame, classes) -
     return found
 
 
+def imbalance_sentence(counts: dict, ratio: float) -> str:
+    """The class-imbalance finding, naming every class tied for the largest and the smallest count (never
+    one of them at random)."""
+    extremes = tied_extremes(counts)
+    largest, smallest = extremes["largest"], extremes["smallest"]
+
+    def who(names: list) -> str:
+        verb = "has" if len(names) == 1 else "have"
+        each = "" if len(names) == 1 else " each"
+        return f"{join_names(names)} {verb} {counts[names[0]]} images{each}"
+
+    return (f"Classes are imbalanced: {who(largest)}, {ratio:.1f}x as many as "
+            f"{join_names(smallest)} ({counts[smallest[0]]}{' each' if len(smallest) > 1 else ''}).")
+
+
 def _composition_findings(sections: dict) -> list[dict]:
     found = []
     classes = sections.get("class_distribution")
     if classes:
         ratio = classes.get("imbalance_ratio")
         if ratio and ratio >= 1.5:
-            counts = classes["counts"]
-            found.append(_finding(
-                "class_distribution", "medium" if ratio >= 3 else "low",
-                f"Classes are imbalanced: {classes['largest_class']} has {counts[classes['largest_class']]} images, "
-                f"{ratio:.1f}x as many as {classes['smallest_class']} ({counts[classes['smallest_class']]}).",
-                weight=1 + min(ratio, 10) / 10))
+            found.append(_finding("class_distribution", "medium" if ratio >= 3 else "low",
+                                  imbalance_sentence(classes["counts"], ratio), weight=1 + min(ratio, 10) / 10))
         shift = classes.get("split_shift")
         if shift and shift.get("p_value") is not None and shift["p_value"] < 0.05:
             found.append(_finding("class_distribution", "medium",
@@ -270,11 +290,13 @@ def _composition_findings(sections: dict) -> list[dict]:
             continue
         small = [g for g in entry["groups"] if g["is_small"] and g["group"] != "<missing>"]
         if small:
-            smallest = min(small, key=lambda g: g["n"])
+            fewest = min(g["n"] for g in small)
+            tied = sort_groups(g["group"] for g in small if g["n"] == fewest)
+            smallest = (f"the smallest is {name} = {tied[0]} ({fewest} images)" if len(tied) == 1 else
+                        f"the smallest are {name} = {join_names(tied, limit=3)} ({fewest} images each)")
             found.append(_finding("attribute_distribution", "medium",
                                   f"{len(small)} of {entry['n_groups']} groups of {name} have fewer images than the "
-                                  f"minimum group size; the smallest is {name} = {smallest['group']} "
-                                  f"({smallest['n']} images).", weight=1.1))
+                                  f"minimum group size; {smallest}.", weight=1.1))
         if entry.get("missing_rate", 0) > 0:
             found.append(_finding("attribute_distribution", "medium" if entry["missing_rate"] > 0.05 else "low",
                                   f"{percent(entry['missing_rate'])} of images have no value for {name}.", weight=0.9))

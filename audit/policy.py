@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from audit.display import group_sort_key, join_names, tied_extremes
 from audit.errors import PolicyError
 from audit.types import INTERSECTION_SEPARATOR, MISSING_GROUP
 
@@ -780,12 +781,15 @@ def _check_min_group_images(context: _Context) -> list[Check]:
             out.append(Check(name, SKIPPED, None, threshold, attribute=attribute,
                              message=f"{attribute} has no non-missing groups"))
             continue
-        groups.sort(key=lambda item: item[1])
+        groups.sort(key=lambda item: (item[1], group_sort_key(item[0])))  # ties in natural order (0-2, 3-9)
         small = [(g, n) for g, n in groups if n < threshold]
         near = [(g, n) for g, n in groups if threshold <= n < threshold + context.margin]
         group, n = groups[0]
         status = FAIL if small else WARN if near else PASS
-        message = f"{len(groups)} groups; smallest {group} with {n} images (minimum {threshold})"
+        tied = [g for g, m in groups if m == n]
+        message = (f"{len(groups)} groups; smallest {group} with {n} images (minimum {threshold})" if len(tied) == 1
+                   else f"{len(groups)} groups; smallest {join_names(tied, limit=3)} with {n} images each "
+                        f"(minimum {threshold})")
         if small:
             message += f"; {len(small)} below the minimum: " + ", ".join(f"{g} ({n})" for g, n in small[:8])
             message += f" and {len(small) - 8} more" if len(small) > 8 else ""
@@ -831,13 +835,22 @@ def _check_imbalance(context: _Context) -> Check:
     section = context.analyses["class_distribution"]
     ratio = section.get("imbalance_ratio")
     counts = section.get("counts") or {}
-    largest, smallest = section.get("largest_class"), section.get("smallest_class")
     if ratio is None:
         return Check(name, INSUFFICIENT_EVIDENCE, None, threshold, message="no imbalance ratio (empty classes?)")
     status = _decide(float(ratio), None, None, threshold, upper=True, margin=context.margin)
-    return Check(name, status, float(ratio), threshold, attribute="all", group="all", class_=str(smallest or ""),
-                 message=f"largest class {largest} ({counts.get(largest)}) / smallest {smallest} "
-                         f"({counts.get(smallest)}) = {_fmt(ratio)}; limit {_fmt(threshold)}" + _explain(status))
+    # every class tied for the largest / smallest count is named; balanced data singles out no class
+    extremes = tied_extremes(counts)
+    largest, smallest = extremes["largest"], extremes["smallest"]
+    if extremes["balanced"] or not smallest:
+        text = f"classes balanced ({counts.get(smallest[0]) if smallest else 0} images each): ratio {_fmt(ratio)}"
+    else:
+        text = (f"largest class{'es' if len(largest) > 1 else ''} {join_names(largest, limit=3)} "
+                f"({counts.get(largest[0])}{' each' if len(largest) > 1 else ''}) / smallest "
+                f"{join_names(smallest, limit=3)} ({counts.get(smallest[0])}{' each' if len(smallest) > 1 else ''}) "
+                f"= {_fmt(ratio)}")
+    return Check(name, status, float(ratio), threshold, attribute="all", group="all",
+                 class_=str(smallest[0]) if len(smallest) == 1 and not extremes["balanced"] else "",
+                 message=f"{text}; limit {_fmt(threshold)}" + _explain(status))
 
 
 def _check_association(context: _Context) -> list[Check]:

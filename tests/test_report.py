@@ -273,7 +273,8 @@ def test_figures_are_pure_and_escape_labels():
     rows = pd.DataFrame({"group": ["a", "b"], "n": [50, 60], "value": [0.7, 0.9], "ci_low": [0.6, 0.8],
                          "ci_high": [0.8, 0.95], "verdict": ["worse_than_rest", "no_evidence_of_gap"]})
     fig = figures.group_metric_figure(rows, metric="accuracy", attribute="g", overall=0.8, threshold=0.75)
-    assert {t.name for t in fig.data} == {"worse than the rest", "no evidence of a gap"}
+    assert {t.name for t in fig.data if t.mode == "markers"} == {"worse than the rest", "no evidence of a gap"}
+    assert [t.name for t in fig.data if t.mode == "lines"] == ["whole data", "policy threshold"]  # legend keys
     worse = next(t for t in fig.data if t.name == "worse than the rest")
     assert list(worse.error_x.array) == pytest.approx([0.1]) and list(worse.error_x.arrayminus) == pytest.approx([0.1])
 

@@ -69,8 +69,18 @@ class ClassDistributionResult:
     split_shift: dict | None = None
 
     def to_dict(self) -> dict:
+        """The ``class_distribution`` section of ``audit.json``. Besides the fields above it names the smallest
+        and largest non-empty classes: ``smallest_classes`` / ``largest_classes`` list every class tied for
+        that count (class order), ``is_balanced`` is True when all non-empty classes have the same count;
+        ``smallest_class`` / ``largest_class`` are the first of each list."""
         shares = [c / self.n_images if self.n_images else 0.0 for c in self.counts]
-        order = np.argsort(self.counts)
+        # every class tied for the smallest / largest non-empty count, in class order: on balanced data no
+        # class is "the smallest" (smallest_class / largest_class keep the first of them for old readers)
+        present = [(c, n) for c, n in zip(self.classes, self.counts) if n > 0]
+        low = min((n for _, n in present), default=None)
+        high = max((n for _, n in present), default=None)
+        smallest = [c for c, n in present if n == low]
+        largest = [c for c, n in present if n == high]
         return {
             "n_images": self.n_images,
             "n_classes": len(self.classes),
@@ -78,8 +88,10 @@ class ClassDistributionResult:
             "shares": dict(zip(self.classes, shares)),
             "imbalance_ratio": _json_float(self.imbalance_ratio),
             "normalised_entropy": _json_float(self.normalised_entropy),
-            "smallest_class": self.classes[int(order[0])] if self.classes else None,
-            "largest_class": self.classes[int(order[-1])] if self.classes else None,
+            "smallest_class": smallest[0] if smallest else None,
+            "largest_class": largest[0] if largest else None,
+            "smallest_classes": smallest, "largest_classes": largest,
+            "is_balanced": bool(present) and low == high,
             "empty_classes": list(self.empty_classes),
             "by_split": {split: dict(zip(self.classes, counts)) for split, counts in self.split_counts.items()},
             "split_shift": self.split_shift,

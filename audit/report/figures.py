@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
+from audit.display import group_ranks, group_sort_key, is_ordinal, metric_label
+
 #: Colours of the group_metrics verdict words.
 VERDICT_COLOURS = {"worse_than_rest": "#c0392b", "no_evidence_of_gap": "#2e6da4", "insufficient_data": "#9e9e9e",
                    "": "#2e6da4"}
@@ -65,11 +67,47 @@ def escape_figure_text(fig: go.Figure) -> go.Figure:
     return fig
 
 
+def sort_rows(frame: pd.DataFrame, by: str | None = None, *, ascending: bool = True,
+              column: str = "group") -> pd.DataFrame:
+    """``frame`` sorted by ``by`` (None: by ``column`` alone), ties in the natural order of ``column``
+    (:func:`audit.display.group_sort_key`: ``0-2, 3-9, 10-19``, never as text)."""
+    ranks = frame[column].map(group_ranks(frame[column])) if len(frame) else frame[column]
+    keys = ([by] if by else []) + ["_natural_rank"]
+    order = ([ascending] if by else []) + [True]
+    return frame.assign(_natural_rank=ranks).sort_values(keys, ascending=order, na_position="last",
+                                                         kind="mergesort").drop(columns="_natural_rank")
+
+
+def order_metric_rows(rows: pd.DataFrame, *, higher_is_better: bool | None = True, top_n: int | None = None
+                      ) -> pd.DataFrame:
+    """group_metrics rows of one attribute as every view lists them: worst first (ties in natural group
+    order), except an ordinal attribute (age bins, pixel bins) that fits in ``top_n``: natural order, so a
+    trend reads from top to bottom."""
+    if (top_n is None or len(rows) <= top_n) and is_ordinal(rows["group"]):
+        return sort_rows(rows)
+    return sort_rows(rows, "value", ascending=higher_is_better is not False)
+
+
+def groups_in_display_order(groups: Sequence[Mapping]) -> list:
+    """``attribute_distribution`` groups as every view lists them: attributes whose values are numbers or
+    ranges (age bins) or pixel bins in their natural order; others largest first, ties in natural order."""
+    names = [g["group"] for g in groups]
+    if is_ordinal(names):
+        return sorted(groups, key=lambda g: group_sort_key(g["group"]))
+    return sorted(groups, key=lambda g: (-g["n"], group_sort_key(g["group"])))
+
+
 def _layout(fig: go.Figure, *, title: str, height: int, xaxis: dict | None = None, yaxis: dict | None = None,
             showlegend: bool = False) -> go.Figure:
     fig.update_layout(title=dict(text=title, x=0, xanchor="left", font=dict(size=13)), height=height,
                       margin=dict(l=10, r=20, t=40, b=30), font=FONT, template="plotly_white",
                       showlegend=showlegend)
+    if showlegend and not (fig.layout.legend and fig.layout.legend.orientation == "v"):
+        # one row of legend between the title and the plot, left-aligned under the title: never over it
+        fig.update_layout(title=dict(y=1, yref="container", yanchor="top", pad=dict(t=8)),
+                          legend=dict(orientation="h", x=0, xanchor="left", y=1.0, yanchor="bottom",
+                                      font=dict(size=10)),
+                          margin=dict(t=64), height=height + 24)
     if xaxis:
         fig.update_xaxes(**xaxis)
     if yaxis:
@@ -85,7 +123,7 @@ def _height(n_bars: int, *, per_bar: int = 18, minimum: int = 220, maximum: int 
 def class_counts_figure(counts: Mapping[str, int], *, top_n: int = 30) -> go.Figure:
     """Images per class (``analyses.class_distribution.counts``), largest first; beyond ``top_n`` one
     grey "others" bar sums the remaining classes (its label says how many)."""
-    items = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+    items = sorted(counts.items(), key=lambda item: (-item[1], group_sort_key(item[0])))
     shown = items[:top_n]
     names = [label(name) for name, _ in shown]
     values = [int(n) for _, n in shown]
@@ -104,7 +142,7 @@ def class_counts_figure(counts: Mapping[str, int], *, top_n: int = 30) -> go.Fig
 def group_shares_figure(groups: Sequence[Mapping], *, attribute: str, top_n: int = 30) -> go.Figure:
     """Share of images per group of one attribute with its interval (``attribute_distribution`` groups:
     ``group, n, share, ci_low, ci_high, is_small``); small groups in grey."""
-    rows = sorted(groups, key=lambda g: -g["n"])[:top_n]
+    rows = groups_in_display_order(groups)[:top_n]
     fig = go.Figure(go.Bar(
         x=[g["share"] for g in rows], y=[label(g["group"]) for g in rows], orientation="h",
         marker_color=[OTHERS_COLOUR if g.get("is_small") else BAR_COLOUR for g in rows],
@@ -123,12 +161,11 @@ def group_metric_figure(rows: pd.DataFrame, *, metric: str, attribute: str, over
     """Disparity chart: one point per group with its interval, coloured by the group_metrics verdict.
 
     ``rows``: group_metrics rows of one attribute and metric (``group, n, value, ci_low, ci_high, verdict``).
-    Groups are sorted worst first (by ``higher_is_better``); beyond ``top_n`` the best are left out (the
-    title says so). A dashed line marks the whole-data value, a dotted one the policy threshold.
+    Groups are sorted worst first (by ``higher_is_better``; ordinal attributes in natural order, see
+    :func:`order_metric_rows`); beyond ``top_n`` the best are left out (the title says so).
+    A dashed line marks the whole-data value, a dotted one the policy threshold.
     """
-    frame = rows.copy()
-    ascending = higher_is_better is not False
-    frame = frame.sort_values("value", ascending=ascending, na_position="last")
+    frame = order_metric_rows(rows, higher_is_better=higher_is_better, top_n=top_n)
     left_out = max(len(frame) - top_n, 0)
     frame = frame.head(top_n)
     fig = go.Figure()
@@ -140,17 +177,19 @@ def group_metric_figure(rows: pd.DataFrame, *, metric: str, attribute: str, over
             error_x=dict(type="data", symmetric=False, array=(part["ci_high"] - part["value"]).tolist(),
                          arrayminus=(part["value"] - part["ci_low"]).tolist(), thickness=1.2),
             customdata=part["n"], hovertemplate="%{y}: %{x:.3f} (n = %{customdata})<extra></extra>"))
-    if overall is not None:
-        fig.add_vline(x=overall, line_dash="dash", line_color="#555",
-                      annotation_text="whole data", annotation_position="bottom right")
-    if threshold is not None:
-        fig.add_vline(x=threshold, line_dash="dot", line_color="#c0392b",
-                      annotation_text="policy", annotation_position="bottom left")
+    # The reference lines are named in the legend, not by text on the chart: two labels at the foot of lines
+    # a few pixels apart ("policy" over "whole data") overlapped (issue 12).
+    for value, name, dash, colour in ((overall, "whole data", "dash", "#555"),
+                                      (threshold, "policy threshold", "dot", "#c0392b")):
+        if value is None:
+            continue
+        fig.add_vline(x=value, line_dash=dash, line_color=colour)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, hoverinfo="skip",
+                                 line=dict(color=colour, dash=dash, width=1.5)))
     title = f"{label(metric)} by {label(attribute)} (95 % intervals)"
     if left_out:
         title += f"; {left_out} best groups not shown"
     order = [label(g) for g in frame["group"]]
-    fig.update_layout(legend=dict(orientation="h", x=1, xanchor="right", y=1.0, yanchor="bottom"))
     return _layout(fig, title=title, height=_height(len(frame), per_bar=22, minimum=200), showlegend=True,
                    xaxis=dict(title=None),
                    yaxis=dict(autorange="reversed", type="category", categoryorder="array", categoryarray=order))
@@ -159,7 +198,7 @@ def group_metric_figure(rows: pd.DataFrame, *, metric: str, attribute: str, over
 def class_metric_figure(rows: pd.DataFrame, *, metric: str, top_n: int = 25,
                         higher_is_better: bool | None = False) -> go.Figure:
     """Per-class values with intervals (group_metrics rows with ``class`` set), worst ``top_n`` classes."""
-    frame = rows.sort_values("value", ascending=higher_is_better is not False).head(top_n)
+    frame = sort_rows(rows, "value", ascending=higher_is_better is not False, column="class").head(top_n)
     fig = go.Figure(go.Bar(
         x=frame["value"], y=[label(c) for c in frame["class"]], orientation="h", marker_color=BAR_COLOUR,
         error_x=dict(type="data", symmetric=False, array=(frame["ci_high"] - frame["value"]).tolist(),
@@ -214,8 +253,8 @@ def reliability_figure(curves: Mapping[str, Sequence[Mapping]], *, attribute: st
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#999999", dash="dash"),
                              name="perfect calibration", hoverinfo="skip"))
-    largest = sorted(curves.items(), key=lambda item: -sum(b["n"] for b in item[1]))[:top_n]
-    for group, bins in largest:
+    largest = sorted(curves.items(), key=lambda item: (-sum(b["n"] for b in item[1]), group_sort_key(item[0])))[:top_n]
+    for group, bins in sorted(largest, key=lambda item: group_sort_key(item[0])):  # legend in natural order
         bins = [b for b in bins if b["n"] >= min_bin_images]
         if not bins:
             continue
@@ -224,6 +263,7 @@ def reliability_figure(curves: Mapping[str, Sequence[Mapping]], *, attribute: st
             name=label(group), customdata=[b["n"] for b in bins],
             hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>n = %{customdata}<extra>%{fullData.name}</extra>"))
     shown = f" (largest {top_n} of {len(curves)} groups)" if len(curves) > top_n else ""
+    fig.update_layout(legend=dict(orientation="v"))  # up to seven groups: a column at the right
     return _layout(fig, title=f"Reliability by {label(attribute)}{shown}", height=360, showlegend=True,
                    xaxis=dict(title="mean confidence in bin", range=[0, 1]),
                    yaxis=dict(title="accuracy in bin", range=[0, 1]))

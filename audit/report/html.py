@@ -53,7 +53,8 @@ def interactive_chart(report: Report) -> Callable[[str], Markup]:
             return Markup("")
         # plotly's JSON escapes '<', '>' and '/' in strings, so user text cannot close the <script>
         html = figure.to_html(full_html=False, include_plotlyjs=False,
-                              config={"displaylogo": False, "responsive": True})
+                              config={"displaylogo": False, "responsive": True,
+                                      "displayModeBar": False})  # the toolbar drew over legends
         return Markup(f'<div class="chart">{html}</div>')
 
     return chart

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from audit.display import (group_sort_key, issue_label, join_names, leakage_not_checked, metric_label, summary_label,
+                            tied_extremes)
 from audit.errors import InputError
 from audit.folder import AuditFolder, load_audit_folder
 from audit.report.document import Report, fmt_interval, fmt_number, fmt_p, fmt_percent  # noqa: F401
@@ -99,7 +101,7 @@ def build_report(folder: str | os.PathLike | AuditFolder, *, thumbnails: bool = 
     s["composition"] = _composition(report, analyses, audit)
     s["label_quality"] = _label_quality(report, analyses, audit, data, gm, thumbnails=thumbnails)
     s["performance"] = _performance(report, analyses, audit, gm)
-    s["data_quality"] = _data_quality(analyses, has_splits=bool((audit.get("dataset") or {}).get("splits")))
+    s["data_quality"] = _data_quality(analyses, splits=(audit.get("dataset") or {}).get("splits"))
     s["annotations"] = _annotations(analyses, data, gm, thumbnails=thumbnails)
     s["policy"] = _policy(audit)
     s["skipped"] = _skipped(audit)
@@ -176,7 +178,8 @@ def _composition(report: Report, analyses: dict, audit: dict) -> dict:
             "others": others, "n_classes": classes.get("n_classes", len(counts)),
             "imbalance_ratio": fmt_number(classes.get("imbalance_ratio"), 3),
             "normalised_entropy": fmt_number(classes.get("normalised_entropy"), 3),
-            "smallest": classes.get("smallest_class"), "largest": classes.get("largest_class"),
+            # every class tied for the largest / smallest count; balanced data names none (issue 12)
+            **_class_extremes(counts),
             "empty": list(classes.get("empty_classes") or []),
             "split_shift": classes.get("split_shift")}
         report.figures["class_counts"] = figures.class_counts_figure(counts, top_n=TOP_CLASSES)
@@ -188,7 +191,7 @@ def _composition(report: Report, analyses: dict, audit: dict) -> dict:
         attributes = []
         for name, entry in (distribution.get("attributes") or {}).items():
             groups = entry.get("groups") or []
-            rows = sorted(groups, key=lambda g: -g["n"])
+            rows = figures.groups_in_display_order(groups)  # age bins in natural order, others by size
             key = f"shares::{name}"
             attributes.append({
                 "name": name, "key": key, "is_pixel": name not in group_attributes,
@@ -206,7 +209,7 @@ def _composition(report: Report, analyses: dict, audit: dict) -> dict:
         intersections = [
             {"name": name, "n_cells_possible": entry.get("n_cells_possible"),
              "n_cells_empty": entry.get("n_cells_empty"), "n_small_groups": entry.get("n_small_groups"),
-             "smallest": sorted(entry.get("groups") or [], key=lambda g: g["n"])[:3],
+             "smallest": sorted(entry.get("groups") or [], key=lambda g: (g["n"], group_sort_key(g["group"])))[:3],
              "is_pixel": any(part not in group_attributes for part in name.split(" & "))}
             for name, entry in (distribution.get("intersections") or {}).items()]
         # metadata intersections first, then those with the most small groups
@@ -229,6 +232,14 @@ def _composition(report: Report, analyses: dict, audit: dict) -> dict:
     else:
         out["associations_missing"] = _analysis_state(audit, "associations")
     return out
+
+
+def _class_extremes(counts: dict) -> dict:
+    extremes = tied_extremes(counts)
+    each = {word: (f"{counts[extremes[word][0]]:,} images" + (" each" if len(extremes[word]) > 1 else ""))
+            if extremes[word] else "" for word in ("smallest", "largest")}
+    return {"balanced": extremes["balanced"], "smallest": join_names(extremes["smallest"]),
+            "largest": join_names(extremes["largest"]), "smallest_n": each["smallest"], "largest_n": each["largest"]}
 
 
 def _top_confusions(matrix, classes, top_n: int = TOP_ROWS) -> list[dict]:
@@ -380,9 +391,12 @@ def _review_summary(data: AuditFolder) -> dict | None:
 
 
 def _metric_rows(frame: pd.DataFrame) -> list[dict]:
+    from audit.report.figures import VERDICT_LABELS
+
     return [{"attribute": r["attribute"], "group": r["group"], "n": int(r["n"]), "value": fmt_percent(r["value"]),
              "interval": fmt_interval(r["ci_low"], r["ci_high"]),
-             "verdict": r["verdict"] or "-", "insufficient": bool(r["insufficient_evidence"])}
+             "verdict": VERDICT_LABELS.get(r["verdict"], r["verdict"]) if r["verdict"] else "-",
+             "worse": r["verdict"] == "worse_than_rest", "insufficient": bool(r["insufficient_evidence"])}
             for _, r in frame.iterrows()]
 
 
@@ -397,7 +411,7 @@ def _performance(report: Report, analyses: dict, audit: dict, gm: pd.DataFrame) 
     metrics_info = audit.get("metrics") or {}
     overall = section.get("overall") or {}
     out: dict = {"present": True, "overall": [
-        {"metric": name, "value": fmt_percent(v.get("value")),
+        {"metric": metric_label(name), "value": fmt_percent(v.get("value")),
          "interval": fmt_interval(v.get("ci_low"), v.get("ci_high")), "n": v.get("n"),
          "description": (metrics_info.get(name) or {}).get("description", "")}
         for name, v in overall.items() if isinstance(v, dict)]}
@@ -409,9 +423,10 @@ def _performance(report: Report, analyses: dict, audit: dict, gm: pd.DataFrame) 
     thresholds = _policy_thresholds(audit)
     tables = []
     for attribute in singles:
-        rows = accuracy[accuracy["attribute"] == attribute].sort_values("value")
+        rows = accuracy[accuracy["attribute"] == attribute]
         if rows.empty:
             continue
+        rows = figures.order_metric_rows(rows, top_n=TOP_GROUPS)  # lowest first; age bins in natural order
         key = f"accuracy::{attribute}"
         tables.append({"attribute": attribute, "key": key, "rows": _metric_rows(rows.head(TOP_GROUPS)),
                        "n_hidden": max(len(rows) - TOP_GROUPS, 0),
@@ -429,7 +444,7 @@ def _performance(report: Report, analyses: dict, audit: dict, gm: pd.DataFrame) 
         report.figures[key] = figures.reliability_figure(curves[attribute], attribute=attribute)
         out["reliability"].append({"attribute": attribute, "key": key})
     intersections = accuracy[accuracy["attribute"].str.contains(" & ", regex=False)]
-    judged = intersections[~intersections["insufficient_evidence"]].sort_values("value")
+    judged = figures.sort_rows(intersections[~intersections["insufficient_evidence"]], "value")
     out["intersections"] = _metric_rows(judged.head(TOP_ROWS))
     out["intersections_small"] = int(intersections["insufficient_evidence"].sum())
     worse = gm[(gm["verdict"] == "worse_than_rest") & (gm["class"] == "")
@@ -441,7 +456,8 @@ def _performance(report: Report, analyses: dict, audit: dict, gm: pd.DataFrame) 
                          _scope=scope.replace("", "-"),
                          _p=worse["p_adjusted"] if "p_adjusted" in worse.columns else float("nan"))
     worse = worse.sort_values(["_primary", "_order", "value"])
-    out["worst"] = [dict(row, metric=metric, scope=scope_word, p_adjusted=fmt_p(p)) for row, metric, scope_word, p in
+    out["worst"] = [dict(row, metric=metric_label(metric), scope=scope_word, p_adjusted=fmt_p(p))
+                    for row, metric, scope_word, p in
                     zip(_metric_rows(worse.head(TOP_ROWS)), worse.head(TOP_ROWS)["metric"],
                         worse.head(TOP_ROWS)["_scope"], worse.head(TOP_ROWS)["_p"])]
     out["n_worse"] = int(len(worse))
@@ -482,28 +498,27 @@ def _flatten(value, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
     return [(prefix, "-" if value is None else str(value))]
 
 
-#: Words for the summary numbers of ``analyses.data_quality`` (others are shown with their key).
-DATA_QUALITY_LABELS = {"leakage.n_pairs": "near-duplicate pairs across splits (train/test leakage)",
-                       "n_images": "images checked", "n_duplicate_sets": "near-duplicate sets",
-                       "n_exact_duplicate_sets": "exact-duplicate sets"}
-
-
-def _data_quality(analyses: dict, *, has_splits: bool = True) -> dict | None:
+def _data_quality(analyses: dict, *, splits=("train", "test")) -> dict | None:
     """Findings, issue counts and the other summary numbers of ``analyses.data_quality`` (settings, metric
-    definitions and per-pair lists are left to audit.json)."""
+    definitions and per-pair lists are left to audit.json). With fewer than two splits leakage was not
+    checked: the section says so instead of showing "0 pairs"."""
     section = analyses.get("data_quality")
     if not section:
         return None
+    not_checked = leakage_not_checked(splits)
+    has_splits = not_checked is None
     summary = section.get("summary") if isinstance(section.get("summary"), dict) else {}
     issues = summary.get("issues") if isinstance(summary.get("issues"), dict) else section.get("issue_counts") or {}
     rest = {k: v for k, v in section.items()
             if k not in ("findings", "settings", "metrics", "issues", "summary", "issue_counts")}
     rest.update({k: v for k, v in summary.items() if k != "issues"})
-    items = [(DATA_QUALITY_LABELS.get(k, k.replace("_", " ")), v) for k, v in _flatten(rest)
+    items = [(summary_label(k), v) for k, v in _flatten(rest)
              if v not in ("", "-", "0 entries") and (has_splits or not k.startswith("leakage"))]
+    if not has_splits:
+        items.insert(0, ("train/test leakage", "not checked: " + not_checked.split(": ", 1)[1].rstrip(".")))
     return {"findings": list(section.get("findings") or []),
-            "issues": [{"issue": str(k).replace("_", " "), "n": v} for k, v in issues.items()] if isinstance(issues, dict) else [],
-            "n_images": summary.get("n_images"), "items": items[:30]}
+            "issues": [{"issue": issue_label(k), "n": v} for k, v in issues.items()] if isinstance(issues, dict) else [],
+            "n_images": summary.get("n_images"), "items": items[:30], "leakage_not_checked": not_checked}
 
 
 #: Images with the most annotator disagreement shown in the report.
@@ -511,9 +526,11 @@ TOP_DISAGREED = 12
 
 
 def _agreement_rows(rows: pd.DataFrame) -> list[dict]:
+    from audit.report.figures import VERDICT_LABELS
+
     return [{"attribute": str(r["attribute"]), "group": str(r["group"]), "class": str(r["class"]), "n": int(r["n"]),
              "value": fmt_number(r["value"], 3), "interval": f"{fmt_number(r['ci_low'], 3)}-{fmt_number(r['ci_high'], 3)}",
-             "verdict": str(r["verdict"])} for _, r in rows.iterrows()]
+             "verdict": VERDICT_LABELS.get(str(r["verdict"]), str(r["verdict"]))} for _, r in rows.iterrows()]
 
 
 def _annotations(analyses: dict, data: AuditFolder, gm: pd.DataFrame, *, thumbnails: bool) -> dict | None:

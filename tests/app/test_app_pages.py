@@ -19,6 +19,7 @@ from tests.app.synthetic_audit import CLASSES, HTML_GROUP, build_audit, build_da
 
 from app_pages import _state
 from audit import reviews
+from audit.display import issue_label, sort_groups
 from audit.report import figures
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,6 +144,8 @@ def _points(spec: dict) -> pd.DataFrame:
     (value + error bars) and the trace name (the verdict)."""
     rows = []
     for trace in spec["data"]:
+        if trace.get("mode") == "lines":
+            continue  # legend keys of the reference lines (whole data, policy threshold)
         values = _values(trace["x"])
         error = trace.get("error_x", {})
         above, below = _values(error.get("array", [0] * len(values))), _values(error.get("arrayminus", [0] * len(values)))
@@ -181,7 +184,7 @@ def test_fairness_marks_small_groups_and_recall_heatmap(audit_dir, reports):
     app.selectbox(key="fair_attribute").set_value("site").run()
     spec = _chart(app, "fair_recall_heatmap")
     recall = metrics[(metrics.metric == "recall") & (metrics.attribute == "site") & (metrics["class"] != "")]
-    groups = list(dict.fromkeys(recall.group))
+    groups = sort_groups(recall.group)  # natural order (0-2, 3-9, 10-19), one helper for every view
     assert spec["data"][0]["x"] == [_escaped(g) for g in groups]
     expected = [[recall[(recall["class"] == c) & (recall.group == g)].value.iloc[0] for g in groups]
                 for c in sorted(CLASSES)]
@@ -463,7 +466,7 @@ def test_sample_quality_counts_and_rates_are_the_engine_numbers(sample):
     app = _open(sample, "quality")
     shown = _metrics(app)
     for issue, count in section["summary"]["issues"].items():
-        assert shown[issue.replace("_", " ")] == f"{count:,}"
+        assert shown[issue_label(issue)] == f"{count:,}"
     issue = app.selectbox(key="quality_issue").value
     attribute = app.selectbox(key="quality_rate_attribute").value
     points = _points(_chart(app, "quality_rates")).set_index("label")
