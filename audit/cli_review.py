@@ -125,6 +125,9 @@ def render_status(status: dict) -> str:
         if row["estimate"] is not None:
             lines.append(f"  {row['attribute']} = {row['group']}: {row['estimate']:.2%} ({row['ci_low']:.2%} - "
                          f"{row['ci_high']:.2%}), {row['reviewed']} reviewed")
+    if status.get("label_disagreement_rate") is not None:
+        lines.append(f"model-label disagreement rate: {status['label_disagreement_rate']:.2%} (a screening figure: "
+                     f"the model's own errors count too; not a label-error rate)")
     if status.get("message"):
         lines.append(status["message"])
     return "\n".join(lines)

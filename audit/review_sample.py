@@ -306,7 +306,8 @@ def compute_review_status(images: pd.DataFrame, decisions: pd.DataFrame, sample:
         empty when there is an estimate), ``strata`` (per stratum: images, sampled, reviewed, errors),
         ``sample_unsure`` / ``sample_conflicts`` (sampled images whose decision is unsure or in conflict;
         left out of the estimate), ``confirmed_errors_outside_sample``, ``confirmed_error_rate_lower_bound``
-        (all confirmed errors / images: the rate is at least this), ``reviews_to_halve_interval``, ``seed``.
+        (all confirmed errors / images: the rate is at least this), ``reviews_to_halve_interval``, ``seed``; :func:`load_review_status` adds ``run_id`` and
+        ``label_disagreement_rate`` (the screen's figure, for display beside the verified one).
 
     Notes
     -----
@@ -413,4 +414,7 @@ def load_review_status(folder: str | os.PathLike, *, group_attributes=None) -> d
     status = compute_review_status(images, decisions, sample, classes=audit.get("classes"),
                                    group_attributes=group_attributes, folder_label=str(folder))
     status["run_id"] = audit.get("run_id")
+    # the screening figure, for side-by-side display (None without a disagreement screen)
+    section = (audit.get("analyses") or {}).get("label_noise") or {}
+    status["label_disagreement_rate"] = section.get("label_disagreement_rate")
     return status
