@@ -37,6 +37,15 @@ sentence = disagreement_sentence(section)
 if sentence:
     st.caption(_state.escape_markdown(sentence) + " Probabilities: "
                + _state.escape_markdown(section.get("source_description", section.get("source", ""))) + ".")
+reason = (section.get("source_choice") or {}).get("reason")
+if reason:
+    st.caption("Why this source: " + _state.escape_markdown(reason) + ".")
+for name, entry in (section.get("alternatives") or {}).items():
+    alt_rate, alt_error = entry.get("label_disagreement_rate"), entry.get("model_error_rate")
+    st.caption(_state.escape_markdown(
+        f"Cross-check, {entry.get('description', name)}: disagreement "
+        f"{'-' if alt_rate is None else f'{alt_rate:.1%}'} ({entry.get('n_label_issues')} images), error rate "
+        f"{'-' if alt_error is None else f'{alt_error:.1%}'}."))
 _state.show_review_status(audit)
 
 decisions, summary = _state.review_state(audit)

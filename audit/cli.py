@@ -83,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument("--seed", type=int, default=0, help="seed of every random step (0)")
     settings.add_argument("--correction", default="holm", choices=("holm", "bh"),
                           help="multiple-comparison control: holm (family-wise error) or bh (false discovery rate)")
-    settings.add_argument("--label-noise-source", default="model", choices=("model", "probe"),
-                          help="probabilities for label noise: the model's, or an out-of-sample logistic-regression "
-                               "probe on its embeddings (use probe when the model was trained on this data)")
+    settings.add_argument("--label-noise-source", default="auto", choices=("auto", "model", "probe", "combined"),
+                          help="probabilities that rank label suspects: auto (default: combined when the model gives "
+                               "embeddings, else model), the model's, an out-of-sample logistic-regression probe on "
+                               "its embeddings (for a model trained on this data), or the mean of the two; the "
+                               "audit records which it used")
     settings.add_argument("--label-score", default="self_confidence", choices=("self_confidence", "normalized_margin"),
                           help="per-image label_score that ranks suspects: the given label's probability "
                                "(self_confidence) or its margin over the best other class (normalized_margin)")

@@ -9,7 +9,7 @@ ERROR_MIN_GROUP_SIZE = "--min-group-size must be a positive integer, got {value!
 ERROR_CONFIDENCE_LEVEL = "confidence level must be strictly between 0 and 1, got {value!r}"
 ERROR_MODEL_AND_PREDICTIONS = "give either --model or --predictions, not both"
 ERROR_PREDICTIONS_KIND = "--predictions-kind must be auto, probabilities or logits, got {value!r}"
-ERROR_LABEL_NOISE_SOURCE = "--label-noise-source must be model or probe, got {value!r}"
+ERROR_LABEL_NOISE_SOURCE = "--label-noise-source must be auto, model, probe or combined, got {value!r}"
 ERROR_LABEL_SCORE = "--label-score must be self_confidence or normalized_margin, got {value!r}"
 ERROR_N_BOOTSTRAP = "--n-bootstrap must be an integer of at least 2, got {value!r}"
 ERROR_MAX_CI_WIDTH = "--max-ci-width must be a number greater than 0 and at most 1, got {value!r}"
@@ -55,8 +55,10 @@ class AuditConfig:
     correction : str
         Multiple-comparison control: ``holm`` (family-wise) or ``bh`` (false discovery rate).
     label_noise_source : str
-        ``model`` = the model's probabilities; ``probe`` = out-of-sample probabilities of a K-fold
-        logistic-regression probe on the model's embeddings (for a model trained on the audited data).
+        Probabilities that rank label suspects (``audit.analysis.screening``): ``auto`` (default: ``combined``
+        when the model gives embeddings, else ``model``); ``model`` = the model's probabilities; ``probe`` =
+        out-of-sample probabilities of a K-fold logistic-regression probe on the model's embeddings;
+        ``combined`` = the mean of the two.
     label_score_method : str
         Per-image ``label_score``: ``self_confidence`` (probability of the given label) or
         ``normalized_margin`` (that probability minus the largest other one, mapped to 0..1).
@@ -95,7 +97,7 @@ class AuditConfig:
     n_bootstrap: int = 1000
     seed: int = 0
     correction: str = "holm"
-    label_noise_source: str = "model"
+    label_noise_source: str = "auto"
     label_score_method: str = "self_confidence"
     max_pixels: int = 40_000_000
     batch_size: int = 128
@@ -130,7 +132,7 @@ class AuditConfig:
             raise InputError(ERROR_MODEL_AND_PREDICTIONS)
         if self.predictions_kind not in ("auto", "probabilities", "logits"):
             raise InputError(ERROR_PREDICTIONS_KIND.format(value=self.predictions_kind))
-        if self.label_noise_source not in ("model", "probe"):
+        if self.label_noise_source not in ("auto", "model", "probe", "combined"):
             raise InputError(ERROR_LABEL_NOISE_SOURCE.format(value=self.label_noise_source))
         if self.label_score_method not in ("self_confidence", "normalized_margin"):
             raise InputError(ERROR_LABEL_SCORE.format(value=self.label_score_method))

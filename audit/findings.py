@@ -201,6 +201,7 @@ FINDING_DISAGREEMENT_ERROR = (" {possessive} error rate on the same images is {e
                               "labels are wrong.")
 FINDING_DISAGREEMENT_NO_ERROR = (" {possessive} error rate on these images is not recorded; its own mistakes are "
                                  "flagged too, so only a review of a random sample can tell how many labels are wrong.")
+FINDING_AUDITED_MODEL_ERROR = " The audited model's own error rate on these images is {error_rate}."
 FINDING_DISAGREEMENT_CLASS = (" The class with the highest disagreement rate is {klass} ({rate}; {possessive_lower} "
                               "error rate on it {error_rate}).")
 #: Who "disagrees", by ``analyses.label_noise.source``: (subject, possessive).
@@ -232,6 +233,9 @@ def disagreement_sentence(section: dict) -> str | None:
         text += FINDING_DISAGREEMENT_ERROR.format(possessive=possessive, error_rate=percent(error), pronoun="it")
     else:
         text += FINDING_DISAGREEMENT_NO_ERROR.format(possessive=possessive)
+    audited = section.get("audited_model_error_rate")
+    if audited is not None and str(section.get("source") or "model") not in ("model", "predictions"):
+        text += FINDING_AUDITED_MODEL_ERROR.format(error_rate=percent(audited))
     return text
 
 

@@ -14,8 +14,8 @@ fraction from its counts, an error rate as one minus an accuracy on the same ima
 * ``audit.json``: ``metrics`` renamed the same way; ``analyses.label_noise`` gets
   ``label_disagreement_rate`` (``n_label_issues / n_images`` with its Wilson interval, per class too) in
   place of ``noise_rate`` (which was ``1 - trace(joint)``, another number under the same name), and
-  ``model_error_rate`` from the overall accuracy when the probabilities were the model's; the label-noise
-  finding is re-said in the current words. ``migrated_from`` records the version read.
+  ``model_error_rate`` from the overall accuracy when the probabilities were the model's; ``probe_cross_check``
+  becomes ``alternatives.probe``; the label-noise finding is re-said in the current words. ``migrated_from`` records the version read.
 """
 from __future__ import annotations
 
@@ -107,11 +107,13 @@ def migrate_audit(audit: dict) -> dict:
                 row["confident_joint_off_diagonal"] = row.pop("n_mislabelled")
             row.pop("noise_rate", None)
             row.setdefault("model_error_rate", None)
-        cross = section.get("probe_cross_check")
-        if isinstance(cross, dict) and "noise_rate" in cross:
-            cross.pop("noise_rate")
+        cross = section.pop("probe_cross_check", None)
+        if isinstance(cross, dict):
             n_probe = cross.get("n_label_issues")
-            cross["label_disagreement_rate"] = (float(n_probe) / float(n) if n and n_probe is not None else None)
+            section["alternatives"] = {"probe": {
+                "label_disagreement_rate": float(n_probe) / float(n) if n and n_probe is not None else None,
+                "model_error_rate": None, "n_label_issues": n_probe,
+                "description": cross.get("description", "")}}
         sentence = disagreement_sentence(section)
         for key in ("findings", "finding_details"):
             entries = audit.get(key)

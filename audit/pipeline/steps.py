@@ -304,42 +304,69 @@ def _predictions_step(context: Context) -> StepOutput:
 
 
 def _label_noise_step(context: Context) -> StepOutput | None:
-    """Confident learning on the probabilities (an array or a chunk source; the engine streams either)."""
+    """Confident learning on the screening probabilities (``audit.analysis.screening``: the model's, a probe's
+    on the embeddings, or their mean; an array or, for the model's alone, a chunk source the engine streams)."""
     from audit.analysis.label_noise import estimate_disagreement_rate_by_group, estimate_label_noise
+    from audit.analysis.screening import DESCRIPTIONS, choose_screening_probabilities
 
     config, classes, label_codes = context.config, context.classes, context.label_codes
-    source = "model"
+    requested = getattr(config, "label_noise_source", "auto") or "auto"
+    score_method = getattr(config, "label_score_method", "self_confidence")
     noise_probabilities = context.probabilities
-    probe_note = None
-    if context.embeddings is not None:
-        from audit.analysis.probe import compute_out_of_sample_probabilities
+    choice = None
+    if isinstance(context.probabilities, np.ndarray):
+        probe, probe_error = None, None
+        if context.embeddings is not None:
+            from audit.analysis.screening import compute_probe_probabilities
 
-        # lbfgs is exact but slow beyond a few thousand images (62 s for CIFAR's 10,000 x 64 here); the
-        # chunked mini-batch fit reaches the same held-out accuracy in well under a second.
-        method = "lbfgs" if len(label_codes) <= 2000 else "sgd"
-        probe = context.attempt("label_noise_probe", compute_out_of_sample_probabilities, context.embeddings,
-                                label_codes, n_classes=len(classes), seed=config.seed, method=method)
-        if probe is not None and config.label_noise_source == "probe":
-            noise_probabilities, source = np.asarray(probe, dtype=np.float32), "probe"
-        elif probe is not None:
-            probe_note = context.attempt("label_noise_probe", estimate_label_noise, label_codes, np.asarray(probe),
-                                         n_classes=len(classes), confidence_level=config.confidence_level)
+            n_errors = len(context.errors)
+            probe = context.attempt("label_noise_probe", compute_probe_probabilities, context.embeddings,
+                                    label_codes, n_classes=len(classes), seed=config.seed)
+            if probe is None and len(context.errors) > n_errors:
+                probe_error = context.errors[-1]["message"]
+        choice = choose_screening_probabilities(context.probabilities, label_codes, source=requested,
+                                                probe_probabilities=probe, probe_error=probe_error)
+        noise_probabilities = choice.probabilities
+    elif requested in ("probe", "combined"):
+        from audit.analysis.screening import ERROR_NEEDS_EMBEDDINGS
+
+        raise ValueError(ERROR_NEEDS_EMBEDDINGS.format(source=requested))
+    else:
+        # streamed (label-noise on large predictions): the model's alone, recorded the same way
+        from audit.analysis import screening
+
+        reason = (screening.REASON_REQUESTED.format(source="model") if requested == "model" else
+                  screening.REASON_AUTO_NO_EMBEDDINGS if context.embeddings is None else screening.REASON_AUTO_STREAMED)
+        streamed_choice = {"requested": requested, "used": "model", "reason": reason,
+                           "candidates": {"model": screening.score_columns(context.predicted, context.label_probability,
+                                                                           label_codes)}}
     result = estimate_label_noise(label_codes, noise_probabilities, n_classes=len(classes),
-                                  score_method=getattr(config, "label_score_method", "self_confidence"),
-                                  confidence_level=config.confidence_level)
+                                  score_method=score_method, confidence_level=config.confidence_level)
     section = result.to_dict(classes)
+    source = choice.source if choice is not None else "model"
     section["source"] = source
-    section["source_description"] = (
-        "the model's own probabilities" if source == "model" else
-        "out-of-sample probabilities of a K-fold logistic-regression probe on the model's embeddings")
+    section["source_description"] = DESCRIPTIONS[source]
     if context.label_noise_source is not None and source == "model":
         section["source"], section["source_description"] = context.label_noise_source
-    if probe_note is not None:
-        section["probe_cross_check"] = {"label_disagreement_rate": float(probe_note.label_disagreement_rate),
-                                        "model_error_rate": float(probe_note.model_error_rate),
-                                        "n_label_issues": int(probe_note.n_label_issues),
-                                        "description": "the same estimate from out-of-sample probabilities of a "
-                                                       "K-fold logistic-regression probe on the embeddings"}
+    if choice is None:
+        section["source_choice"] = streamed_choice
+    else:
+        section["source_choice"] = choice.to_dict()
+        if source != "model" and context.predicted is not None:
+            # the caveat about model accuracy goes with every model-based figure, whatever its source
+            section["audited_model_error_rate"] = float(np.mean(np.asarray(context.predicted) != label_codes))
+        alternatives = {}
+        for name, values in choice.alternatives.items():
+            other = context.attempt("label_noise_alternatives", estimate_label_noise, label_codes, values,
+                                    n_classes=len(classes), score_method=score_method,
+                                    confidence_level=config.confidence_level)
+            if other is not None:
+                alternatives[name] = {"label_disagreement_rate": float(other.label_disagreement_rate),
+                                      "model_error_rate": float(other.model_error_rate),
+                                      "n_label_issues": int(other.n_label_issues),
+                                      "description": DESCRIPTIONS[name]}
+        if alternatives:
+            section["alternatives"] = alternatives
     output = StepOutput(sections={"label_noise": section})
     n = len(label_codes)
     # 1 = most suspect; empty for images not flagged. Rows keep the probabilities.npy order (contract).

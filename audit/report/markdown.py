@@ -54,7 +54,8 @@ def render_markdown(report: Report, *, max_checks: int = 20) -> str:
                      + (f" (95 % CI {labels['interval']})" if labels["interval"] else "")
                      + f"; model error rate on the same images: {labels['model_error_rate']}"
                      + (f" (95 % CI {labels['model_error_interval']})" if labels["model_error_interval"] else "")
-                     + f"; {labels['n_label_issues']} images flagged (a screening figure, not a label-error rate)")
+                     + f"; {labels['n_label_issues']} images flagged (a screening figure, not a label-error rate; "
+                     + f"probabilities: {labels['source']})")
         verified = labels.get("verified")
         if verified and verified["available"]:
             lines.append(f"- Verified label-error rate: {verified['rate']} (95 % CI {verified['interval']}), from "

@@ -280,10 +280,12 @@ def _label_quality(report: Report, analyses: dict, audit: dict, data: AuditFolde
            "model_error_interval": fmt_interval(error_interval[0], error_interval[1]),
            "sentence": disagreement_sentence(section) or "",
            "source": section.get("source", ""), "source_description": section.get("source_description", ""),
-           "source_choice": section.get("source_choice"), "probe": section.get("probe_cross_check")}
-    if out["probe"]:
-        out["probe_rate"] = fmt_percent(out["probe"].get("label_disagreement_rate"))
-        out["probe_error_rate"] = fmt_percent(out["probe"].get("model_error_rate"))
+           "source_reason": (section.get("source_choice") or {}).get("reason", ""),
+           "alternatives": [{"name": name, "description": entry.get("description", name),
+                             "rate": fmt_percent(entry.get("label_disagreement_rate")),
+                             "error": fmt_percent(entry.get("model_error_rate")),
+                             "n_label_issues": entry.get("n_label_issues")}
+                            for name, entry in (section.get("alternatives") or {}).items()]}
     errors = gm[gm["metric"] == "model_error_rate"].set_index(["attribute", "group", "class"])
 
     def error_of(row) -> tuple[str, str]:
