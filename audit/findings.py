@@ -36,6 +36,8 @@ PROPORTION_METRICS = ("accuracy", "top_k_accuracy", "recall", "precision")
 #: Harmful rates (higher is worse) with a readable name.
 RATE_NAMES = {"label_disagreement_rate": "the model-label disagreement rate",
               "model_error_rate": "the model error rate"}
+#: Said after a disagreement-rate lead: the error rate of the same probabilities on the same images.
+LEAD_DISAGREEMENT_ERROR = " (a screening figure: the model's error rate on the same images is {error_rate})"
 #: Severity of a primary finding: ``high`` when the whole interval of the gap is at least this large.
 HIGH_SEVERITY_MIN_GAP = 0.05
 
@@ -167,6 +169,9 @@ def _lead_findings(group_metrics: pd.DataFrame, multiplicity: dict | None, *, ma
     rows = rows.sort_values(["p_adjusted", "is_intersection", "is_class"], kind="mergesort")
     found = []
     seen = set()
+    error_rows = group_metrics[group_metrics["metric"] == "model_error_rate"]
+    errors = {(a, g, c): v for a, g, c, v in zip(error_rows["attribute"], error_rows["group"], error_rows["class"],
+                                                  error_rows["value"])}
     for row in rows.to_dict("records"):
         if len(found) >= max_leads:
             break
@@ -181,12 +186,16 @@ def _lead_findings(group_metrics: pd.DataFrame, multiplicity: dict | None, *, ma
         where = f"{row['attribute']} = {row['group']}" if row["attribute"] != "all" else "all images"
         if row["class"]:
             where += f", class {row['class']}"
+        confound = ""
+        if row["metric"] == "label_disagreement_rate" and key in errors:
+            # the confound beside every disagreement rate (issue 13): the scorer's error on the same images
+            confound = LEAD_DISAGREEMENT_ERROR.format(error_rate=percent(errors[key]))
         found.append(_finding(
             "exploratory", "low",
             f"Lead (exploratory): {_metric_name(row['metric'])} is {percent(row['value'])} for {where} "
             f"(n = {row['n']}) against {percent(row['rest_value'])} for the rest of the data "
-            f"({'higher' if higher_is_worse else 'lower'}); adjusted p = {row['p_adjusted']:.2g} (false discovery "
-            f"rate over {n_exploratory} exploratory tests). Check it on new data before acting on it.",
+            f"({'higher' if higher_is_worse else 'lower'}){confound}; adjusted p = {row['p_adjusted']:.2g} (false "
+            f"discovery rate over {n_exploratory} exploratory tests). Check it on new data before acting on it.",
             weight=0.9 - 0.01 * len(found)))
     return found
 

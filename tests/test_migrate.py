@@ -123,3 +123,20 @@ def test_table_without_old_rows_is_unchanged():
                           "value": [1.0], "ci_low": [0.4], "ci_high": [1.0], "insufficient_evidence": [True],
                           "verdict": ["insufficient_data"]})
     assert migrate_group_metrics(frame) is frame
+
+
+def test_a_disagreement_lead_says_the_error_rate_beside_it():
+    from audit.findings import LEAD_DISAGREEMENT_ERROR, _lead_findings
+
+    base = {"attribute": "site", "group": "b", "class": "", "n": 400, "ci_low": 0.1, "ci_high": 0.2,
+            "insufficient_evidence": False}
+    frame = pd.DataFrame([
+        dict(base, metric="label_disagreement_rate", value=0.15, verdict="worse_than_rest", scope="exploratory",
+             rest_value=0.05, p_value=0.0001, p_adjusted=0.001),
+        dict(base, metric="model_error_rate", value=0.3, verdict="", scope="", rest_value=np.nan, p_value=np.nan,
+             p_adjusted=np.nan)])
+    leads = _lead_findings(frame, {"families": {"exploratory": {"n_tests": 7}}})
+    assert [lead["text"] for lead in leads] == [
+        "Lead (exploratory): the model-label disagreement rate is 15.0 % for site = b (n = 400) against 5.0 % for "
+        "the rest of the data (higher)" + LEAD_DISAGREEMENT_ERROR.format(error_rate="30.0 %") + "; adjusted p = "
+        "0.001 (false discovery rate over 7 exploratory tests). Check it on new data before acting on it."]
