@@ -52,6 +52,14 @@ if info.get("description"):
     st.caption(_state.escape_markdown(f"{metric_label(metric)}: {info['description']} ({direction})"))
 
 rows = rows_metric[(rows_metric["attribute"] == attribute) & (rows_metric["class"] == class_name)]
+if metric == "label_disagreement_rate":
+    # issue 13: beside every disagreement rate, the model's error rate on the same images (the confound)
+    same = metrics[(metrics["metric"] == "model_error_rate") & (metrics["attribute"] == attribute)
+                   & (metrics["class"] == class_name)]
+    if len(same):
+        st.caption(_state.escape_markdown(
+            "A screening figure, not a label-error rate. The model's error rate on the same images: "
+            + "; ".join(f"{group} {value:.1%}" for group, value in zip(same["group"], same["value"])) + "."))
 overall = rows_metric[(rows_metric["attribute"] == "all") & (rows_metric["class"] == class_name)]
 reference = float(overall["value"].iloc[0]) if len(overall) else None
 # The policy's worst-group threshold for this metric and attribute, when the audit recorded a verdict.

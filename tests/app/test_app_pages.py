@@ -518,3 +518,16 @@ def test_fairness_shows_no_disparities_between_groups_too_small_to_judge(tmp_pat
     assert not any("Two-class fairness" in m.value for m in app.markdown)
     app.selectbox(key="fair_attribute").set_value("site").run()
     assert not any("no disparity between groups is computed" in i.value for i in app.info)
+
+
+def test_fairness_shows_the_error_rate_beside_a_disagreement_rate(audit_dir, reports):
+    _, _, metrics = _load(audit_dir)
+    app = _open(audit_dir, "fairness")
+    app.radio(key="fair_kind").set_value("Data and label rates").run()
+    app.selectbox(key="fair_rate_metric").set_value("label_disagreement_rate").run()
+    attribute = app.selectbox(key="fair_attribute").value
+    errors = metrics[(metrics.metric == "model_error_rate") & (metrics.attribute == attribute) & (metrics["class"] == "")]
+    assert len(errors)
+    expected = ("A screening figure, not a label-error rate. The model's error rate on the same images: "
+                + "; ".join(f"{g} {v:.1%}" for g, v in zip(errors.group, errors.value)) + ".")
+    assert any(c.value.replace("\\", "") == expected for c in app.caption)  # shown escaped (literal text)
