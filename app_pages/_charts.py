@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from audit.escaping import plot_text  # the one helper for plotly text (audit/escaping.py)
+
 #: plotly.js options of every app chart: no toolbar (it drew over legends and titles; Streamlit's own element
 #: toolbar still offers full screen), no plotly logo.
 CONFIG = {"displayModeBar": False, "displaylogo": False}
-
-
-def plot_text(value) -> str:
-    """``value`` as text plotly shows literally (no tags interpreted)."""
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _layout(figure: go.Figure, title: str, *, height: int = 380, **kwargs) -> go.Figure:

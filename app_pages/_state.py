@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from audit.escaping import streamlit_markdown
 from audit.folder import AuditFolder, load_audit_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,16 +100,8 @@ GALLERY_PAGE_SIZE = 12
 GALLERY_COLUMNS = 3
 THUMBNAIL_PX = 160
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
-
-
-def escape_markdown(text) -> str:
-    """``text`` with every Markdown/Streamlit-directive character backslash-escaped (shown literally).
-
-    Used for any string that may come from user data (class names, group values, findings, notes) before
-    it goes into ``st.markdown``; HTML is never enabled.
-    """
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+#: Streamlit markdown: the one escaping helper of that output kind (audit/escaping.py), under the pages' name.
+escape_markdown = streamlit_markdown
 
 
 # --------------------------------------------------------------------------------------------- arguments

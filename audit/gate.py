@@ -12,8 +12,8 @@ import sys
 from typing import TextIO
 
 from audit.errors import InputError
-from audit.policy import (ERROR, FAIL, INSUFFICIENT_EVIDENCE, PASS, SKIPPED, WARN, Verdict, evaluate_policy,
-                          exit_code, load_policy, status_rank)
+from audit.policy import (ERROR, PASS, STATUS_MARK, STATUS_ORDER, Verdict, evaluate_policy, exit_code, load_policy,
+                          status_rank)
 
 ERROR_OUTPUT_FORMAT = "--format must be text or md, got {value!r}"
 ERROR_JSON_IS_DIR = "--json {path} is a folder; give a file name (e.g. {path}/verdict.json)"
@@ -22,8 +22,6 @@ ERROR_JSON_NOT_WRITABLE = "cannot write the verdict to --json {path} ({reason});
 MESSAGE_VERDICT_ERROR = ("gate: verdict ERROR for {folder}: {n} check(s) could not be evaluated; first: {name}: "
                          "{message}")
 
-#: Shown before each status in the Markdown summary (plain words stay beside them for screen readers).
-STATUS_MARK = {PASS: "✅", WARN: "⚠️", FAIL: "❌", INSUFFICIENT_EVIDENCE: "❔", ERROR: "💥", SKIPPED: "⏭️"}
 
 
 def _value(value) -> str:
@@ -33,8 +31,7 @@ def _value(value) -> str:
 
 
 def _summary_counts(verdict: Verdict) -> str:
-    parts = [f"{verdict.count(s)} {s}" for s in (FAIL, ERROR, INSUFFICIENT_EVIDENCE, WARN, PASS, SKIPPED)
-             if verdict.count(s)]
+    parts = [f"{verdict.count(s)} {s}" for s in STATUS_ORDER if verdict.count(s)]  # the one status order
     return ", ".join(parts) if parts else "no checks"
 
 

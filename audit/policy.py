@@ -29,7 +29,7 @@ import pandas as pd
 
 from audit.display import group_sort_key, join_names, tied_extremes
 from audit.errors import PolicyError
-from audit.types import INTERSECTION_SEPARATOR, MISSING_GROUP
+from audit.types import INTERSECTION_SEPARATOR, MISSING_GROUP, json_float
 
 # -- messages ------------------------------------------------------------------------------------------------
 ERROR_POLICY_NOT_FOUND = "policy file {path} does not exist: give the path of a TOML policy (see policy.example.toml)"
@@ -71,6 +71,11 @@ ERROR = "ERROR"
 SKIPPED = "SKIPPED"
 #: The one ordering of check statuses, most serious first (reports, the gate's table and the app sort by it).
 STATUS_ORDER = (ERROR, FAIL, INSUFFICIENT_EVIDENCE, WARN, PASS, SKIPPED)
+
+
+#: Shown before each status in Markdown summaries (report, gate, comparison); the words stay beside them for
+#: screen readers.
+STATUS_MARK = {PASS: "✅", WARN: "⚠️", FAIL: "❌", INSUFFICIENT_EVIDENCE: "❔", ERROR: "💥", SKIPPED: "⏭️"}
 
 
 def status_rank(status) -> int:
@@ -331,8 +336,8 @@ class Check:
     message: str = ""
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "status": self.status, "value": _json_number(self.value),
-                "threshold": _json_number(self.threshold), "attribute": self.attribute, "group": self.group,
+        return {"name": self.name, "status": self.status, "value": json_float(self.value),
+                "threshold": json_float(self.threshold), "attribute": self.attribute, "group": self.group,
                 "class": self.class_, "message": self.message}
 
 
@@ -349,13 +354,6 @@ class Verdict:
 
     def count(self, status: str) -> int:
         return sum(1 for c in self.checks if c.status == status)
-
-
-def _json_number(value):
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def overall_status(checks, *, strict: bool = False) -> str:

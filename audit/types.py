@@ -85,14 +85,18 @@ class Dataset:
 
 
 def json_safe(value):
-    """Recursively convert numpy scalars/arrays, tuples and paths to JSON types; non-finite floats become None.
+    """Recursively convert numpy scalars/arrays, tuples and paths to JSON types; non-finite floats and missing
+    values (``None``, ``pandas.NA``, ``NaT``) become None.
 
-    Every ``to_dict()`` and the audit-folder writer use it, so ``audit.json`` never holds NaN or Infinity.
+    The one JSON-cleaning helper: every ``to_dict()`` and the audit-folder writer use it (or
+    :func:`json_float` for one number), so ``audit.json`` never holds NaN or Infinity.
     """
     import math
 
     import numpy as np
 
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return None
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -109,3 +113,9 @@ def json_safe(value):
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def json_float(value) -> float | None:
+    """One number for JSON: a finite float, or None for None, NaN, infinities and missing values."""
+    value = json_safe(value)
+    return None if value is None else json_safe(float(value))

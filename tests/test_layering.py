@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: modules of its own layer or below. A new module gets its line here.
 LAYERS = {
     "audit.__version__": 0, "audit.errors": 0, "audit.types": 0, "audit.schema": 0, "audit.config": 0,
-    "audit.display": 0,
+    "audit.display": 0, "audit.escaping": 0,
     "audit.io": 1,
     "audit.model": 2, "audit.analysis": 2,
     "audit.policy": 3, "audit.findings": 3, "audit.reviews": 3, "audit.migrate": 3,

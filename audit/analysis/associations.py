@@ -14,11 +14,7 @@ from scipy import stats
 
 from audit.analysis._groups import group_labels
 from audit.analysis._stats import adjust_p_values, z_value
-
-
-def _finite(value) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
+from audit.types import json_float
 
 
 @dataclass(frozen=True)
@@ -94,12 +90,12 @@ def compute_associations(labels: pd.Series, *, classes, groups: dict, alpha: flo
             i, j = np.unravel_index(flat, observed.shape)
             cells.append({"class": str(table.index[i]), "group": str(table.columns[j]),
                           "observed": int(observed[i, j]), "expected": float(expected[i, j]),
-                          "ratio": _finite(observed[i, j] / expected[i, j]) if expected[i, j] > 0 else None,
+                          "ratio": json_float(observed[i, j] / expected[i, j]) if expected[i, j] > 0 else None,
                           "adjusted_residual": float(residuals[i, j]),
                           "direction": "over" if residuals[i, j] > 0 else "under",
                           "significant": bool(abs(residuals[i, j]) > cell_z)})
-        entry.update({"cramers_v": _finite(cramers_v), "chi2": _finite(chi2), "dof": int(dof),
-                      "p_value": _finite(p_value), "low_expected_counts": bool((expected < 5).mean() > 0.2),
+        entry.update({"cramers_v": json_float(cramers_v), "chi2": json_float(chi2), "dof": int(dof),
+                      "p_value": json_float(p_value), "low_expected_counts": bool((expected < 5).mean() > 0.2),
                       "cells": cells})
         entries.append(entry)
         contingency[attribute] = {"classes": [str(c) for c in table.index], "groups": [str(g) for g in table.columns],
@@ -108,7 +104,7 @@ def compute_associations(labels: pd.Series, *, classes, groups: dict, alpha: flo
     p_values = np.array([e["p_value"] if e.get("p_value") is not None else np.nan for e in entries])
     adjusted = adjust_p_values(p_values, method=correction)
     for entry, p in zip(entries, adjusted):
-        entry["p_value_adjusted"] = _finite(p) if not np.isnan(p) else None
+        entry["p_value_adjusted"] = json_float(p) if not np.isnan(p) else None
         entry["significant"] = bool(entry["p_value_adjusted"] is not None and entry["p_value_adjusted"] < alpha)
     entries.sort(key=lambda e: -(e["cramers_v"] or 0.0))
     return AssociationResult(attributes=tuple(entries), contingency=contingency, alpha=alpha)

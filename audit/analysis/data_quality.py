@@ -117,6 +117,7 @@ from audit.analysis.near_duplicates import (connected_components, find_embedding
                                             popcount)
 from audit.analysis.hashing import CORNERS, HASH_NAMES
 from audit.errors import InputError
+from audit.types import json_safe
 
 ERROR_MISSING_COLUMNS = ("the image table has no column(s) {columns}: compute the pixel attributes "
                          "(audit.analysis.image_properties) and perceptual hashes (audit.analysis.hashing) for "
@@ -238,29 +239,12 @@ class DataQualityResult:
         """JSON-safe summary for the ``data_quality`` section of ``audit.json`` (no NaN or inf)."""
         return {
             "issues": list(self.issues),
-            "summary": _json_safe(self.summary),
-            "leakage": _json_safe(self.leakage),
+            "summary": json_safe(self.summary),
+            "leakage": json_safe(self.leakage),
             "findings": list(self.findings),
-            "settings": _json_safe(self.settings),
+            "settings": json_safe(self.settings),
             "metrics": {f"issue_rate:{issue}": METRIC_INFO[f"issue_rate:{issue}"] for issue in self.issues},
         }
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if value is pd.NA or value is None:
-        return None
-    return value
 
 
 def _as_uint64(column: pd.Series, name: str) -> np.ndarray:

@@ -15,7 +15,7 @@ from audit.analysis._groups import group_labels, iter_group_keys
 from audit.analysis._stats import wilson_interval
 from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NONE, coerce_group_metrics,
                                    empty_group_metrics, flag_insufficient_evidence)
-from audit.types import INTERSECTION_SEPARATOR, MISSING_GROUP
+from audit.types import INTERSECTION_SEPARATOR, MISSING_GROUP, json_float
 
 ERROR_REFERENCE_COLUMNS = ("reference file {path}: expected columns attribute,group,expected_share; "
                            "found {columns}")
@@ -27,11 +27,6 @@ ERROR_REFERENCE_DUPLICATE = ("reference file {path}: rows {first} and {second} b
                              "group {group!r}; keep one row per group")
 ERROR_REFERENCE_UNKNOWN_ATTRIBUTE = ("reference file {path}, row {row}: attribute {attribute!r} is not a group "
                                      "attribute of the data set ({available}); fix the name or remove its rows")
-
-
-def _json_float(value) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -86,8 +81,8 @@ class ClassDistributionResult:
             "n_classes": len(self.classes),
             "counts": dict(zip(self.classes, self.counts)),
             "shares": dict(zip(self.classes, shares)),
-            "imbalance_ratio": _json_float(self.imbalance_ratio),
-            "normalised_entropy": _json_float(self.normalised_entropy),
+            "imbalance_ratio": json_float(self.imbalance_ratio),
+            "normalised_entropy": json_float(self.normalised_entropy),
             "smallest_class": smallest[0] if smallest else None,
             "largest_class": largest[0] if largest else None,
             "smallest_classes": smallest, "largest_classes": largest,
@@ -134,8 +129,8 @@ def compute_class_distribution(labels: pd.Series, *, classes, splits: pd.Series 
             chi2, p_value, dof, _ = stats.chi2_contingency(observed, correction=False)
             v = np.sqrt(chi2 / (observed.sum() * max(1, min(observed.shape) - 1)))
             split_shift = {"test": "chi-square test of independence of class and split",
-                           "chi2": _json_float(chi2), "dof": int(dof), "p_value": _json_float(p_value),
-                           "cramers_v": _json_float(v)}
+                           "chi2": json_float(chi2), "dof": int(dof), "p_value": json_float(p_value),
+                           "cramers_v": json_float(v)}
     return ClassDistributionResult(classes=classes, counts=counts, n_images=n_images,
                                    imbalance_ratio=imbalance_ratio, normalised_entropy=normalised_entropy,
                                    empty_classes=empty, split_counts=split_counts, split_shift=split_shift)
@@ -240,8 +235,8 @@ def _compare_with_reference(counts: pd.Series, reference: pd.DataFrame, *, confi
                      "outside_interval": bool(not (low[i] <= expected_normalised.iloc[i] <= high[i]))})
     positive = expected_normalised > 0
     chi2, p_value = stats.chisquare(observed[positive], f_exp=expected_normalised[positive] * observed[positive].sum())
-    result.update({"test": "chi-square goodness of fit", "chi2": _json_float(chi2),
-                   "p_value": _json_float(p_value), "dof": int(positive.sum() - 1), "rows": rows})
+    result.update({"test": "chi-square goodness of fit", "chi2": json_float(chi2),
+                   "p_value": json_float(p_value), "dof": int(positive.sum() - 1), "rows": rows})
     return result
 
 

@@ -41,6 +41,7 @@ from audit.analysis._table import (
     flag_insufficient_evidence,
 )
 from audit.errors import InputError
+from audit.types import json_float
 
 ERROR_N_CLASSES = "n_classes must be an integer of at least 2, got {value!r}"
 ERROR_LABELS_SHAPE = "labels must be a 1-D array with one class index per image, found shape {shape}"
@@ -259,7 +260,7 @@ class LabelNoiseResult:
             raise ValueError(ERROR_CLASSES_LENGTH.format(found=len(classes), n_classes=self.n_classes))
 
         def matrix(values) -> list:
-            return [[_json_float(v) for v in row] for row in np.asarray(values, dtype=float)]
+            return [[json_float(v) for v in row] for row in np.asarray(values, dtype=float)]
 
         n = self.n_images
         low, high = wilson_interval(self.n_label_issues, n, confidence_level=self.confidence_level)
@@ -270,11 +271,11 @@ class LabelNoiseResult:
             e_low, e_high = wilson_interval(row.n_model_errors, row.n, confidence_level=self.confidence_level)
             per_class.append({
                 "class": classes[row.class_index], "n": row.n, "n_label_issues": row.n_label_issues,
-                "label_disagreement_rate": _json_float(row.n_label_issues / row.n) if row.n else None,
-                "ci_low": _json_float(c_low) if row.n else None, "ci_high": _json_float(c_high) if row.n else None,
+                "label_disagreement_rate": json_float(row.n_label_issues / row.n) if row.n else None,
+                "ci_low": json_float(c_low) if row.n else None, "ci_high": json_float(c_high) if row.n else None,
                 "n_model_errors": row.n_model_errors,
-                "model_error_rate": _json_float(row.n_model_errors / row.n) if row.n else None,
-                "model_error_rate_ci": [_json_float(e_low), _json_float(e_high)] if row.n else [None, None],
+                "model_error_rate": json_float(row.n_model_errors / row.n) if row.n else None,
+                "model_error_rate_ci": [json_float(e_low), json_float(e_high)] if row.n else [None, None],
                 "confident_joint_off_diagonal": row.n_mislabelled})
         return {
             "method": METHOD_NAME,
@@ -285,31 +286,24 @@ class LabelNoiseResult:
             "n_images": n,
             "n_classes": self.n_classes,
             "confidence_level": float(self.confidence_level),
-            "label_disagreement_rate": _json_float(self.label_disagreement_rate),
-            "label_disagreement_rate_ci": [_json_float(low), _json_float(high)],
+            "label_disagreement_rate": json_float(self.label_disagreement_rate),
+            "label_disagreement_rate_ci": [json_float(low), json_float(high)],
             "label_disagreement_rate_ci_method": NOISE_RATE_CI_METHOD,
             "n_label_issues": int(self.n_label_issues),
-            "model_error_rate": _json_float(self.model_error_rate),
-            "model_error_rate_ci": [_json_float(err_low), _json_float(err_high)],
+            "model_error_rate": json_float(self.model_error_rate),
+            "model_error_rate_ci": [json_float(err_low), json_float(err_high)],
             "n_model_errors": int(self.n_model_errors),
-            "thresholds": [_json_float(v) for v in np.asarray(self.thresholds, dtype=float)],
+            "thresholds": [json_float(v) for v in np.asarray(self.thresholds, dtype=float)],
             "confident_joint": [[int(v) for v in row] for row in self.confident_joint],
             "joint": matrix(self.joint),
             "noise_matrix": matrix(self.noise_matrix),
             "inverse_noise_matrix": matrix(self.inverse_noise_matrix),
-            "true_class_prior": [_json_float(v) for v in self.true_class_prior],
+            "true_class_prior": [json_float(v) for v in self.true_class_prior],
             "matrix_axes": {"confident_joint": "given x true", "joint": "given x true",
                             "noise_matrix": "given x true, P(given | true)",
                             "inverse_noise_matrix": "true x given, P(true | given)"},
             "per_class": per_class,
         }
-
-
-def _json_float(value):
-    if value is None:
-        return None
-    value = float(value)
-    return value if np.isfinite(value) else None
 
 
 # --------------------------------------------------------------------------------------------- inputs

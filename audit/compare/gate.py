@@ -28,8 +28,8 @@ from typing import TextIO
 import numpy as np
 
 from audit.errors import PolicyError
-from audit.policy import (ERROR, FAIL, INSUFFICIENT_EVIDENCE, PASS, SKIPPED, STATUS_ORDER, WARN, Check, Verdict, exit_code,
-                          overall_status)
+from audit.policy import (ERROR, FAIL, INSUFFICIENT_EVIDENCE, PASS, SKIPPED, WARN, Check, Verdict, exit_code,
+                          overall_status, status_rank)
 
 REGRESSION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 REGRESSION_KEYS = ("max_drop", "max_worst_group_drop", "max_gap_increase", "max_removed_share")
@@ -74,12 +74,11 @@ def _decide_upper(value, low, high, threshold, margin, insufficient=False) -> st
     return WARN if value > threshold - margin else PASS
 
 
-_ORDER = {status: rank for rank, status in enumerate(STATUS_ORDER)}  # the one ordering of check statuses
 
 
 def _worst(candidates: list[tuple]) -> tuple:
     """The deciding candidate: worst status, then the largest value."""
-    return sorted(candidates, key=lambda c: (_ORDER[c[0]], -(c[1] if c[1] is not None and math.isfinite(c[1])
+    return sorted(candidates, key=lambda c: (status_rank(c[0]), -(c[1] if c[1] is not None and math.isfinite(c[1])
                                                              else -np.inf)))[0]
 
 

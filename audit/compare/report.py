@@ -11,11 +11,10 @@ import base64
 import os
 from pathlib import Path
 
-from markupsafe import escape
-
 from audit.compare.folder import load_comparison_folder
 from audit.compare.render import key_rows, pct, points, render_comparison_markdown, where
 from audit.errors import InputError
+from audit.escaping import html_text
 
 FORMATS = ("pdf", "html", "md")
 ERROR_FORMAT = "--format must be pdf, html or md, got {value!r}"
@@ -57,7 +56,7 @@ def dumbbell_svg(rows: list[dict], *, title: str, width: int = 640) -> str:
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Arial" font-size="11">',
-             f'<text x="4" y="16" font-weight="bold">{escape(title)}</text>',
+             f'<text x="4" y="16" font-weight="bold">{html_text(title)}</text>',
              f'<text x="{width - right}" y="16" text-anchor="end" fill="#555">grey: OLD, colour: NEW (95 % CI)</text>']
     for tick in range(5):
         value = lo + (hi - lo) * tick / 4
@@ -68,7 +67,7 @@ def dumbbell_svg(rows: list[dict], *, title: str, width: int = 640) -> str:
         y = top + step * i
         colour = VERDICT_COLOUR.get(r.get("verdict"), "#2e6da4")
         label = r["class"] or (r["group"] if r["attribute"] != "all" else "overall")
-        parts.append(f'<text x="{left - 8}" y="{y + 4}" text-anchor="end">{escape(str(label)[:30])}</text>')
+        parts.append(f'<text x="{left - 8}" y="{y + 4}" text-anchor="end">{html_text(str(label)[:30])}</text>')
         for value, low, high, fill, dy in ((r["old"], r.get("old_ci_low"), r.get("old_ci_high"), "#888888", -4),
                                             (r["new"], r.get("new_ci_low"), r.get("new_ci_high"), colour, 4)):
             if low is not None and high is not None:
@@ -142,7 +141,7 @@ def changed_images(folder, comparison: dict, *, thumbnails: bool, limit: int = M
 def render_comparison_html(folder, *, thumbnails: bool = True, for_pdf: bool = False) -> str:
     """The comparison report as one self-contained HTML page (no script; images as data: URIs)."""
     c = folder.comparison
-    e = escape
+    e = html_text
     counts = c["matching"]["counts"]
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",
            "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; "
@@ -222,7 +221,7 @@ def render_comparison_html(folder, *, thumbnails: bool = True, for_pdf: bool = F
 
 
 def _share_table(rows: list[dict]) -> str:
-    e = escape
+    e = html_text
     out = ["<table><tr><th>attribute</th><th>group</th><th>n old</th><th>n new</th><th>share old</th>"
            "<th>share new</th><th>change (points, 95 % CI)</th><th>removed</th></tr>"]
     for r in rows[:60]:

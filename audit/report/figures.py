@@ -8,13 +8,14 @@ in labels.
 """
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
 
 from audit.display import group_ranks, group_sort_key, is_ordinal, metric_label
+# plotly text: the one escaping helper of that output kind (audit/escaping.py), under the names used here
+from audit.escaping import plot_no_markup as no_markup, plot_text as label  # noqa: F401
 
 #: Colours of the group_metrics verdict words.
 VERDICT_COLOURS = {"worse_than_rest": "#c0392b", "no_evidence_of_gap": "#2e6da4", "insufficient_data": "#9e9e9e",
@@ -24,19 +25,6 @@ VERDICT_LABELS = {"worse_than_rest": "worse than the rest", "no_evidence_of_gap"
 BAR_COLOUR = "#2e6da4"
 OTHERS_COLOUR = "#b0b0b0"
 FONT = dict(family="DejaVu Sans, Arial, sans-serif", size=11)
-
-
-def label(text) -> str:
-    """User text made safe for a plotly label (plotly renders a subset of HTML; entities show literally)."""
-    return html.escape(str(text), quote=False)
-
-
-def no_markup(text):
-    """``text`` with ``<`` and ``>`` escaped (idempotent: text escaped by :func:`label` is unchanged), so no
-    tag (``<a href>``, ``<b>``...) can reach plotly's label renderer; None stays None."""
-    if text is None:
-        return None
-    return str(text).replace("<", "&lt;").replace(">", "&gt;")
 
 
 def escape_figure_text(fig: go.Figure) -> go.Figure:

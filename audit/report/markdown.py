@@ -1,31 +1,11 @@
 """Markdown report: a concise summary for a pull request (verdict, headline numbers, findings, worst groups)."""
 from __future__ import annotations
 
+# One escaping helper per output kind (audit/escaping.py): md/code are the Markdown ones, kept under these
+# names for the report, the gate and the comparison summary; one mark per check status (audit.policy).
+from audit.escaping import MARKDOWN_ESCAPED, markdown_code as code, markdown_text as md  # noqa: F401
+from audit.policy import STATUS_MARK  # noqa: F401
 from audit.report.document import Report
-
-STATUS_MARK = {"PASS": "✅", "WARN": "⚠️", "FAIL": "❌", "INSUFFICIENT_EVIDENCE": "❔", "ERROR": "💥",
-               "SKIPPED": "⏭️"}
-
-
-#: Markdown punctuation escaped in user text: links and images (``[x](url)``, ``![x](url)``), emphasis,
-#: code, table pipes (``_`` is left alone: GitHub Markdown ignores it inside words, and it is in every
-#: metric name). ``<``/``>`` become entities (no HTML), ``@`` gets a zero-width space after it so a class
-#: or group named ``@org/team`` does not notify anyone when the summary is posted on a pull request.
-MARKDOWN_ESCAPED = "\\`*[]|~"
-
-
-def md(text) -> str:
-    """User text safe inside Markdown (and a table cell): no HTML tags, links, emphasis, pipes, mentions or
-    line breaks."""
-    text = " ".join(str(text).splitlines()) if "\n" in str(text) or "\r" in str(text) else str(text)
-    text = "".join("\\" + c if c in MARKDOWN_ESCAPED else c for c in text)
-    return text.replace("<", "&lt;").replace(">", "&gt;").replace("@", "@\u200b")
-
-
-def code(text) -> str:
-    """User text inside a code span (`` `...` ``): escapes are not read there, so a backtick (which would end
-    the span) becomes a quote and line breaks become spaces."""
-    return " ".join(str(text).replace("`", "'").splitlines())
 
 
 def render_markdown(report: Report, *, max_checks: int = 20) -> str:
