@@ -140,3 +140,13 @@ def test_a_disagreement_lead_says_the_error_rate_beside_it():
         "Lead (exploratory): the model-label disagreement rate is 15.0 % for site = b (n = 400) against 5.0 % for "
         "the rest of the data (higher)" + LEAD_DISAGREEMENT_ERROR.format(error_rate="30.0 %") + "; adjusted p = "
         "0.001 (false discovery rate over 7 exploratory tests). Check it on new data before acting on it."]
+
+
+def test_compare_reads_an_old_and_a_new_audit_with_the_same_names(old_folder, tmp_path):
+    from audit.compare.folder import compare_folders
+
+    new = build_audit_folder(tmp_path / "new", seed=1)
+    comparison = compare_folders(old_folder, new, n_bootstrap=50).comparison
+    label_rows = comparison["labels"]["rows"]
+    assert label_rows and {row["metric"] for row in label_rows} <= {"label_disagreement_rate"}
+    assert comparison["old"]["schema_version"] == "2.0"
