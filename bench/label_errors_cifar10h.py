@@ -84,11 +84,11 @@ def correlations(x: np.ndarray, y: np.ndarray) -> dict:
     return {"spearman": float(spearmanr(x, y).statistic), "pearson": float(pearsonr(x, y).statistic)}
 
 
-def evaluate(labels, probabilities, humans, *, n_classes: int) -> dict:
+def evaluate(labels, probabilities, humans, *, n_classes: int, score_method: str = "self_confidence") -> dict:
     """Confident learning on ``probabilities`` (the audit's engine) scored against the human votes."""
     from audit.analysis.label_noise import estimate_label_noise
 
-    result = estimate_label_noise(labels, probabilities, n_classes=n_classes)
+    result = estimate_label_noise(labels, probabilities, n_classes=n_classes, score_method=score_method)
     votes = humans.sum(axis=1)
     against = 1.0 - humans[np.arange(labels.size), labels] / votes  # share of votes against the given label
     majority_differs = humans.argmax(axis=1) != labels
@@ -132,11 +132,20 @@ def run() -> dict:
         start = time.perf_counter()
         choice = choose_screening_probabilities(probabilities, labels, source=source, probe_probabilities=probe)
         figures = evaluate(labels, choice.probabilities, humans, n_classes=10)
-        cases.append({"name": f"source={source}", "source_requested": source, "source_used": choice.source,
+        cases.append({"name": f"source={source}", "label_score": "self_confidence", "source_requested": source,
+                      "source_used": choice.source,
                       "reason": choice.reason, "n_images": int(labels.size), "n_classes": 10,
                       "accuracy_vs_given_labels": choice.candidates[choice.source]["accuracy"],
                       "log_loss_vs_given_labels": choice.candidates[choice.source]["log_loss"],
                       **figures, "ours_s": round(time.perf_counter() - start + (probe_s if source != "model" else 0), 3)})
+    # Diagnostic only (the audit's default ranking is self_confidence; nothing is chosen from this): the same
+    # flagged sets ranked by `--label-score normalized_margin`.
+    for source in ("model", "auto"):
+        choice = choose_screening_probabilities(probabilities, labels, source=source, probe_probabilities=probe)
+        figures = evaluate(labels, choice.probabilities, humans, n_classes=10, score_method="normalized_margin")
+        cases.append({"name": f"source={source},label_score=normalized_margin", "source_requested": source,
+                      "source_used": choice.source, "reason": choice.reason, "label_score": "normalized_margin",
+                      "n_images": int(labels.size), "n_classes": 10, **figures})
     before = next(c for c in cases if c["source_requested"] == "model")
     after = next(c for c in cases if c["source_requested"] == "auto")
     return {
@@ -176,7 +185,7 @@ def main(argv=None) -> int:
 
     results = run()
     for case in results["cases"]:
-        print(f"{case['name']:<16} used {case['source_used']:<8} flagged {case['n_flagged']:>5} "
+        print(f"{case['name']:<45} used {case['source_used']:<8} flagged {case['n_flagged']:>5} "
               f"disagreement {case['label_disagreement_rate']:.3f} error {case['error_rate_of_source']:.3f} "
               f"top100 {case['top100_precision']:.2f} soft {case['top100_soft_precision']:.2f} "
               f"spearman maj {case['per_class_vs_human_majority']['spearman']:.2f} "
