@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: importing audit.types must not import pandas (worker start-up)
+    import pandas as pd
 
 #: Columns of the dataset table that are never group attributes.
 RESERVED_COLUMNS = ("id", "path", "label", "split", "row", "content_hash")

@@ -10,11 +10,11 @@ Cases (each implementation in a fresh subprocess):
 * ``cifar10_test_jpeg``: the 10,000 CIFAR-10 test JPEGs in ``../shared/data/cifar10-test-jpeg/test``
   (skipped when absent).
 
-  - ours: read each file, sha256 of its bytes, decode with Pillow to RGB, the engine's pixel attributes
-    (:func:`audit.analysis.image_properties.compute_image_properties`) and perceptual hashes
-    (:func:`audit.analysis.hashing.compute_perceptual_hashes`), in a thread pool of 2; then
+  - ours: the engine's per-image stage as ``run`` runs it (:func:`audit.pipeline.perimage.run_stage` on the
+    local executor with all cores, no cache: each file read once, sha256 of its bytes, decoded once, pixel
+    attributes and perceptual hashes computed in batches), then
     :func:`audit.analysis.data_quality.find_data_quality_issues` (default settings, no embeddings).
-    ``ours_s`` is all of it, from file names to result.
+    ``ours_s`` is all of it, from file names to result (worker start-up included).
   - CleanVision: ``Imagelab(filepaths=...).find_issues()`` with its default checks (dark, light,
     odd_aspect_ratio, low_information, exact_duplicates, near_duplicates, blurry, grayscale, odd_size:
     the same issues as ours, outliers excepted) and its default ``n_jobs`` (all cores, worker processes).
@@ -39,8 +39,6 @@ Output format: ``contract.md`` "Benchmark JSON".
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import os
 import subprocess
@@ -48,7 +46,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -66,35 +63,32 @@ def cifar_files(limit: int | None) -> list[str]:
 
 
 def run_ours_images(files: list[str]) -> dict:
+    """The engine as ``run`` uses it: the per-image stage (one read and decode per file, content hash, pixel
+    attributes and perceptual hashes computed in batches) on the local executor with all cores and no cache,
+    then :func:`audit.analysis.data_quality.find_data_quality_issues` as the pipeline's data-quality step calls it."""
     sys.path.insert(0, str(ROOT))
     import pandas as pd
-    from PIL import Image
 
-    from audit.analysis.data_quality import HASH_COLUMNS, find_data_quality_issues
-    from audit.analysis.hashing import compute_perceptual_hashes
-    from audit.analysis.image_properties import compute_image_properties
-
-    def one(path: str) -> dict:
-        with open(path, "rb") as handle:
-            data = handle.read()
-        with Image.open(io.BytesIO(data)) as image:
-            mode = image.mode
-            rgb = np.asarray(image.convert("RGB"))
-        row = {"id": path, "label": Path(path).parent.name, "content_hash": hashlib.sha256(data).hexdigest()}
-        row.update(compute_image_properties(rgb, mode=mode))
-        row.update(compute_perceptual_hashes(rgb))
-        return row
+    from audit.analysis.data_quality import HASH_COLUMNS, PROPERTY_COLUMNS, find_data_quality_issues
+    from audit.io.images import MAX_PIXELS
+    from audit.pipeline.executors import LocalExecutor, default_workers
+    from audit.pipeline.perimage import StageSpec, cleanup, feature_key, run_stage
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        rows = list(pool.map(one, files))
+    table = pd.DataFrame({"path": files, "row": range(len(files)), "id": files,
+                          "label": [Path(f).parent.name for f in files]})
+    spec = StageSpec(max_pixels=MAX_PIXELS, feature_key=feature_key(max_pixels=MAX_PIXELS))
+    stage = run_stage(table, spec=spec, executor=LocalExecutor(workers=default_workers()), store_root=None)
+    cleanup(stage)
     decoded = time.perf_counter()
-    table = pd.DataFrame(rows)
-    for column in HASH_COLUMNS:
-        table[column] = np.array([int(v) for v in table[column]], dtype=np.uint64)
-    result = find_data_quality_issues(table)
+    kept = stage.kept
+    frame = kept[["id", "label", "content_hash", *PROPERTY_COLUMNS]].copy()
+    for name in HASH_COLUMNS:
+        frame[name] = kept[f"image_{name}"].to_numpy()
+    result = find_data_quality_issues(frame)
     end = time.perf_counter()
     return {"seconds": end - start, "per_image_pass_s": decoded - start, "detection_s": end - decoded,
+            "workers": default_workers(),
             "issues": result.summary["issues"], "n_duplicate_sets": result.summary["n_duplicate_sets"]}
 
 
@@ -255,6 +249,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="where to write the results")
     parser.add_argument("--quick", action="store_true", help="2,000 images and 100,000 hashes (a smoke test)")
+    parser.add_argument("--cases", default="cifar,hash_search,hash_links",
+                        help="comma list of cifar, hash_search, hash_links (cases not run keep their previous "
+                             "results in the JSON)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -264,9 +261,13 @@ def main(argv=None) -> int:
         return 0
     if args.json is None:
         parser.error("--json PATH is required")
+    wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
     cases = []
-    if CIFAR.is_dir():
+    if "cifar" not in wanted:
+        pass
+    elif CIFAR.is_dir():
         files = cifar_files(2000 if args.quick else None)
+        load_before = _load()
         ours = run_child({"kind": "ours", "files": files})
         print(f"[cifar {len(files)}] ours {ours['seconds']:.1f} s, {ours['peak_mb']:.0f} MB", flush=True)
         theirs = run_child({"kind": "cleanvision", "files": files})
@@ -281,13 +282,14 @@ def main(argv=None) -> int:
             "ours_detection_s": round(ours["detection_s"], 3),
             "speedup": round(theirs["seconds"] / ours["seconds"], 2),
             "ours_issues": ours["issues"], "ours_n_duplicate_sets": ours["n_duplicate_sets"],
-            "cleanvision_issues": theirs["issues"],
+            "cleanvision_issues": theirs["issues"], "ours_workers": ours["workers"],
+            "load_average_before": load_before, "load_average_after": _load(),
         })
     else:
         print(f"skipping the CIFAR-10 case: {CIFAR} is absent", flush=True)
     n = 100_000 if args.quick else N_HASHES
     n_planted = n // 20
-    for radius in RADII:
+    for radius in (RADII if "hash_search" in wanted else ()):
         search = run_child({"kind": "hash_search", "n": n, "n_planted": n_planted, "max_distance": radius})
         print(f"[hashes {n}, max_distance {radius}] {search['seconds']:.1f} s, {search['peak_mb']:.0f} MB, "
               f"recall {search['recall']:.3f}", flush=True)
@@ -296,6 +298,31 @@ def main(argv=None) -> int:
             "ours_s": round(search["seconds"], 3), "ours_peak_mb": round(search["peak_mb"], 1),
             "recall": search["recall"], "n_pairs": search["n_pairs"], "n_candidates": search["n_candidates"],
         })
+    if "hash_links" in wanted:
+        _links_case(cases, n, n_planted)
+    payload = _merge_previous(args.json, {"machine": machine(), "cases": cases})
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def _merge_previous(path: Path, payload: dict) -> dict:
+    """Keep the previous results of the kinds of case not run this time."""
+    try:
+        previous = json.loads(path.read_text()).get("cases", [])
+    except (OSError, ValueError):
+        previous = []
+    ran = {case["case"] for case in payload["cases"]}
+    payload["cases"] = [case for case in previous if case.get("case") not in ran] + payload["cases"]
+    return payload
+
+
+def _links_case(cases: list, n: int, n_planted: int) -> None:
     links = run_child({"kind": "link_search", "n": n, "n_planted": n_planted})
     print(f"[links {n} images] {links['seconds']:.1f} s, {links['peak_mb']:.0f} MB, radii "
           f"{links['phash_search_distance']} / {links['corner_phash_search_distance']}, "
@@ -306,11 +333,6 @@ def main(argv=None) -> int:
         "phash_search_distance": links["phash_search_distance"],
         "corner_phash_search_distance": links["corner_phash_search_distance"],
     })
-    payload = {"machine": machine(), "cases": cases}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {args.json}")
-    return 0
 
 
 if __name__ == "__main__":

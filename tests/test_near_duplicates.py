@@ -231,3 +231,29 @@ def test_query_search_finds_the_brute_force_pairs_involving_a_query(plan, max_di
     with pytest.raises(ValueError) as error:
         find_near_duplicate_pairs(hashes, max_distance=3, n_queries=hashes.size + 1)
     assert str(error.value) == ERROR_N_QUERIES.format(n=hashes.size, value=hashes.size + 1)
+
+
+@pytest.mark.parametrize("max_distance", [0, 3, 8, 20])
+def test_direct_search_finds_the_same_pairs_as_the_bucket_search(max_distance, monkeypatch):
+    from audit.analysis import near_duplicates as module
+    from audit.analysis.near_duplicates import (all_pairs_comparisons, direct_search_is_cheaper,
+                                                find_near_duplicate_pairs_directly)
+
+    monkeypatch.setattr(module, "_BLOCK_QUERIES", 16)  # several blocks, some overlapping the query rows
+    monkeypatch.setattr(module, "_BLOCK_HASHES", 40)
+    hashes = planted(np.random.default_rng(21), n_base=90, copies=2)
+    for n_queries in (None, 0, 1, 70, hashes.size):
+        expected = find_near_duplicate_pairs(hashes, max_distance=max_distance, n_queries=n_queries)
+        direct = find_near_duplicate_pairs_directly(hashes, max_distance=max_distance, n_queries=n_queries)
+        assert (direct.i.tolist(), direct.j.tolist(), direct.distance.tolist()) == \
+            (expected.i.tolist(), expected.j.tolist(), expected.distance.tolist())
+        assert direct.n_candidates == all_pairs_comparisons(hashes.size, n_queries)
+    # a few hundred hashes: comparing every pair is the cheaper search
+    assert direct_search_is_cheaper(hashes, max_distance=max_distance)
+
+
+def test_direct_search_of_empty_and_single_inputs():
+    from audit.analysis.near_duplicates import find_near_duplicate_pairs_directly
+
+    for hashes in (np.zeros(0, dtype=np.uint64), np.ones(1, dtype=np.uint64)):
+        assert len(find_near_duplicate_pairs_directly(hashes, max_distance=5)) == 0

@@ -32,10 +32,13 @@ from it, so scores compare across issues.
       searches compare whole-image hashes with each other and with the region hashes, never two region
       hashes (``n_queries``).
 
-      Each search's cost grows with the square of the number of images at its radius; when its comparisons
-      (counted exactly beforehand; radii whose expected cost on uniform hashes is already over budget are
-      skipped uncounted) plus its sorting work exceed ``max_hash_comparisons``, that radius is lowered
-      until it fits,
+      Each search compares every pair directly when that is cheaper (up to some tens of thousands of
+      images: :func:`audit.analysis.near_duplicates.direct_search_is_cheaper`; such a search fits the budget
+      at any radius when its pairs are at most ``DIRECT_SEARCH_ADVANTAGE * max_hash_comparisons``), else by
+      multi-index hashing, whose cost grows with the square of the number of images at its radius; when its
+      comparisons (counted exactly beforehand; radii whose expected cost on uniform hashes is already over
+      budget are skipped uncounted) plus its sorting work exceed ``max_hash_comparisons``, that radius is
+      lowered until it fits,
       ``settings["phash_search_distance"]`` / ``settings["corner_phash_search_distance"]`` (None without
       corner columns) record the radii used and a finding says so (resizes and re-encodes sit within 4 bits
       and are still found; crops may not be). Defaults were measured on the CIFAR-10 test JPEGs
@@ -111,10 +114,11 @@ from audit.analysis._groups import group_labels as normalise_group_labels
 from audit.analysis._stats import adjust_p_values, fisher_p_value_higher, wilson_interval
 from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NO_GAP, VERDICT_NONE, VERDICT_WORSE,
                                    coerce_group_metrics, empty_group_metrics, flag_insufficient_evidence)
-from audit.analysis.near_duplicates import (connected_components, find_embedding_neighbours,
-                                            count_bucket_comparisons, expected_bucket_comparisons,
-                                            find_near_duplicate_pairs, sorting_work,
-                                            popcount)
+from audit.analysis.near_duplicates import (DIRECT_SEARCH_ADVANTAGE, DIRECT_SEARCH_MAX_PAIRS, all_pairs_comparisons,
+                                            connected_components, count_bucket_comparisons,
+                                            direct_search_is_cheaper, expected_bucket_comparisons,
+                                            find_embedding_neighbours, find_near_duplicate_pairs,
+                                            find_near_duplicate_pairs_directly, popcount, sorting_work)
 from audit.analysis.hashing import CORNERS, HASH_NAMES
 from audit.errors import InputError
 from audit.types import json_safe
@@ -350,6 +354,9 @@ def _rule(hashes: dict[str, np.ndarray], i: np.ndarray, j: np.ndarray, alignment
 def _search_distance(stacked: np.ndarray, n_queries: int, wanted: int, settings: dict) -> int:
     """The largest search radius up to ``wanted`` whose bucket comparisons fit the budget."""
     radius, budget = wanted, settings["max_hash_comparisons"]
+    pairs = all_pairs_comparisons(stacked.size, n_queries)
+    if pairs <= DIRECT_SEARCH_MAX_PAIRS and pairs <= DIRECT_SEARCH_ADVANTAGE * budget:
+        return wanted  # comparing every pair fits the budget at any radius (and is used when cheaper)
 
     def sorting(r):
         return sorting_work(stacked.size, max_distance=r, n_queries=n_queries)
@@ -368,8 +375,11 @@ def _candidates(columns: list[np.ndarray], radius: int) -> tuple[np.ndarray, np.
     """Distinct pairs (i < j) where the whole-image phash (``columns[0]``) of one image is within ``radius``
     of any phash in ``columns`` of the other, by one multi-index search over the stacked columns."""
     n = columns[0].size
+    stacked = np.concatenate(columns)
     # Whole-image hashes are the queries: region-against-region pairs are never compared.
-    found = find_near_duplicate_pairs(np.concatenate(columns), max_distance=radius, n_queries=n)
+    search = find_near_duplicate_pairs_directly if direct_search_is_cheaper(
+        stacked, max_distance=radius, n_queries=n) else find_near_duplicate_pairs
+    found = search(stacked, max_distance=radius, n_queries=n)
     a, b = found.i, found.j
     # Keep whole-against-region pairs of two different images (a < b, so a is the whole-image hash).
     keep = (a % n != b % n) & (a < n)

@@ -56,9 +56,13 @@ from __future__ import annotations
 
 import math
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 from PIL import Image
+
+if TYPE_CHECKING:  # imported where used: worker processes start without pandas
+    import pandas as pd
 
 #: Original Pillow modes that make an image grayscale whatever its converted pixels.
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
@@ -337,6 +341,8 @@ def bin_image_properties(frame: pd.DataFrame) -> pd.DataFrame:
 
 def bin_values(values, name: str) -> pd.Series:
     """Group names of ``values`` for the attribute ``name`` (cut points :data:`BINS`); None where missing."""
+    import pandas as pd
+
     cuts, labels = BINS[name]
     series = pd.Series(values)
     numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)

@@ -35,14 +35,16 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from audit.errors import AuditError
 from audit.types import SkipEntry
+
+if TYPE_CHECKING:  # pandas only in annotations: worker processes start without it
+    import pandas as pd
 
 #: Default pixel cap (width x height) above which an image is skipped instead of decoded.
 MAX_PIXELS = 40_000_000

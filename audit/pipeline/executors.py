@@ -25,7 +25,8 @@ import time
 from collections import deque
 
 from audit.errors import InputError
-from audit.pipeline.perimage import SKIP_WORKER_DIED, ShardOutput, ShardProcessor, ShardTask
+from audit.pipeline.perimage import (SKIP_WORKER_DIED, ShardOutput, ShardProcessor, ShardTask, as_frame,
+                                     concat_columns)
 
 ERROR_RAY_MISSING = ("--executor ray needs the ray package, which is not installed: pip install 'imagefair[ray]' "
                      "(or pip install 'ray[data]'), or use --executor local")
@@ -188,16 +189,15 @@ class LocalExecutor:
 
 def _merge(shard: int, parts: list[ShardOutput]) -> ShardOutput:
     import numpy as np
-    import pandas as pd
 
-    features = [p.features for p in parts if p.features is not None and len(p.features)]
+    features = concat_columns([p.features for p in parts])
     probabilities = [p.probabilities for p in parts if p.probabilities is not None]
     embeddings = [p.embeddings for p in parts if p.embeddings is not None]
     return ShardOutput(
         shard=shard, positions=np.concatenate([p.positions for p in parts]),
         content_hashes=[h for p in parts for h in p.content_hashes],
         skip_reasons=[r for p in parts for r in p.skip_reasons],
-        features=pd.concat(features, ignore_index=True) if features else None,
+        features=features,
         probabilities=np.concatenate(probabilities) if probabilities else None,
         embeddings=np.concatenate(embeddings) if embeddings else None,
         n_decoded=sum(p.n_decoded for p in parts))
@@ -238,7 +238,7 @@ class _RayShardActor:
             outputs["positions"].append(output.positions)
             outputs["content_hashes"].append(np.array(["" if h is None else h for h in output.content_hashes]))
             outputs["skip_reasons"].append(np.array(["" if r is None else r for r in output.skip_reasons]))
-            outputs["features"].append(_frame_to_bytes(output.features))
+            outputs["features"].append(_frame_to_bytes(as_frame(output.features)))
             outputs["probabilities"].append(_array_to_bytes(output.probabilities))
             outputs["embeddings"].append(_array_to_bytes(output.embeddings))
             outputs["n_decoded"].append(output.n_decoded)
@@ -276,6 +276,11 @@ def _frame_from_bytes(data: bytes):
     return pd.read_parquet(io.BytesIO(data))
 
 
+def _columns_from_bytes(data: bytes) -> dict | None:
+    frame = _frame_from_bytes(data)
+    return None if frame is None else {name: frame[name].to_numpy() for name in frame.columns}
+
+
 def _array_to_bytes(array) -> bytes:
     if array is None:
         return b""
@@ -304,7 +309,7 @@ def _output_from_batch(batch, i: int) -> ShardOutput:
     return ShardOutput(shard=int(batch["shard"][i]), positions=np.asarray(batch["positions"][i], dtype=np.int64),
                        content_hashes=[h or None for h in batch["content_hashes"][i].tolist()],
                        skip_reasons=[r or None for r in batch["skip_reasons"][i].tolist()],
-                       features=_frame_from_bytes(batch["features"][i]),
+                       features=_columns_from_bytes(batch["features"][i]),
                        probabilities=_array_from_bytes(batch["probabilities"][i]),
                        embeddings=_array_from_bytes(batch["embeddings"][i]),
                        n_decoded=int(batch["n_decoded"][i]), model_s=float(batch["model_s"][i]))

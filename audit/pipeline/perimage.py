@@ -31,10 +31,14 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from audit.types import SkipEntry
+
+if TYPE_CHECKING:  # the map side (worker processes) never imports pandas: it starts faster without
+    import pandas as pd
 
 #: Manifest rows per shard (the unit of work and of memory on the map side).
 SHARD_IMAGES = 512
@@ -104,8 +108,9 @@ class ShardOutput:
         sha256 of each file (None when it was skipped before hashing).
     skip_reasons : list of str or None
         Why an image was left out (None when kept).
-    features : DataFrame or None
-        ``content_hash`` + pixel attributes + perceptual hashes of the images computed here (cache misses).
+    features : dict of str to ndarray, or None
+        Columns ``content_hash`` + pixel attributes + perceptual hashes of the images computed here (cache
+        misses), one value per image (:func:`as_frame` makes the DataFrame on the reduce side).
     probabilities, embeddings : ndarray or None
         Raw model outputs (model class order) of the rows of ``features``.
     n_decoded : int
@@ -116,7 +121,7 @@ class ShardOutput:
     positions: np.ndarray
     content_hashes: list
     skip_reasons: list
-    features: pd.DataFrame | None = None
+    features: dict | None = None
     probabilities: np.ndarray | None = None
     embeddings: np.ndarray | None = None
     n_decoded: int = 0
@@ -160,26 +165,32 @@ class FeatureStore:
     place), so a present ``.parquet`` means a whole part; anything unreadable is ignored (a miss).
     """
 
-    def __init__(self, root: str | os.PathLike, *, feature_key: str, output_key: str | None):
+    def __init__(self, root: str | os.PathLike, *, feature_key: str, output_key: str | None,
+                 keep_features: bool = True):
         self.root = Path(root)
+        #: False for the temporary store of a run without cache: its features are kept in memory by the run,
+        #: so writing them would only cost time (model outputs are still written: they are assembled from here)
+        self.keep_features = keep_features
         self.feature_dir = self.root / "features" / feature_key
         self.output_dir = self.root / "outputs" / output_key if output_key else None
 
     # writing ----------------------------------------------------------------------------------------------
     def write(self, output: ShardOutput) -> None:
         """Store the features (and model outputs) a worker computed for one shard."""
-        if output.features is None or len(output.features) == 0:
+        features = as_frame(output.features)
+        if features is None or len(features) == 0:
             return
         part = f"{uuid.uuid4().hex}"
-        self.feature_dir.mkdir(parents=True, exist_ok=True)
-        _write_parquet_atomic(self.feature_dir / f"{part}.parquet", output.features)
+        if self.keep_features:
+            self.feature_dir.mkdir(parents=True, exist_ok=True)
+            _write_parquet_atomic(self.feature_dir / f"{part}.parquet", features)
         if self.output_dir is not None and output.probabilities is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             _write_npy_atomic(self.output_dir / f"{part}.probabilities.npy", output.probabilities)
             if output.embeddings is not None:
                 _write_npy_atomic(self.output_dir / f"{part}.embeddings.npy", output.embeddings)
             _write_parquet_atomic(self.output_dir / f"{part}.parquet",
-                                  output.features[["content_hash"]].reset_index(drop=True))
+                                  features[["content_hash"]].reset_index(drop=True))
 
     # reading ----------------------------------------------------------------------------------------------
     def _parts(self, folder: Path | None) -> list[Path]:
@@ -197,6 +208,7 @@ class FeatureStore:
 
     def read_features(self, hashes: np.ndarray) -> pd.DataFrame:
         """Feature rows for ``hashes`` (in that order; a hash may repeat)."""
+        import pandas as pd
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -219,6 +231,7 @@ class FeatureStore:
 
     def read_outputs(self, hashes: np.ndarray, *, out: np.ndarray, embeddings_out=None) -> np.ndarray:
         """Fill ``out[i]`` with the stored probabilities of ``hashes[i]``; return a mask of rows found."""
+        import pandas as pd
         import pyarrow.parquet as pq
 
         index = pd.Index(hashes)
@@ -345,11 +358,11 @@ class ShardProcessor:
                 images.append(decoded.rgb)
             # features are computed a batch at a time (stacked by size), memory bounded by the pixels held
             if pending_pixels >= FEATURE_BATCH_PIXELS:
-                frames.append(_features_frame(pending))
+                frames.append(_feature_columns(pending))
                 pending, pending_pixels = [], 0
         if pending:
-            frames.append(_features_frame(pending))
-        features = (frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)) if frames else None
+            frames.append(_feature_columns(pending))
+        features = concat_columns(frames)
         probabilities = embeddings = None
         if self.spec.model_path and images:
             from audit.model.inference import iter_predictions
@@ -405,19 +418,38 @@ class _one_blas_thread:
         return False
 
 
-def _features_frame(decoded: list) -> pd.DataFrame:
+def _feature_columns(decoded: list) -> dict:
     """``content_hash``, the pixel attributes and the perceptual hashes (``image_`` prefixed) of decoded images,
-    computed for the whole list at once."""
+    computed for the whole list at once: a dict of columns."""
     from audit.analysis.hashing import HASH_NAMES, compute_perceptual_hashes_batch
     from audit.analysis.image_properties import PROPERTY_COLUMNS, compute_image_properties_batch
 
     rgb = [image.rgb for image in decoded]
-    columns = {"content_hash": [image.content_hash for image in decoded]}
+    columns = {"content_hash": np.array([image.content_hash for image in decoded], dtype=object)}
     properties = compute_image_properties_batch(rgb, [image.mode for image in decoded])
     columns.update((name, properties[name]) for name in PROPERTY_COLUMNS)
     # prefixed like every engine-computed column, so a manifest column named "phash" cannot collide
     hashes = compute_perceptual_hashes_batch(rgb)
     columns.update((f"image_{name}", hashes[name]) for name in HASH_NAMES)
+    return columns
+
+
+def concat_columns(parts: list) -> dict | None:
+    """One dict of feature columns from several (None when there is none or no rows)."""
+    parts = [part for part in parts if part is not None and len(part["content_hash"])]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def as_frame(columns: dict | None):
+    """The DataFrame of a dict of feature columns (None stays None)."""
+    if columns is None:
+        return None
+    import pandas as pd
+
     return pd.DataFrame(columns)
 
 
@@ -491,11 +523,14 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
     n_classes : int, optional
         Model outputs per image (known from the model's class list), for the on-disk array.
     """
+    import pandas as pd
+
     temporary = None
     if store_root is None:
         temporary = Path(tempfile.mkdtemp(prefix="imagefair-stage-", dir=work_dir))
         store_root = temporary
-    store = FeatureStore(store_root, feature_key=spec.feature_key, output_key=spec.output_key)
+    store = FeatureStore(store_root, feature_key=spec.feature_key, output_key=spec.output_key,
+                         keep_features=temporary is None)
     known = store.known_hashes()
     tasks = plan_shards(table, shard_images=SHARD_IMAGES)
     n = len(table)
@@ -509,8 +544,8 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
     computed = []  # features computed in this run, kept (compact columns) so they need not be read back
     for output in executor.map(spec, known, tasks, model=model):
         store.write(output)
-        if output.features is not None and len(output.features):
-            computed.append(output.features)
+        if output.features is not None and len(output.features["content_hash"]):
+            computed.append(as_frame(output.features))
         content_hashes[output.positions] = output.content_hashes
         reasons[output.positions] = output.skip_reasons
         n_decoded += output.n_decoded
@@ -563,6 +598,8 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
 def _features_in_order(store: FeatureStore, computed: list, hashes: np.ndarray) -> pd.DataFrame:
     """Feature rows for ``hashes`` (in that order; a hash may repeat): those computed in this run from memory,
     the others (cache hits) from the store."""
+    import pandas as pd
+
     frames = list(computed)
     if frames:
         have = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
