@@ -9,6 +9,9 @@ from app_pages import _charts, _state, _tables
 from audit.display import is_data_rate, metric_label, sort_groups
 from audit.report import figures
 
+#: Words for the rates fairlearn's equalized-odds gap is taken on.
+RATE_WORDS = {"tpr": "true positive rate", "fpr": "false positive rate"}
+
 audit = _state.current_audit()
 st.title("Fairness")
 metrics = audit.group_metrics
@@ -99,12 +102,19 @@ if summary:
     gap = summary.get("equalized_odds_gap") or {}
     if gap.get("value") is not None:
         st.write(_state.escape_markdown(
-            f"Equalized-odds gap: {gap['value']:.3f} ({gap.get('rate')} of class {gap.get('class')}: "
+            f"Equalized-odds gap: {gap['value']:.3f} ({RATE_WORDS.get(gap.get('rate'), gap.get('rate'))} of class "
+            f"{gap.get('class')}: "
             f"{gap.get('high_group')} vs {gap.get('low_group')})."))
     binary = summary.get("binary") or {}
     if binary:
-        st.write(_state.escape_markdown("Two-class fairness (fairlearn): " + ", ".join(
-            f"{k.replace('_', ' ')} {v:.3f}" for k, v in binary.items() if isinstance(v, (int, float)))))
+        positive = binary.get("positive_class_index")
+        positive_name = audit.classes[positive] if isinstance(positive, int) and 0 <= positive < len(audit.classes) \
+            else positive
+        st.write(_state.escape_markdown(
+            f"Two-class fairness (fairlearn, positive class {positive_name}, {binary.get('n_groups_compared', '?')} "
+            "groups): " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in binary.items()
+                                    if isinstance(v, float) and k not in ("positive_class_index", "n_groups_compared"))
+            + "."))
 
 # -- per class x group recall -----------------------------------------------------------------------------
 recall = metrics[(metrics["metric"] == "recall") & (metrics["attribute"] == attribute) & (metrics["class"] != "")]
@@ -146,6 +156,8 @@ if worse.empty:
 else:
     if "metric" in worse.columns:
         worse["metric"] = worse["metric"].map(metric_label)
+    first = [c for c in ("attribute", "group", "class", "metric") if c in worse.columns]
+    worse = worse[first + [c for c in worse.columns if c not in first]]
     worse.columns = [str(c).replace("_", " ") for c in worse.columns]
     st.dataframe(worse, hide_index=True, width="stretch", key="fair_worse")
 slices = audit.analyses.get("weak_slices")
@@ -158,5 +170,6 @@ else:
     if frame.empty:
         st.write("No weak slice found.")
     else:
-        st.dataframe(frame.astype({c: str for c in frame.columns if frame[c].map(type).eq(list).any()}),
-                     hide_index=True, width="stretch", key="fair_slices")
+        frame = frame.astype({c: str for c in frame.columns if frame[c].map(type).eq(list).any()})
+        frame.columns = [str(c).replace("_", " ") for c in frame.columns]
+        st.dataframe(frame, hide_index=True, width="stretch", key="fair_slices")

@@ -90,7 +90,9 @@ if issues:
                 details.append(f"set: {getattr(row, 'duplicate_set')}")
             cell.text("\n".join(details))
         shown = [c for c in ("id", "label", "split", score, "duplicate_set", "path") if c in flagged.columns]
-        st.dataframe(flagged[shown].head(5000), hide_index=True, width="stretch", key="quality_table")
+        st.dataframe(flagged[shown].head(5000).rename(columns={score: f"{issue_label(issue)} score (lower = worse)",
+                                                               "duplicate_set": "duplicate set"}),
+                     hide_index=True, width="stretch", key="quality_table")
 
 if section:
     with st.expander("Data-quality section (audit.json)"):

@@ -38,6 +38,12 @@ def _build(folder: Path, *, counts=None, splits=()) -> Path:
         audit["analyses"]["class_distribution"].update(counts=counts, imbalance_ratio=max(counts.values()) /
                                                        min(counts.values()))
     audit["dataset"]["splits"] = list(splits)
+    audit["analyses"]["group_performance"]["attributes"] = [{
+        "attribute": "gender", "metrics": {"macro_f1": {"worst_group": "3-9", "worst_value": 0.7, "best_group": "10-19",
+                                                        "best_value": 0.8, "difference": 0.1, "ratio": 0.875}},
+        "equalized_odds_gap": {"value": 0.2, "class": audit["classes"][0], "rate": "tpr", "high_group": "10-19",
+                               "low_group": "3-9"},
+        "binary": {"positive_class_index": 1, "n_groups_compared": 2, "demographic_parity_difference": 0.125}}]
     audit["metrics"]["issue_rate:dark"] = {"higher_is_better": False, "description": "share flagged as too dark"}
     (folder / "audit.json").write_text(json.dumps(audit))
     table = pd.read_parquet(folder / "group_metrics.parquet")
@@ -132,3 +138,15 @@ def test_overview_policy_table_shows_status_and_details_in_full(balanced, monkey
     table = app.table[0].value
     assert table["status"].tolist() == ["FAIL", "INSUFFICIENT_EVIDENCE"]
     assert LONG_MESSAGE in table["details"].tolist()
+
+
+def test_fairness_summary_in_words(balanced, monkeypatch):
+    app = _open(balanced, "fairness", monkeypatch)
+    app.selectbox(key="fair_attribute").set_value("gender").run()
+    disparity = app.dataframe[1].value
+    assert disparity["metric"].tolist() == ["macro-F1"] and "worst group" in disparity.columns
+    text = " ".join(m.value for m in app.markdown).replace("\\", "")
+    assert "true positive rate of class cat" in text and "tpr" not in text
+    # the positive class by name and the number of groups as a count, not "positive class index 1.000"
+    assert "positive class dog, 2 groups): demographic parity difference 0.125" in text
+    assert "index" not in text and "2.000" not in text
