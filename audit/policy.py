@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from audit.display import group_sort_key, join_names, tied_extremes
+from audit.display import group_ranks, group_sort_key, join_names, tied_extremes
 from audit.errors import PolicyError
 from audit.types import INTERSECTION_SEPARATOR, MISSING_GROUP, json_float
 
@@ -658,9 +658,12 @@ def _summarise(name: str, rows: pd.DataFrame, threshold: float, *, upper: bool, 
         _decide(r.value, r.ci_low, r.ci_high, threshold, upper=upper, margin=margin,
                 insufficient=bool(r.insufficient_evidence))
         for r in rows.itertuples(index=False)]
-    rows = rows.assign(_status=statuses, _severity=[_SEVERITY[s] for s in statuses])
+    ranks = group_ranks(rows[key].astype(str))  # ties in natural order (0-2, 3-9, 10-19)
+    rows = rows.assign(_status=statuses, _severity=[_SEVERITY[s] for s in statuses],
+                       _natural=rows[key].astype(str).map(ranks))
     # worst offender: most severe status, then the value furthest on the wrong side
-    rows = rows.sort_values(["_severity", "value"], ascending=[True, not upper], na_position="last")
+    rows = rows.sort_values(["_severity", "value", "_natural"], ascending=[True, not upper, True],
+                            na_position="last", kind="mergesort")
     decider = rows.iloc[0]
     status = str(decider["_status"])
     counts = rows["_status"].value_counts()
@@ -930,7 +933,9 @@ def _disparity(name: str, rows: pd.DataFrame, threshold: float, *, metric: str, 
         return Check(name, INSUFFICIENT_EVIDENCE, None, threshold, attribute=attribute,
                      message=f"{len(judged)} of {len(rows)} groups of {attribute} have enough evidence for {metric}; "
                              f"a gap needs two")
-    ordered = judged.sort_values("value")
+    ranks = group_ranks(judged["group"].astype(str))
+    ordered = judged.assign(_natural=judged["group"].astype(str).map(ranks)).sort_values(["value", "_natural"],
+                                                                                         kind="mergesort")
     low_row, high_row = ordered.iloc[0], ordered.iloc[-1]
     worst, best = (low_row, high_row) if higher_is_better else (high_row, low_row)
     if name == "performance.max_gap":

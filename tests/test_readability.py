@@ -80,3 +80,12 @@ def test_report_reads_as_words_in_natural_order(folder):
 
     html = render_html(report)
     assert "balanced (200 images each)" in html and "no_evidence_of_gap" not in html
+
+
+def test_policy_ties_between_groups_go_to_the_natural_order(folder):
+    gm = load_group_metrics(folder)
+    chosen = (gm["attribute"] == "gender") & (gm["metric"] == "accuracy") & (gm["class"] == "")
+    gm.loc[chosen, ["value", "ci_low", "ci_high", "insufficient_evidence"]] = [0.5, 0.45, 0.55, False]
+    policy = policy_from_dict({"performance": {"min_worst_group": 0.8}})
+    check = next(c for c in evaluate_policy(load_audit_json(folder), gm, policy).checks if c.attribute == "gender")
+    assert check.group == "3-9" and "below the limit: 3-9 0.5" in check.message  # not "10-19", first as text

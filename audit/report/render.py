@@ -171,7 +171,7 @@ def _composition(report: Report, analyses: dict, audit: dict) -> dict:
     if classes:
         counts = classes.get("counts") or {}
         shares = classes.get("shares") or {}
-        items = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+        items = sorted(counts.items(), key=lambda item: (-item[1], group_sort_key(item[0])))
         shown, others = _top_with_others(items, TOP_CLASSES)
         out["classes"] = {
             "rows": [{"class": c, "n": n, "share": fmt_percent(shares.get(c))} for c, n in shown],
