@@ -10,7 +10,7 @@ import pytest
 
 from audit.cli import main
 from audit.io.manifest import ERROR_GROUP_BY_TOO_MANY, MAX_GROUP_BY_VALUES
-from audit.policy import ERROR_EMPTY_POLICY, ERROR_VALUE_RANGE, load_policy
+from audit.policy import ERROR_EMPTY_POLICY, ERROR_ONLY_REGRESSION, ERROR_VALUE_RANGE, load_policy
 from audit.errors import PolicyError
 from tests.helpers import write_manifest_dataset, write_predictions_csv
 
@@ -40,7 +40,9 @@ def test_gate_refuses_a_policy_without_checks(audit_dir, tmp_path, capsys, text)
     policy.write_text(text)
     capsys.readouterr()
     assert main(["gate", str(audit_dir), "--policy", str(policy)]) == 2
-    assert _stderr_line(capsys) == "error: " + ERROR_EMPTY_POLICY.format(path=policy)
+    # a regression-only policy has checks, but without --baseline they would all be SKIPPED
+    expected = ERROR_ONLY_REGRESSION if text.startswith("[regression]") else ERROR_EMPTY_POLICY
+    assert _stderr_line(capsys) == "error: " + expected.format(path=policy)
     assert main(["gate", str(audit_dir), "--policy", str(policy), "--allow-empty"]) == 0
 
 
