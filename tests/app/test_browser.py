@@ -52,6 +52,19 @@ def _no_exception(page) -> None:
         '[data-testid="stException"]').first.inner_text()
 
 
+def _legend_clear_of_title_and_toolbar(page) -> None:
+    """Issue 12: on the drawn chart, the legend box does not overlap the title box, no plotly toolbar is
+    drawn (it covered legends) and no text label sits at the foot of the reference lines (they overlapped)."""
+    chart = page.get_by_test_id("stPlotlyChart").first
+    title, legend = chart.locator(".gtitle").bounding_box(), chart.locator(".legend").bounding_box()
+    assert title and legend
+    apart = (title["x"] + title["width"] <= legend["x"] or legend["x"] + legend["width"] <= title["x"]
+             or title["y"] + title["height"] <= legend["y"] or legend["y"] + legend["height"] <= title["y"])
+    assert apart, (title, legend)
+    assert chart.locator(".modebar").count() == 0
+    assert chart.locator(".annotation").count() == 0
+
+
 def test_every_page_review_persists_and_screenshots(tmp_path):
     folder = _audit_copy(tmp_path)
     shots = tmp_path / "screenshots"
@@ -64,6 +77,8 @@ def test_every_page_review_persists_and_screenshots(tmp_path):
             if title != "Overview":
                 switch_page(page, title)
             _no_exception(page)
+            if name == "fairness":
+                _legend_clear_of_title_and_toolbar(page)
             page.screenshot(path=str(shots / f"{name}.png"))
         # Markup in user data is shown as text: no element was created from it.
         assert page.locator("script:has-text('alert')").count() == 0
