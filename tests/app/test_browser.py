@@ -245,8 +245,9 @@ def test_new_audit_stays_open_on_the_next_two_clicks(tmp_path):
 
     folder = _audit_copy(tmp_path)
     files = build_dataset(tmp_path / "local", n_images=40, seed=7)
-    with running_app("--audit", str(folder), env={"IMAGEFAIR_REPORTS": str(folder.parent)}) as url, \
-            browser(height=1200) as page:
+    # the local-path fields read only under IMAGEFAIR_DATA_ROOTS (issue 11): the data live in a temp folder
+    environment = {"IMAGEFAIR_REPORTS": str(folder.parent), "IMAGEFAIR_DATA_ROOTS": str(tmp_path / "local")}
+    with running_app("--audit", str(folder), env=environment) as url, browser(height=1200) as page:
         open_page(page, url)
         switch_page(page, "New audit")
         main = page.get_by_test_id("stMain")
