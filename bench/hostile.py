@@ -88,6 +88,7 @@ def case_identical(tmp: Path) -> dict:
 
     same = _png(np.full((16, 16, 3), 120, dtype=np.uint8))
     manifest = _dataset(tmp / "identical", [same] * 4000)
+    load_before = [round(v, 2) for v in os.getloadavg()]
     ours = _run_measured(["run", "--data", str(manifest), "--out", str(tmp / "out_identical"), "--quiet",
                           "--no-cache"])
     rng = np.random.default_rng(0)
@@ -98,7 +99,8 @@ def case_identical(tmp: Path) -> dict:
     audit = json.loads((tmp / "out_identical" / "audit.json").read_text())
     return {"name": "identical_4000_16x16", "n_images": 4000, "ours_s": ours["seconds"],
             "ours_exit_code": ours["exit_code"], "n_images_audited": audit["dataset"]["n_images"],
-            "distinct_random_images_s": base["seconds"], "target_s": 30}
+            "distinct_random_images_s": base["seconds"], "target_s": 30,
+            "load_average_before": load_before, "load_average_after": [round(v, 2) for v in os.getloadavg()]}
 
 
 def case_bombs(tmp: Path) -> dict:

@@ -114,100 +114,134 @@ def _check_rgb(rgb) -> None:
 # (horizontal pass first) on every machine, whatever the Pillow version (Pillow 13 runs some resizes vertical pass
 # first, a float32 ulp apart) and without its ~90 calls per image. A crop is weights that are zero outside it.
 
-def _filter_weight(x: float, kind: str) -> float:
-    if kind == "box":
-        return 1.0 if -0.5 < x <= 0.5 else 0.0
-    x = abs(x)  # bilinear (triangle)
-    return 1.0 - x if x < 1.0 else 0.0
-
-
 _SUPPORT = {"box": 0.5, "bilinear": 1.0}
 
 
 @lru_cache(maxsize=4096)
-def _taps(start: int, length: int, out_size: int, kind: str) -> tuple:
-    """Per output value, ``((index, weight), ...)`` in tap order: Pillow's ``precompute_coeffs`` resampling
-    ``[start, start + length)`` of an axis to ``out_size`` values (zero weights left out; a copy when sizes match)."""
+def _tap_arrays(start: int, length: int, out_size: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's ``precompute_coeffs`` resampling ``[start, start + length)`` of an axis to ``out_size`` values:
+    ``(indices, weights)``, each ``(out_size, K)``, the taps of each output value in order, padded after its
+    last tap with that index and weight 0 (adding ``x * 0`` leaves a sum unchanged). Equal sizes: a copy."""
     if length == out_size:
-        return tuple(((start + out, 1.0),) for out in range(out_size))
+        return (start + np.arange(out_size, dtype=np.int64))[:, None], np.ones((out_size, 1))
     scale = length / out_size
     filterscale = max(scale, 1.0)
     support = _SUPPORT[kind] * filterscale
-    rows = []
-    for out in range(out_size):
-        center = (out + 0.5) * scale
-        first = max(int(center - support + 0.5), 0)   # C (int) truncates toward zero, as int() does
-        count = min(int(center + support + 0.5), length) - first
-        values = [_filter_weight((x + first - center + 0.5) * (1.0 / filterscale), kind) for x in range(count)]
-        total = 0.0
-        for value in values:  # in order, as Pillow sums them
-            total += value
-        rows.append(tuple((start + first + tap, value / total if total != 0.0 else value)
-                          for tap, value in enumerate(values) if value != 0.0))
-    return tuple(rows)
+    centers = (np.arange(out_size) + 0.5) * scale
+    # C's (int) truncates toward zero
+    first = np.maximum(np.trunc(centers - support + 0.5).astype(np.int64), 0)
+    count = np.minimum(np.trunc(centers + support + 0.5).astype(np.int64), length) - first
+    taps = np.arange(int(count.max()))
+    positions = first[:, None] + taps[None, :]
+    x = (positions - centers[:, None] + 0.5) * (1.0 / filterscale)
+    if kind == "box":
+        weights = ((x > -0.5) & (x <= 0.5)).astype(np.float64)
+    else:  # bilinear (triangle)
+        x = np.abs(x)
+        weights = np.where(x < 1.0, 1.0 - x, 0.0)
+    used = taps[None, :] < count[:, None]
+    weights = np.where(used, weights, 0.0)
+    total = np.cumsum(weights, axis=1)[:, -1:]  # summed in tap order, as Pillow does
+    weights = np.where(total != 0.0, weights / np.where(total != 0.0, total, 1.0), weights)
+    last = first + count - 1
+    indices = np.where(used, positions, last[:, None]) + start
+    return indices, weights
 
 
-def _csr(rows: list, n_columns: int):
-    """A CSR matrix from rows of ``(column, weight)`` pairs, kept in the given (tap) order."""
+#: Resizes of each region: the gray plane gives the phash (32 x 32), the dhash (9 wide x 8 high) and the gray part
+#: of the chash (4 wide x 8 high); each opponent colour plane gives 4 x 4 values of the chash. (width, height, filter)
+_GRAY_OUTPUTS = ((_DCT_SIZE, _DCT_SIZE, "bilinear"), (9, 8, "bilinear"), (4, 8, "box"))
+_COLOUR_OUTPUTS = ((4, 4, "box"),)
+_N_REGIONS = 6
+
+
+def _axis_spans(size: int) -> list[tuple[int, int]]:
+    """(start, length) of the six regions of :func:`_regions` along the horizontal axis of an image ``size``
+    wide (each region's columns depend on the width only)."""
+    return [(left, w) for _, left, _, w in _regions(size, size)]
+
+
+def _row_spans(size: int) -> list[tuple[int, int]]:
+    """The same along the vertical axis of an image ``size`` high."""
+    return [(top, h) for top, _, h, _ in _regions(size, size)]
+
+
+def _csr_blocks(blocks: list, n_columns: int):
+    """CSR matrix from blocks of rows ``(indices (rows, K), weights (rows, K))``, each row's taps in order."""
     from scipy import sparse
 
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(row) for row in rows])
-    indices = np.array([column for row in rows for column, _ in row], dtype=np.int64)
-    data = np.array([weight for row in rows for _, weight in row], dtype=np.float64)
-    matrix = sparse.csr_matrix((data, indices, indptr), shape=(len(rows), n_columns))
-    matrix.has_sorted_indices = True  # the taps are in increasing order already: never re-sort them
+    indices = np.concatenate([b[0].ravel() for b in blocks])
+    weights = np.concatenate([b[1].ravel() for b in blocks])
+    lengths = np.concatenate([np.full(b[0].shape[0], b[0].shape[1], dtype=np.int64) for b in blocks])
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    matrix = sparse.csr_matrix((weights, indices, indptr), shape=(len(lengths), n_columns))
+    matrix.has_sorted_indices = True  # taps are in increasing order already (padding repeats the last): keep them
     return matrix
 
 
-#: Resizes of each region: (plane, width, height, filter). The gray plane gives the phash (32 x 32), the dhash
-#: (9 x 8) and the gray part of the chash (4 wide x 8 high); the opponent colour planes the rest of the chash.
-_GRAY_OUTPUTS = ((_DCT_SIZE, _DCT_SIZE, "bilinear"), (9, 8, "bilinear"), (4, 8, "box"))
-_COLOUR_OUTPUT = (4, 4, "box")
+@lru_cache(maxsize=1024)
+def _horizontal_pass(width: int, colour: bool):
+    """``(columns, width)`` sparse weights of the horizontal pass of every region and output of a plane whose
+    images are ``width`` wide (a column per output value: region by region, output by output)."""
+    outputs = _COLOUR_OUTPUTS if colour else _GRAY_OUTPUTS
+    blocks = [_tap_arrays(left, w, out_w, kind) for left, w in _axis_spans(width) for out_w, _, kind in outputs]
+    return _csr_blocks(blocks, width)
 
 
-@lru_cache(maxsize=128)
-def _plan(height: int, width: int):
-    """Sparse weights of every resize the hashes of a ``height`` x ``width`` image need (cached per size).
-
-    Returns ``(gray_h, gray_v, colour_h, colour_v, layout)``. ``gray_h`` (columns x width) holds the horizontal
-    taps of every output column of every region and gray output; ``gray_v`` maps the horizontal result, laid
-    out (column, row), to the final values, laid out (column, output row). ``layout`` gives per region and
-    output the ``(start, n_columns, n_rows)`` of its block of rows in the final values.
-    """
-    regions = _regions(height, width)
-    result = []
-    for outputs in (_GRAY_OUTPUTS, (_COLOUR_OUTPUT,)):
-        horizontal, vertical, layout = [], [], []
-        for top, left, h, w in regions:
-            blocks = []
-            for out_w, out_h, kind in outputs:
-                blocks.append((None, out_w, out_h))
-                column_taps = _taps(left, w, out_w, kind)
-                row_taps = _taps(top, h, out_h, kind)
-                for taps in column_taps:
-                    column = len(horizontal)
-                    horizontal.append(taps)
-                    # output rows of this column: (column, out row) <- sum over input rows y of (column, y)
-                    vertical.extend(tuple((column * height + y, weight) for y, weight in row)
-                                    for row in row_taps)
-            layout.append(blocks)
-        # block starts in the final values (rows): blocks are written column by column, out_h rows each
-        start = 0
-        for blocks in layout:
-            for index, (_, out_w, out_h) in enumerate(blocks):
-                blocks[index] = (start, out_w, out_h)
-                start += out_w * out_h
-        result.append((_csr(horizontal, width), _csr(vertical, len(horizontal) * height), layout))
-    (gray_h, gray_v, gray_layout), (colour_h, colour_v, colour_layout) = result
-    return gray_h, gray_v, gray_layout, colour_h, colour_v, colour_layout
+@lru_cache(maxsize=1024)
+def _vertical_pass(height: int, colour: bool):
+    """Sparse weights from the horizontal result, laid out (column, input row), to the final values, laid out
+    (column, output row), of images ``height`` high (block-diagonal: each column resampled on its own)."""
+    outputs = _COLOUR_OUTPUTS if colour else _GRAY_OUTPUTS
+    blocks, column = [], 0
+    for top, h in _row_spans(height):
+        for out_w, out_h, kind in outputs:
+            indices, weights = _tap_arrays(top, h, out_h, kind)
+            columns = (column + np.arange(out_w))[:, None, None] * height
+            blocks.append(((columns + indices[None]).reshape(out_w * out_h, -1),
+                           np.broadcast_to(weights[None], (out_w,) + weights.shape).reshape(out_w * out_h, -1)))
+            column += out_w
+    return _csr_blocks(blocks, column * height)
 
 
-def _resize_all(plane: np.ndarray, horizontal, vertical, batch: int, height: int) -> np.ndarray:
+def _layout(outputs) -> list:
+    """Per region, per output: ``(start, n_columns, n_rows)`` of its block in the final values."""
+    layout, start = [], 0
+    for _ in range(_N_REGIONS):
+        blocks = []
+        for out_w, out_h, _ in outputs:
+            blocks.append((start, out_w, out_h))
+            start += out_w * out_h
+        layout.append(blocks)
+    return layout
+
+
+_GRAY_LAYOUT = _layout(_GRAY_OUTPUTS)
+_COLOUR_LAYOUT = _layout(_COLOUR_OUTPUTS)
+
+
+try:  # scipy's own kernel of "CSR matrix times dense columns", called without the ~25 us of dispatch around it
+    from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
+except ImportError:  # pragma: no cover - a scipy without it: the public operator does the same
+    _csr_matvecs = None
+
+
+def _times(matrix, dense: np.ndarray) -> np.ndarray:
+    """``matrix @ dense`` for a CSR ``matrix`` and a C-contiguous float64 ``dense`` (rows x columns): for each
+    output row, ``y += w * x`` over the row's entries in order (scipy's ``csr_matvecs``)."""
+    if _csr_matvecs is None:
+        return matrix @ dense
+    out = np.zeros((matrix.shape[0], dense.shape[1]))
+    _csr_matvecs(matrix.shape[0], matrix.shape[1], dense.shape[1], matrix.indptr, matrix.indices, matrix.data,
+                 dense.ravel(), out.ravel())
+    return out
+
+
+def _resize_all(plane: np.ndarray, horizontal, vertical, batch: int) -> np.ndarray:
     """Every resize of one plane laid out ``(width, height * B)`` float64: ``(final rows, B)`` float32."""
-    passed = horizontal @ plane  # (columns, height * B)
+    passed = _times(horizontal, plane)  # (columns, height * B)
     np.copyto(passed, passed.astype(np.float32))  # the horizontal pass is stored as float32, as in Pillow
-    return (vertical @ passed.reshape(-1, batch)).astype(np.float32)
+    return _times(vertical, passed.reshape(-1, batch)).astype(np.float32)
 
 
 def _median_rows(values: np.ndarray) -> np.ndarray:
@@ -253,10 +287,10 @@ def _dct_hash_bits(values: np.ndarray, batch: int) -> np.ndarray:
     return coefficients > _median_rows(coefficients)[:, None]
 
 
-def _hash_stack(stack: np.ndarray) -> np.ndarray:
-    """``(B, 18)`` uint64 hashes (:data:`HASH_NAMES` order) of ``B`` same-sized RGB images ``(B, H, W, 3)``."""
+def _resized_stack(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The final values of every resize of ``B`` same-sized RGB images ``(B, H, W, 3)``: gray, red-green and
+    yellow-blue, each ``(final rows, B)`` float32 in the layout of :data:`_GRAY_LAYOUT` / :data:`_COLOUR_LAYOUT`."""
     batch, height, width = stack.shape[:3]
-    gray_h, gray_v, gray_layout, colour_h, colour_v, colour_layout = _plan(height, width)
     # channel planes laid out (W, H, B): the resampled axes first, every image a column
     red, green, blue = stack.transpose(3, 2, 1, 0).astype(np.float32)
     shape = (width, height * batch)
@@ -264,9 +298,15 @@ def _hash_stack(stack: np.ndarray) -> np.ndarray:
     red_green = (red - green).reshape(shape).astype(np.float64)
     yellow_blue = ((red + green) / 2 - blue).reshape(shape).astype(np.float64)
     del red, green, blue
-    gray_values = _resize_all(gray, gray_h, gray_v, batch, height)
-    rg_values = _resize_all(red_green, colour_h, colour_v, batch, height)
-    yb_values = _resize_all(yellow_blue, colour_h, colour_v, batch, height)
+    return (_resize_all(gray, _horizontal_pass(width, False), _vertical_pass(height, False), batch),
+            _resize_all(red_green, _horizontal_pass(width, True), _vertical_pass(height, True), batch),
+            _resize_all(yellow_blue, _horizontal_pass(width, True), _vertical_pass(height, True), batch))
+
+
+def _hashes_from_values(gray_values: np.ndarray, rg_values: np.ndarray, yb_values: np.ndarray) -> np.ndarray:
+    """``(B, 18)`` uint64 hashes (:data:`HASH_NAMES` order) from the final resize values of ``B`` images of any
+    sizes (:func:`_resized_stack`, concatenated along the image axis)."""
+    batch = gray_values.shape[1]
 
     def image_rows(values: np.ndarray, start: int, n_columns: int, n_rows: int) -> np.ndarray:
         # rows (column, row) x B -> (B, n_rows * n_columns), each image's values row by row
@@ -274,7 +314,7 @@ def _hash_stack(stack: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(block.transpose(2, 1, 0)).reshape(batch, n_rows * n_columns)
 
     out = np.empty((batch, len(HASH_NAMES)), dtype=np.uint64)
-    for index, (gray_blocks, colour_blocks) in enumerate(zip(gray_layout, colour_layout)):
+    for index, (gray_blocks, colour_blocks) in enumerate(zip(_GRAY_LAYOUT, _COLOUR_LAYOUT)):
         (start, n_columns, n_rows), tiny_block, chash_block = gray_blocks
         out[:, 3 * index] = _pack(_dct_hash_bits(gray_values[start:start + n_columns * n_rows], batch))
         tiny = image_rows(gray_values, *tiny_block).reshape(batch, 8, 9)
@@ -298,6 +338,8 @@ def _reduced(rgb: np.ndarray) -> np.ndarray:
 #: Pixels (images x height x width) hashed in one stack: small enough for the work arrays (~300 bytes a pixel)
 #: to stay in the processor's caches (64 CIFAR images: half the time per image of 2,048 at once).
 _STACK_PIXELS = 1 << 16
+#: Images whose hashes are extracted together from their resized values (any sizes).
+_EXTRACT_IMAGES = 256
 
 
 def compute_perceptual_hashes_batch(images) -> dict[str, np.ndarray]:
@@ -329,12 +371,31 @@ def compute_perceptual_hashes_batch(images) -> dict[str, np.ndarray]:
     for position, rgb in enumerate(reduced):
         groups.setdefault(rgb.shape, []).append(position)
     values = np.zeros((n, len(HASH_NAMES)), dtype=np.uint64)
+    # Resize stack by stack (same size), then extract the hashes of many stacks at once: with images of mixed
+    # sizes most stacks hold one image, and the extraction costs the same for 1 image as for 100.
+    pending, pending_positions = [], []
+
+    def flush():
+        if pending_positions:
+            parts = list(zip(*pending))
+            values[np.concatenate(pending_positions)] = _hashes_from_values(
+                *(np.concatenate(part, axis=1) for part in parts))
+            pending.clear()
+            pending_positions.clear()
+
+    held = 0
     for shape, positions in groups.items():
         step = max(1, _STACK_PIXELS // (shape[0] * shape[1]))
         for start in range(0, len(positions), step):
             chunk = positions[start:start + step]
             stack = reduced[chunk[0]][None] if len(chunk) == 1 else np.stack([reduced[i] for i in chunk])
-            values[chunk] = _hash_stack(stack)
+            pending.append(_resized_stack(stack))
+            pending_positions.append(np.asarray(chunk, dtype=np.int64))
+            held += len(chunk)
+            if held >= _EXTRACT_IMAGES:
+                flush()
+                held = 0
+    flush()
     return {name: values[:, k] for k, name in enumerate(HASH_NAMES)}
 
 

@@ -229,16 +229,20 @@ def _properties_stack(stack: np.ndarray, modes: list, positions: list, out: dict
     """:func:`compute_image_properties` of ``B`` same-sized small images ``(B, H, W, 3)``, into ``out``."""
     batch, height, width = stack.shape[:3]
     n = height * width
-    # channel sums and cross-products: exact integers in float64 (as in compute_image_properties)
-    channels = stack.reshape(batch, n, 3).astype(np.float64)
-    sums = channels.sum(axis=1)
-    products = np.matmul(channels.transpose(0, 2, 1), channels)
+    # channel sums and cross-products: exact integers in float64 (as in compute_image_properties); channels as
+    # rows (B, 3, pixels), so that sums and products run over contiguous memory
+    channels = stack.reshape(batch, n, 3).transpose(0, 2, 1).astype(np.float64, order="C")
+    sums = channels.sum(axis=2)
+    products = np.matmul(channels, channels.transpose(0, 2, 1))
     del channels
     mean = sums / n
     covariance = products / n - mean[:, :, None] * mean[:, None, :]
 
+    def quadratic(weights: np.ndarray) -> np.ndarray:  # weights' covariance weights, per image
+        return np.matmul(np.matmul(covariance, weights), weights)
+
     def mean_and_variance(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return mean @ weights, np.maximum(np.einsum("i,bij,j->b", weights, covariance, weights), 0.0)
+        return mean @ weights, np.maximum(quadratic(weights), 0.0)
 
     mean_y, var_y = mean_and_variance(_LUMA)
     mean_rg, var_rg = mean_and_variance(_RG)
@@ -248,7 +252,7 @@ def _properties_stack(stack: np.ndarray, modes: list, positions: list, out: dict
     tolerance2 = GRAYSCALE_TOLERANCE ** 2 + 1e-9
     candidate = np.ones(batch, dtype=bool)
     for w in (_RG, _GB, _RB):
-        candidate &= np.einsum("i,bij,j->b", w, covariance, w) + (mean @ w) ** 2 <= tolerance2
+        candidate &= quadratic(w) + (mean @ w) ** 2 <= tolerance2
     grayscale = np.array([mode in GRAYSCALE_MODES for mode in modes], dtype=bool)
     for k in np.flatnonzero(candidate & ~grayscale):
         grayscale[k] = _max_channel_spread(stack[k], height) <= GRAYSCALE_TOLERANCE
