@@ -607,6 +607,10 @@ def write_generation(out: str | os.PathLike, files: dict, *, run_id: str | None 
             _fsync_dir(generation.parent)
         except BaseException:
             shutil.rmtree(generation, ignore_errors=True)
+            try:
+                generation.parent.rmdir()  # only when empty (a first write failed): no leftover in a new folder
+            except OSError:
+                pass
             raise
         previous = current_generation(folder)
         previous_names = set()
@@ -665,12 +669,15 @@ def parquet_run_id(path: str | os.PathLike) -> str | None:
     return value.decode("ascii", "replace") if value else None
 
 
-def check_one_run(folder: str | os.PathLike, audit: dict, names=None, base: Path | None = None) -> None:
+def check_one_run(folder: str | os.PathLike, audit: dict, names=None, base: Path | None = None, *,
+                  message: str = ERROR_MIXED_FOLDER) -> None:
     """Refuse a folder whose files come from different runs (:data:`ERROR_MIXED_FOLDER`).
 
     ``audit.json`` ``run_id`` is compared with the Parquet files' recorded run id and, inside a generation,
     with ``generation.json`` (whose sizes are checked too, covering ``.npy`` files). Folders of earlier
-    versions (no run id anywhere) pass.
+    versions (no run id anywhere) pass. ``audit`` is the folder's main JSON document (``audit.json``, or
+    ``comparison.json`` of a comparison folder, which passes its own ``message`` with the same fields
+    ``path, file, found, expected``).
     """
     root = Path(folder)
     expected = audit.get("run_id")
@@ -683,7 +690,7 @@ def check_one_run(folder: str | os.PathLike, audit: dict, names=None, base: Path
             continue
         found = parquet_run_id(path)
         if found != expected and (found is not None or expected is not None):
-            raise InputError(ERROR_MIXED_FOLDER.format(path=root, file=name, found=found or "unknown",
+            raise InputError(message.format(path=root, file=name, found=found or "unknown",
                                                        expected=expected or "unknown"), source=str(path))
     record = base / GENERATION_FILE
     if base != root and record.is_file():
@@ -692,11 +699,11 @@ def check_one_run(folder: str | os.PathLike, audit: dict, names=None, base: Path
         except (OSError, ValueError):
             generation = {}
         if generation.get("run_id") != expected:
-            raise InputError(ERROR_MIXED_FOLDER.format(path=root, file=GENERATION_FILE,
+            raise InputError(message.format(path=root, file=GENERATION_FILE,
                                                        found=generation.get("run_id") or "unknown",
                                                        expected=expected or "unknown"), source=str(record))
         for name, size in (generation.get("files") or {}).items():
             path = base / name
             if path.is_file() and path.stat().st_size != size:
-                raise InputError(ERROR_MIXED_FOLDER.format(path=root, file=name, found="another",
+                raise InputError(message.format(path=root, file=name, found="another",
                                                            expected=expected or "unknown"), source=str(path))

@@ -1,9 +1,13 @@
 """Read the two audits of a comparison and read/write a comparison folder.
 
 A comparison folder holds ``comparison.json`` (validated against ``audit/schema/comparison.schema.json``)
-and ``image_changes.parquet``; ``report.*`` files are added by ``report``. Writing goes through temporary
-files renamed into place, the table first and ``comparison.json`` last, so a reader that sees a new
-``comparison.json`` also sees its table. An audit folder is never written into (no mixed folders).
+and ``image_changes.parquet``; ``report.*`` files are added by ``report``. Both contract files are written as
+one generation by the audit folder's machinery (:func:`audit.folder.write_generation`: a lock against a
+concurrent writer, a fresh ``.generations/<run_id>/`` switched in by one atomic rename, leftovers of killed runs
+cleaned, the run id in both files), so a reader sees the previous comparison or the new one, never a mix; the
+reader (:func:`load_comparison_folder`) reads through the current generation and refuses a folder whose files
+name different runs. Comparison folders written before generations (plain files, no run id) are still read.
+An audit folder is never written into.
 """
 from __future__ import annotations
 
@@ -51,6 +55,9 @@ ERROR_OUT_IS_FILE = "--out {path} is a file; give a folder (it is created if mis
 ERROR_OUT_NOT_WRITABLE = "--out {path}: cannot write the comparison ({reason}); give a folder you can write to"
 ERROR_COMPARISON_CORRUPT = "{file} cannot be read ({reason}): the comparison is damaged; run `compare` again"
 ERROR_COMPARISON_SCHEMA = "{file} is not a valid comparison ({reason}): run `compare` again with this imagefair"
+ERROR_MIXED_COMPARISON = ("{path} mixes files of different comparisons ({file} is from run {found}, comparison.json "
+                          "from run {expected}): the folder was written by something other than imagefair; run "
+                          "`compare` again into it")
 
 
 def _major(version: str) -> int:
@@ -136,19 +143,25 @@ def check_out_folder(out, *inputs) -> Path:
     return folder
 
 
-def write_comparison_folder(out, comparison: dict, image_changes: pd.DataFrame) -> Path:
-    """Validate, then write ``image_changes.parquet`` and ``comparison.json`` atomically into ``out``."""
-    from audit.io.atomic import write_parquet_atomic
-    from audit.folder import write_json_streamed_atomic
+def write_comparison_folder(out, comparison: dict, image_changes: pd.DataFrame, *, run_id: str | None = None) -> Path:
+    """Validate, then write ``image_changes.parquet`` and ``comparison.json`` into ``out`` as one generation.
+
+    All or nothing (:func:`audit.folder.write_generation`): ``comparison.json`` gets the generation's
+    ``run_id``, the table records it in its Parquet metadata; a second ``compare`` into a folder being written is
+    refused (:data:`audit.folder.ERROR_FOLDER_LOCKED`); a failed write keeps the previous comparison. Other files
+    of the folder (``report.*``) are kept.
+    """
+    from audit.folder import new_run_id, write_generation
     from audit.schema.comparison import validate_comparison
 
     folder = check_out_folder(out)
+    run_id = run_id or new_run_id()
+    comparison = {**comparison, "run_id": run_id}
     validate_comparison(comparison)
     json.dumps(comparison, allow_nan=False)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_parquet_atomic(folder / CHANGES_FILE, image_changes)
-        write_json_streamed_atomic(folder / COMPARISON_FILE, comparison)
+        # the table first, comparison.json last (write_generation keeps the order)
+        write_generation(folder, {CHANGES_FILE: image_changes, COMPARISON_FILE: comparison}, run_id=run_id)
     except OSError as error:
         raise InputError(ERROR_OUT_NOT_WRITABLE.format(path=folder, reason=error.strerror or type(error).__name__),
                          source=str(folder)) from error
@@ -157,9 +170,17 @@ def write_comparison_folder(out, comparison: dict, image_changes: pd.DataFrame) 
 
 @dataclass(frozen=True)
 class ComparisonFolder:
+    """A comparison folder as read: ``comparison.json`` (migrated, validated) and ``image_changes.parquet``,
+    both from the same generation."""
+
     path: Path
     comparison: dict
     image_changes: pd.DataFrame
+
+    @property
+    def run_id(self) -> str | None:
+        """The run id of the comparison (None for folders written before generations)."""
+        return self.comparison.get("run_id")
 
 
 def is_comparison_folder(path) -> bool:
@@ -167,25 +188,38 @@ def is_comparison_folder(path) -> bool:
 
 
 def load_comparison_folder(path) -> ComparisonFolder:
-    """Read and validate a comparison folder (refusing an audit folder with one line)."""
-    from audit.schema.comparison import validate_comparison
+    """Read and validate a comparison folder (refusing an audit folder, or a folder mixing two runs, with one
+    line).
+
+    Both files are read from the folder's current generation (resolved once), so a ``compare`` switching
+    generations meanwhile is never seen half-way; a folder of plain files is read as it is. The run id of
+    ``comparison.json`` must match the table's (:data:`ERROR_MIXED_COMPARISON`).
+    """
+    from audit.folder import check_one_run, current_generation
+    from audit.schema.comparison import migrate_comparison, validate_comparison
 
     folder = Path(path)
     file = folder / COMPARISON_FILE
     if not file.is_file():
         hint = HINT_IS_AUDIT if (folder / "audit.json").is_file() else ""
         raise InputError(ERROR_NOT_COMPARISON.format(path=folder, hint=hint), source=str(file))
+    base = current_generation(folder) or folder
     try:
-        comparison = json.loads(file.read_text("utf-8"))
+        comparison = json.loads((base / COMPARISON_FILE).read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(ERROR_COMPARISON_CORRUPT.format(file=file, reason=error), source=str(file)) from None
+    if not isinstance(comparison, dict):
+        raise InputError(ERROR_COMPARISON_SCHEMA.format(file=file, reason="the top level is not an object"),
+                         source=str(file))
+    comparison = migrate_comparison(comparison)
     try:
         validate_comparison(comparison)
     except ValueError as error:
         raise InputError(ERROR_COMPARISON_SCHEMA.format(file=file, reason=error), source=str(file)) from None
+    check_one_run(folder, comparison, names=[CHANGES_FILE], base=base, message=ERROR_MIXED_COMPARISON)
     table = folder / CHANGES_FILE
     try:
-        changes = pd.read_parquet(table)
+        changes = pd.read_parquet(base / CHANGES_FILE)
     except Exception as error:  # noqa: BLE001 - pyarrow raises several types
         raise InputError(ERROR_COMPARISON_CORRUPT.format(file=table, reason=" ".join(str(error).split())),
                          source=str(table)) from None
