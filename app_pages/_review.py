@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _state
+from audit.escaping import streamlit_markdown_code
 
 QUEUE_SUSPECTS = "Ranked suspects"
 QUEUE_RANDOM = "Random sample (verified rate)"
@@ -62,7 +63,10 @@ def show_verified(audit, container=None, *, detail: bool = False) -> dict:
             target.caption(f"About {status['reviews_to_halve_interval']:,} more reviews of the random queue (in its "
                            f"order) would halve the interval.")
     else:
-        target.caption(_state.escape_markdown(status["message"]))
+        # the message is shared with `review --status` (lower-case start, commands in backticks): a sentence
+        # here, with the commands as code rather than literal backticks
+        message = str(status["message"])
+        target.caption(streamlit_markdown_code(message[:1].upper() + message[1:]))
     if detail and status.get("strata"):
         target.dataframe(pd.DataFrame(status["strata"]), hide_index=True, width="stretch", key="verified_strata")
     return status

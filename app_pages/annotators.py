@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _charts, _state
-from audit.display import metric_label
+from audit.display import attribute_label, metric_label
 from audit.report import figures
 
 audit = _state.current_audit()
@@ -52,7 +52,8 @@ if len(by_class):
 group_rows = rows[(rows["attribute"] != "all") & ~rows["attribute"].str.startswith("annotator & ")]
 if len(group_rows):
     st.subheader("Agreement by group")
-    attribute = st.selectbox("Attribute", list(dict.fromkeys(group_rows["attribute"])), key="annotators_attribute")
+    attribute = st.selectbox("Attribute", list(dict.fromkeys(group_rows["attribute"])), key="annotators_attribute",
+                             format_func=attribute_label)
     st.plotly_chart(figures.group_metric_figure(
         group_rows[group_rows["attribute"] == attribute], metric=metric_label("annotation_agreement"),
         attribute=attribute,

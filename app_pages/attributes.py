@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _charts, _state
-from audit.display import group_sort_key, sort_groups
+from audit.display import attribute_label, group_sort_key, sort_groups
 from audit.report import figures
 
 #: Words for the association table's columns.
@@ -22,7 +22,7 @@ if not distribution:
 
 attributes = distribution.get("attributes", {})
 names = list(attributes)
-attribute = st.selectbox("Attribute", names, key="attr_attribute")
+attribute = st.selectbox("Attribute", names, key="attr_attribute", format_func=attribute_label)
 entry = attributes[attribute]
 groups = pd.DataFrame(entry.get("groups", []))
 columns = st.columns(4)
@@ -46,7 +46,7 @@ if reference:
     if not rows.empty:
         rows = figures.sort_rows(rows)  # natural group order (0-2, 3-9, 10-19)
         st.plotly_chart(_charts.grouped_bar({"observed": rows["observed_share"], "reference": rows["expected_share"]},
-                                            rows["group"], title=f"{attribute}: observed vs reference share",
+                                            rows["group"], title=f"{attribute_label(attribute)}: observed vs reference share",
                                             value_title="share"), config=_charts.CONFIG, width="stretch",
                         key="attr_reference")
         st.dataframe(rows, hide_index=True, width="stretch")
@@ -62,8 +62,9 @@ pairs = {tuple(v.get("attributes", [])): k for k, v in intersections.items() if 
 if pairs:
     st.subheader("Intersections")
     left, right = st.columns(2)
-    first = left.selectbox("Rows", names, index=0, key="attr_pair_first")
-    second = right.selectbox("Columns", [n for n in names if n != first], index=0, key="attr_pair_second")
+    first = left.selectbox("Rows", names, index=0, key="attr_pair_first", format_func=attribute_label)
+    second = right.selectbox("Columns", [n for n in names if n != first], index=0, key="attr_pair_second",
+                             format_func=attribute_label)
     key = pairs.get((first, second)) or pairs.get((second, first))
     if key is None:
         st.info("This pair was not analysed (see the audit's intersection depth).")
@@ -82,8 +83,9 @@ if pairs:
         text = [[f"{cells[(r, c)]['n']}" + (" (small)" if cells[(r, c)].get("is_small") else "")
                  if (r, c) in cells else "0 (empty)" for c in column_values] for r in row_values]
         st.plotly_chart(_charts.heatmap(z, x=column_values, y=row_values, text=text,
-                                        title=f"Images by {row_attr} x {column_attr}", x_title=column_attr,
-                                        y_title=row_attr, colorbar_title="images"),
+                                        title=f"Images by {attribute_label(row_attr)} x {attribute_label(column_attr)}",
+                                        x_title=attribute_label(column_attr), y_title=attribute_label(row_attr),
+                                        colorbar_title="images"),
                         config=_charts.CONFIG, width="stretch", key="attr_intersection")
         st.caption(f"{block.get('n_cells_empty', 0)} of {block.get('n_cells_possible', 0)} cells empty, "
                    f"{block.get('n_small_groups', 0)} small.")
@@ -99,11 +101,13 @@ if associations:
                         key="attr_assoc_strength")
         shown = [c for c in ("attribute", "n_groups", "cramers_v", "chi2", "dof", "p_value", "p_value_adjusted",
                              "significant", "low_expected_counts") if c in summary.columns]
+        summary = summary.assign(attribute=summary["attribute"].map(attribute_label))
         st.dataframe(summary[shown].rename(columns=ASSOCIATION_COLUMNS), hide_index=True, width="stretch",
                      key="attr_assoc_table")
     contingency = associations.get("contingency", {})
     if contingency:
-        chosen = st.selectbox("Attribute for the class x group heatmap", list(contingency), key="attr_assoc_attribute")
+        chosen = st.selectbox("Attribute for the class x group heatmap", list(contingency), key="attr_assoc_attribute",
+                              format_func=attribute_label)
         table = dict(contingency[chosen])
         # groups (columns) in natural order: 0-2, 3-9, 10-19 (the stored order sorts them as text)
         permutation = sorted(range(len(table["groups"])), key=lambda j: group_sort_key(table["groups"][j]))
@@ -117,9 +121,10 @@ if associations:
         text = [[f"{count}" + (" *" if (cls, grp) in significant else "") for grp, count in zip(table["groups"], row)]
                 for cls, row in zip(table["classes"], table["counts"])]
         st.plotly_chart(_charts.heatmap(table["adjusted_residuals"], x=table["groups"], y=table["classes"], text=text,
-                                        colorscale="RdBu_r", zmid=0, x_title=chosen, y_title="class",
+                                        colorscale="RdBu_r", zmid=0, x_title=attribute_label(chosen), y_title="class",
                                         colorbar_title="adjusted residual",
-                                        title=f"Class x {chosen}: adjusted residuals (text: images; * significant)"),
+                                        title=f"Class x {attribute_label(chosen)}: adjusted residuals (text: images; "
+                                              "* significant)"),
                         config=_charts.CONFIG, width="stretch", key="attr_assoc_heatmap")
         st.caption("Red: more images than independence predicts; blue: fewer. * = significant after "
                    "multiple-comparison control.")

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _charts, _state, _tables
-from audit.display import is_data_rate, metric_label, sort_groups
+from audit.display import attribute_label, group_sort_key, is_data_rate, metric_label, sort_groups
 from audit.report import figures
 
 #: Words for the rates fairlearn's equalized-odds gap is taken on.
@@ -45,7 +45,8 @@ if not attributes:
 flagged = [a for a in dict.fromkeys(rows_metric.loc[rows_metric["verdict"] == "worse_than_rest", "attribute"])
            if a in attributes]
 attribute = controls[1].selectbox("Attribute or intersection", attributes,
-                                  index=attributes.index(flagged[0]) if flagged else 0, key="fair_attribute")
+                                  index=attributes.index(flagged[0]) if flagged else 0, key="fair_attribute",
+                                  format_func=attribute_label)
 class_names = [c for c in dict.fromkeys(rows_metric.loc[rows_metric["attribute"] == attribute, "class"])]
 class_name = controls[2].selectbox("Class", class_names, format_func=lambda c: c or "(all classes)",
                                    key="fair_class") if len(class_names) > 1 else class_names[0]
@@ -62,7 +63,9 @@ if metric == "label_disagreement_rate":
     if len(same):
         st.caption(_state.escape_markdown(
             "A screening figure, not a label-error rate. The model's error rate on the same images: "
-            + "; ".join(f"{group} {value:.1%}" for group, value in zip(same["group"], same["value"])) + "."))
+            + "; ".join(f"{group} {value:.1%}" for group, value in  # groups in natural order (0-2, 3-9, 10-19)
+                        sorted(zip(same["group"], same["value"]), key=lambda pair: group_sort_key(pair[0])))
+            + "."))
 overall = rows_metric[(rows_metric["attribute"] == "all") & (rows_metric["class"] == class_name)]
 reference = float(overall["value"].iloc[0]) if len(overall) else None
 # The policy's worst-group threshold for this metric and attribute, when the audit recorded a verdict.
@@ -88,7 +91,7 @@ n_judged = int((~rows["insufficient_evidence"].astype(bool)).sum())
 if summary and n_judged < 2:
     # Gaps between groups of 1-4 images are noise: no disparity table, no two-class fairness numbers.
     st.subheader("Disparity summary")
-    st.info(f"Fewer than two groups of {attribute} have enough evidence (at least "
+    st.info(f"Fewer than two groups of {attribute_label(attribute)} have enough evidence (at least "
             f"{audit.audit.get('provenance', {}).get('min_group_size', '?')} images and a narrow enough interval): "
             "no disparity between groups is computed.")
     summary = None
@@ -127,9 +130,9 @@ if not recall.empty:
     text = [[("" if (c, g) not in cells.index else f"{cells['value'][(c, g)]:.2f}"
               + (" *" if cells["verdict"][(c, g)] == "worse_than_rest" else "")
               + (" (small)" if cells["insufficient_evidence"][(c, g)] else "")) for g in groups] for c in classes]
-    st.plotly_chart(_charts.heatmap(z, x=groups, y=classes, text=text, colorscale="RdYlGn", x_title=attribute,
-                                    y_title="class", colorbar_title="recall",
-                                    title=f"Recall by class x {attribute} (* worse than rest)"),
+    st.plotly_chart(_charts.heatmap(z, x=groups, y=classes, text=text, colorscale="RdYlGn",
+                                    x_title=attribute_label(attribute), y_title="class", colorbar_title="recall",
+                                    title=f"Recall by class x {attribute_label(attribute)} (* worse than rest)"),
                     config=_charts.CONFIG, width="stretch", key="fair_recall_heatmap")
 
 # -- calibration --------------------------------------------------------------------------------------------
@@ -156,6 +159,8 @@ if worse.empty:
 else:
     if "metric" in worse.columns:
         worse["metric"] = worse["metric"].map(metric_label)
+    if "attribute" in worse.columns:
+        worse["attribute"] = worse["attribute"].map(attribute_label)
     first = [c for c in ("attribute", "group", "class", "metric") if c in worse.columns]
     worse = worse[first + [c for c in worse.columns if c not in first]]
     worse.columns = [str(c).replace("_", " ") for c in worse.columns]

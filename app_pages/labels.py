@@ -8,8 +8,12 @@ import streamlit as st
 from app_pages import _charts, _review, _state
 from audit.report import figures
 from audit import reviews
+from audit.display import attribute_label, metric_label, sort_groups
 from audit.errors import InputError
 from audit.findings import disagreement_sentence
+
+#: group_metrics metrics of this page (audit.analysis.label_noise METRIC_NAME / ERROR_METRIC_NAME; contract names).
+METRIC, ERROR_METRIC = "label_disagreement_rate", "model_error_rate"
 
 audit = _state.current_audit()
 st.title("Label quality")
@@ -27,12 +31,16 @@ error_rate = section.get("model_error_rate")
 columns[0].metric("Label disagreement rate", "-" if rate is None else f"{rate:.1%}",
                   help=("Images whose given label the model confidently disagrees with: a screening figure, not a "
                         "label-error rate." + ("" if low is None else f" 95 % interval {low:.1%} - {high:.1%}.")))
-columns[1].metric("Model error rate (same images)", "-" if error_rate is None else f"{error_rate:.1%}",
-                  help=("Where the model is wrong the label is flagged too."
+columns[1].metric("Model error rate", "-" if error_rate is None else f"{error_rate:.1%}",
+                  help=("The model's error rate on the same images: where the model is wrong the label is flagged "
+                        "too."
                         + ("" if error_low is None else f" 95 % interval {error_low:.1%} - {error_high:.1%}.")))
 columns[2].metric("Flagged images", f"{section.get('n_label_issues', 0):,}")
 columns[3].metric("Images", f"{section.get('n_images', len(images)):,}")
-columns[4].metric("Source", str(section.get("source", "-")))
+columns[4].metric("Probabilities", str(section.get("source", "-")),
+                  help="Whose probabilities ranked the suspects: model (the audited model's), probe (a classifier "
+                       "trained out-of-sample on the model's embeddings), combined (their mean) or predictions (a "
+                       "predictions file).")
 sentence = disagreement_sentence(section)
 if sentence:
     st.caption(_state.escape_markdown(sentence) + " Probabilities: "
@@ -63,29 +71,31 @@ per_class = pd.DataFrame(section.get("per_class", []))
 left, right = st.columns(2)
 if not per_class.empty and "label_disagreement_rate" in per_class.columns:
     left.plotly_chart(figures.class_metric_figure(per_class.rename(columns={"label_disagreement_rate": "value"}),
-                                                  metric="label disagreement rate", higher_is_better=False),
+                                                  metric=metric_label(METRIC), higher_is_better=False),
                       width="stretch", key="labels_per_class")
 metrics = audit.group_metrics
-noise_rows = metrics[(metrics["metric"] == "label_disagreement_rate") & (metrics["class"] == "")
+noise_rows = metrics[(metrics["metric"] == METRIC) & (metrics["class"] == "")
                      & (metrics["attribute"] != "all")] if not metrics.empty else metrics
 if not noise_rows.empty:
     attribute_names = list(dict.fromkeys(noise_rows["attribute"]))
-    chosen = right.selectbox("Disagreement rate by", attribute_names, key="labels_noise_attribute")
+    chosen = right.selectbox("Disagreement rate by", attribute_names, key="labels_noise_attribute",
+                             format_func=attribute_label)
     rows = noise_rows[noise_rows["attribute"] == chosen]
-    right.plotly_chart(figures.group_metric_figure(rows, metric="label_disagreement_rate", attribute=chosen,
+    right.plotly_chart(figures.group_metric_figure(rows, metric=metric_label(METRIC), attribute=chosen,
                                                    overall=rate, higher_is_better=False),
                        width="stretch", key="labels_per_group")
 
 # Every disagreement rate beside the model's error rate on the same images (the confound).
 if not metrics.empty:
     key = ["attribute", "group", "class"]
-    rates = metrics[metrics["metric"] == "label_disagreement_rate"][key + ["n", "value", "ci_low", "ci_high"]]
-    errors = metrics[metrics["metric"] == "model_error_rate"][key + ["value", "ci_low", "ci_high"]]
+    rates = metrics[metrics["metric"] == METRIC][key + ["n", "value", "ci_low", "ci_high"]]
+    errors = metrics[metrics["metric"] == ERROR_METRIC][key + ["value", "ci_low", "ci_high"]]
     if not rates.empty:
         table = rates.merge(errors, on=key, how="left", suffixes=("", "_error"))
         table = table[(table["attribute"] == "all") | (table["class"] == "")]
-        table = table.rename(columns={"value": "disagreement rate", "ci_low": "disagreement low",
-                                      "ci_high": "disagreement high", "value_error": "model error rate",
+        table = table.assign(attribute=table["attribute"].map(attribute_label))
+        table = table.rename(columns={"value": metric_label(METRIC), "ci_low": "disagreement low",
+                                      "ci_high": "disagreement high", "value_error": metric_label(ERROR_METRIC),
                                       "ci_low_error": "error low", "ci_high_error": "error high"})
         with st.expander("Disagreement and model error rate, overall, per class and per group"):
             st.dataframe(table, hide_index=True, width="stretch", key="labels_rates_table",
@@ -152,10 +162,11 @@ else:
     class_filter = filters[1].multiselect("Given label", audit.classes, key="gallery_classes")
     group_attributes = [a for a in (audit.audit.get("dataset", {}).get("group_attributes") or []) +
                         (audit.audit.get("dataset", {}).get("pixel_attributes") or []) if a in images.columns]
-    group_attribute = filters[2].selectbox("Group attribute", ["(any)"] + group_attributes, key="gallery_attribute")
+    group_attribute = filters[2].selectbox("Group attribute", ["(any)"] + group_attributes, key="gallery_attribute",
+                                           format_func=attribute_label)
     group_value = None
     if group_attribute != "(any)":
-        values = sorted(images[group_attribute].dropna().astype(str).unique().tolist())
+        values = sort_groups(images[group_attribute].dropna().astype(str))
         group_value = filters[3].selectbox("Group", values, key="gallery_group")
     score_range = filters[4].slider("Label score", 0.0, 1.0, (0.0, 1.0), step=0.01, key="gallery_score",
                                     help="Lower = the model gives the given label less probability (more suspect).")

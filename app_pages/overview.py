@@ -5,6 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _review, _state
+from audit.display import attribute_label
+from audit.escaping import streamlit_markdown_code
 
 audit = _state.current_audit()
 data = audit.audit
@@ -44,7 +46,11 @@ if verdict:
         shown = shown.drop(columns=["attribute", "group", "class"])
         for column in ("value", "threshold"):
             shown[column] = [v if isinstance(v, str) else "" if pd.isna(v) else f"{v:.4g}" for v in shown[column]]
-        st.table(shown.fillna("").astype(str), hide_index=True)
+        # st.table renders Markdown: group values and messages are escaped, the messages' `commands` kept as code
+        shown = shown.fillna("").astype(str)
+        shown["where"] = shown["where"].map(_state.escape_markdown)
+        shown["details"] = shown["details"].map(streamlit_markdown_code)
+        st.table(shown, hide_index=True)
 
 st.subheader("Findings")
 details = data.get("finding_details") or [{"text": t, "severity": ""} for t in data.get("findings", [])]
@@ -64,12 +70,13 @@ card = {
     "classes": ", ".join(audit.classes), "class order": dataset.get("class_order_source"),
     "label column": dataset.get("label_column"), "splits": ", ".join(dataset.get("splits") or []) or "-",
     "group attributes": ", ".join(dataset.get("group_attributes") or []) or "-",
-    "pixel attributes": ", ".join(dataset.get("pixel_attributes") or []) or "-",
+    "pixel attributes": ", ".join(attribute_label(a) for a in dataset.get("pixel_attributes") or []) or "-",
     "metadata columns (not grouped)": ", ".join(dataset.get("metadata_columns") or []) or "-",
     "model": f"{model.get('kind')} {model.get('source', '')}".strip() if model else "none",
 }
-st.dataframe(pd.DataFrame({"field": list(card), "value": [str(v) for v in card.values()]}), hide_index=True,
-             width="stretch")
+# a static table: the scrolling data frame cut the card after ten rows (the model row was hidden)
+st.table(pd.DataFrame({"field": list(card), "value": [_state.escape_markdown(v) for v in card.values()]}),
+         hide_index=True)
 
 skipped = pd.DataFrame(data.get("skipped", []), columns=["row", "path", "reason"])
 st.subheader(f"Skipped inputs ({len(skipped)})")

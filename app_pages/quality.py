@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _charts, _state
-from audit.display import leakage_not_checked, issue_label, metric_label
+from audit.display import attribute_label, issue_label, leakage_not_checked, metric_label
 from audit.report import figures
 
 audit = _state.current_audit()
@@ -56,7 +56,8 @@ if issues:
                     & (metrics["class"] == "")] if not metrics.empty else metrics
     if not rates.empty:
         attributes = list(dict.fromkeys(rates["attribute"]))
-        attribute = st.selectbox("Share flagged by", attributes, key="quality_rate_attribute")
+        attribute = st.selectbox("Share flagged by", attributes, key="quality_rate_attribute",
+                                 format_func=attribute_label)
         overall = metrics[(metrics["metric"] == f"issue_rate:{issue}") & (metrics["attribute"] == "all")]
         st.plotly_chart(figures.group_metric_figure(
             rates[rates["attribute"] == attribute], metric=metric_label(f"issue_rate:{issue}"), attribute=attribute,

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagefair",
         description="Audit an image-classification dataset and a pretrained model for bias, fairness and label "
-                    "quality. Every command reads or writes one audit folder (see docs/audit-folder.md).")
+                    "quality. Every command reads or writes audit folders (see docs/audit-folder.md).")
     from audit import __version__
 
     parser.add_argument("--version", action="version", version=f"imagefair {__version__}")
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="inference cache (default $IMAGEFAIR_CACHE_DIR or ~/.cache/imagefair)")
     settings.add_argument("--no-cache", action="store_true", help="do not read or write the inference cache")
     settings.add_argument("--quiet", action="store_true", help="no progress bars")
-    scale = run.add_argument_group("execution (issue 14: where the per-image stage runs; same numbers everywhere)")
+    scale = run.add_argument_group("execution (where the per-image stage runs; the same numbers everywhere)")
     scale.add_argument("--executor", default="local", choices=("local", "ray"),
                        help="local: worker processes on this machine (default); ray: Ray Data (pip install "
                             "'imagefair[ray]')")
@@ -105,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="join a running Ray cluster (`ray start --head`); default: start a local Ray instance")
 
     noise = commands.add_parser("label-noise", help="label-noise audit from labels + probabilities (no images)",
-                                description="Estimate label noise by confident learning from labels and "
-                                            "predicted probabilities, and write an audit folder.")
+                                description="Screen labels by confident learning from labels and predicted "
+                                            "probabilities (the model-label disagreement rate, with suspects "
+                                            "ranked), and write an audit folder; `review` then gives the verified "
+                                            "label-error rate.")
     noise.add_argument("--labels", required=True, metavar="FILE",
                        help="NPY of class indices, or CSV/Parquet with id,label")
     noise.add_argument("--predictions", default=None, metavar="FILE",
@@ -128,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="render an audit folder as PDF, HTML or Markdown",
                                  description="Render the audit folder DIR as a PDF, HTML or Markdown report. The "
                                              "report re-reads the folder and computes nothing new.")
-    report.add_argument("dir", metavar="DIR", help="audit folder written by run or label-noise")
+    report.add_argument("dir", metavar="DIR",
+                        help="audit folder written by run or label-noise, or a comparison folder written by compare")
     report.add_argument("--format", required=True, choices=("pdf", "html", "md"),
                         help="pdf (needs Pango for WeasyPrint and Chromium for the charts), html (self-contained, "
                              "interactive charts) or md (text, no images)")

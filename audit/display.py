@@ -7,6 +7,8 @@ values. Pure functions over strings; no engine imports, so any layer may use the
   by part.
 - :func:`metric_label`: ``issue_rate:dark`` -> ``share flagged as too dark``, ``macro_f1`` -> ``macro-F1``;
   :func:`summary_label`: ``leakage.n_pairs`` -> ``near-duplicate pairs across splits (train/test leakage)``.
+- :func:`attribute_label`: the engine's pixel attributes in words (``image_brightness_group`` -> ``image
+  brightness``, ``image_is_grayscale`` -> ``grayscale image``); metadata attributes as given.
 - :func:`tied_extremes`: the smallest and largest classes with ties kept, so balanced data never names
   one class at random.
 """
@@ -111,6 +113,31 @@ def is_data_rate(name) -> bool:
     name = str(name)
     return (name.startswith(ISSUE_RATE_PREFIX) or "noise" in name or "disagreement" in name
             or name.startswith("annotation"))
+
+
+#: Words of the engine's pixel attributes (``audit.analysis.image_properties``; contract: every pixel attribute
+#: starts with ``image_``, its binned group column ends in ``_group``).
+ATTRIBUTE_LABELS = {
+    "image_width": "image width", "image_height": "image height", "image_aspect_ratio": "image aspect ratio",
+    "image_brightness": "image brightness", "image_contrast": "image contrast",
+    "image_colourfulness": "image colourfulness", "image_sharpness": "image sharpness",
+    "image_is_grayscale": "grayscale image",
+}
+PIXEL_PREFIX = "image_"
+
+
+def _attribute_part(name: str) -> str:
+    if not name.startswith(PIXEL_PREFIX):
+        return name  # a metadata attribute: the user's own column name
+    base = name[:-len("_group")] if name.endswith("_group") else name
+    return ATTRIBUTE_LABELS.get(base, base.replace("_", " "))
+
+
+def attribute_label(name) -> str:
+    """Words for an attribute or intersection (``a & b``, part by part): the engine's pixel attributes
+    (``image_*``) lose their underscores and ``_group`` suffix (``image_brightness_group`` -> ``image
+    brightness``); metadata attributes are shown as given; ``all`` stays ``all``."""
+    return SEPARATOR.join(_attribute_part(part) for part in str(name).split(SEPARATOR))
 
 
 #: Words of the summary numbers of ``analyses.data_quality`` (dotted keys as the report flattens them).

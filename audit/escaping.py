@@ -10,7 +10,9 @@ plotly labels               :func:`plot_text`; :func:`plot_no_markup` for a seco
 Markdown files (reports,    :func:`markdown_text`; :func:`markdown_code` inside a code span
 gate summaries, PR posts)
 Streamlit markdown (app)    :func:`streamlit_markdown` (Streamlit also reads ``:colour[...]``,
-                            ``:material/icon:`` and ``$math$``, so every punctuation mark is escaped)
+                            ``:material/icon:`` and ``$math$``, so every punctuation mark is escaped);
+                            :func:`streamlit_markdown_code` for messages whose `` `...` `` spans are
+                            commands (shared with the CLI): those spans as code, the rest escaped
 ==========================  ====================================================================
 """
 from __future__ import annotations
@@ -66,3 +68,13 @@ def streamlit_markdown(text) -> str:
     """``text`` with every Markdown/Streamlit-directive character backslash-escaped (shown literally), for any
     user string that goes into ``st.markdown``/``st.write``/``st.caption``; HTML is never enabled."""
     return _STREAMLIT_SPECIAL.sub(r"\\\1", str(text))
+
+
+def streamlit_markdown_code(text) -> str:
+    """A message whose `` `...` `` spans are commands (written for the terminal too): each span shown as inline
+    code, everything else escaped by :func:`streamlit_markdown` (so the backticks never show literally). An
+    unbalanced backtick escapes the whole text."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:
+        return streamlit_markdown(text)
+    return "".join(streamlit_markdown(part) if i % 2 == 0 else f"`{part}`" for i, part in enumerate(parts))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from audit.display import group_ranks, join_names, sort_groups, tied_extremes
+from audit.display import attribute_label, group_ranks, join_names, sort_groups, tied_extremes
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
 METRIC_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1",
@@ -117,7 +117,7 @@ def _performance_findings(group_metrics: pd.DataFrame, multiplicity: dict | None
         severe = np.isfinite(low) and low >= HIGH_SEVERITY_MIN_GAP or (not np.isfinite(low) and gap >= 0.1)
         found.append(_finding(
             "group_performance", "high" if severe else "medium",
-            f"{name} is {percent(row.value)} ({_interval(row)}, n = {row.n}) for {row.attribute} = {row.group}, "
+            f"{name} is {percent(row.value)} ({_interval(row)}, n = {row.n}) for {attribute_label(row.attribute)} = {row.group}, "
             f"against {percent(getattr(row, 'rest_value', np.nan))} for the rest of the data: {gap_text}; "
             f"adjusted p = {row.p_adjusted:.2g} ({method_word} over {n_primary} primary tests).",
             weight=3 + (gap if np.isfinite(gap) else 0)))
@@ -128,7 +128,7 @@ def _performance_findings(group_metrics: pd.DataFrame, multiplicity: dict | None
                 f"{int(primary['insufficient_evidence'].sum())} too small to judge).")
         if len(judged):
             lowest = _natural_order(judged, ["value"]).iloc[0]
-            text += (f" The lowest judged group is {lowest['attribute']} = {lowest['group']} at "
+            text += (f" The lowest judged group is {attribute_label(lowest['attribute'])} = {lowest['group']} at "
                      f"{percent(lowest['value'])} against {percent(overall_value)} overall.")
         found.append(_finding("group_performance", "info", text, weight=0.5))
     small = rows[(rows["attribute"] != "all") & rows["insufficient_evidence"] & (~rows["attribute"].str.contains(" & "))]
@@ -138,7 +138,8 @@ def _performance_findings(group_metrics: pd.DataFrame, multiplicity: dict | None
             "group_performance", "medium",
             f"{len(small)} single-attribute groups are too small (under the minimum group size, or too few "
             f"images for an interval narrower than the maximum width) for a verdict on {name.lower()}, e.g. "
-            f"{small.iloc[0]['attribute']} = {small.iloc[0]['group']} (n = {int(small.iloc[0]['n'])}).",
+            f"{attribute_label(small.iloc[0]['attribute'])} = {small.iloc[0]['group']} "
+            f"(n = {int(small.iloc[0]['n'])}).",
             weight=1.0))
     return found
 
@@ -183,7 +184,7 @@ def _lead_findings(group_metrics: pd.DataFrame, multiplicity: dict | None, *, ma
             continue  # one lead per group (accuracy, balanced accuracy and macro-F1 move together)
         seen.add(key)
         higher_is_worse = row["metric"] in RATE_NAMES or row["metric"] == "expected_calibration_error"
-        where = f"{row['attribute']} = {row['group']}" if row["attribute"] != "all" else "all images"
+        where = f"{attribute_label(row['attribute'])} = {row['group']}" if row["attribute"] != "all" else "all images"
         if row["class"]:
             where += f", class {row['class']}"
         confound = ""
@@ -337,7 +338,7 @@ def _composition_findings(sections: dict) -> list[dict]:
                     and (e.get("cramers_v") or 0) >= 0.2]
     for entry in strong_pixel[:2]:
         found.append(_finding("associations", "low",
-                              f"The class label is associated with the pixel attribute {entry['attribute']} "
+                              f"The class label is associated with the pixel attribute {attribute_label(entry['attribute'])} "
                               f"(Cramer's V = {entry['cramers_v']:.2f}): a model may learn it as a shortcut.",
                               weight=0.8 + entry["cramers_v"]))
     return found
@@ -363,7 +364,7 @@ def compose_findings(sections: dict, group_metrics: pd.DataFrame, *, n_skipped: 
     already = " ".join(f["text"] for f in found if f["analysis"] == "group_performance")
     reported = 0
     for entry in slices:
-        name = f"{entry.get('attribute')} = {entry.get('group')}"
+        name = f"{attribute_label(entry.get('attribute'))} = {entry.get('group')}"
         if name in already or reported >= 3:
             continue  # the per-group test already said it
         reported += 1

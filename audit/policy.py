@@ -788,7 +788,8 @@ def _check_min_group_images(context: _Context) -> list[Check]:
         group, n = groups[0]
         status = FAIL if small else WARN if near else PASS
         tied = [g for g, m in groups if m == n]
-        message = (f"{len(groups)} groups; smallest {group} with {n} images (minimum {threshold})" if len(tied) == 1
+        message = (f"{len(groups)} groups; smallest {group} with {n} image{'' if n == 1 else 's'} "
+                   f"(minimum {threshold})" if len(tied) == 1
                    else f"{len(groups)} groups; smallest {join_names(tied, limit=3)} with {n} images each "
                         f"(minimum {threshold})")
         if small:

@@ -40,3 +40,11 @@ def test_streamlit_config_has_no_file_watcher():
 
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert config["server"]["fileWatcherType"] == "none"
+
+
+def test_help_names_no_internal_issue_and_report_takes_a_comparison():
+    commands = _subcommands(build_parser())
+    texts = {name: command.format_help() for name, command in commands.items()}
+    assert not [name for name, text in texts.items() if "issue 1" in text]  # project issue numbers are not help
+    assert "comparison folder written by compare" in " ".join(texts["report"].split())
+    assert "estimate label noise" not in texts["label-noise"].lower()  # a screen; `review` verifies

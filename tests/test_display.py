@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from audit.display import (LEAKAGE_NOT_CHECKED_NO_SPLITS, LEAKAGE_NOT_CHECKED_ONE_SPLIT, group_ranks,
+from audit.display import (LEAKAGE_NOT_CHECKED_NO_SPLITS, LEAKAGE_NOT_CHECKED_ONE_SPLIT, attribute_label, group_ranks,
                            group_sort_key, is_data_rate, is_ordinal, issue_label, join_names, leakage_not_checked,
                            metric_label, sort_groups, summary_label, tied_extremes)
 from audit.report import figures
@@ -96,3 +96,14 @@ def test_reference_lines_are_named_in_the_legend_not_by_overlapping_text():
     assert fig.layout.legend.orientation == "h" and fig.layout.legend.yanchor == "bottom"
     assert fig.layout.title.yref == "container" and fig.layout.title.yanchor == "top"
     assert fig.layout.margin.t >= 60
+
+
+def test_pixel_attributes_in_words_metadata_as_given():
+    assert attribute_label("image_brightness_group") == "image brightness"
+    assert attribute_label("image_is_grayscale") == "grayscale image"
+    assert attribute_label("age & image_sharpness_group") == "age & image sharpness"
+    assert attribute_label("image_new_thing_group") == "image new thing"
+    # the user's own columns (no image_ prefix: the contract reserves it for the engine) are never rewritten
+    assert [attribute_label(a) for a in ("skin_group", "race", "all")] == ["skin_group", "race", "all"]
+    fig = figures.association_figure([{"attribute": "image_contrast_group", "cramers_v": 0.1, "significant": False}])
+    assert list(fig.data[0].y) == ["image contrast"]

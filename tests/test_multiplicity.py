@@ -103,6 +103,8 @@ def test_findings_headline_from_primary_leads_from_exploratory_and_tests_counted
     assert leads and all(f["severity"] == "low" and "adjusted p = " in f["text"] for f in leads)
     # the intersection containing a headline group restates it: not a lead; the pixel group is one
     assert not any("0-2 & Black" in f["text"] for f in leads)
-    assert any("image_brightness_group = dark" in f["text"] for f in leads)
+    # the pixel attribute in words (audit.display.attribute_label), as every view names it
+    assert any("image brightness = dark" in f["text"] for f in leads)
+    assert not any("image_brightness_group" in t for t in texts)
     tests = [t for t in texts if t.startswith("This audit made 8 tests")]
     assert len(tests) == 1 and "3 primary" in tests[0] and "5 exploratory" in tests[0]

@@ -37,6 +37,9 @@ def test_escaping_helpers():
     assert escaping.markdown_text("a|b\n<i>@x</i> [l](u)") == "a\\|b &lt;i&gt;@\u200bx&lt;/i&gt; \\[l\\](u)"
     assert escaping.markdown_code("a`b\nc") == "a'b c"
     assert escaping.streamlit_markdown(":red[x] $y$ _z_") == "\\:red\\[x\\] \\$y\\$ \\_z\\_"
+    # commands in backticks stay code spans, the rest is escaped; an unbalanced backtick escapes everything
+    assert escaping.streamlit_markdown_code("run `review *x*` on :red[y]") == "run `review *x*` on \\:red\\[y\\]"
+    assert escaping.streamlit_markdown_code("a ` b") == "a \\` b"
 
 
 def test_every_view_uses_the_one_escaping_helper_of_its_output():

@@ -350,3 +350,14 @@ def test_unknown_basis_is_refused(tmp_path):
     with pytest.raises(PolicyError) as error:
         load_policy(path)
     assert str(error.value) == ERROR_UNKNOWN_BASIS.format(path=path, value="humans")
+
+
+def test_a_one_image_group_is_one_image_not_one_images(audit, gm):
+    import copy
+
+    one = copy.deepcopy(audit)
+    groups = one["analyses"]["attribute_distribution"]["attributes"]["age"]["groups"]
+    next(g for g in groups if g["group"] == "old")["n"] = 1
+    policy = policy_from_dict({"representation": {"min_group_images": 25, "attributes": ["age"]}})
+    check = evaluate_policy(one, gm, policy).checks[0]
+    assert "smallest old with 1 image (minimum 25)" in check.message and "1 images" not in check.message

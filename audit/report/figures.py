@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
-from audit.display import group_ranks, group_sort_key, is_ordinal, metric_label
+from audit.display import attribute_label, group_ranks, group_sort_key, is_ordinal, metric_label
 # plotly text: the one escaping helper of that output kind (audit/escaping.py), under the names used here
 from audit.escaping import plot_no_markup as no_markup, plot_text as label  # noqa: F401
 
@@ -138,7 +138,8 @@ def group_shares_figure(groups: Sequence[Mapping], *, attribute: str, top_n: int
                      arrayminus=[g["share"] - g["ci_low"] for g in rows], color="#444", thickness=1),
         customdata=[g["n"] for g in rows],
         hovertemplate="%{y}: %{x:.1%} (%{customdata} images)<extra></extra>"))
-    return _layout(fig, title=f"Share of images by {label(attribute)}", height=_height(len(rows), minimum=160),
+    return _layout(fig, title=f"Share of images by {label(attribute_label(attribute))}",
+                   height=_height(len(rows), minimum=160),
                    xaxis=dict(title="share of images (95 % interval)", tickformat=".0%", rangemode="tozero"),
                    yaxis=dict(autorange="reversed", type="category"))
 
@@ -174,7 +175,7 @@ def group_metric_figure(rows: pd.DataFrame, *, metric: str, attribute: str, over
         fig.add_vline(x=value, line_dash=dash, line_color=colour)
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, hoverinfo="skip",
                                  line=dict(color=colour, dash=dash, width=1.5)))
-    title = f"{label(metric)} by {label(attribute)} (95 % intervals)"
+    title = f"{label(metric)} by {label(attribute_label(attribute))} (95 % intervals)"
     if left_out:
         title += f"; {left_out} best groups not shown"
     order = [label(g) for g in frame["group"]]
@@ -187,10 +188,13 @@ def class_metric_figure(rows: pd.DataFrame, *, metric: str, top_n: int = 25,
                         higher_is_better: bool | None = False) -> go.Figure:
     """Per-class values with intervals (group_metrics rows with ``class`` set), worst ``top_n`` classes."""
     frame = sort_rows(rows, "value", ascending=higher_is_better is not False, column="class").head(top_n)
+    # rows without an interval (an older or hand-made audit) are drawn without error bars
+    has_ci = {"ci_low", "ci_high"} <= set(frame.columns)
     fig = go.Figure(go.Bar(
         x=frame["value"], y=[label(c) for c in frame["class"]], orientation="h", marker_color=BAR_COLOUR,
         error_x=dict(type="data", symmetric=False, array=(frame["ci_high"] - frame["value"]).tolist(),
-                     arrayminus=(frame["value"] - frame["ci_low"]).tolist(), color="#444", thickness=1),
+                     arrayminus=(frame["value"] - frame["ci_low"]).tolist(), color="#444", thickness=1)
+        if has_ci else None,
         customdata=frame["n"], hovertemplate="%{y}: %{x:.3f} (n = %{customdata})<extra></extra>"))
     title = f"{label(metric)} per class (worst {len(frame)} of {len(rows)})" if len(rows) > top_n else \
         f"{label(metric)} per class"
@@ -204,7 +208,7 @@ def association_figure(entries: Sequence[Mapping]) -> go.Figure:
     rows = [e for e in entries if e.get("cramers_v") is not None]
     rows = sorted(rows, key=lambda e: -e["cramers_v"])
     fig = go.Figure(go.Bar(
-        x=[e["cramers_v"] for e in rows], y=[label(e["attribute"]) for e in rows], orientation="h",
+        x=[e["cramers_v"] for e in rows], y=[label(attribute_label(e["attribute"])) for e in rows], orientation="h",
         marker_color=["#c0392b" if e.get("significant") else BAR_COLOUR for e in rows],
         hovertemplate="%{y}: V = %{x:.3f}<extra></extra>"))
     return _layout(fig, title="Association of the class label with each attribute (Cramer's V)",
@@ -252,6 +256,6 @@ def reliability_figure(curves: Mapping[str, Sequence[Mapping]], *, attribute: st
             hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>n = %{customdata}<extra>%{fullData.name}</extra>"))
     shown = f" (largest {top_n} of {len(curves)} groups)" if len(curves) > top_n else ""
     fig.update_layout(legend=dict(orientation="v"))  # up to seven groups: a column at the right
-    return _layout(fig, title=f"Reliability by {label(attribute)}{shown}", height=360, showlegend=True,
+    return _layout(fig, title=f"Reliability by {label(attribute_label(attribute))}{shown}", height=360, showlegend=True,
                    xaxis=dict(title="mean confidence in bin", range=[0, 1]),
                    yaxis=dict(title="accuracy in bin", range=[0, 1]))

@@ -15,6 +15,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
 
 from audit.display import LEAKAGE_NOT_CHECKED_NO_SPLITS
+from audit.escaping import streamlit_markdown_code
 from tests.audit_builder import build_audit_folder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,7 +138,8 @@ def test_overview_policy_table_shows_status_and_details_in_full(balanced, monkey
     # a static table wraps long cells; the scrolling data frame cut "INSUFFICIENT_EVIDENCE" and the details
     table = app.table[0].value
     assert table["status"].tolist() == ["FAIL", "INSUFFICIENT_EVIDENCE"]
-    assert LONG_MESSAGE in table["details"].tolist()
+    # st.table renders Markdown: the details are escaped (commands in backticks stay code spans)
+    assert streamlit_markdown_code(LONG_MESSAGE) in table["details"].tolist()
 
 
 def test_fairness_summary_in_words(balanced, monkeypatch):
