@@ -103,6 +103,8 @@ def json_safe(value):
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if value and all(type(v) is float for v in value) and all(map(math.isfinite, value)):
+            return list(value)  # already clean (e.g. a row of a large matrix): no call per element
         return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
         return json_safe(value.tolist())
