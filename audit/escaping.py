@@ -5,10 +5,11 @@ and nothing else (a test greps for ad hoc ``html.escape`` / ``replace("<", ...)`
 ==========================  ====================================================================
 output                      helper
 ==========================  ====================================================================
-HTML (reports, SVG)         :func:`html_text` (the Jinja templates autoescape with the same rules)
+HTML (reports, SVG)         :func:`html_text` (the Jinja templates autoescape with the same rules);
+                            :func:`html_text_code` for messages whose `` `...` `` spans are commands
 plotly labels               :func:`plot_text`; :func:`plot_no_markup` for a second, idempotent pass
-Markdown files (reports,    :func:`markdown_text`; :func:`markdown_code` inside a code span
-gate summaries, PR posts)
+Markdown files (reports,    :func:`markdown_text`; :func:`markdown_code` inside a code span;
+gate summaries, PR posts)   :func:`markdown_text_code` for messages with `` `commands` ``
 Streamlit markdown (app)    :func:`streamlit_markdown` (Streamlit also reads ``:colour[...]``,
                             ``:material/icon:`` and ``$math$``, so every punctuation mark is escaped);
                             :func:`streamlit_markdown_code` for messages whose `` `...` `` spans are
@@ -24,6 +25,16 @@ import re
 def html_text(text) -> str:
     """``text`` for HTML or SVG element content and attribute values: ``& < > " '`` as entities."""
     return html.escape(str(text), quote=True)
+
+
+def html_text_code(text) -> str:
+    """A message whose `` `...` `` spans are commands (written for the terminal too) as HTML: everything escaped
+    by :func:`html_text`, each span in ``<code>`` (so the backticks never show literally). An unbalanced
+    backtick leaves the text as plain escaped text."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:
+        return html_text(text)
+    return "".join(html_text(part) if i % 2 == 0 else f"<code>{html_text(part)}</code>" for i, part in enumerate(parts))
 
 
 def plot_text(text) -> str:
@@ -59,6 +70,15 @@ def markdown_code(text) -> str:
     """User text inside a code span (`` `...` ``): escapes are not read there, so a backtick (which would end
     the span) becomes a quote and line breaks become spaces."""
     return " ".join(str(text).replace("`", "'").splitlines())
+
+
+def markdown_text_code(text) -> str:
+    """A message whose `` `...` `` spans are commands as Markdown: the spans as code spans
+    (:func:`markdown_code`), the rest by :func:`markdown_text`; an unbalanced backtick escapes the whole text."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:
+        return markdown_text(text)
+    return "".join(markdown_text(part) if i % 2 == 0 else f"`{markdown_code(part)}`" for i, part in enumerate(parts))
 
 
 _STREAMLIT_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")

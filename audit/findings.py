@@ -117,7 +117,8 @@ def _performance_findings(group_metrics: pd.DataFrame, multiplicity: dict | None
         severe = np.isfinite(low) and low >= HIGH_SEVERITY_MIN_GAP or (not np.isfinite(low) and gap >= 0.1)
         found.append(_finding(
             "group_performance", "high" if severe else "medium",
-            f"{name} is {percent(row.value)} ({_interval(row)}, n = {row.n}) for {attribute_label(row.attribute)} = {row.group}, "
+            f"{name} is {percent(row.value)} ({_interval(row)}, n = {row.n}) for {attribute_label(row.attribute)} = "
+            f"{row.group}, "
             f"against {percent(getattr(row, 'rest_value', np.nan))} for the rest of the data: {gap_text}; "
             f"adjusted p = {row.p_adjusted:.2g} ({method_word} over {n_primary} primary tests).",
             weight=3 + (gap if np.isfinite(gap) else 0)))

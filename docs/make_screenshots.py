@@ -25,8 +25,8 @@ def main(argv=None) -> int:
     parser.add_argument("--audit", default=str(REPO / "reports" / "sample"),
                         help="audit folder to show (default: reports/sample; `streamlit run app.py` builds it)")
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"), help="folder for the PNGs")
-    parser.add_argument("--width", type=int, default=1400)
-    parser.add_argument("--height", type=int, default=1200)
+    parser.add_argument("--width", type=int, default=1400, help="browser window width in pixels (default 1400)")
+    parser.add_argument("--height", type=int, default=1200, help="browser window height in pixels (default 1200)")
     arguments = parser.parse_args(argv)
     audit = Path(arguments.audit).resolve()
     if not (audit / "audit.json").is_file():

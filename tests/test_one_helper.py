@@ -40,6 +40,8 @@ def test_escaping_helpers():
     # commands in backticks stay code spans, the rest is escaped; an unbalanced backtick escapes everything
     assert escaping.streamlit_markdown_code("run `review *x*` on :red[y]") == "run `review *x*` on \\:red\\[y\\]"
     assert escaping.streamlit_markdown_code("a ` b") == "a \\` b"
+    assert escaping.html_text_code("run `a<b` & go") == "run <code>a&lt;b</code> &amp; go"
+    assert escaping.markdown_text_code("run `x` on a|b") == "run `x` on a\\|b"
 
 
 def test_every_view_uses_the_one_escaping_helper_of_its_output():

@@ -347,3 +347,23 @@ def test_thumbnails_only_from_inside_the_audited_data_root(tmp_path):
     assert not _inside_root(root / "link.png", root)  # a symlink out of the root
     assert not _inside_root(root / ".." / "secret.png", root)
     assert not _inside_root(inside, None)
+
+
+def test_html_shows_commands_as_code_and_pixel_attributes_in_words(html):
+    # policy messages are shared with the terminal: their `commands` become <code>, never literal backticks
+    assert "<code>python -m audit review DIR --sample" in html and "`python -m audit review" not in html
+    assert "Accuracy by image brightness" in html and "Accuracy by image_brightness_group" not in html
+
+
+def test_markdown_shows_the_review_commands_as_code(folder):
+    text = render_report(folder, format="md").read_text()
+    assert "\\`python -m audit review" not in text and "`python -m audit review " in text
+
+
+def test_pdf_sections_run_on_and_short_blocks_stay_whole():
+    """Forced page breaks before sections left pages with two lines or two table rows on them (sample PDF)."""
+    from importlib.resources import files
+
+    css = files("audit.report").joinpath("templates/report.css").read_text()
+    assert "page-break-before: always" not in css and "break-before: page" not in css
+    assert re.search(r"\.block \{[^}]*break-inside: avoid", css)

@@ -256,6 +256,7 @@ def reliability_figure(curves: Mapping[str, Sequence[Mapping]], *, attribute: st
             hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>n = %{customdata}<extra>%{fullData.name}</extra>"))
     shown = f" (largest {top_n} of {len(curves)} groups)" if len(curves) > top_n else ""
     fig.update_layout(legend=dict(orientation="v"))  # up to seven groups: a column at the right
-    return _layout(fig, title=f"Reliability by {label(attribute_label(attribute))}{shown}", height=360, showlegend=True,
+    return _layout(fig, title=f"Reliability by {label(attribute_label(attribute))}{shown}", height=360,
+                   showlegend=True,
                    xaxis=dict(title="mean confidence in bin", range=[0, 1]),
                    yaxis=dict(title="accuracy in bin", range=[0, 1]))

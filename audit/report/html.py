@@ -11,6 +11,7 @@ from typing import Callable
 
 from markupsafe import Markup
 
+from audit.escaping import html_text_code
 from audit.report.document import Report, fmt_number, fmt_percent
 
 STATUS_CLASS = {"PASS": "pass", "WARN": "warn", "FAIL": "fail", "INSUFFICIENT_EVIDENCE": "insufficient",
@@ -33,6 +34,8 @@ def _environment():
     environment.filters["percent"] = fmt_percent
     environment.filters["number"] = fmt_number
     environment.filters["breakable"] = breakable
+    # messages shared with the terminal (`commands` in backticks): escaped, the commands as <code>
+    environment.filters["code_spans"] = lambda text: Markup(html_text_code(text))
     environment.globals["status_class"] = lambda status: STATUS_CLASS.get(status, "none")
     return environment
 

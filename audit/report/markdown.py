@@ -3,7 +3,7 @@ from __future__ import annotations
 
 # One escaping helper per output kind (audit/escaping.py): md/code are the Markdown ones, kept under these
 # names for the report, the gate and the comparison summary; one mark per check status (audit.policy).
-from audit.escaping import MARKDOWN_ESCAPED, markdown_code as code, markdown_text as md  # noqa: F401
+from audit.escaping import MARKDOWN_ESCAPED, markdown_code as code, markdown_text as md, markdown_text_code  # noqa: F401
 from audit.policy import STATUS_MARK  # noqa: F401
 from audit.report.document import Report
 
@@ -43,7 +43,7 @@ def render_markdown(report: Report, *, max_checks: int = 20) -> str:
                          f"{verified['confirmed_errors']} confirmed errors ({verified['confirmed_outside']} outside the "
                          f"sample, not in the estimate)")
         elif verified:
-            lines.append(f"- Verified label-error rate: not available ({md(verified['message'])})")
+            lines.append(f"- Verified label-error rate: not available ({markdown_text_code(verified['message'])})")
     lines.append("")
     findings = s["summary"]["findings"]
     if findings:

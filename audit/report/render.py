@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audit.display import (group_sort_key, issue_label, join_names, leakage_not_checked, metric_label, summary_label,
-                            tied_extremes)
+from audit.display import (attribute_label, group_sort_key, issue_label, join_names, leakage_not_checked,
+                           metric_label, summary_label, tied_extremes)
 from audit.errors import InputError
 from audit.folder import AuditFolder, load_audit_folder
 from audit.report.document import Report, fmt_interval, fmt_number, fmt_p, fmt_percent  # noqa: F401
@@ -194,7 +194,7 @@ def _composition(report: Report, analyses: dict, audit: dict) -> dict:
             rows = figures.groups_in_display_order(groups)  # age bins in natural order, others by size
             key = f"shares::{name}"
             attributes.append({
-                "name": name, "key": key, "is_pixel": name not in group_attributes,
+                "name": attribute_label(name), "key": key, "is_pixel": name not in group_attributes,
                 "n_groups": entry.get("n_groups", len(groups)), "missing_rate": fmt_percent(entry.get("missing_rate")),
                 "n_missing": entry.get("n_missing", 0), "n_small_groups": entry.get("n_small_groups", 0),
                 "rows": [{"group": g["group"], "n": g["n"], "share": fmt_percent(g.get("share")),
@@ -207,7 +207,7 @@ def _composition(report: Report, analyses: dict, audit: dict) -> dict:
         attributes.sort(key=lambda a: a["is_pixel"])
         out["attributes"] = attributes
         intersections = [
-            {"name": name, "n_cells_possible": entry.get("n_cells_possible"),
+            {"name": attribute_label(name), "n_cells_possible": entry.get("n_cells_possible"),
              "n_cells_empty": entry.get("n_cells_empty"), "n_small_groups": entry.get("n_small_groups"),
              "smallest": sorted(entry.get("groups") or [], key=lambda g: (g["n"], group_sort_key(g["group"])))[:3],
              "is_pixel": any(part not in group_attributes for part in name.split(" & "))}
@@ -223,7 +223,7 @@ def _composition(report: Report, analyses: dict, audit: dict) -> dict:
     if associations:
         entries = associations.get("attributes") or []
         out["associations"] = [
-            {"attribute": e.get("attribute"), "cramers_v": fmt_number(e.get("cramers_v"), 3),
+            {"attribute": attribute_label(e.get("attribute")), "cramers_v": fmt_number(e.get("cramers_v"), 3),
              "p_adjusted": fmt_p(e.get("p_value_adjusted")), "significant": bool(e.get("significant")),
              "low_expected_counts": bool(e.get("low_expected_counts")),
              "cells": [c for c in (e.get("cells") or []) if c.get("significant")][:5]} for e in entries]
@@ -316,7 +316,8 @@ def _label_quality(report: Report, analyses: dict, audit: dict, data: AuditFolde
     out["noisy_groups"] = []
     for _, r in per_group.sort_values("value", ascending=False).head(TOP_ROWS).iterrows():
         error, error_interval_text = error_of(r)
-        out["noisy_groups"].append({"attribute": r["attribute"], "group": r["group"], "n": int(r["n"]),
+        out["noisy_groups"].append({"attribute": attribute_label(r["attribute"]), "group": r["group"],
+                                    "n": int(r["n"]),
                                     "rate": fmt_percent(r["value"]), "interval": fmt_interval(r["ci_low"], r["ci_high"]),
                                     "error": error, "error_interval": error_interval_text})
     matrix = section.get("noise_matrix")
@@ -395,7 +396,8 @@ def _review_summary(data: AuditFolder) -> dict | None:
 def _metric_rows(frame: pd.DataFrame) -> list[dict]:
     from audit.report.figures import VERDICT_LABELS
 
-    return [{"attribute": r["attribute"], "group": r["group"], "n": int(r["n"]), "value": fmt_percent(r["value"]),
+    return [{"attribute": attribute_label(r["attribute"]), "group": r["group"], "n": int(r["n"]),
+             "value": fmt_percent(r["value"]),
              "interval": fmt_interval(r["ci_low"], r["ci_high"]),
              "verdict": VERDICT_LABELS.get(r["verdict"], r["verdict"]) if r["verdict"] else "-",
              "worse": r["verdict"] == "worse_than_rest", "insufficient": bool(r["insufficient_evidence"])}
@@ -430,7 +432,7 @@ def _performance(report: Report, analyses: dict, audit: dict, gm: pd.DataFrame) 
             continue
         rows = figures.order_metric_rows(rows, top_n=TOP_GROUPS)  # lowest first; age bins in natural order
         key = f"accuracy::{attribute}"
-        tables.append({"attribute": attribute, "key": key, "rows": _metric_rows(rows.head(TOP_GROUPS)),
+        tables.append({"attribute": attribute_label(attribute), "key": key, "rows": _metric_rows(rows.head(TOP_GROUPS)),
                        "n_hidden": max(len(rows) - TOP_GROUPS, 0),
                        "is_pixel": attribute not in (dataset.get("group_attributes") or [])})
         if tables[-1]["is_pixel"] or len(tables) > MAX_PERFORMANCE_CHARTS:
@@ -444,7 +446,7 @@ def _performance(report: Report, analyses: dict, audit: dict, gm: pd.DataFrame) 
     for attribute in [a for a in (dataset.get("group_attributes") or []) if a in curves][:3]:
         key = f"reliability::{attribute}"
         report.figures[key] = figures.reliability_figure(curves[attribute], attribute=attribute)
-        out["reliability"].append({"attribute": attribute, "key": key})
+        out["reliability"].append({"attribute": attribute_label(attribute), "key": key})
     intersections = accuracy[accuracy["attribute"].str.contains(" & ", regex=False)]
     judged = figures.sort_rows(intersections[~intersections["insufficient_evidence"]], "value")
     out["intersections"] = _metric_rows(judged.head(TOP_ROWS))
@@ -530,7 +532,8 @@ TOP_DISAGREED = 12
 def _agreement_rows(rows: pd.DataFrame) -> list[dict]:
     from audit.report.figures import VERDICT_LABELS
 
-    return [{"attribute": str(r["attribute"]), "group": str(r["group"]), "class": str(r["class"]), "n": int(r["n"]),
+    return [{"attribute": attribute_label(r["attribute"]), "group": str(r["group"]), "class": str(r["class"]),
+             "n": int(r["n"]),
              "value": fmt_number(r["value"], 3), "interval": f"{fmt_number(r['ci_low'], 3)}-{fmt_number(r['ci_high'], 3)}",
              "verdict": VERDICT_LABELS.get(str(r["verdict"]), str(r["verdict"]))} for _, r in rows.iterrows()]
 
