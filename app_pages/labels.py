@@ -8,7 +8,7 @@ import streamlit as st
 from app_pages import _charts, _review, _state
 from audit.report import figures
 from audit import reviews
-from audit.display import attribute_label, metric_label, sort_groups
+from audit.display import attribute_label, group_sort_key, metric_label, sort_groups
 from audit.errors import InputError
 from audit.findings import disagreement_sentence
 
@@ -72,7 +72,7 @@ left, right = st.columns(2)
 if not per_class.empty and "label_disagreement_rate" in per_class.columns:
     left.plotly_chart(figures.class_metric_figure(per_class.rename(columns={"label_disagreement_rate": "value"}),
                                                   metric=metric_label(METRIC), higher_is_better=False),
-                      width="stretch", key="labels_per_class")
+                      config=_charts.CONFIG, width="stretch", key="labels_per_class")
 metrics = audit.group_metrics
 noise_rows = metrics[(metrics["metric"] == METRIC) & (metrics["class"] == "")
                      & (metrics["attribute"] != "all")] if not metrics.empty else metrics
@@ -83,7 +83,7 @@ if not noise_rows.empty:
     rows = noise_rows[noise_rows["attribute"] == chosen]
     right.plotly_chart(figures.group_metric_figure(rows, metric=metric_label(METRIC), attribute=chosen,
                                                    overall=rate, higher_is_better=False),
-                       width="stretch", key="labels_per_group")
+                       config=_charts.CONFIG, width="stretch", key="labels_per_group")
 
 # Every disagreement rate beside the model's error rate on the same images (the confound).
 if not metrics.empty:
@@ -93,8 +93,14 @@ if not metrics.empty:
     if not rates.empty:
         table = rates.merge(errors, on=key, how="left", suffixes=("", "_error"))
         table = table[(table["attribute"] == "all") | (table["class"] == "")]
+        # attributes as stored, then groups in natural order (0-2, 3-9, 10-19; the stored order is text order)
+        first_seen = {name: i for i, name in enumerate(dict.fromkeys(table["attribute"]))}
+        classes_order = {name: i for i, name in enumerate(audit.classes)}
+        table = table.iloc[sorted(range(len(table)), key=lambda i: (
+            first_seen[table["attribute"].iloc[i]], group_sort_key(table["group"].iloc[i]),
+            classes_order.get(table["class"].iloc[i], -1)))]
         table = table.assign(attribute=table["attribute"].map(attribute_label))
-        table = table.rename(columns={"value": metric_label(METRIC), "ci_low": "disagreement low",
+        table = table.rename(columns={"n": "images", "value": metric_label(METRIC), "ci_low": "disagreement low",
                                       "ci_high": "disagreement high", "value_error": metric_label(ERROR_METRIC),
                                       "ci_low_error": "error low", "ci_high_error": "error high"})
         with st.expander("Disagreement and model error rate, overall, per class and per group"):
@@ -114,13 +120,14 @@ if available:
     if chart is not None:
         chart.update_traces(text=[[f"{v:.3g}" if v is not None else "" for v in row] for row in matrix],
                             texttemplate="%{text}")
-        st.plotly_chart(chart, width="stretch", key="labels_matrix_chart")
+        st.plotly_chart(chart, config=_charts.CONFIG, width="stretch", key="labels_matrix_chart")
     else:
-            st.plotly_chart(_charts.heatmap(matrix, x=audit.classes, y=audit.classes,
-                                        text=[[f"{v:.3g}" if v is not None else "" for v in row] for row in matrix],
-                                        title=label, x_title="given label" if inverse else "true label (estimated)",
+        cells = [[f"{v:.3g}" if v is not None else "" for v in row] for row in matrix]
+        st.plotly_chart(_charts.heatmap(matrix, x=audit.classes, y=audit.classes, text=cells, title=label,
+                                        x_title="given label" if inverse else "true label (estimated)",
                                         y_title="true label (estimated)" if inverse else "given label",
-                                        colorbar_title=""), width="stretch", key="labels_matrix_chart")
+                                        colorbar_title=""), config=_charts.CONFIG, width="stretch",
+                        key="labels_matrix_chart")
 
 # -- gallery ----------------------------------------------------------------------------------------------
 st.subheader("Suspect images")

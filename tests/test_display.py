@@ -107,3 +107,12 @@ def test_pixel_attributes_in_words_metadata_as_given():
     assert [attribute_label(a) for a in ("skin_group", "race", "all")] == ["skin_group", "race", "all"]
     fig = figures.association_figure([{"attribute": "image_contrast_group", "cramers_v": 0.1, "significant": False}])
     assert list(fig.data[0].y) == ["image contrast"]
+
+
+def test_label_metric_descriptions_name_metrics_in_words():
+    """The app shows these descriptions under the Fairness metric picker: no raw metric names there."""
+    from audit.analysis.label_noise import METRIC_DESCRIPTIONS
+
+    for entry in METRIC_DESCRIPTIONS.values():
+        assert "model_error_rate" not in entry["description"], entry
+        assert "label_disagreement_rate" not in entry["description"], entry

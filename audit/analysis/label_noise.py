@@ -88,13 +88,14 @@ OLD_METRIC_NAME = "estimated_noise_rate"
 #: ``audit.json`` ``metrics`` entries of the two (direction and what they mean).
 METRIC_DESCRIPTIONS = {
     METRIC_NAME: {"higher_is_better": False, "description": (
-        "Fraction of the group's images whose given label the probabilities confidently disagree with (flagged "
-        "by confident learning, the same set as cleanlab's find_label_issues); a screening figure, not a "
-        "label-error rate: the scorer's own errors are flagged too (see model_error_rate); Wilson interval.")},
+        "share of the group's images whose given label the probabilities confidently disagree with (flagged by "
+        "confident learning, the same images as cleanlab's find_label_issues): a screening figure, not a "
+        "label-error rate, since the model's own mistakes are flagged too (see the model error rate); Wilson "
+        "interval")},
     ERROR_METRIC_NAME: {"higher_is_better": False, "description": (
-        "Fraction of the same images whose most probable class (under the probabilities behind "
-        "label_disagreement_rate, see analyses.label_noise.source) is not the given label; shown beside every "
-        "disagreement rate as its confound; Wilson interval, no test.")},
+        "share of the same images whose most probable class (under the probabilities that screen the labels, "
+        "analyses.label_noise.source) is not the given label: shown beside every disagreement rate, since where "
+        "the model is wrong the label is flagged too; Wilson interval, no test")},
 }
 
 #: Probabilities may stray this far outside [0, 1] (float rounding) before they are rejected.

@@ -57,6 +57,10 @@ def test_label_quality_names_metrics_and_pixel_attributes_in_words(folder, monke
     table = next(d.value for d in app.dataframe if "model error rate" in d.value.columns)
     assert PIXEL_WORDS in set(table["attribute"]) and PIXEL not in set(table["attribute"])
     assert "label disagreement rate" in table.columns and "model error rate" in table.columns
+    groups = table.loc[table["attribute"] == "gender", "group"].tolist()
+    assert groups == ["3-9", "10-19"] and "images" in table.columns  # natural order (stored: text order)
+    # no plotly toolbar over the titles (the other pages already drew without it)
+    assert all(json.loads(c.proto.config).get("displayModeBar") is False for c in app.get("plotly_chart"))
     gallery = app.selectbox(key="gallery_attribute")
     assert PIXEL_WORDS in gallery.options and PIXEL not in gallery.options
 
@@ -92,3 +96,17 @@ def test_overview_review_hint_shows_commands_as_code_and_the_whole_dataset_card(
     fields = dict(zip(card["field"], card["value"]))
     assert "model" in fields and "metadata columns (not grouped)" in fields  # the last rows, cut before
     assert fields["pixel attributes"] == PIXEL_WORDS
+
+
+def test_every_app_chart_is_drawn_without_the_plotly_toolbar():
+    """Every ``plotly_chart`` call of the app passes ``config`` (``_charts.CONFIG``: no toolbar over titles and
+    legends); the Label quality page had been left out."""
+    import ast
+
+    missing = []
+    for path in sorted((REPO / "app_pages").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "plotly_chart" \
+                    and not any(k.arg == "config" for k in node.keywords):
+                missing.append(f"{path.name}:{node.lineno}")
+    assert missing == []
