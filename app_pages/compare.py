@@ -70,6 +70,10 @@ for note in c["notes"]:
 st.subheader("Findings")
 for i, text in enumerate(c["findings"][:12], 1):
     st.markdown(f"{i}\\. {esc(text)}")
+if c.get("multiplicity"):
+    from audit.compare.multiplicity import tests_made_sentence  # noqa: E402
+
+    st.caption(esc(tests_made_sentence(c["multiplicity"])), help=c["multiplicity"]["description"])
 
 # dumbbells ------------------------------------------------------------------------------------------------
 from audit.compare.report import dumbbell_charts  # noqa: E402  (SVG with every label escaped)

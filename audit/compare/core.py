@@ -24,11 +24,12 @@ import pandas as pd
 
 from audit.analysis._stats import wilson_interval
 from audit.compare import matching as m
+from audit.compare.multiplicity import tests_made_sentence
 from audit.compare.model import (EXPLORATORY, HIGHER_IS_BETTER, IMPROVED, INSUFFICIENT, PAIRED, REGRESSED,
-                                 UNPAIRED, ROW_COLUMNS, VersionData, assign_verdicts, compare_model)
+                                 UNPAIRED, ROW_COLUMNS, VersionData, compare_model, decide_rows)
 from audit.compare.stats import chi_square_shift, fisher_two_sided_p_value, unpaired_difference_interval
 
-COMPARISON_SCHEMA_VERSION = "1.0"
+COMPARISON_SCHEMA_VERSION = "1.1"  # 1.1: data tests in the families, multiplicity
 MISSING_GROUP = "<missing>"
 DISAGREEMENT_METRICS = ("label_disagreement_rate", "estimated_noise_rate")
 #: A paired comparison needs the common (same-pixel, both scored) images to make up at least this share of
@@ -430,7 +431,7 @@ def _findings(comparison: dict, rows: pd.DataFrame) -> list[dict]:
         add("low", 1.5, f"OLD has no review decisions, so none of the {changes['relabelled']} relabels can be checked "
             "against a review.", "data")
     for test in comparison["data"]["shift_tests"]:
-        if test["p_adjusted"] is not None and test["p_adjusted"] <= 1 - comparison["settings"]["confidence_level"]:
+        if test["p_adjusted"] is not None and test["p_adjusted"] < 1 - comparison["settings"]["confidence_level"]:
             add("medium", 2, f"The shares of {test['attribute']} changed between the versions (chi-square "
                 f"{test['statistic']:.1f}, {test['dof']} df, adjusted p = {test['p_adjusted']:.2g}).", "data")
     defects = comparison["quality"]["new_defects"]
@@ -441,6 +442,7 @@ def _findings(comparison: dict, rows: pd.DataFrame) -> list[dict]:
             f"often {worst} ({defects['issues'][worst]}).", "quality")
     for note in comparison["notes"]:
         add("info", 0.5, note, "notes")
+    add("info", 0.4, tests_made_sentence(comparison["multiplicity"]), "multiplicity")
     order = {"high": 0, "medium": 1, "low": 2, "info": 3}
     found.sort(key=lambda f: (order[f["severity"]], -f["weight"]))
     return found
@@ -510,11 +512,6 @@ def compare_audits(old, new, *, primary_metric: str | None = None, confidence_le
                                  confidence_level=confidence_level)
         share_rows.extend(rows)
         shift_tests.append(test)
-    from audit.analysis._stats import adjust_p_values
-
-    adjusted = adjust_p_values([t["p_value"] for t in shift_tests], method="holm")
-    for test, p in zip(shift_tests, adjusted):
-        test["p_adjusted"] = None if not np.isfinite(p) else float(p)
     review_summary, pairs = _review_cross_check(pairs, old.reviews)
 
     # model -----------------------------------------------------------------------------------------------
@@ -589,8 +586,16 @@ def compare_audits(old, new, *, primary_metric: str | None = None, confidence_le
     label_rows.extend(verified)
     all_rows = pd.concat([model_rows, pd.DataFrame(label_rows, columns=model_rows.columns)], ignore_index=True) \
         if label_rows else model_rows
-    all_rows = assign_verdicts(all_rows.reset_index(drop=True), min_group_size=min_group_size,
-                               max_ci_width=max_ci_width, confidence_level=confidence_level)
+    # one multiplicity story for the whole comparison (audit.compare.multiplicity): metric rows, label rows,
+    # share changes and shift tests are adjusted together, primary (Holm) and exploratory (BH) families
+    data_tests = class_rows + share_rows + shift_tests
+    all_rows, data_adjusted, multiplicity = decide_rows(
+        all_rows.reset_index(drop=True), [t["p_value"] for t in data_tests], min_group_size=min_group_size,
+        max_ci_width=max_ci_width, confidence_level=confidence_level, primary_metric=primary_metric)
+    for test, p in zip(data_tests, data_adjusted):
+        tested = bool(np.isfinite(p))
+        test["scope"] = EXPLORATORY if tested else ""
+        test["p_adjusted"] = float(p) if tested else None
     is_label = all_rows["metric"].isin(["label_disagreement_rate", "label_error_rate"])
     model_section["rows"] = all_rows[~is_label].to_dict("records")
     model_section["verdict_counts"] = all_rows[~is_label]["verdict"].value_counts().to_dict()
@@ -622,6 +627,7 @@ def compare_audits(old, new, *, primary_metric: str | None = None, confidence_le
                            "comes only from reviews of a random sample."},
         "model": model_section,
         "quality": {"cross_version_duplicates": cross, "new_defects": defects},
+        "multiplicity": multiplicity,
         "notes": notes,
         "errors": [],
     }

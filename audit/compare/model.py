@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from audit.analysis._groups import iter_group_keys
+from audit.compare.multiplicity import adjust_comparison, row_scope, summarise
 from audit.compare.stats import (bootstrap_difference, fisher_two_sided_p_value, mcnemar_exact_p_value,
                                  paired_difference_interval, unpaired_difference_interval)
 
@@ -127,7 +128,7 @@ def compare_model(old: VersionData, new: VersionData, *, classes, method: str, m
         recall within each single metadata group.
     primary_metric : str
         Rows ``(single metadata attribute or all) x primary_metric`` over all classes get scope ``primary``;
-        every other row ``exploratory``.
+        every other row ``exploratory`` (:func:`audit.compare.multiplicity.row_scope`).
 
     Returns
     -------
@@ -143,9 +144,7 @@ def compare_model(old: VersionData, new: VersionData, *, classes, method: str, m
     def add(attribute, group, class_, metric, values):
         n_old, n_new, v_old, v_new, diff, low, high, p, value_ci = values
         rows.append({"attribute": attribute, "group": group, "class": class_, "metric": metric,
-                     "scope": PRIMARY if (metric == primary_metric and class_ == ""
-                                          and (attribute == "all" or attribute in metadata_attributes))
-                     else EXPLORATORY,
+                     "scope": row_scope(attribute, class_, metric, primary_metric),
                      "method": method, "n_old": n_old, "n_new": n_new, "old": v_old, "new": v_new,
                      "difference": diff, "ci_low": low, "ci_high": high, "p_value": p,
                      **dict(zip(VALUE_CI_COLUMNS, value_ci))})
@@ -227,18 +226,35 @@ def compare_model(old: VersionData, new: VersionData, *, classes, method: str, m
 
 
 def assign_verdicts(rows: pd.DataFrame, *, min_group_size: int, max_ci_width: float,
-                    confidence_level: float = 0.95) -> pd.DataFrame:
-    """Add ``insufficient_evidence``, ``p_adjusted`` and ``verdict`` to comparison rows.
+                    confidence_level: float = 0.95, primary_metric: str = "accuracy") -> pd.DataFrame:
+    """Add ``insufficient_evidence``, ``p_adjusted`` and ``verdict`` to comparison rows (no data tests); see
+    :func:`decide_rows`."""
+    return decide_rows(rows, min_group_size=min_group_size, max_ci_width=max_ci_width,
+                       confidence_level=confidence_level, primary_metric=primary_metric)[0]
+
+
+def decide_rows(rows: pd.DataFrame, data_p_values=(), *, min_group_size: int, max_ci_width: float,
+                confidence_level: float = 0.95, primary_metric: str = "accuracy"):
+    """Add ``insufficient_evidence``, ``scope``, ``p_adjusted`` and ``verdict`` to comparison rows, adjusting
+    them together with the comparison's data tests (:mod:`audit.compare.multiplicity`).
 
     A row has insufficient evidence when either version has fewer than ``min_group_size`` images in it or
     its difference interval is wider than ``max_ci_width * sqrt(2)`` (what two single intervals of the
     audit's widest allowed width combine to), or when there is no interval. The other rows are tested:
     primary rows form one family with Holm's step-down (family-wise error at ``1 - confidence_level``),
-    exploratory rows another with Benjamini-Hochberg (false discovery rate). A significant row is
-    ``regressed`` when the difference goes the metric's harmful way, else ``improved``.
-    """
-    from audit.analysis._stats import adjust_p_values
+    exploratory rows and ``data_p_values`` (share changes, shift tests) another with Benjamini-Hochberg
+    (false discovery rate). A row with ``p_adjusted < alpha`` is ``regressed`` when the difference goes the
+    metric's harmful way, else ``improved``.
 
+    Returns
+    -------
+    rows : DataFrame
+        :data:`ROW_COLUMNS`.
+    data_adjusted : ndarray
+        ``p_adjusted`` of each data test (NaN: not tested).
+    multiplicity : dict
+        ``comparison.json`` ``multiplicity``.
+    """
     rows = rows.copy()
     for column in ("old", "new", "difference", "ci_low", "ci_high", "p_value", *VALUE_CI_COLUMNS):
         if column in rows.columns:
@@ -248,18 +264,17 @@ def assign_verdicts(rows: pd.DataFrame, *, min_group_size: int, max_ci_width: fl
     width = rows["ci_high"] - rows["ci_low"]
     insufficient = ((rows["n_old"] < min_group_size) | (rows["n_new"] < min_group_size)
                     | ~np.isfinite(width) | (width > max_ci_width * np.sqrt(2)) | rows["p_value"].isna())
-    rows["insufficient_evidence"] = insufficient.to_numpy(dtype=bool)
-    adjusted = np.full(len(rows), np.nan)
-    for scope, method in ((PRIMARY, "holm"), (EXPLORATORY, "bh")):
-        family = ((rows["scope"] == scope) & ~insufficient).to_numpy()
-        if family.any():
-            adjusted[family] = adjust_p_values(rows.loc[family, "p_value"].to_numpy(dtype=float), method=method)
-    rows["p_adjusted"] = adjusted
-    alpha = 1.0 - confidence_level
+    insufficient = insufficient.to_numpy(dtype=bool)
+    rows["insufficient_evidence"] = insufficient
+    alpha = round(1.0 - confidence_level, 12)  # 0.05, not 0.050000000000000044
+    rows, data_adjusted, summary = adjust_comparison(rows, data_p_values, insufficient=insufficient,
+                                                     primary_metric=primary_metric, alpha=alpha)
+    adjusted = rows["p_adjusted"].to_numpy(dtype=float)
     higher = rows["metric"].map(lambda m: HIGHER_IS_BETTER.get(m, True)).to_numpy(dtype=bool)
     worse = np.where(higher, rows["difference"] < 0, rows["difference"] > 0)
-    significant = np.nan_to_num(adjusted, nan=1.0) <= alpha
+    significant = np.nan_to_num(adjusted, nan=1.0) < alpha
     verdict = np.where(insufficient, INSUFFICIENT,
                        np.where(significant & worse, REGRESSED, np.where(significant, IMPROVED, NO_EVIDENCE)))
     rows["verdict"] = verdict
-    return rows[list(ROW_COLUMNS)]
+    rows = rows[list(ROW_COLUMNS)]
+    return rows, data_adjusted, summarise(summary, rows, data_adjusted)

@@ -51,6 +51,10 @@ def render_comparison_markdown(comparison: dict, *, max_rows: int = MAX_MD_ROWS,
     vc = comparison["model"].get("verdict_counts") or {}
     if vc:
         lines.append("- Verdicts: " + ", ".join(f"{v} {k}" for k, v in sorted(vc.items())))
+    if comparison.get("multiplicity"):
+        from audit.compare.multiplicity import tests_made_sentence
+
+        lines.append(f"- Tests: {md(tests_made_sentence(comparison['multiplicity']))}")
     lines.append("")
     if comparison["findings"]:
         lines.append("### Findings")

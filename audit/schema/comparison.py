@@ -27,5 +27,26 @@ def validate_comparison(comparison: dict) -> None:
 
 def migrate_comparison(comparison: dict) -> dict:
     """Bring a ``comparison.json`` of an earlier 1.x version up to the current names (a copy; the current
-    version is returned as is). Documents of another major version are left for the validator to refuse."""
-    return comparison
+    version is returned as is). Documents of another major version are left for the validator to refuse.
+
+    1.0 -> 1.1: 1.0 adjusted only the metric rows (share changes were not adjusted, shift tests were
+    Holm-adjusted among themselves): its share rows get ``scope = ""`` and ``p_adjusted = None``, its shift
+    tests ``scope = ""`` (their ``p_adjusted`` is kept), and ``multiplicity`` is None.
+    """
+    if not isinstance(comparison, dict) or comparison.get("schema_version") != "1.0":
+        return comparison
+    import copy
+
+    migrated = copy.deepcopy(comparison)
+    data = migrated.get("data")
+    if isinstance(data, dict):
+        for key in ("class_shares", "group_shares"):
+            for row in data.get(key) or []:
+                if isinstance(row, dict):
+                    row.setdefault("scope", "")
+                    row.setdefault("p_adjusted", None)
+        for test in data.get("shift_tests") or []:
+            if isinstance(test, dict):
+                test.setdefault("scope", "")
+    migrated.setdefault("multiplicity", None)
+    return migrated

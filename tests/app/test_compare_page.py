@@ -53,6 +53,8 @@ def test_compare_page_runs_and_shows_the_comparison(reports, monkeypatch):
     assert "Accuracy fell" in text
     assert "<b>" not in text and "](http" not in text  # escaped
     assert app.selectbox(key="cmp_change").value == "relabelled"
+    # how many tests were made and how they were controlled (comparison-wide families)
+    assert any(c.value.startswith("The comparison made ") and "Holm" in c.value for c in app.caption)
 
 
 def test_dumbbell_svg_escapes_labels():

@@ -155,10 +155,16 @@ def test_reader_refuses_a_mixed_comparison_folder(pair, tmp_path, capsys):
 
 
 def _make_plain(folder: Path) -> None:
-    """Turn a comparison folder into one written before generations: plain files, no run id."""
+    """Turn a comparison folder into one written before generations: plain files, no run id, schema 1.0
+    (share rows and shift tests without a family, no multiplicity summary)."""
     generation = af.current_generation(folder)
     comparison = json.loads((generation / COMPARISON_FILE).read_text())
-    del comparison["run_id"]
+    del comparison["run_id"], comparison["multiplicity"]
+    comparison["schema_version"] = "1.0"
+    for row in comparison["data"]["class_shares"] + comparison["data"]["group_shares"]:
+        del row["scope"], row["p_adjusted"]
+    for test in comparison["data"]["shift_tests"]:
+        del test["scope"]
     changes = pd.read_parquet(generation / CHANGES_FILE)
     for name in (COMPARISON_FILE, CHANGES_FILE):
         (folder / name).unlink()
@@ -175,6 +181,8 @@ def test_plain_comparison_folder_of_an_earlier_version_is_read_and_upgraded(pair
     _make_plain(out)
     loaded = load_comparison_folder(out)
     assert loaded.run_id is None and len(loaded.image_changes) == 400
+    assert loaded.comparison["schema_version"] == "1.0" and loaded.comparison["multiplicity"] is None
+    assert {r["scope"] for r in loaded.comparison["data"]["group_shares"]} == {""}
     capsys.readouterr()
     assert main(["report", str(out), "--format", "md"]) == 0
     assert (out / "report.md").is_file()

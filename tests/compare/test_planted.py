@@ -43,6 +43,17 @@ def test_planted_regression_is_found_in_its_group_only(planted):
     other_sites = rows[(rows.scope == "primary") & (rows.attribute == "site") & (rows.group != "C")]
     assert len(other_sites) == 3 and set(other_sites["verdict"]) == {"no_evidence_of_change"}
     assert result.comparison["findings"][0].startswith("Accuracy fell") and "site = C" in result.comparison["findings"][0]
+    # found after the comparison-wide families: Holm over every primary row, BH over everything else incl. data tests
+    multiplicity = result.comparison["multiplicity"]
+    assert multiplicity["families"]["primary"]["n_tests"] == len(rows[(rows.scope == "primary")
+                                                                      & ~rows.insufficient_evidence])
+    assert target["p_adjusted"].item() < 0.05 and target["p_adjusted"].item() >= target["p_value"].item()
+    data = result.comparison["data"]
+    for test in data["class_shares"] + data["group_shares"] + data["shift_tests"]:
+        assert test["scope"] == "exploratory" and test["p_adjusted"] >= test["p_value"]
+    assert multiplicity["families"]["exploratory"]["n_data_tests"] == len(
+        data["class_shares"] + data["group_shares"] + data["shift_tests"])
+    assert any(f.startswith(f"The comparison made {multiplicity['n_tests']} tests") for f in result.comparison["findings"])
 
 
 def test_null_pair_yields_no_change(null):
