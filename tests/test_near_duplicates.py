@@ -257,3 +257,14 @@ def test_direct_search_of_empty_and_single_inputs():
 
     for hashes in (np.zeros(0, dtype=np.uint64), np.ones(1, dtype=np.uint64)):
         assert len(find_near_duplicate_pairs_directly(hashes, max_distance=5)) == 0
+
+
+def test_unique_sorted_matches_numpy_unique():
+    from audit.analysis.near_duplicates import unique_sorted
+
+    values = np.random.default_rng(3).integers(0, 50, 500)
+    expected, first = np.unique(values, return_index=True)
+    assert unique_sorted(values).tolist() == expected.tolist()
+    got, got_first = unique_sorted(values, return_index=True)
+    assert got.tolist() == expected.tolist() and got_first.tolist() == first.tolist()
+    assert unique_sorted(np.zeros(0, dtype=np.int64)).size == 0

@@ -118,7 +118,8 @@ from audit.analysis.near_duplicates import (DIRECT_SEARCH_ADVANTAGE, DIRECT_SEAR
                                             connected_components, count_bucket_comparisons,
                                             direct_search_is_cheaper, expected_bucket_comparisons,
                                             find_embedding_neighbours, find_near_duplicate_pairs,
-                                            find_near_duplicate_pairs_directly, popcount, sorting_work)
+                                            find_near_duplicate_pairs_directly, popcount, sorting_work,
+                                            unique_sorted)
 from audit.analysis.hashing import CORNERS, HASH_NAMES
 from audit.errors import InputError
 from audit.types import json_safe
@@ -384,7 +385,7 @@ def _candidates(columns: list[np.ndarray], radius: int) -> tuple[np.ndarray, np.
     # Keep whole-against-region pairs of two different images (a < b, so a is the whole-image hash).
     keep = (a % n != b % n) & (a < n)
     a, b = a[keep] % n, b[keep] % n
-    key = np.unique(np.minimum(a, b) * np.int64(n) + np.maximum(a, b))
+    key = unique_sorted(np.minimum(a, b) * np.int64(n) + np.maximum(a, b))
     return key // n, key % n
 
 

@@ -57,6 +57,23 @@ ERROR_THRESHOLD = "threshold must be a cosine similarity between -1 and 1, got {
 _BYTE_COUNTS = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
 
 
+def unique_sorted(values: np.ndarray, *, return_index: bool = False):
+    """``numpy.unique`` of a 1-D array by sorting (and the first position of each value with ``return_index``).
+
+    numpy 2.x's ``unique`` goes through a hash table for integers, which is an order of magnitude slower than a
+    sort on tens of millions of pair keys (measured: 41 s against 0.6 s for 30 million int64).
+    """
+    values = np.asarray(values)
+    if return_index:
+        order = np.argsort(values, kind="stable")  # stable: the first occurrence of a value comes first
+        ordered = values[order]
+    else:
+        ordered = np.sort(values)
+    first = np.ones(ordered.size, dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return (ordered[first], order[first]) if return_index else ordered[first]
+
+
 def popcount(values) -> np.ndarray:
     """Number of set bits of each uint64 (``numpy.bitwise_count`` on numpy >= 2, a byte table before)."""
     values = np.asarray(values, dtype=np.uint64)
@@ -449,7 +466,7 @@ def _compact(keys: list, distances: list) -> tuple[list, list]:
     """Merge the found pair keys into one sorted array without repeats (and their distances)."""
     key = np.concatenate(keys)
     distance = np.concatenate(distances)
-    key, first = np.unique(key, return_index=True)
+    key, first = unique_sorted(key, return_index=True)
     return [key], [distance[first]]
 
 
