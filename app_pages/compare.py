@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _state
+from audit.display import attribute_label, metric_label
 
 st.title("Compare two audits")
 audits = [str(p) for p in _state.list_audits()]
@@ -91,9 +92,18 @@ if not rows.empty:
     verdicts = st.multiselect("Verdicts", ["regressed", "improved", "no_evidence_of_change", "insufficient_data"],
                               default=["regressed", "improved"], key="cmp_verdicts")
     shown = rows[rows["verdict"].isin(verdicts)]
-    st.dataframe(shown[["verdict", "scope", "attribute", "group", "class", "metric", "method", "n_old", "n_new",
-                        "old", "new", "difference", "ci_low", "ci_high", "p_adjusted"]],
-                 hide_index=True, key="cmp_rows")
+    if shown.empty:
+        st.caption(f"No row with the verdicts {', '.join(v.replace('_', ' ') for v in verdicts) or '(none picked)'} "
+                   f"among {len(rows):,}; pick others above.")
+    else:
+        shown = shown[["verdict", "scope", "attribute", "group", "class", "metric", "method", "n_old", "n_new",
+                       "old", "new", "difference", "ci_low", "ci_high", "p_adjusted"]]
+        shown = shown.assign(verdict=shown["verdict"].str.replace("_", " "),
+                             attribute=shown["attribute"].map(attribute_label), metric=shown["metric"].map(metric_label))
+        shown.columns = [{"n_old": "images OLD", "n_new": "images NEW", "old": "OLD", "new": "NEW",
+                          "ci_low": "95 % CI low", "ci_high": "95 % CI high",
+                          "p_adjusted": "adjusted p"}.get(c, c) for c in shown.columns]
+        st.dataframe(shown, hide_index=True, key="cmp_rows")
 
 # changed images ----------------------------------------------------------------------------------------
 st.subheader("Changed images")

@@ -27,7 +27,8 @@ MESSAGE_VERDICT_ERROR = ("gate: verdict ERROR for {folder}: {n} check(s) could n
 def _value(value) -> str:
     if value is None:
         return "-"
-    return f"{value:.4g}"
+    text = f"{value:.4g}"
+    return "0" if text in ("-0", "0") else text  # a drop of -0.0 reads "0", never "-0"
 
 
 def _summary_counts(verdict: Verdict) -> str:

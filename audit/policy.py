@@ -374,6 +374,8 @@ def exit_code(status: str) -> int:
 def _fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
+    if value == 0:
+        return "0"  # never "-0" (a drop of -0.0 points)
     if isinstance(value, (int,)) or float(value).is_integer() and abs(value) >= 1:
         return f"{value:g}"
     return f"{value:.{digits}g}"
@@ -587,7 +589,9 @@ def _check_verified(context: _Context, reviews: dict | None) -> list[Check]:
         return []
     rate = (reviews or {}).get("label_error_rate") or {}
     if rate.get("estimate") is None:
-        why = WHY_NO_STATUS if reviews is None else ((reviews.get("message") or "no review yet").split(":")[0])
+        # the status message's first clause, without its ", so no verified label-error rate" (said already)
+        why = WHY_NO_STATUS if reviews is None else (
+            (reviews.get("message") or "no review yet").split(":")[0].split(", so no verified")[0])
         out = []
         for name, threshold in asked:
             needed = reviews_needed(None, None, None, 0, threshold=threshold)

@@ -127,3 +127,12 @@ def test_module_entry_point(folder, female, tmp_path):
                              str(policy(tmp_path, float(female.ci_high) + 0.01))], capture_output=True, text=True,
                             cwd=REPO)
     assert result.returncode == 1 and "verdict: FAIL" in result.stdout
+
+
+def test_a_zero_change_is_never_minus_zero():
+    """`gate --baseline` printed "-0" and "drop -0.0 points" for an unchanged group."""
+    from audit.compare.gate import _fmt as points
+    from audit.gate import _value
+
+    assert _value(-0.0) == "0" and _value(-1e-17) != "-0" and _value(0.25) == "0.25"
+    assert points(-1e-18) == "0.0 points" and points(-0.0123) == "-1.2 points"

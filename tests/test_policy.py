@@ -308,8 +308,9 @@ def test_verified_basis_is_the_default_and_needs_reviews(audit, gm):
     policy = policy_from_dict({"label_noise": {"max_rate": 0.05}})
     check = evaluate_policy(audit, gm, policy, reviews=_status()).checks[0]
     assert check.status == "INSUFFICIENT_EVIDENCE" and check.value is None
-    assert check.message == MESSAGE_NO_VERIFIED.format(why="no review sample yet, so no verified label-error rate",
-                                                       needed=150)
+    # the reason once, not "no verified label-error rate yet (no review sample yet, so no verified label-error rate)"
+    assert check.message == MESSAGE_NO_VERIFIED.format(why="no review sample yet", needed=150)
+    assert check.message.count("verified label-error rate") == 1
     # the disagreement rate is not used, whatever it is
     assert "disagreement rate" not in check.message.split("basis")[0]
     assert evaluate_policy(audit, gm, policy).checks[0].status == "INSUFFICIENT_EVIDENCE"

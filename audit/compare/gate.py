@@ -58,7 +58,10 @@ def regression_settings(policy, *, source: str = "<policy>") -> dict:
 
 
 def _fmt(value) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f} points"
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    text = f"{100 * value:.1f}"
+    return f"{'0.0' if text == '-0.0' else text} points"  # no "drop -0.0 points"
 
 
 def _decide_upper(value, low, high, threshold, margin, insufficient=False) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from audit.compare.folder import load_comparison_folder
 from audit.compare.render import key_rows, pct, points, render_comparison_markdown, where
+from audit.display import attribute_label, group_sort_key, metric_label
 from audit.errors import InputError
 from audit.escaping import html_text
 
@@ -92,9 +93,11 @@ def dumbbell_charts(comparison: dict) -> list[tuple[str, str]]:
     charts = []
     overall = [r for r in rows if r["attribute"] == "all"]
     for attribute in comparison["data"].get("attributes") or []:
-        group_rows = overall + [r for r in rows if r["attribute"] == attribute]
+        # groups in natural order (0-2, 3-9, 10-19), as every other view lists them
+        group_rows = overall + sorted((r for r in rows if r["attribute"] == attribute),
+                                      key=lambda r: group_sort_key(r["group"]))
         if len(group_rows) > 1:
-            title = f"{metric} by {attribute}"
+            title = f"{metric_label(metric)} by {attribute_label(attribute)}"
             charts.append((title, dumbbell_svg(group_rows[:40], title=title)))
     if not charts and overall:
         class_rows = overall + [r for r in comparison["model"]["rows"] if r["metric"] == "recall"
@@ -117,6 +120,13 @@ def _thumbnail(path, root) -> str | None:
     return thumbnail_data_uri(path)
 
 
+def _label(value) -> str:
+    """A label of an image change; ``-`` where the version has no such image (added: no old label)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return str(value)
+
+
 def changed_images(folder, comparison: dict, *, thumbnails: bool, limit: int = MAX_CHANGED_IMAGES) -> list[dict]:
     """The first ``limit`` relabelled, replaced, added or removed images, with thumbnails from inside the roots."""
     changes = folder.image_changes
@@ -133,7 +143,7 @@ def changed_images(folder, comparison: dict, *, thumbnails: bool, limit: int = M
             if uri is None and row.get("path_old"):
                 uri = _thumbnail(row.get("path_old"), root_old)
         out.append({"change": row["change"], "id": row.get("id_new") or row.get("id_old"),
-                    "label_old": row.get("label_old"), "label_new": row.get("label_new"),
+                    "label_old": _label(row.get("label_old")), "label_new": _label(row.get("label_new")),
                     "review": row.get("review_decision"), "thumbnail": uri})
     return out
 
