@@ -10,8 +10,17 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _charts, _state
-from audit.display import attribute_label, metric_label
+from audit.display import attribute_label, group_sort_key, metric_label
+from audit.escaping import streamlit_markdown_code
 from audit.report import figures
+from audit.report.figures import VERDICT_LABELS
+
+#: Words for the tables' column names.
+COLUMNS = {"n": "images", "value": "agreement", "ci_low": "95 % CI low", "ci_high": "95 % CI high",
+           "expected_agreement": "expected agreement", "p_adjusted": "adjusted p",
+           "median_seconds": "median seconds", "consensus_label": "consensus label",
+           "consensus_score": "P(consensus right)", "annotation_agreement": "agreement",
+           "n_annotations": "labels"}
 
 audit = _state.current_audit()
 st.title("Annotators")
@@ -30,7 +39,7 @@ top[1].metric("Annotators", f"{section.get('n_annotators', 0):,}")
 top[2].metric("Labels", f"{section.get('n_annotations', 0):,}")
 top[3].metric("Doubtful consensus", f"{section.get('n_disagreement_issues', 0):,}",
               help="images whose labels disagree and whose consensus is more likely wrong than right")
-st.caption(_state.escape_markdown(
+st.caption(streamlit_markdown_code(  # the tie rule names `classes` (a key of audit.json): code, not backticks
     f"Consensus by {str(section.get('method', '')).replace('_', '-')}; {section.get('n_ties', 0)} ties resolved "
     f"({section.get('tie_rule', '')})."))
 for finding in section.get("findings") or []:
@@ -61,8 +70,10 @@ if len(group_rows):
     pairs = rows[rows["attribute"].str.startswith("annotator & ") & (rows["verdict"] == "worse_than_rest")]
     if len(pairs):
         st.markdown("Annotators who agree with co-annotators less than chance on one group:")
-        st.dataframe(pairs[["attribute", "group", "n", "value", "ci_low", "ci_high"]], hide_index=True,
-                     width="stretch", key="annotators_pairs")
+        pairs = pairs.iloc[sorted(range(len(pairs)), key=lambda i: group_sort_key(pairs["group"].iloc[i]))]
+        pairs = pairs.assign(attribute=pairs["attribute"].map(attribute_label))
+        st.dataframe(pairs[["attribute", "group", "n", "value", "ci_low", "ci_high"]].rename(columns=COLUMNS),
+                     hide_index=True, width="stretch", key="annotators_pairs")
 
 st.subheader("Annotators")
 table = _state.annotators_table(audit)
@@ -85,8 +96,14 @@ else:
                                                     higher_is_better=True, top_n=40),
                         config=_charts.CONFIG, width="stretch", key="annotators_accuracy")
     shown = [c for c in ("annotator", "n", "accuracy", "ci_low", "ci_high", "verdict", "agreement",
-                         "expected_agreement", "p_adjusted", "median_seconds") if c in table.columns]
-    st.dataframe(table[shown], hide_index=True, width="stretch", key="annotators_table")
+                         "expected_agreement", "p_adjusted", "median_seconds") if c in table.columns
+             and not (c == "median_seconds" and table[c].isna().all())]  # no timings given: no empty column
+    readable = table[shown].assign(**{
+        "verdict": table["verdict"].map(lambda v: VERDICT_LABELS.get(v, v)),
+        **({"p_adjusted": table["p_adjusted"].map(lambda p: "" if pd.isna(p) else f"{p:.2g}")}
+           if "p_adjusted" in shown else {})})
+    st.dataframe(readable.rename(columns={**COLUMNS, "n": "labels"}), hide_index=True, width="stretch",
+                 key="annotators_table")
 
 st.subheader("Images with the most disagreement")
 images = audit.images
@@ -109,8 +126,10 @@ if "is_annotation_disagreement_issue" in images.columns:
             cell.text(f"{row.id}\nlabel: {row.label}\nconsensus: {row.consensus_label}\n"
                       f"P(right): {row.consensus_score:.2f}")
     shown = [c for c in ("id", "label", "consensus_label", "consensus_score", "annotation_agreement",
-                         "n_annotations", "path") if c in flagged.columns]
-    st.dataframe(flagged[shown].head(5000), hide_index=True, width="stretch", key="annotators_images")
+                         "n_annotations", "path") if c in flagged.columns
+             and not (c == "path" and flagged[c].isna().all())]  # label-only audits have no image paths
+    st.dataframe(flagged[shown].head(5000).rename(columns=COLUMNS), hide_index=True, width="stretch",
+                 key="annotators_images")
 
 with st.expander("Annotations section (audit.json)"):
     st.json({k: v for k, v in section.items() if k != "annotators"}, expanded=False)

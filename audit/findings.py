@@ -192,11 +192,15 @@ def _lead_findings(group_metrics: pd.DataFrame, multiplicity: dict | None, *, ma
         if row["metric"] == "label_disagreement_rate" and key in errors:
             # the confound beside every disagreement rate (issue 13): the scorer's error on the same images
             confound = LEAD_DISAGREEMENT_ERROR.format(error_rate=percent(errors[key]))
+        # no rest value (e.g. an annotator's agreement has no "rest of the data"): no "against n/a"
+        rest_value = row.get("rest_value")
+        rest = (f" against {percent(rest_value)} for the rest of the data "
+                f"({'higher' if higher_is_worse else 'lower'})"
+                if rest_value is not None and np.isfinite(rest_value) else "")
         found.append(_finding(
             "exploratory", "low",
             f"Lead (exploratory): {_metric_name(row['metric'])} is {percent(row['value'])} for {where} "
-            f"(n = {row['n']}) against {percent(row['rest_value'])} for the rest of the data "
-            f"({'higher' if higher_is_worse else 'lower'}){confound}; adjusted p = {row['p_adjusted']:.2g} (false "
+            f"(n = {row['n']}){rest}{confound}; adjusted p = {row['p_adjusted']:.2g} (false "
             f"discovery rate over {n_exploratory} exploratory tests). Check it on new data before acting on it.",
             weight=0.9 - 0.01 * len(found)))
     return found

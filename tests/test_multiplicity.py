@@ -108,3 +108,15 @@ def test_findings_headline_from_primary_leads_from_exploratory_and_tests_counted
     assert not any("image_brightness_group" in t for t in texts)
     tests = [t for t in texts if t.startswith("This audit made 8 tests")]
     assert len(tests) == 1 and "3 primary" in tests[0] and "5 exploratory" in tests[0]
+
+
+def test_a_lead_without_a_rest_value_says_no_against_n_a():
+    """An annotator x group agreement row has no "rest of the data": the lead leaves the comparison out."""
+    from audit.findings import _lead_findings
+
+    rows = pd.DataFrame([{"attribute": "annotator & age", "group": "careless & 3-9", "class": "", "n": 100,
+                          "metric": "annotation_agreement", "value": 0.35, "ci_low": 0.2, "ci_high": 0.5,
+                          "insufficient_evidence": False, "verdict": "worse_than_rest", "scope": "exploratory",
+                          "p_value": 1e-5, "p_adjusted": 8.6e-5, "rest_value": float("nan")}])
+    (lead,) = _lead_findings(rows, {"families": {"exploratory": {"n_tests": 27}}})
+    assert "n/a" not in lead["text"] and "for annotator & age = careless & 3-9 (n = 100); adjusted p" in lead["text"]

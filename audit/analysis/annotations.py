@@ -929,7 +929,8 @@ def compute_annotation_audit(annotations: Annotations, *, classes, groups=None, 
     findings.append({"severity": "info", "weight": 1.0,
                      "text": f"Annotators: {alpha_text} over {overall['n']} images with two or more labels; "
                              f"consensus by {consensus.method.replace('_', '-')} ({consensus.tie.sum()} ties "
-                             f"resolved), {int(flagged.sum())} images with a doubtful consensus."})
+                             f"resolved), {int(flagged.sum())} image{'' if int(flagged.sum()) == 1 else 's'} with a doubtful "
+                             "consensus."})
     if n_worse:
         worst = annotators[annotators["verdict"] == VERDICT_WORSE].sort_values("p_adjusted")
         shown = ", ".join(f"{r.annotator} (accuracy {r.accuracy:.2f}, {r.ci_low:.2f}-{r.ci_high:.2f})"

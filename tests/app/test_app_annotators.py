@@ -73,3 +73,19 @@ def test_annotators_page_without_annotations_says_how(tmp_path, monkeypatch):
     app = _open(folder, monkeypatch)
     assert not app.exception
     assert any("--annotations" in i.value for i in app.info)
+
+
+def test_annotators_page_reads_in_words(annotated, monkeypatch):
+    """Tables with readable headers and verdicts (not worse_than_rest / p_adjusted 0.00000000000000001), no
+    column of None (no timings, no image paths in a label-only audit), the tie rule's `classes` as code."""
+    app = _open(annotated, monkeypatch)
+    assert not app.exception, [e.value for e in app.exception]
+    tables = {tuple(d.value.columns): d.value for d in app.dataframe}
+    annotators = next(t for columns, t in tables.items() if "annotator" in columns)
+    assert {"labels", "95 % CI low", "adjusted p"} <= set(annotators.columns)
+    assert not {"n", "ci_low", "p_adjusted", "median_seconds"} & set(annotators.columns)
+    assert not any("_" in str(v) for v in annotators["verdict"])
+    assert all(len(str(p)) <= 8 for p in annotators["adjusted p"])
+    assert all("_" not in str(c) and str(c) != "path" for t in tables.values() for c in t.columns)
+    caption = next(c.value for c in app.caption if c.value.startswith("Consensus by"))
+    assert "\\`" not in caption
