@@ -14,6 +14,8 @@ from audit.findings import disagreement_sentence
 
 #: group_metrics metrics of this page (audit.analysis.label_noise METRIC_NAME / ERROR_METRIC_NAME; contract names).
 METRIC, ERROR_METRIC = "label_disagreement_rate", "model_error_rate"
+#: How audit.analysis.screening starts the reason of an automatic choice of probabilities.
+AUTO_PREFIX = "auto: "
 
 audit = _state.current_audit()
 st.title("Label quality")
@@ -47,7 +49,11 @@ if sentence:
                + _state.escape_markdown(section.get("source_description", section.get("source", ""))) + ".")
 reason = (section.get("source_choice") or {}).get("reason")
 if reason:
-    st.caption("Why this source: " + _state.escape_markdown(reason) + ".")
+    # "auto: the audit has no embeddings, ..." -> "picked by --label-noise-source auto (the audit has ...)"
+    automatic = reason.startswith(AUTO_PREFIX)
+    st.caption("Probabilities " + ("picked by `--label-noise-source auto` ("
+                                   + _state.escape_markdown(reason[len(AUTO_PREFIX):]) + ")." if automatic
+                                   else "used: " + _state.escape_markdown(reason) + "."))
 for name, entry in (section.get("alternatives") or {}).items():
     alt_rate, alt_error = entry.get("label_disagreement_rate"), entry.get("model_error_rate")
     st.caption(_state.escape_markdown(

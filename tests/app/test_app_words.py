@@ -110,3 +110,16 @@ def test_every_app_chart_is_drawn_without_the_plotly_toolbar():
                     and not any(k.arg == "config" for k in node.keywords):
                 missing.append(f"{path.name}:{node.lineno}")
     assert missing == []
+
+
+def test_label_quality_says_how_the_probabilities_were_picked(tmp_path, monkeypatch):
+    folder = build_audit_folder(tmp_path / "audit", n_image_files=0)
+    audit = json.loads((folder / "audit.json").read_text())
+    audit["analyses"]["label_noise"]["source_choice"] = {
+        "requested": "auto", "used": "model", "candidates": ["model"],
+        "reason": "auto: the audit has no embeddings, so only the model's probabilities are available"}
+    (folder / "audit.json").write_text(json.dumps(audit))
+    app = _open(folder, "labels", monkeypatch)
+    caption = next(c.value for c in app.caption if "label-noise-source" in c.value)
+    assert caption.startswith("Probabilities picked by `--label-noise-source auto` (the audit has no embeddings")
+    assert "source: auto:" not in caption
