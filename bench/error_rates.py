@@ -83,25 +83,40 @@ def null_audits(replicates: int, seed: int) -> dict:
     from audit.config import AuditConfig
     from audit.io.manifest import load_dataset
 
-    try:  # the step registry (issue 14) ...
-        from audit.pipeline.core import decode_images, predict_with_model
+    prepared = None
+    try:  # the pipeline with input adapters (issue 14, current) ...
+        from audit.pipeline.core import prepare_images
         from audit.pipeline.steps import run_steps
-    except ImportError:  # ... or the code before it (the baseline)
-        from audit.analyses import run_analyses
-        from audit.pipeline import _AnalysisRunner, decode_images, predict_with_model
-        run_steps = None
+    except ImportError:
+        prepare_images = None
+    if prepare_images is None:
+        try:  # ... the first step registry ...
+            from audit.pipeline.core import decode_images, predict_with_model
+            from audit.pipeline.steps import run_steps
+        except ImportError:  # ... or the code before it (the baseline)
+            from audit.analyses import run_analyses
+            from audit.pipeline import _AnalysisRunner, decode_images, predict_with_model
+            run_steps = None
 
     config = AuditConfig(data=str(ROOT / "sample_data/manifest.csv"), model=str(ROOT / "sample_data/model.onnx"),
                          n_bootstrap=200, use_cache=False)
-    dataset = load_dataset(config.data, label_column="label")
-    kept, _ = decode_images(dataset, config=config, progress=lambda *a: None)
-    classes = tuple(dataset.classes)
-    probabilities, embeddings, _ = predict_with_model(kept, classes=classes, config=config, progress=lambda *a: None)
+    if prepare_images is not None:
+        prepared = prepare_images(config, progress=lambda *a: None)
+        dataset, kept, classes = prepared.dataset, prepared.kept, tuple(prepared.classes)
+        probabilities, embeddings = prepared.probabilities, prepared.embeddings
+    else:
+        dataset = load_dataset(config.data, label_column="label")
+        kept, _ = decode_images(dataset, config=config, progress=lambda *a: None)
+        classes = tuple(dataset.classes)
+        probabilities, embeddings, _ = predict_with_model(kept, classes=classes, config=config,
+                                                          progress=lambda *a: None)
 
     def audit(table):
         if run_steps is not None:
+            extra = {} if prepared is None else {"prediction_columns": prepared.prediction_columns,
+                                                 "label_noise_source": prepared.label_noise_source}
             bundle = run_steps(table, classes=classes, dataset=dataset, probabilities=probabilities,
-                               embeddings=embeddings, config=config, progress=lambda *a: None)
+                               embeddings=embeddings, config=config, progress=lambda *a: None, **extra)
             return bundle, bundle.errors
         runner = _AnalysisRunner(lambda *a: None)
         bundle = run_analyses(table, classes=classes, dataset=dataset, probabilities=probabilities,
@@ -253,7 +268,10 @@ def worker(args) -> dict:
                 ("ece_fpr", lambda: ece_fpr(args.replicates, args.seed + 1)),
                 ("power", lambda: power(args.power_replicates, args.seed + 2)),
                 ("null_audit", lambda: null_audits(args.null_replicates, args.seed + 3)))
+    wanted = set(args.sections.split(","))
     for name, run in sections:
+        if name not in wanted:
+            continue
         out[name] = run()
         Path(args.json).write_text(json.dumps(out, indent=1))  # partial results survive an interruption
     return out
@@ -269,7 +287,7 @@ def _run_version(label: str, tree: Path, args) -> dict:
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--json", str(out),
                    "--replicates", str(args.replicates), "--null-replicates", str(args.null_replicates),
                    "--power-replicates", str(args.power_replicates),
-                   "--seed", str(args.seed)]
+                   "--seed", str(args.seed), "--sections", args.sections]
         start = time.perf_counter()
         subprocess.run(command, check=True, env=env, cwd=str(ROOT))
         result = json.loads(out.read_text())
@@ -286,6 +304,9 @@ def main(argv=None) -> int:
     parser.add_argument("--power-replicates", type=int, default=100)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--only", choices=("before", "after"), default=None)
+    parser.add_argument("--sections", default="coverage,ece_fpr,power,null_audit",
+                        help="comma-separated sections to measure; with --only, the version's other sections are "
+                             "kept from the file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--assemble", nargs=2, metavar=("BEFORE_JSON", "AFTER_JSON"), default=None,
                         help="write --json from two worker outputs (each made with --worker --json FILE, run with "
@@ -317,10 +338,20 @@ def main(argv=None) -> int:
               "command": " ".join(["python", "bench/error_rates.py"] + list(argv or sys.argv[1:])),
               "baseline_ref": args.baseline_ref, "cases": []}
     previous = []
+    kept_sections: dict = {}
     if args.only and Path(args.json).is_file():
-        # --only re-measures one version and keeps the other's figures (and its command) from the file
-        previous = [c for c in json.loads(Path(args.json).read_text()).get("cases", [])
-                    if c.get("version") != args.only]
+        # --only re-measures one version and keeps the other's figures (and its command) from the file;
+        # --sections re-measures some sections of that version and keeps the others (each with its command)
+        old_cases = json.loads(Path(args.json).read_text()).get("cases", [])
+        previous = [c for c in old_cases if c.get("version") != args.only]
+        same = [c for c in old_cases if c.get("version") == args.only]
+        if same:
+            kept_sections = {k: v for k, v in same[0].items()
+                             if k in ("coverage", "ece_fpr", "power", "null_audit")
+                             and k not in args.sections.split(",")}
+            for value in kept_sections.values():
+                if isinstance(value, dict):
+                    value.setdefault("command", same[0].get("command", ""))
     with tempfile.TemporaryDirectory() as tmp:
         baseline = Path(tmp) / "baseline"
         baseline.mkdir()
@@ -332,7 +363,12 @@ def main(argv=None) -> int:
             if args.only and label != args.only:
                 continue
             case = {"version": label, "code": args.baseline_ref if label == "before" else "working tree"}
-            case.update(_run_version(label, tree, args))
+            case.update(kept_sections if args.only == label else {})
+            measured = _run_version(label, tree, args)
+            for name in args.sections.split(","):
+                if isinstance(measured.get(name), dict):
+                    measured[name]["command"] = result["command"]
+            case.update(measured)
             case.pop("audit_package", None)
             case["command"] = result["command"]
             case["machine_load_average_1m"] = round(os.getloadavg()[0], 2)
