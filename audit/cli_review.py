@@ -111,7 +111,8 @@ def render_status(status: dict) -> str:
                  f"{(status['confirmed_error_rate_lower_bound'] or 0):.2%}, never the estimate)")
     for stratum in status.get("strata", []):
         lines.append(f"  stratum {stratum['stratum']}: {stratum['n_images']} images, {stratum['sample_size']} sampled, "
-                     f"{stratum['reviewed']} reviewed, {stratum['confirmed_errors']} errors")
+                     f"{stratum['reviewed']} reviewed, {stratum['confirmed_errors']} "
+                     f"error{'' if stratum['confirmed_errors'] == 1 else 's'}")
     if status.get("sample_unsure") or status.get("sample_conflicts"):
         lines.append(f"  left out: {status['sample_unsure']} unsure, {status['sample_conflicts']} in conflict")
     if status.get("reviews_to_halve_interval"):

@@ -31,6 +31,7 @@ import pandas as pd
 from audit.analysis.stratified import (CONFIDENCE, GUESS_FLAGGED, GUESS_NOT_FLAGGED, METHOD, MIN_PER_STRATUM,
                                        allocation_sequence, domain_counts, estimate_stratified_rate,
                                        reviews_needed)
+from audit.display import sort_groups
 from audit.errors import InputError
 from audit.folder import (PARQUET_RUN_ID_KEY, current_generation, folder_lock, load_audit_json, load_images)
 from audit.reviews import CONFLICT, list_decisions, resolve_decisions, with_review_keys
@@ -387,7 +388,7 @@ def compute_review_status(images: pd.DataFrame, decisions: pd.DataFrame, sample:
             continue
         values = images[attribute].astype(object).where(images[attribute].notna(), "<missing>").astype(str)
         reviewed_values = values.set_axis(images["id"].astype(str)).reindex(reviewed_ids).to_numpy()
-        for value in sorted(values.unique()):
+        for value in sort_groups(values.unique()):  # natural order: 0-2, 3-9, 10-19 (not text order)
             out["by_group"].append({"attribute": attribute, "group": value,
                                     **domain((values == value).to_numpy(), reviewed_values == value)})
     labels = images["label"].astype(str)

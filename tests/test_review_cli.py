@@ -252,3 +252,21 @@ def test_policy_groups_subdivide_the_strata(audit_dir, tmp_path, capsys):
     assert main(["gate", str(folder), "--policy", str(policy), "--json", str(tmp_path / "v.json")]) in (0, 1)
     check = json.loads((tmp_path / "v.json").read_text())["checks"][0]
     assert check["value"] == pytest.approx(status["label_error_rate"]["estimate"])
+
+
+def test_status_lists_age_like_groups_in_natural_order(tmp_path, capsys):
+    """`review --status` listed 0-2, 10-19, 20-29, 3-9 (text order) and said "1 errors"."""
+    from tests.audit_builder import build_audit_folder
+
+    folder = build_audit_folder(tmp_path / "audit", gender_values=("3-9", "10-19"), n_image_files=0)
+    assert main(["review", str(folder), "--sample", "40", "--out", str(tmp_path / "s.csv")]) == 0
+    sample = pd.read_csv(tmp_path / "s.csv", dtype=str, keep_default_na=False)
+    decisions = pd.DataFrame({"id": sample["id"], "decision": "label_correct", "new_label": ""})
+    decisions.to_csv(tmp_path / "d.csv", index=False)
+    assert main(["review", str(folder), "--import", str(tmp_path / "d.csv"), "--reviewer", "ann"]) == 0
+    assert main(["review", str(folder), "--status", "--json", str(tmp_path / "st.json")]) == 0
+    printed = capsys.readouterr().out
+    groups = [r["group"] for r in json.loads((tmp_path / "st.json").read_text())["by_group"]
+              if r["attribute"] == "gender"]
+    assert groups == ["3-9", "10-19"]
+    assert printed.index("gender = 3-9") < printed.index("gender = 10-19") and " 0 errors" in printed
