@@ -36,6 +36,8 @@ DISAGREEMENT_METRICS = ("label_disagreement_rate", "estimated_noise_rate")
 #: NEW's scored images; otherwise the versions are compared as independent samples.
 MIN_PAIRED_SHARE = 0.5
 TRAIN_SPLITS = ("train", "training")
+#: k of top-k accuracy when OLD's audit does not record its ``top_k`` setting (the audit's default).
+TOP_K = 5
 HELD_OUT_SPLITS = ("test", "testing", "val", "valid", "validation", "dev", "holdout")
 
 NOTE_ID_ONLY = ("Neither audit records content hashes (label-noise audits), so images were matched by id only: a "
@@ -375,6 +377,7 @@ def _for(row) -> str:
 
 METRIC_WORDS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro-F1",
                 "recall": "Recall", "precision": "Precision", "label_disagreement_rate": "Model-label disagreement",
+                "top_k_accuracy": "Top-k accuracy", "expected_calibration_error": "Expected calibration error",
                 "label_error_rate": "The verified label-error rate"}
 
 
@@ -451,7 +454,7 @@ def _findings(comparison: dict, rows: pd.DataFrame) -> list[dict]:
 def compare_audits(old, new, *, primary_metric: str | None = None, confidence_level: float | None = None,
                    min_group_size: int | None = None, max_ci_width: float | None = None, n_bootstrap: int = 1000,
                    seed: int = 0, pairing: str = "auto", max_depth: int = 2, verified_old: dict | None = None,
-                   verified_new: dict | None = None) -> Comparison:
+                   verified_new: dict | None = None, probabilities_old=None, probabilities_new=None) -> Comparison:
     """Compare two audits (OLD -> NEW).
 
     Parameters
@@ -472,6 +475,10 @@ def compare_audits(old, new, *, primary_metric: str | None = None, confidence_le
     verified_old, verified_new : dict, optional
         Each audit's verified label-error rate (the ``review --status`` object: ``label_error_rate``,
         ``by_group``, ``by_class``), see :func:`audit.compare.folder.verified_status`.
+    probabilities_old, probabilities_new : array (N, K), optional
+        Each audit's ``probabilities.npy`` (row order = its images, columns = its classes; a memory map is
+        fine): with both, top-k accuracy (k = OLD's ``top_k`` setting, default 5, when more classes are shared)
+        is compared. Expected calibration error needs only ``images.parquet`` ``confidence``.
 
     Returns
     -------
@@ -526,6 +533,23 @@ def compare_audits(old, new, *, primary_metric: str | None = None, confidence_le
         def codes(values):
             return values.astype(object).map(code).fillna(-1).astype(np.int64).to_numpy()
 
+        top_k = int(((old.analyses.get("group_performance") or {}).get("settings") or {}).get("top_k") or TOP_K)
+
+        def scores(images, probabilities, classes, rows, labels) -> dict:
+            """Per-image confidence (ECE) and top-k hits against ``labels`` (codes into ``shared``) of the
+            ``rows`` of one audit, where it has them."""
+            out = {"confidence": None, "top_k_hits": None}
+            if "confidence" in images.columns:
+                confidence = pd.to_numeric(images["confidence"], errors="coerce").to_numpy(dtype=float)[rows]
+                if confidence.size and np.isfinite(confidence).all():
+                    out["confidence"] = confidence
+            if probabilities is not None and len(shared) > top_k and probabilities.shape == (len(images), len(classes)):
+                columns = np.array([classes.index(c) for c in shared])
+                matrix = np.asarray(probabilities[rows], dtype=np.float64)
+                label_probability = matrix[np.arange(len(rows)), columns[labels]]
+                out["top_k_hits"] = (matrix > label_probability[:, None]).sum(axis=1) < top_k  # ties: the label's favour
+            return out
+
         lab_old, pred_old = codes(old_images["label"]), codes(old_images["prediction"])
         lab_new, pred_new = codes(new_images["label"]), codes(new_images["prediction"])
         scored_new = int(((lab_new >= 0) & new_images["prediction"].notna().to_numpy()).sum())
@@ -542,9 +566,11 @@ def compare_audits(old, new, *, primary_metric: str | None = None, confidence_le
             # pred_old may name a class NEW does not have: it is then simply wrong (-2 never equals a label)
             p_old = np.where(pred_old[r_old] >= 0, pred_old[r_old], -2)
             groups = {a: _labels_of(new_images[a].iloc[r_new]) for a in metadata + pixel}
-            side_old = VersionData(lab_new[r_new], p_old, groups, len(shared))
+            side_old = VersionData(lab_new[r_new], p_old, groups, len(shared),
+                                   **scores(old_images, probabilities_old, classes_old, r_old, lab_new[r_new]))
             side_new = VersionData(lab_new[r_new], np.where(pred_new[r_new] >= 0, pred_new[r_new], -2), groups,
-                                   len(shared))
+                                   len(shared),
+                                   **scores(new_images, probabilities_new, classes_new, r_new, lab_new[r_new]))
             if n_common < scored_new:
                 notes.append(NOTE_PARTIAL_PAIRING.format(n=n_common, share=_percent(n_common / scored_new),
                                                          n_new_only=scored_new - n_common))
@@ -556,9 +582,13 @@ def compare_audits(old, new, *, primary_metric: str | None = None, confidence_le
             keep_new = lab_new >= 0
             n_left_out = int((~keep_old).sum() + (~keep_new).sum())
             side_old = VersionData(lab_old[keep_old], np.where(pred_old[keep_old] >= 0, pred_old[keep_old], -2),
-                                   {a: _labels_of(old_images[a][keep_old]) for a in metadata + pixel}, len(shared))
+                                   {a: _labels_of(old_images[a][keep_old]) for a in metadata + pixel}, len(shared),
+                                   **scores(old_images, probabilities_old, classes_old, np.flatnonzero(keep_old),
+                                            lab_old[keep_old]))
             side_new = VersionData(lab_new[keep_new], np.where(pred_new[keep_new] >= 0, pred_new[keep_new], -2),
-                                   {a: _labels_of(new_images[a][keep_new]) for a in metadata + pixel}, len(shared))
+                                   {a: _labels_of(new_images[a][keep_new]) for a in metadata + pixel}, len(shared),
+                                   **scores(new_images, probabilities_new, classes_new, np.flatnonzero(keep_new),
+                                            lab_new[keep_new]))
             model_section.update(label_basis="own")
         # -2 predictions must not break one-hot encoding: map them to an extra "other" column
         for side in (side_old, side_new):

@@ -128,7 +128,25 @@ def compare_folders(old, new, **settings):
 
     old_folder, new_folder = load_pair(old, new)
     return compare_audits(old_folder, new_folder, verified_old=verified_status(old_folder),
-                          verified_new=verified_status(new_folder), **settings)
+                          verified_new=verified_status(new_folder), probabilities_old=load_probabilities(old_folder),
+                          probabilities_new=load_probabilities(new_folder), **settings)
+
+
+def load_probabilities(folder):
+    """The audit's ``probabilities.npy`` as a read-only memory map (from its current generation), or None when
+    it has none or the file does not match the images (then top-k accuracy is simply not compared)."""
+    import numpy as np
+
+    from audit.folder import current_generation
+
+    base = current_generation(folder.path) or folder.path
+    try:
+        matrix = np.load(base / "probabilities.npy", mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if matrix.ndim != 2 or matrix.shape != (len(folder.images), len(folder.classes)):
+        return None
+    return matrix
 
 
 def check_out_folder(out, *inputs) -> Path:

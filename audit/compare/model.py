@@ -23,6 +23,7 @@ HIGHER_IS_BETTER = {"accuracy": True, "balanced_accuracy": True, "macro_f1": Tru
                     "precision": True, "label_disagreement_rate": False, "label_error_rate": False}
 #: Metrics computed by resampling (not a single proportion).
 BOOTSTRAP_METRICS = ("balanced_accuracy", "macro_f1")
+HIGHER_IS_BETTER.update({"top_k_accuracy": True, "expected_calibration_error": False})
 
 ROW_COLUMNS = ("attribute", "group", "class", "metric", "scope", "method", "n_old", "n_new", "old", "new",
                "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "insufficient_evidence", "verdict",
@@ -34,12 +35,17 @@ VALUE_CI_COLUMNS = ("old_ci_low", "old_ci_high", "new_ci_low", "new_ci_high")
 class VersionData:
     """One side of a model comparison: labels, predictions and group labels as integer codes."""
 
-    def __init__(self, labels: np.ndarray, predictions: np.ndarray, groups: dict[str, pd.Series], k: int):
+    def __init__(self, labels: np.ndarray, predictions: np.ndarray, groups: dict[str, pd.Series], k: int,
+                 confidence: np.ndarray | None = None, top_k_hits: np.ndarray | None = None):
         self.labels = labels
         self.predictions = predictions
         self.correct = labels == predictions
         self.groups = groups
         self.k = k
+        #: probability of the predicted class per image (expected calibration error), or None
+        self.confidence = None if confidence is None else np.asarray(confidence, dtype=float)
+        #: label among the top-k most probable classes per image (top-k accuracy), or None
+        self.top_k_hits = None if top_k_hits is None else np.asarray(top_k_hits, dtype=bool)
 
 
 def _weighted_confusion(weights: np.ndarray, labels: np.ndarray, predictions: np.ndarray, k: int):
@@ -62,6 +68,19 @@ def _bootstrap_metrics(label_n, pred_n, tp):
         macro_f1 = np.nanmean(f1, axis=-1)
         precision = np.where(pred_n > 0, tp / np.where(pred_n > 0, pred_n, 1), np.nan)
     return {"balanced_accuracy": balanced, "macro_f1": macro_f1, "precision": precision}
+
+
+def _weighted_ece(weights: np.ndarray, confidence: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Expected calibration error per row of ``weights`` (B, n): 15 equal-width right-closed confidence bins
+    (:data:`audit.analysis.group_performance.ECE_BINS`, the audit's binning), ``sum_b |sum_w (correct -
+    confidence)| / sum_w``."""
+    from audit.analysis.group_performance import ECE_BINS
+
+    bins = np.clip(np.ceil(confidence * ECE_BINS).astype(np.int64) - 1, 0, ECE_BINS - 1)
+    gap = np.zeros((confidence.size, ECE_BINS), dtype=np.float32)
+    gap[np.arange(confidence.size), bins] = correct.astype(np.float32) - confidence.astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(weights @ gap).sum(axis=1) / weights.sum(axis=1)
 
 
 def _proportion_row(success_old, success_new, *, paired: bool, confidence_level: float):
@@ -180,12 +199,36 @@ def compare_model(old: VersionData, new: VersionData, *, classes, method: str, m
                                                                            boot_new["precision"][:, code],
                                                                            confidence_level)))
 
+    def score_rows(attribute, group, mask_old, mask_new):
+        """top-k accuracy (a proportion: as accuracy) and expected calibration error (paired or independent
+        Poisson bootstrap of the 15-bin plug-in ECE, as the audit bins it) where both sides have the scores."""
+        if old.top_k_hits is not None and new.top_k_hits is not None:
+            add(attribute, group, "", "top_k_accuracy",
+                _proportion_row(old.top_k_hits[mask_old], new.top_k_hits[mask_new], paired=paired,
+                                confidence_level=confidence_level))
+        if old.confidence is None or new.confidence is None or not mask_old.any() or not mask_new.any():
+            return
+        point, replicates = [], []
+        w_old = rng.poisson(1.0, size=(n_bootstrap, int(mask_old.sum()))).astype(np.float32)
+        w_new = w_old if paired else rng.poisson(1.0, size=(n_bootstrap, int(mask_new.sum()))).astype(np.float32)
+        for side, mask, weights in ((old, mask_old, w_old), (new, mask_new, w_new)):
+            confidence, correct = side.confidence[mask], side.correct[mask]
+            ones = np.ones((1, confidence.size), dtype=np.float32)
+            point.append(float(_weighted_ece(ones, confidence, correct)[0]))
+            replicates.append(_weighted_ece(weights, confidence, correct))
+        low, high, p = bootstrap_difference(replicates[0], replicates[1], point[1] - point[0],
+                                            confidence_level=confidence_level)
+        add(attribute, group, "", "expected_calibration_error",
+            (int(mask_old.sum()), int(mask_new.sum()), point[0], point[1], point[1] - point[0], low, high, p,
+             _value_intervals(replicates[0], replicates[1], confidence_level)))
+
     # whole data set
     all_old = np.ones(old.labels.size, dtype=bool)
     all_new = np.ones(new.labels.size, dtype=bool)
     add("all", "all", "", "accuracy", _proportion_row(old.correct, new.correct, paired=paired,
                                                         confidence_level=confidence_level))
     bootstrap_rows("all", "all", all_old, all_new, per_class_precision=True)
+    score_rows("all", "all", all_old, all_new)
     for code, name in enumerate(classes):
         m_old, m_new = old.labels == code, new.labels == code
         add("all", "all", name, "recall", _proportion_row(old.correct[m_old], new.correct[m_new], paired=paired,
@@ -214,6 +257,7 @@ def compare_model(old: VersionData, new: VersionData, *, classes, method: str, m
                                                                       confidence_level=confidence_level))
                 if single_metadata:
                     bootstrap_rows(attribute, group, m_old, m_new, per_class_precision=False)
+                    score_rows(attribute, group, m_old, m_new)
                     for code, name in enumerate(classes):
                         c_old = m_old & (old.labels == code)
                         c_new = m_new & (new.labels == code)

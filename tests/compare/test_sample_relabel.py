@@ -66,5 +66,7 @@ def test_the_model_did_not_change(pair):
     # same predictions, labels held at NEW's: every paired difference is exactly zero
     rows = pd.DataFrame(folder.comparison["model"]["rows"])
     assert folder.comparison["model"]["method"] == "paired"
-    assert np.allclose(rows["difference"].to_numpy(dtype=float), 0.0)
+    # (calibration error to 1e-6: OLD's confidence came from the model, NEW's from the float32 probabilities file)
+    assert np.allclose(rows["difference"].to_numpy(dtype=float), 0.0, atol=1e-6)
+    assert "expected_calibration_error" in set(rows["metric"])
     assert set(rows["verdict"]) <= {"no_evidence_of_change", "insufficient_data"}

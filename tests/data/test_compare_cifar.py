@@ -99,3 +99,32 @@ def test_paired_group_difference_equals_direct_computation(audits, comparison):
         row = _row(comparison, attribute="kind", group=group)
         difference, _ = _direct(correct["resnet20"][mask], correct["resnet56"][mask])
         assert row["difference"] == pytest.approx(difference, abs=1e-12) and row["scope"] == "primary"
+
+
+def _ece(confidence, correct, bins=15):
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    gap = np.bincount(index, weights=correct - confidence, minlength=bins)
+    return np.abs(gap).sum() / confidence.size
+
+
+def test_top_k_accuracy_and_calibration_error_equal_direct_computation(audits):
+    """compare_folders reads both probability files: top-5 accuracy (paired McNemar, as accuracy) and the
+    15-bin expected calibration error (paired bootstrap) equal a direct computation."""
+    from audit.compare.folder import compare_folders
+
+    folders, truth, _, _ = audits
+    comparison = compare_folders(folders["resnet20"], folders["resnet56"], n_bootstrap=200).comparison
+    probs = {name: np.load(path).astype(np.float32) for name, path in PROBS.items()}
+    hits = {name: (p > p[np.arange(truth.size), truth][:, None]).sum(axis=1) < 5 for name, p in probs.items()}
+    row = _row(comparison, metric="top_k_accuracy")
+    difference, p_value = _direct(hits["resnet20"], hits["resnet56"])
+    assert row["old"] == pytest.approx(hits["resnet20"].mean(), abs=1e-12)
+    assert row["difference"] == pytest.approx(difference, abs=1e-12)
+    assert row["p_value"] == pytest.approx(p_value, rel=1e-9) and row["scope"] == "exploratory"
+    ece = {name: _ece(p.max(axis=1).astype(float), (p.argmax(axis=1) == truth).astype(float))
+           for name, p in probs.items()}
+    row = _row(comparison, metric="expected_calibration_error")
+    assert row["old"] == pytest.approx(ece["resnet20"], abs=1e-5)
+    assert row["new"] == pytest.approx(ece["resnet56"], abs=1e-5)
+    assert row["ci_low"] <= row["difference"] <= row["ci_high"] and row["ci_high"] - row["ci_low"] < 0.05
+    assert _row(comparison, attribute="kind", group="animal", metric="expected_calibration_error")["n_new"] == 6000
