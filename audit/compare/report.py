@@ -245,14 +245,15 @@ def _share_table(rows: list[dict]) -> str:
 
 def render_comparison_report(folder, *, format: str, out=None, thumbnails: bool = True) -> Path:
     """Render the comparison in ``folder`` to ``out`` (default ``folder/report.<format>``); return the path."""
-    from audit.io.atomic import write_bytes_atomic
+    from audit.io.atomic import check_replaceable, write_bytes_atomic
 
     if format not in FORMATS:
         raise InputError(ERROR_FORMAT.format(value=format))
     target = Path(out) if out is not None else Path(folder) / f"report.{format}"
     if target.is_dir():
         raise InputError(ERROR_OUT_IS_DIR.format(path=target, ext=format))
-    data = load_comparison_folder(folder)
+    check_replaceable(target)  # never replace a device node, pipe or socket (as the audit report)
+    data = load_comparison_folder(folder)  # one generation; a folder mixing two runs is refused
     if format == "md":
         payload = render_comparison_markdown(data.comparison).encode("utf-8")
     elif format == "html":

@@ -208,3 +208,16 @@ def test_failed_compare_into_a_new_folder_leaves_nothing(pair, tmp_path, monkeyp
 
     assert _one_line(capsys) == "error: " + ERROR_OUT_NOT_WRITABLE.format(path=out, reason="No space left on device")
     assert not out.exists()
+
+
+def test_report_out_never_replaces_a_fifo(pair, tmp_path, capsys):
+    from audit.io.atomic import ERROR_NOT_REGULAR
+
+    out = tmp_path / "cmp"
+    assert main(_compare_args(pair, out)) == 0
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    capsys.readouterr()
+    assert main(["report", str(out), "--format", "md", "--out", str(fifo)]) == 2
+    assert _one_line(capsys) == "error: " + ERROR_NOT_REGULAR.format(path=fifo)
+    assert fifo.is_fifo()
