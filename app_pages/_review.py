@@ -54,9 +54,10 @@ def show_verified(audit, container=None, *, detail: bool = False) -> dict:
                  help="Images whose reviewers agree the label is wrong, in the random sample or not. The rate is at "
                       "least this count / images; only the random sample enters the estimate.")
     if rate["estimate"] is not None:
-        target.caption(f"{rate['confidence']:.0%} interval {_percent(rate['ci_low'])} - {_percent(rate['ci_high'])} "
+        target.caption(f"{100 * rate['confidence']:.0f} % interval {_percent(rate['ci_low'])} - {_percent(rate['ci_high'])} "
                        f"from {rate['reviewed']} reviewed images of a random sample of {rate['sample_size']} "
-                       f"({status['n_images']:,} images); {rate['confirmed_errors']} confirmed errors, "
+                       f"({status['n_images']:,} images); {rate['confirmed_errors']} confirmed "
+                       f"error{'' if rate['confirmed_errors'] == 1 else 's'}, "
                        f"{status['confirmed_errors_outside_sample']} of them outside the sample (lower bound "
                        f"{_percent(status['confirmed_error_rate_lower_bound'])}).")
         if detail and status.get("reviews_to_halve_interval"):

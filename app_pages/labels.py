@@ -2,6 +2,8 @@
 suspects with review widgets."""
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import streamlit as st
 
@@ -202,6 +204,7 @@ visible = view.iloc[(page - 1) * page_size: page * page_size]
 
 current = resolved.astype({"id": str}).set_index(["id", "content_hash"]) if not resolved.empty else None
 DECISION_LABELS = {"label_wrong": "label wrong -> new label", "label_correct": "label correct", "unsure": "unsure"}
+DECISION_IN_DETAILS = re.compile(r": (label_wrong|label_correct)\b")
 
 
 def _review_status(image_id, content_hash) -> str | None:
@@ -210,7 +213,10 @@ def _review_status(image_id, content_hash) -> str | None:
         return None
     decided = current.loc[key]
     marker = "CONFLICT - " if decided["decision"] == reviews.CONFLICT else ""
-    return f"reviewed: {marker}{decided['details']}"
+    # "ann: label_wrong -> dog" -> "ann: label wrong -> dog" (the stored decision names in words)
+    details = DECISION_IN_DETAILS.sub(lambda m: ": " + DECISION_LABELS.get(m.group(1), m.group(1)).split(" ->")[0],
+                                      str(decided["details"]))
+    return f"reviewed: {marker}{details}"
 
 
 def _select(image_id: str) -> None:
@@ -237,7 +243,7 @@ for position, row in enumerate(visible.itertuples(index=False)):
     card.text(f"{row.id}")
     card.text(f"given: {row.label}\nsuggested: {row.suggested_label}\nscore: {row.label_score:.3f}")
     if getattr(row, "stratum", None):
-        card.text(f"random sample #{row.draw}: {row.stratum}")
+        card.text(f"random sample #{row.draw}: {str(row.stratum).replace('_', ' ')}")
     status = _review_status(row.id, row.content_hash)
     if status:
         card.text(status)

@@ -52,7 +52,8 @@ def test_random_queue_is_drawn_in_the_app_and_is_the_stored_sample(folder):
     assert sample is not None and sample.size == 30
     # the gallery lists the sample in draw order; the first card is draw 1
     shown = [t.value for t in app.text if t.value.startswith("random sample #")]
-    assert f"random sample #1: {sample.frame['stratum'].iloc[0]}" in shown
+    assert f"random sample #1: {sample.frame['stratum'].iloc[0].replace('_', ' ')}" in shown  # "not flagged"
+    assert not any("not_flagged" in t for t in shown)
     assert _metrics(app)["Verified label-error rate"] == "-"
     assert any("has no review yet" in c.value for c in app.caption)
 
@@ -74,12 +75,16 @@ def test_verified_rate_on_labels_and_overview_is_the_status(folder):
     assert not overview.exception
     assert _metrics(overview)["Verified label-error rate"] == f"{rate['estimate']:.1%}"
     assert _metrics(overview)["Confirmed label errors"] == f"{rate['confirmed_errors']:,}"
-    assert any(c.value.startswith(f"95% interval {rate['ci_low']:.1%} - {rate['ci_high']:.1%} from {rate['reviewed']}")
+    assert any(c.value.startswith(f"95 % interval {rate['ci_low']:.1%} - {rate['ci_high']:.1%} from {rate['reviewed']}")
                for c in overview.caption)
     labels = _open(folder, "labels")
     labels.radio(key="labels_queue").set_value("Random sample (verified rate)").run()
     assert not labels.exception
     assert any(c.value.startswith(f"About {status['reviews_to_halve_interval']:,} more reviews") for c in labels.caption)
+    # the cards say the decisions in words ("ann: label wrong -> dog"), as the review form does
+    reviewed = [t.value for t in labels.text if t.value.startswith("reviewed: ")]
+    assert reviewed and not any("label_wrong" in t or "label_correct" in t for t in reviewed)
+    assert any("ann: label correct" in t for t in reviewed)
 
 
 def test_label_only_audit_opens_with_the_random_queue(tmp_path, monkeypatch):

@@ -94,7 +94,7 @@ def test_every_page_review_persists_and_screenshots(tmp_path):
         form.get_by_text("label correct", exact=True).click()
         form.get_by_label("Note").fill("checked in the browser")
         form.get_by_role("button", name="Save decision").click()
-        page.get_by_text(f"reviewed: ann: label_correct").first.wait_for(timeout=60_000)
+        page.get_by_text("reviewed: ann: label correct").first.wait_for(timeout=60_000)
         wait_ready(page)
 
         from audit import reviews
@@ -107,7 +107,7 @@ def test_every_page_review_persists_and_screenshots(tmp_path):
         wait_ready(page)
         if page.locator('[data-testid="stMain"] h1').inner_text().strip() != "Label quality":
             switch_page(page, "Label quality")
-        page.get_by_text("reviewed: ann: label_correct").first.wait_for(timeout=60_000)
+        page.get_by_text("reviewed: ann: label correct").first.wait_for(timeout=60_000)
         metric = page.get_by_test_id("stMetric").filter(has_text="Suspects reviewed").first
         assert f"1 / {int(images.is_label_issue.sum())}" in metric.inner_text()
         page.get_by_role("heading", name="Suspect images").evaluate("e => e.scrollIntoView({block: 'start'})")
