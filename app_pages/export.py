@@ -5,13 +5,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages import _state
+from app_pages import _review, _state
 from audit import reviews
 from audit.report.render import render_report
 
 audit = _state.current_audit()
 st.title("Export")
 _state.show_review_status(audit)
+if "label" in audit.images.columns:
+    _review.show_verified(audit)  # the report includes it too ("the review status above")
 version = _state.audit_version(audit)
 name = audit.name
 

@@ -123,3 +123,9 @@ def test_label_quality_says_how_the_probabilities_were_picked(tmp_path, monkeypa
     caption = next(c.value for c in app.caption if "label-noise-source" in c.value)
     assert caption.startswith("Probabilities picked by `--label-noise-source auto` (the audit has no embeddings")
     assert "source: auto:" not in caption
+
+
+def test_export_shows_the_verified_rate_the_report_includes(folder, monkeypatch):
+    app = _open(folder, "export", monkeypatch)
+    labels = [m.label for m in app.metric]
+    assert "Suspects reviewed" in labels and "Verified label-error rate" in labels
