@@ -8,6 +8,10 @@ from app_pages import _review, _state
 from audit.display import attribute_label
 from audit.escaping import streamlit_markdown_code
 
+#: Under the recorded policy verdict: when it was made and how to check again.
+VERDICT_WHEN = ("Recorded when the audit ran (`run --policy`); label-error checks read reviews made since only when "
+                "checked again: `python -m audit gate {folder} --policy FILE`.")
+
 audit = _state.current_audit()
 data = audit.audit
 dataset = data.get("dataset", {})
@@ -31,6 +35,8 @@ if verdict:
     status = verdict.get("status")
     message = f"Policy verdict: {status}"
     {"PASS": st.success, "FAIL": st.error, "ERROR": st.error}.get(status, st.warning)(message)
+    # the verdict is the one `run --policy` recorded; reviews made since (the verified rate) need a new gate run
+    st.caption(streamlit_markdown_code(VERDICT_WHEN.format(folder=audit.folder)))
     checks = pd.DataFrame(verdict.get("checks", []), columns=["status", "name", "attribute", "group", "class",
                                                                "value", "threshold", "message"])
     if not checks.empty:

@@ -129,3 +129,12 @@ def test_export_shows_the_verified_rate_the_report_includes(folder, monkeypatch)
     app = _open(folder, "export", monkeypatch)
     labels = [m.label for m in app.metric]
     assert "Suspects reviewed" in labels and "Verified label-error rate" in labels
+
+
+def test_overview_says_the_recorded_verdict_is_checked_again_by_gate(tmp_path, monkeypatch):
+    folder = build_audit_folder(tmp_path / "audit", n_image_files=0, verdict={"status": "FAIL", "checks": [
+        {"name": "label_noise.max_rate", "status": "INSUFFICIENT_EVIDENCE", "value": None, "threshold": 0.05,
+         "attribute": "", "group": "", "class": "", "message": "no verified label-error rate yet"}]})
+    app = _open(folder, "overview", monkeypatch)
+    assert any(c.value.startswith("Recorded when the audit ran") and "`python -m audit gate " in c.value
+               for c in app.caption)
