@@ -9,8 +9,8 @@ from audit.display import attribute_label
 from audit.escaping import streamlit_markdown_code
 
 #: Under the recorded policy verdict: when it was made and how to check again.
-VERDICT_WHEN = ("Recorded when the audit ran (`run --policy`); label-error checks read reviews made since only when "
-                "checked again: `python -m audit gate {folder} --policy FILE`.")
+VERDICT_WHEN = ("Recorded when the audit ran (`run --policy`). To check it again with the reviews made since: "
+                "`python -m audit gate {folder} --policy FILE`.")
 
 audit = _state.current_audit()
 data = audit.audit
