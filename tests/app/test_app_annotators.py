@@ -12,11 +12,12 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.app.apptest import open_app_page  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from tests.test_annotations_cli import CLASSES, crowd  # noqa: E402
 
-APP = str(REPO / "app.py")
 MARKUP = "<b>ann</b>"
 
 
@@ -42,11 +43,7 @@ def annotated(tmp_path_factory) -> Path:
 
 
 def _open(folder: Path, monkeypatch) -> AppTest:
-    monkeypatch.setenv("IMAGEFAIR_REPORTS", str(folder.parent))
-    app = AppTest.from_file(APP, default_timeout=120)
-    app.session_state["audit_dir"] = str(folder)
-    app.switch_page("app_pages/annotators.py")
-    return app.run()
+    return open_app_page(folder, "annotators", monkeypatch)
 
 
 def test_annotators_page_shows_engine_numbers_and_escapes(annotated, monkeypatch):

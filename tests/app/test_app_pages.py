@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
 
+from tests.app.apptest import open_app_page
 from tests.audit_builder import rewrite_audit_files
 from tests.app.synthetic_audit import CLASSES, HTML_GROUP, build_audit, build_dataset
 
@@ -62,11 +63,7 @@ def reports(audit_dir, monkeypatch, tmp_path_factory) -> Path:
 
 
 def _open(folder: Path, page: str = "overview") -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=120)
-    app.session_state["audit_dir"] = str(folder)
-    if page != "overview":
-        app.switch_page(f"app_pages/{page}.py")
-    return app.run()
+    return open_app_page(folder, page)
 
 
 def _chart(app: AppTest, key: str) -> dict:

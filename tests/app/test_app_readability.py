@@ -14,12 +14,12 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
 
+from tests.app.apptest import open_app_page
+
 from audit.display import LEAKAGE_NOT_CHECKED_NO_SPLITS
 from audit.escaping import streamlit_markdown_code
 from tests.audit_builder import build_audit_folder
 
-REPO = Path(__file__).resolve().parents[2]
-APP = str(REPO / "app.py")
 LONG_MESSAGE = "9 groups; smallest 3-9 and 10-19 with 4 images each (minimum 30); " + "details " * 30
 
 
@@ -61,14 +61,7 @@ def balanced(tmp_path_factory) -> Path:
 
 
 def _open(folder: Path, page: str, monkeypatch) -> AppTest:
-    monkeypatch.setenv("IMAGEFAIR_REPORTS", str(folder.parent))
-    app = AppTest.from_file(APP, default_timeout=120)
-    app.session_state["audit_dir"] = str(folder)
-    if page != "overview":
-        app.switch_page(f"app_pages/{page}.py")
-    app.run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
+    return open_app_page(folder, page, monkeypatch, check=True)
 
 
 def _chart(app: AppTest, key: str):

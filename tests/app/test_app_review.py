@@ -11,21 +11,15 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
 
+from tests.app.apptest import open_app_page
 from tests.app.synthetic_audit import build_audit
 
 from audit import review_sample, reviews
 from audit.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
-APP = str(REPO / "app.py")
-
 
 def _open(folder: Path, page: str = "overview") -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=120)
-    app.session_state["audit_dir"] = str(folder)
-    if page != "overview":
-        app.switch_page(f"app_pages/{page}.py")
-    return app.run()
+    return open_app_page(folder, page)
 
 
 def _metrics(app: AppTest) -> dict:

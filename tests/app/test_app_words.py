@@ -11,10 +11,10 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
 
+from tests.app.apptest import open_app_page
 from tests.audit_builder import build_audit_folder
 
 REPO = Path(__file__).resolve().parents[2]
-APP = str(REPO / "app.py")
 PIXEL = "image_brightness_group"
 PIXEL_WORDS = "image brightness"
 
@@ -27,14 +27,7 @@ def folder(tmp_path_factory) -> Path:
 
 
 def _open(folder: Path, page: str, monkeypatch) -> AppTest:
-    monkeypatch.setenv("IMAGEFAIR_REPORTS", str(folder.parent))
-    app = AppTest.from_file(APP, default_timeout=120)
-    app.session_state["audit_dir"] = str(folder)
-    if page != "overview":
-        app.switch_page(f"app_pages/{page}.py")
-    app.run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
+    return open_app_page(folder, page, monkeypatch, check=True)
 
 
 def _title(app: AppTest, key: str) -> str:
