@@ -296,16 +296,12 @@ class LoadedModel:
         if self.preprocessing.output == "logits":
             # real logits are almost never all in [0, 1] with rows summing to 1; softmaxing probabilities again
             # would silently change every confidence (issue 11 item 5)
-            values = scores.astype(np.float64, copy=False)
-            if ((values.min(axis=1) >= -1e-6) & (values.max(axis=1) <= 1 + 1e-6)
-                    & (np.abs(values.sum(axis=1) - 1.0) <= 1e-3)).all():
+            if _probability_rows(scores).all():
                 raise ModelError(ERROR_MODEL_LOOKS_SOFTMAX.format(file=self.path, n=n), source=self.path)
             probabilities = softmax(scores)
         else:
             probabilities = scores.astype(np.float32, copy=False)
-            sums = probabilities.sum(axis=1, dtype=np.float64)
-            wrong = (probabilities.min(axis=1) < -1e-6) | (probabilities.max(axis=1) > 1 + 1e-6) \
-                | (np.abs(sums - 1.0) > 1e-3)
+            wrong = ~_probability_rows(probabilities)
             if wrong.any():
                 raise ModelError(ERROR_MODEL_NOT_PROBABILITIES.format(file=self.path,
                                                                       position=int(np.argmax(wrong))),
@@ -319,6 +315,13 @@ class LoadedModel:
                 raise ModelError(ERROR_MODEL_OUTPUT_NAN.format(file=self.path, position=position),
                                  source=self.path)
         return probabilities, embeddings
+
+
+def _probability_rows(scores: np.ndarray) -> np.ndarray:
+    """Per row: finite model outputs that read as probabilities (each in [0, 1] within 1e-6, the row summing to 1
+    within 1e-3, summed in float64)."""
+    return ((scores.min(axis=1) >= -1e-6) & (scores.max(axis=1) <= 1 + 1e-6)
+            & (np.abs(scores.sum(axis=1, dtype=np.float64) - 1.0) <= 1e-3))
 
 
 def _n_classes_message(path: str, k: int, classes) -> str:
