@@ -42,19 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BASELINE = "b8110665"
 N, ALPHA, N_BOOTSTRAP = 400, 0.05, 100
 
-
-def _wilson(k: int, n: int) -> list:
-    from scipy import stats
-
-    z = stats.norm.ppf(0.975)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
-
-
-def _rate(k: int, n: int) -> dict:
-    return {"rate": round(k / n, 4), "count": int(k), "n": int(n), "ci95": _wilson(k, n)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench helpers, in worker processes too
+from _rates import rate as _rate  # noqa: E402
 
 
 def _side(rng):
