@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from audit.errors import InputError
-from audit.io.atomic import atomic_path, write_npy_atomic, write_parquet_atomic
+from audit.io.atomic import atomic_path, dumps_document, write_npy_atomic, write_parquet_atomic
 from audit.migrate import migrate_audit, migrate_group_metrics
 from audit.reviews import list_decisions, resolve_decisions
 from audit.schema import validate_audit
@@ -301,15 +301,10 @@ def write_npy_chunks_atomic(path: str | Path, probabilities) -> None:
 
 
 def write_json_streamed_atomic(path: str | Path, obj) -> None:
-    """Write ``obj`` as ``audit.io.atomic.write_json_atomic`` does (same bytes), without building the text.
-
-    ``json.dumps(..., indent=2)`` joins millions of small pieces for the K x K matrices of a 1000-class audit
-    (a 60 MB file, some 300 MB of pieces at once); ``json.dump`` hands them to the file as they come.
-    """
+    """Write ``obj`` as ``audit.io.atomic.write_json_atomic`` does (same bytes: :func:`dumps_document`)."""
     with atomic_path(path) as temporary:
         with open(temporary, "w", encoding="utf-8", newline="") as handle:
-            json.dump(obj, handle, indent=2, ensure_ascii=False, allow_nan=False)
-            handle.write("\n")
+            handle.write(dumps_document(obj))
 
 
 def write_audit_folder(out: str | Path, *, audit: dict, images: pd.DataFrame, group_metrics: pd.DataFrame,
@@ -340,7 +335,7 @@ def write_audit_folder(out: str | Path, *, audit: dict, images: pd.DataFrame, gr
     run_id = run_id or new_run_id()
     audit = {**audit, "run_id": run_id}
     validate_audit(audit)
-    json.dumps(audit, allow_nan=False)
+    audit_text = dumps_document(audit)  # encoded before any file is written: a value JSON refuses stops here
     files: dict = {}
     if probabilities is not None and not isinstance(probabilities, np.ndarray) and callable(probabilities):
         files["probabilities.npy"] = probabilities
@@ -351,7 +346,7 @@ def write_audit_folder(out: str | Path, *, audit: dict, images: pd.DataFrame, gr
     if annotators is not None:
         files["annotators.parquet"] = annotators
     files.update(extra_files or {})
-    files["audit.json"] = audit
+    files["audit.json"] = audit_text
     try:
         remove = (("probabilities.npy",) if probabilities is None else ()) + (
             ("annotators.parquet",) if annotators is None else ())
@@ -489,8 +484,7 @@ def _write_payload(path: Path, payload, run_id: str) -> None:
         _write_parquet_with_run_id(path, payload, run_id)
     elif isinstance(payload, dict):
         with open(path, "w", encoding="utf-8", newline="") as handle:
-            json.dump({**payload, "run_id": run_id}, handle, indent=2, ensure_ascii=False, allow_nan=False)
-            handle.write("\n")
+            handle.write(dumps_document({**payload, "run_id": run_id}))
     elif isinstance(payload, np.ndarray):
         with open(path, "wb") as handle:
             np.save(handle, payload, allow_pickle=False)

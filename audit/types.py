@@ -105,8 +105,12 @@ def json_safe(value):
     if isinstance(value, (list, tuple)):
         if value and all(type(v) is float for v in value) and all(map(math.isfinite, value)):
             return list(value)  # already clean (e.g. a row of a large matrix): no call per element
+        if value and all(type(v) is int for v in value):
+            return list(value)
         return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
+        if value.dtype.kind in "iub" or (value.dtype.kind == "f" and np.isfinite(value).all()):
+            return value.tolist()  # already JSON types (a large matrix: no call per element)
         return json_safe(value.tolist())
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
