@@ -92,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="per-image label_score that ranks suspects: the given label's probability "
                                "(self_confidence) or its margin over the best other class (normalized_margin)")
     settings.add_argument("--cache-dir", default=None, metavar="DIR",
-                          help="inference cache (default $IMAGEFAIR_CACHE_DIR or ~/.cache/imagefair)")
-    settings.add_argument("--no-cache", action="store_true", help="do not read or write the inference cache")
+                          help="cache of per-image results, model outputs and analysis-step outputs (default "
+                               "$IMAGEFAIR_CACHE_DIR or ~/.cache/imagefair)")
+    settings.add_argument("--no-cache", action="store_true",
+                          help="do not read or write the cache (per-image results, model outputs, analysis steps)")
     settings.add_argument("--quiet", action="store_true", help="no progress bars")
     scale = run.add_argument_group("execution (where the per-image stage runs; the same numbers everywhere)")
     scale.add_argument("--executor", default="local", choices=("local", "ray"),

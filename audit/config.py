@@ -71,8 +71,8 @@ class AuditConfig:
         ``auto`` (crowdlab with a model or predictions, else dawid_skene), ``majority``, ``dawid_skene`` or
         ``crowdlab``.
     cache_dir : str or None
-        Where inference results are cached (None = ``$IMAGEFAIR_CACHE_DIR`` or ``~/.cache/imagefair``);
-        ``use_cache=False`` disables the cache.
+        Where per-image results, model outputs and analysis-step outputs are cached (None =
+        ``$IMAGEFAIR_CACHE_DIR`` or ``~/.cache/imagefair``); ``use_cache=False`` neither reads nor writes it.
     executor, workers, ray_address : str, int or None, str or None
         Where the per-image stage runs (``--executor local|ray``, ``--workers N`` (default: all cores),
         ``--ray-address auto|HOST:PORT``); every executor gives the same numbers.

@@ -351,6 +351,7 @@ def analyse(prepared: Prepared, *, config: AuditConfig, progress: Progress, star
             "command": " ".join(sys.argv) if sys.argv else None,
             "started_at": started.isoformat(timespec="seconds"),
             "per_image_stage": prepared.stage_info,
+            "steps_from_cache": bundle.steps_from_cache,
         },
         "skipped": [entry.to_dict() for entry in prepared.skipped],
     }

@@ -518,7 +518,7 @@ def run_label_noise_audit(*, labels_file: str, predictions_file: str | None, cla
     config = AuditConfig(data=labels_file, predictions=predictions_file, predictions_kind=predictions_kind,
                          min_group_size=min_group_size, policy_file=policy_file, seed=seed,
                          attributes_file=attributes_file, annotations_file=annotations_file,
-                         consensus_method=consensus_method)
+                         consensus_method=consensus_method, use_cache=False)  # label-noise has no cache options
     prepared = prepare_labels(labels_file=labels_file, predictions_file=predictions_file, classes_file=classes_file,
                               attributes_file=attributes_file, predictions_kind=predictions_kind,
                               max_in_memory_cells=max_in_memory_cells, chunk_rows=chunk_rows)

@@ -159,6 +159,10 @@ class Step:
         Progress label.
     enabled : callable, optional
         ``enabled(context) -> bool``: run only when it returns True (e.g. a setting was given).
+    cache : bool
+        Its output goes to the step cache (:mod:`audit.pipeline.step_cache`), so a re-run on identical inputs
+        loads it instead of computing it. Set on the expensive steps; a cheap one (well under a second at 10k
+        images) costs about as much to hash and load as to compute.
     """
 
     name: str
@@ -166,6 +170,7 @@ class Step:
     needs: tuple = ()
     stage: str = ""
     enabled: Callable | None = None
+    cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -478,17 +483,19 @@ def _data_quality_step(context: Context) -> StepOutput:
 
 #: Every analysis of an audit, in the order they run (a step may read the sections and image columns of
 #: the steps before it). To add one: write ``function(context) -> StepOutput`` and add a :class:`Step` here.
+#: ``cache=True``: the output is stored in and reloaded from the step cache (audit.pipeline.step_cache).
 STEPS: list[Step] = [
     Step("class_distribution", _class_distribution_step, stage="analysing composition"),
-    Step("attribute_distribution", _attribute_distribution_step, stage="analysing composition"),
+    Step("attribute_distribution", _attribute_distribution_step, stage="analysing composition", cache=True),
     Step("associations", _associations_step, stage="analysing composition"),
     Step("predictions", _predictions_step, needs=("probabilities",), stage="estimating label noise"),
-    Step("label_noise", _label_noise_step, needs=("probabilities",), stage="estimating label noise"),
+    Step("label_noise", _label_noise_step, needs=("probabilities",), stage="estimating label noise", cache=True),
     Step("group_performance", _group_performance_step, needs=("probabilities",),
-         stage="measuring performance by group"),
+         stage="measuring performance by group", cache=True),
     Step("weak_slices", _weak_slices_step, needs=("probabilities",), stage="measuring performance by group"),
     Step("calibration", _calibration_step, needs=("probabilities",), stage="measuring performance by group"),
-    Step("data_quality", _data_quality_step, needs=("pixels",), stage="checking data quality"),
+    Step("data_quality", _data_quality_step, needs=("pixels",), stage="checking data quality", cache=True),
+    # not cached: the parsed annotations are not part of a key (an audit with --annotations caches no step)
     Step("annotations", _annotations_step, stage="analysing annotations",
          enabled=lambda context: context.annotations is not None),
 ]
@@ -545,6 +552,7 @@ class AnalysisBundle:
     errors: list = field(default_factory=list)
     durations: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
+    steps_from_cache: list = field(default_factory=list)
 
 
 def pixel_group_columns(frame: pd.DataFrame) -> list[str]:
@@ -618,11 +626,19 @@ def run_steps(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings
     leaves out the metrics that need the whole matrix (:data:`PROBABILITY_METRICS`) and says so.
 
     Each step is timed once (``durations``, seconds) and isolated: an exception is an ``errors`` entry.
+    With ``config.use_cache``, a step registered with ``cache=True`` is first looked up in the step cache
+    (:mod:`audit.pipeline.step_cache`) under a key of everything it can read; a hit replaces the computation
+    (its time is then the time to hash and load), a miss computes and stores the output as it returned,
+    before the group-row passes update sections in place. ``steps_from_cache`` lists the hits.
     """
+    from audit.pipeline.step_cache import open_step_cache
+
     context = build_context(kept, classes=classes, dataset=dataset, probabilities=probabilities,
                             embeddings=embeddings, config=config, prediction_columns=prediction_columns,
                             label_noise_source=label_noise_source)
     context.annotations = annotations
+    cache = open_step_cache(context, config)
+    steps_from_cache: list[str] = []
     tables: list[pd.DataFrame] = []
     metrics = dict(BASE_METRICS)
     durations: dict[str, float] = {}
@@ -635,11 +651,24 @@ def run_steps(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings
             continue
         progress(step.stage or step.name, 0, 1)
         start = time.perf_counter()
-        try:
-            output = step.function(context)
-        except Exception as error:  # noqa: BLE001 - isolation is the point: the audit goes on
-            context.errors.append({"analysis": step.name, "message": _error_text(error)})
-            output = None
+        key = cache.key(step) if cache is not None and step.cache else None
+        loaded = cache.load(key, step.name, len(context.images)) if key is not None else None
+        sections_text = None
+        if loaded is not None:
+            output = StepOutput(sections=loaded.sections, group_rows=loaded.group_rows,
+                                image_columns=loaded.image_columns, metrics=loaded.metrics, files=loaded.files)
+            sections_text = loaded.sections_text
+            context.errors.extend(loaded.errors)  # what the step reported while it ran, as if it ran again
+            steps_from_cache.append(step.name)
+        else:
+            n_errors = len(context.errors)
+            try:
+                output = step.function(context)
+            except Exception as error:  # noqa: BLE001 - isolation is the point: the audit goes on
+                context.errors.append({"analysis": step.name, "message": _error_text(error)})
+                output = None
+            if key is not None and output is not None:
+                sections_text = _store_output(cache, key, step.name, output, context.errors[n_errors:])
         if output is not None:
             context.sections.update(output.sections)
             tables.extend(output.group_rows)
@@ -647,6 +676,8 @@ def run_steps(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings
             files.update(output.files)
             for name, values in output.image_columns.items():
                 context.images[name] = values
+            if cache is not None:
+                cache.note_output(step.name, output, sections_text)
         durations[step.name] = round(time.perf_counter() - start, 3)
 
     group_metrics = coerce_group_metrics(pd.concat(tables, ignore_index=True)) if tables else empty_group_metrics()
@@ -668,7 +699,20 @@ def run_steps(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings
     return AnalysisBundle(sections=context.sections, images=images, group_metrics=group_metrics, metrics=metrics,
                           findings=findings, pixel_group_attributes=context.pixel_groups,
                           constant_attributes=context.constant, errors=context.errors, durations=durations,
-                          files=files)
+                          files=files, steps_from_cache=steps_from_cache)
+
+
+def _store_output(cache, key: str, step_name: str, output: StepOutput, errors: list) -> str | None:
+    """Snapshot a computed output into the step cache (now: the group-row passes mutate sections later);
+    return its sections' JSON text, or None when the output cannot be stored faithfully (then it is not)."""
+    from audit.pipeline.step_cache import encode_output
+
+    try:
+        encoded = encode_output(output, errors)
+    except Exception:  # noqa: BLE001 - NotCacheable, or any failure of the cache: the step's output is kept as is
+        return None
+    cache.store(key, step_name, encoded)
+    return encoded.sections_text
 
 
 def _finish_images(images: pd.DataFrame) -> pd.DataFrame:
