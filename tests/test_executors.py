@@ -149,3 +149,44 @@ def test_ray_executor_reports_itself():
     pytest.importorskip("ray")
     assert RayExecutor(workers=3, address="auto").describe() == {"executor": "ray", "workers": 3,
                                                                   "ray_address": "auto", "startup_s": 0.0}
+
+
+def test_known_hashes_file_answers_membership_and_pickles_as_its_path(tmp_path):
+    import pickle
+
+    from audit.pipeline.perimage import KnownHashes
+
+    hashes = {f"{i:064x}" for i in range(0, 2000, 3)}
+    known = KnownHashes.write(hashes, tmp_path)
+    assert len(known) == len(hashes) and known
+    assert all(h in known for h in hashes)
+    assert not any(f"{i:064x}" in known for i in range(1, 2000, 3))
+    assert f"{10 ** 70:x}"[:64] not in known  # after the last value
+    copy = pickle.loads(pickle.dumps(known))
+    assert copy._values is None and copy.path == known.path and "0" * 64 in copy
+    assert len(pickle.dumps(known)) < 500
+
+
+def test_workers_started_early_are_stopped_when_the_input_is_refused(data, tmp_path, small_shards):
+    import multiprocessing
+
+    manifest, _ = data
+    bad = tmp_path / "manifest.csv"
+    bad.write_text(Path(manifest).read_text().replace("label", "labels", 1))
+    with pytest.raises(InputError):
+        run_audit(_config((bad, data[1]), workers=2))
+    assert multiprocessing.active_children() == []
+
+
+def test_early_start_overlaps_the_manifest_and_gives_the_same_results(data, reference, small_shards):
+    from audit.pipeline.core import _has_at_least, start_executor
+
+    manifest, _ = data
+    assert _has_at_least(manifest, 14) and not _has_at_least(manifest, 10_000)
+    assert _has_at_least(Path(manifest).parent, 14) and not _has_at_least(Path(manifest).parent / "nothing", 1)
+    executor = start_executor(_config(data, workers=2))
+    assert executor._started is not None  # 40 rows >= 2 shards of 7: workers are starting
+    executor.close()
+    result = run_audit(_config(data, workers=2))
+    assert result.audit["provenance"]["per_image_stage"]["workers"] == 2
+    _same(result, reference)

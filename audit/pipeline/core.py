@@ -10,6 +10,7 @@ the same way for both. Every input left out is a counted :class:`~audit.types.Sk
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import sys
 import time
@@ -90,8 +91,39 @@ def package_versions() -> dict:
     return versions
 
 
+def _has_at_least(source, n: int) -> bool:
+    """Cheap guess whether ``source`` (a folder, or a manifest) holds at least ``n`` images: counts files of a
+    folder until ``n``, or lines in the first MB of a file. Only decides whether worker processes start early."""
+    path = Path(source)
+    try:
+        if path.is_dir():
+            count = 0
+            for _root, _dirs, files in os.walk(path):
+                count += len(files)
+                if count >= n:
+                    return True
+            return False
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 20)
+        return len(head) == 1 << 20 or head.count(b"\n") >= n
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def start_executor(config: AuditConfig):
+    """The executor of the per-image stage, its worker processes already starting when the data looks large
+    enough to use them (so their start-up overlaps reading the manifest and loading the model)."""
+    from audit.pipeline.executors import make_executor
+    from audit.pipeline.perimage import SHARD_IMAGES
+
+    executor = make_executor(config.executor, workers=config.workers, ray_address=config.ray_address)
+    if hasattr(executor, "prestart") and _has_at_least(config.data, 2 * SHARD_IMAGES):
+        executor.prestart()
+    return executor
+
+
 def run_per_image_stage(dataset: Dataset, *, config: AuditConfig, progress: Progress, model=None,
-                        classes=None):
+                        classes=None, executor=None):
     """The per-image stage of ``run``: one read and one decode per image, sharded, on the configured executor.
 
     Returns
@@ -110,7 +142,8 @@ def run_per_image_stage(dataset: Dataset, *, config: AuditConfig, progress: Prog
     from audit.pipeline.executors import make_executor
     from audit.pipeline.perimage import StageSpec, cleanup, feature_key, output_key, run_stage
 
-    executor = make_executor(config.executor, workers=config.workers, ray_address=config.ray_address)
+    if executor is None:
+        executor = make_executor(config.executor, workers=config.workers, ray_address=config.ray_address)
     preprocessing = model.preprocessing.to_dict() if model is not None else None
     if model is not None and not model.classes:
         from audit.errors import ModelError
@@ -146,7 +179,7 @@ def run_per_image_stage(dataset: Dataset, *, config: AuditConfig, progress: Prog
         cleanup(result)
     info = {**executor.describe(), "shards": result.n_shards, "images_decoded": result.n_decoded,
             "images_from_cache": result.n_from_cache, "cache": bool(config.use_cache),
-            "model_s": result.extra.get("model_s", 0.0)}
+            "model_s": result.extra.get("model_s", 0.0), "forward_s": result.extra.get("forward_s", 0.0)}
     return kept, result.skipped, probabilities, embeddings, info, (spec.output_key if model is not None else None)
 
 
@@ -216,6 +249,15 @@ def check_pixel_groups(config: AuditConfig) -> None:
 def prepare_images(config: AuditConfig, *, progress: Progress) -> Prepared:
     """Input adapter of ``run``: manifest -> decoded images -> model outputs or predictions."""
     clock = time.perf_counter()
+    executor = start_executor(config)
+    try:
+        return _prepare_images(config, progress=progress, executor=executor, clock=clock)
+    finally:
+        if hasattr(executor, "close") and config.executor == "local":
+            executor.close()
+
+
+def _prepare_images(config: AuditConfig, *, progress: Progress, executor, clock: float) -> Prepared:
     from audit.io.manifest import load_dataset
 
     progress("reading the manifest", 0, 1)
@@ -248,7 +290,7 @@ def prepare_images(config: AuditConfig, *, progress: Progress) -> Prepared:
     durations = {"load_dataset": round(time.perf_counter() - clock, 3)}
     stage_start = time.perf_counter()
     kept, decode_skips, probabilities, embeddings, stage_info, key = run_per_image_stage(
-        dataset, config=config, progress=progress, model=model, classes=classes)
+        dataset, config=config, progress=progress, model=model, classes=classes, executor=executor)
     durations["read_images"] = round(time.perf_counter() - stage_start, 3)
     skipped = list(dataset.skipped) + decode_skips
     if len(kept) == 0:

@@ -58,19 +58,29 @@ def make_executor(name: str = "local", *, workers: int | None = None, ray_addres
 
 
 # -- local ------------------------------------------------------------------------------------------------------
-_PROCESSOR: ShardProcessor | None = None
+_PROCESSORS: dict = {}  # in a worker process: (spec, known) -> its ShardProcessor (one at a time)
 
 
-def _init_worker(spec, known) -> None:
-    global _PROCESSOR
+def _init_worker(environment: dict) -> None:
+    """Worker start: the caller's ``IMAGEFAIR_*`` settings, then the imports a shard needs (done while the
+    caller still loads the manifest, when the pool was started early)."""
+    os.environ.update(environment)
     os.environ["IMAGEFAIR_WORKER"] = "1"
-    if spec.threads:
-        os.environ["IMAGEFAIR_NUM_THREADS"] = str(spec.threads)
-    _PROCESSOR = ShardProcessor(spec, known)
+    import audit.analysis.hashing  # noqa: F401
+    import audit.analysis.image_properties  # noqa: F401
+    import audit.io.images  # noqa: F401
+    import audit.model.sidecar  # noqa: F401
 
 
-def _run_in_worker(task: ShardTask) -> ShardOutput:
-    return _PROCESSOR(task)
+def _run_in_worker(spec, known, task: ShardTask) -> ShardOutput:
+    key = (spec, getattr(known, "path", None))
+    processor = _PROCESSORS.get(key)
+    if processor is None:
+        _PROCESSORS.clear()
+        if spec.threads:
+            os.environ["IMAGEFAIR_NUM_THREADS"] = str(spec.threads)
+        processor = _PROCESSORS[key] = ShardProcessor(spec, known)
+    return processor(task)
 
 
 def _ready() -> bool:
@@ -101,54 +111,91 @@ class _main_module_hidden:
 
 
 class LocalExecutor:
-    """The per-image stage on this machine: in-process (``workers=1``) or in worker processes."""
+    """The per-image stage on this machine: in-process (``workers=1``) or in worker processes.
+
+    :meth:`prestart` starts the worker processes early (the pipeline calls it before reading the manifest),
+    so their start-up and imports overlap the manifest and model loading instead of delaying the first shard.
+    """
 
     name = "local"
 
     def __init__(self, workers: int = 1):
         self.workers = int(workers)
         self.startup_s = 0.0
+        self._started = None  # (pool, ready futures) of prestart()
 
     def describe(self) -> dict:
         return {"executor": "local", "workers": self.workers, "startup_s": round(self.startup_s, 3)}
+
+    def prestart(self) -> None:
+        """Start the worker processes now, without waiting for them (no-op with one worker)."""
+        if self.workers > 1 and self._started is None:
+            self._started = self._start_pool(self.workers)
+
+    def close(self) -> None:
+        """Stop worker processes started by :meth:`prestart` and not used."""
+        if self._started is not None:
+            self._started[0].shutdown(wait=True, cancel_futures=True)
+            self._started = None
 
     def map(self, spec, known, tasks, *, model=None):
         tasks = list(tasks)
         # one shard (a small data set) is not worth starting processes for
         if min(self.workers, len(tasks)) <= 1:
+            self.close()
             processor = ShardProcessor(spec, known, model=model)
             for task in tasks:
                 yield processor(task)
             return
         yield from self._map_processes(spec, known, tasks)
 
-    def _pool(self, spec, known, workers):
+    @staticmethod
+    def _start_pool(workers):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        started = time.perf_counter()
+        environment = {k: v for k, v in os.environ.items() if k.startswith("IMAGEFAIR_")}
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(spec, known))
+                                   initializer=_init_worker, initargs=(environment,))
         # Start every worker now, with the main module hidden: a spawned process would otherwise re-import
         # the caller's main script (a user script without a __main__ guard, or the Streamlit runner).
         with _main_module_hidden():
-            for future in [pool.submit(_ready) for _ in range(workers)]:
-                future.result()
-        self.startup_s += time.perf_counter() - started
+            ready = [pool.submit(_ready) for _ in range(workers)]
+        return pool, ready
+
+    def _pool(self, workers):
+        """A pool of ``workers`` started processes: the one :meth:`prestart` began, or a new one."""
+        started = time.perf_counter()
+        if self._started is not None and workers == self.workers:
+            (pool, ready), self._started = self._started, None
+        else:
+            self.close()
+            pool, ready = self._start_pool(workers)
+        for future in ready:
+            future.result()
+        self.startup_s += time.perf_counter() - started  # what the stage waited for its workers
         return pool
 
     def _map_processes(self, spec, known, tasks):
+        import shutil
+        import tempfile
         from concurrent.futures.process import BrokenProcessPool
 
+        from audit.pipeline.perimage import KnownHashes
+
+        folder = None
+        if known:  # the workers map one sorted file instead of unpickling a set each
+            folder = tempfile.mkdtemp(prefix="imagefair-known-")
+            known = KnownHashes.write(known, folder)
         pending_tasks = deque(tasks)
         broken: list[ShardTask] = []
-        pool = self._pool(spec, known, min(self.workers, max(1, len(tasks))))
+        pool = self._pool(min(self.workers, max(1, len(tasks))))
         try:
             in_flight: deque = deque()
             while pending_tasks or in_flight:
                 while pending_tasks and len(in_flight) < 2 * self.workers:
                     task = pending_tasks.popleft()
-                    in_flight.append((task, pool.submit(_run_in_worker, task)))
+                    in_flight.append((task, pool.submit(_run_in_worker, spec, known, task)))
                 task, future = in_flight.popleft()
                 try:
                     yield future.result()
@@ -158,11 +205,13 @@ class LocalExecutor:
                     broken.extend(t for t, _ in in_flight)
                     in_flight.clear()
                     pool.shutdown(wait=False, cancel_futures=True)
-                    pool = self._pool(spec, known, min(self.workers, max(1, len(pending_tasks))))
+                    pool = self._pool(min(self.workers, max(1, len(pending_tasks))))
             for task in broken:
                 yield self._isolate(spec, known, task)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _isolate(self, spec, known, task: ShardTask) -> ShardOutput:
         """Re-run a shard whose worker died, one image per task; an image that kills its process is skipped."""
@@ -171,17 +220,17 @@ class LocalExecutor:
         from concurrent.futures.process import BrokenProcessPool
 
         parts: list[ShardOutput] = []
-        pool = self._pool(spec, known, 1)
+        pool = self._pool(1)
         try:
             for position, path, row in zip(task.positions, task.paths, task.rows):
                 single = ShardTask(shard=task.shard, positions=[position], paths=[path], rows=[row])
                 try:
-                    parts.append(pool.submit(_run_in_worker, single).result())
+                    parts.append(pool.submit(_run_in_worker, spec, known, single).result())
                 except BrokenProcessPool:
                     parts.append(ShardOutput(shard=task.shard, positions=np.array([position], dtype=np.int64),
                                              content_hashes=[None], skip_reasons=[SKIP_WORKER_DIED]))
                     pool.shutdown(wait=False, cancel_futures=True)
-                    pool = self._pool(spec, known, 1)
+                    pool = self._pool(1)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return _merge(task.shard, parts)
@@ -200,7 +249,8 @@ def _merge(shard: int, parts: list[ShardOutput]) -> ShardOutput:
         features=features,
         probabilities=np.concatenate(probabilities) if probabilities else None,
         embeddings=np.concatenate(embeddings) if embeddings else None,
-        n_decoded=sum(p.n_decoded for p in parts))
+        n_decoded=sum(p.n_decoded for p in parts), model_s=sum(p.model_s for p in parts),
+        forward_s=sum(p.forward_s for p in parts))
 
 
 # -- ray --------------------------------------------------------------------------------------------------------
@@ -229,7 +279,8 @@ class _RayShardActor:
         import numpy as np
 
         outputs = {"shard": [], "positions": [], "content_hashes": [], "skip_reasons": [], "features": [],
-                   "probabilities": [], "embeddings": [], "n_decoded": [], "model_s": []}
+                   "probabilities": [], "embeddings": [], "n_decoded": [], "model_s": [],
+                   "forward_s": []}
         for shard, positions, paths, rows in zip(batch["shard"], batch["positions"], batch["paths"], batch["rows"]):
             task = ShardTask(shard=int(shard), positions=[int(p) for p in positions], paths=json.loads(str(paths)),
                              rows=[None if r is None or r < 0 else int(r) for r in rows])
@@ -243,6 +294,7 @@ class _RayShardActor:
             outputs["embeddings"].append(_array_to_bytes(output.embeddings))
             outputs["n_decoded"].append(output.n_decoded)
             outputs["model_s"].append(output.model_s)
+            outputs["forward_s"].append(output.forward_s)
         return {key: _column(values) for key, values in outputs.items()}
 
 
@@ -312,7 +364,8 @@ def _output_from_batch(batch, i: int) -> ShardOutput:
                        features=_columns_from_bytes(batch["features"][i]),
                        probabilities=_array_from_bytes(batch["probabilities"][i]),
                        embeddings=_array_from_bytes(batch["embeddings"][i]),
-                       n_decoded=int(batch["n_decoded"][i]), model_s=float(batch["model_s"][i]))
+                       n_decoded=int(batch["n_decoded"][i]), model_s=float(batch["model_s"][i]),
+                       forward_s=float(batch["forward_s"][i]))
 
 
 #: Seconds to wait for a TCP connection to the cluster's head before giving up (Ray itself waits minutes).

@@ -115,6 +115,9 @@ class ShardOutput:
         Raw model outputs (model class order) of the rows of ``features``.
     n_decoded : int
         Images decoded (cache misses).
+    model_s, forward_s : float
+        Seconds spent on the model's part of the shard: preparing its input batches and running them
+        (``model_s``), and of that the runtime's forward calls alone (``forward_s``).
     """
 
     shard: int
@@ -126,6 +129,7 @@ class ShardOutput:
     embeddings: np.ndarray | None = None
     n_decoded: int = 0
     model_s: float = 0.0
+    forward_s: float = 0.0
 
 
 def feature_key(*, max_pixels: int) -> str:
@@ -303,6 +307,47 @@ def _write_npy_atomic(path: Path, array: np.ndarray) -> None:
         temporary.unlink(missing_ok=True)
 
 
+class KnownHashes:
+    """The content hashes already in the store, as a sorted array in a file that worker processes map.
+
+    A frozenset pickled to every worker costs some 100 MB a worker at a million images; here a worker maps the
+    file (the page cache shares it) and looks a hash up by binary search. Pickling sends only the path.
+    """
+
+    def __init__(self, path: str):
+        self.path = str(path)
+        self._values = None
+
+    @classmethod
+    def write(cls, hashes, folder: str | os.PathLike) -> "KnownHashes":
+        values = np.array(sorted(hashes), dtype="S64")
+        path = Path(folder) / "known-hashes.npy"
+        with open(path, "wb") as handle:
+            np.save(handle, values, allow_pickle=False)
+        return cls(str(path))
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.path, self._values = state["path"], None
+
+    @property
+    def values(self) -> np.ndarray:
+        if self._values is None:
+            self._values = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        return self._values
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def __contains__(self, content_hash) -> bool:
+        key = str(content_hash).encode("ascii")
+        values = self.values
+        position = int(np.searchsorted(values, key))
+        return position < values.shape[0] and values[position] == key
+
+
 # -- the map side (runs in a worker) --------------------------------------------------------------------------
 class ShardProcessor:
     """Processes shards in one worker: holds the model (loaded once) and the set of stored content hashes."""
@@ -364,27 +409,29 @@ class ShardProcessor:
             frames.append(_feature_columns(pending))
         features = concat_columns(frames)
         probabilities = embeddings = None
+        model_s = forward_s = 0.0
         if self.spec.model_path and images:
-            from audit.model.inference import iter_predictions
+            from audit.model.sidecar import preprocess_batch
 
             model = self.model
             started = time.perf_counter()
             outputs, embedded = [], []
-            chunk = (np.arange(len(images)), images)
-            for _, batch_probabilities, batch_embeddings in iter_predictions([chunk], model,
-                                                                            batch_size=self.spec.batch_size):
+            # batches never cross a shard, so they are the same on every executor
+            for start in range(0, len(images), self.spec.batch_size):
+                batch = preprocess_batch(images[start:start + self.spec.batch_size], model.preprocessing)
+                clock = time.perf_counter()
+                batch_probabilities, batch_embeddings = model.predict(batch)
+                forward_s += time.perf_counter() - clock
                 outputs.append(batch_probabilities)
                 if batch_embeddings is not None:
                     embedded.append(batch_embeddings)
             probabilities = np.concatenate(outputs).astype(np.float32)
             embeddings = np.concatenate(embedded).astype(np.float32) if embedded else None
             model_s = time.perf_counter() - started
-        else:
-            model_s = 0.0
         return ShardOutput(shard=task.shard, positions=np.asarray(task.positions, dtype=np.int64),
                            content_hashes=hashes, skip_reasons=reasons, features=features,
                            probabilities=probabilities, embeddings=embeddings, n_decoded=n_decoded,
-                           model_s=model_s)
+                           model_s=model_s, forward_s=forward_s)
 
 
 #: Decoded pixels held before their features are computed together (bounds the memory of a shard without a
@@ -537,7 +584,7 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
     content_hashes = np.empty(n, dtype=object)
     reasons = np.empty(n, dtype=object)
     n_decoded = 0
-    model_s = 0.0
+    model_s = forward_s = 0.0
     done = 0
     if progress is not None:
         progress("reading images", 0, n)
@@ -550,6 +597,7 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
         reasons[output.positions] = output.skip_reasons
         n_decoded += output.n_decoded
         model_s += output.model_s
+        forward_s += output.forward_s
         done += len(output.positions)
         if progress is not None:
             progress("reading images", done, n)
@@ -592,7 +640,8 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
         result_dir = None
     return StageResult(kept=kept, skipped=skipped, raw_probabilities=raw, embeddings=embeddings,
                        n_decoded=n_decoded, n_from_cache=int(keep.sum()) - n_decoded, n_shards=len(tasks),
-                       work_dir=temporary, extra={"probabilities_dir": result_dir, "model_s": round(model_s, 3)})
+                       work_dir=temporary, extra={"probabilities_dir": result_dir, "model_s": round(model_s, 3),
+                                               "forward_s": round(forward_s, 3)})
 
 
 def _features_in_order(store: FeatureStore, computed: list, hashes: np.ndarray) -> pd.DataFrame:
