@@ -190,3 +190,38 @@ def test_early_start_overlaps_the_manifest_and_gives_the_same_results(data, refe
     result = run_audit(_config(data, workers=2))
     assert result.audit["provenance"]["per_image_stage"]["workers"] == 2
     _same(result, reference)
+
+
+def test_store_reads_every_part_once_with_repeats_and_broken_parts(tmp_path):
+    from audit.pipeline.perimage import FeatureStore, ShardOutput
+
+    store = FeatureStore(tmp_path, feature_key="f", output_key="o")
+    rng = np.random.default_rng(0)
+    for part in range(5):
+        hashes = [f"{part * 10 + i:064x}" for i in range(7)] + ([f"{0:064x}"] if part == 3 else [])
+        probabilities = rng.random((len(hashes), 4)).astype(np.float32)
+        store.write(ShardOutput(shard=part, positions=np.arange(len(hashes)), content_hashes=hashes,
+                                skip_reasons=[None] * len(hashes),
+                                features={"content_hash": np.array(hashes, dtype=object),
+                                          "image_width": np.full(len(hashes), part)},
+                                probabilities=probabilities, embeddings=probabilities[:, :2]))
+    parts = sorted(store.output_dir.glob("*.parquet"))
+    parts[1].with_suffix(".probabilities.npy").write_bytes(b"not an array")
+    # reference: the first readable part (in name order) holding a hash gives its row
+    expected = {}
+    for part in parts[:1] + parts[2:]:
+        rows = np.load(part.with_suffix(".probabilities.npy"))
+        for h, row in zip(pd.read_parquet(part)["content_hash"], rows):
+            expected.setdefault(h, row)
+    wanted = np.array([f"{i:064x}" for i in (0, 41, 13, 13, 99, 22, 0, 31)], dtype=object)
+    out = np.zeros((len(wanted), 4), dtype=np.float32)
+    embeddings = np.zeros((len(wanted), 2), dtype=np.float32)
+    found = store.read_outputs(wanted, out=out, embeddings_out=embeddings)
+    assert found.tolist() == [h in expected for h in wanted]
+    for i, h in enumerate(wanted):
+        if h in expected:
+            np.testing.assert_array_equal(out[i], expected[h])
+            np.testing.assert_array_equal(embeddings[i], expected[h][:2])
+    features = store.read_features(wanted)
+    assert list(features["content_hash"]) == list(wanted)
+    assert features["image_width"].isna().tolist() == [int(h, 16) >= 50 or int(h, 16) % 10 >= 7 for h in wanted]

@@ -211,57 +211,80 @@ class FeatureStore:
         return frozenset(features & set(_hash_column(self._parts(self.output_dir))))
 
     def read_features(self, hashes: np.ndarray) -> pd.DataFrame:
-        """Feature rows for ``hashes`` (in that order; a hash may repeat)."""
+        """Feature rows for ``hashes`` (in that order; a hash may repeat).
+
+        Every part is read once and the wanted rows are picked in one pass over all of them (filtering each
+        part against the whole set of wanted hashes costs parts x N: hours at a million images)."""
         import pandas as pd
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        wanted = pa.array(pd.unique(np.asarray(hashes, dtype=object)), type=pa.string())
         tables = []
         for part in self._parts(self.feature_dir):
             try:
-                table = pq.read_table(part)
-                table = table.filter(pc.is_in(table["content_hash"], value_set=wanted))
+                tables.append(pq.read_table(part))
             except Exception:  # noqa: BLE001 - an unreadable part is a miss
                 continue
-            if table.num_rows:
-                tables.append(table)
         if not tables:
             return pd.DataFrame({"content_hash": pd.Series(hashes, dtype=object)})
-        found = pa.concat_tables(tables, promote_options="default").to_pandas()
+        table = pa.concat_tables(tables, promote_options="default")
+        wanted = pa.array(pd.unique(np.asarray(hashes, dtype=object)), type=pa.string())
+        found = table.filter(pc.is_in(table["content_hash"], value_set=wanted)).to_pandas()
         found = found.drop_duplicates("content_hash").set_index("content_hash")
         return found.reindex(pd.Index(hashes, name="content_hash")).reset_index()
 
     def read_outputs(self, hashes: np.ndarray, *, out: np.ndarray, embeddings_out=None) -> np.ndarray:
-        """Fill ``out[i]`` with the stored probabilities of ``hashes[i]``; return a mask of rows found."""
+        """Fill ``out[i]`` with the stored probabilities of ``hashes[i]``; return a mask of rows found.
+
+        One index over the hashes of every part, one lookup of all ``hashes`` in it, then each part's rows
+        are copied in one fancy-indexed read (linear in the number of images, whatever the number of parts).
+        """
         import pandas as pd
         import pyarrow.parquet as pq
 
-        index = pd.Index(hashes)
-        found = np.zeros(len(hashes), dtype=bool)
+        parts, part_hashes = [], []
         for part in self._parts(self.output_dir):
             try:
-                part_hashes = pq.read_table(part, columns=["content_hash"]).column("content_hash").to_numpy(
+                values = pq.read_table(part, columns=["content_hash"]).column("content_hash").to_numpy(
                     zero_copy_only=False)
-                probabilities = np.load(part.with_suffix(".probabilities.npy"), mmap_mode="r", allow_pickle=False)
+                shape = np.load(part.with_suffix(".probabilities.npy"), mmap_mode="r", allow_pickle=False).shape
             except Exception:  # noqa: BLE001 - an unreadable part is a miss
                 continue
-            if probabilities.shape[0] != len(part_hashes) or probabilities.shape[1] != out.shape[1]:
+            if len(shape) != 2 or shape[0] != len(values) or shape[1] != out.shape[1]:
                 continue
-            # every table row whose hash is in this part (a hash may occur in several rows)
-            positions = pd.Index(part_hashes).get_indexer(index)
-            take = (positions >= 0) & ~found
-            if not take.any():
-                continue
-            rows = np.flatnonzero(take)
-            out[rows] = probabilities[positions[rows]]
-            if embeddings_out is not None:
-                try:
+            parts.append(part)
+            part_hashes.append(values)
+        found = np.zeros(len(hashes), dtype=bool)
+        if not parts:
+            return found
+        sizes = np.array([len(v) for v in part_hashes], dtype=np.int64)
+        part_of = np.repeat(np.arange(len(parts)), sizes)
+        row_of = np.concatenate([np.arange(n) for n in sizes])
+        index = pd.Index(np.concatenate(part_hashes))
+        first = ~index.duplicated()  # a hash stored twice: its first copy
+        index, part_of, row_of = index[first], part_of[first], row_of[first]
+        position = index.get_indexer(pd.Index(hashes))
+        take = np.flatnonzero(position >= 0)
+        if not len(take):
+            return found
+        by_part = part_of[position[take]]
+        order = np.argsort(by_part, kind="stable")
+        take, by_part = take[order], by_part[order]
+        bounds = np.flatnonzero(np.diff(by_part)) + 1
+        for rows in np.split(take, bounds):
+            number = int(part_of[position[rows[0]]])
+            source_rows = row_of[position[rows]]
+            part = parts[number]
+            try:
+                probabilities = np.load(part.with_suffix(".probabilities.npy"), mmap_mode="r", allow_pickle=False)
+                block = np.asarray(probabilities[source_rows])
+                if embeddings_out is not None:
                     embeddings = np.load(part.with_suffix(".embeddings.npy"), mmap_mode="r", allow_pickle=False)
-                    embeddings_out[rows] = embeddings[positions[rows]]
-                except Exception:  # noqa: BLE001
-                    continue
+                    embeddings_out[rows] = embeddings[source_rows]
+            except Exception:  # noqa: BLE001 - an unreadable part is a miss
+                continue
+            out[rows] = block
             found[rows] = True
         return found
 
@@ -279,13 +302,14 @@ class FeatureStore:
 def _hash_column(parts: list[Path]) -> list[str]:
     import pyarrow.parquet as pq
 
-    values: list[str] = []
+    values: list = []
     for part in parts:
         try:
-            values.extend(pq.read_table(part, columns=["content_hash"]).column("content_hash").to_pylist())
+            values.append(pq.read_table(part, columns=["content_hash"]).column("content_hash").to_numpy(
+                zero_copy_only=False))
         except Exception:  # noqa: BLE001 - an unreadable part is a miss
             continue
-    return values
+    return np.concatenate(values).tolist() if values else []
 
 
 def _write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
