@@ -94,6 +94,7 @@ def json_safe(value):
     The one JSON-cleaning helper: every ``to_dict()`` and the audit-folder writer use it (or
     :func:`json_float` for one number), so ``audit.json`` never holds NaN or Infinity.
     """
+    import itertools
     import math
 
     import numpy as np
@@ -103,6 +104,12 @@ def json_safe(value):
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if value and type(value[0]) is list and all(type(row) is list for row in value):
+            # a matrix as lists of rows (e.g. read back from JSON): one C-level pass over its elements
+            types = set(map(type, itertools.chain.from_iterable(value)))
+            if types == {int} or (types <= {int, float} and all(
+                    map(math.isfinite, itertools.chain.from_iterable(value)))):
+                return [list(row) for row in value]
         if value and all(type(v) is float for v in value) and all(map(math.isfinite, value)):
             return list(value)  # already clean (e.g. a row of a large matrix): no call per element
         if value and all(type(v) is int for v in value):

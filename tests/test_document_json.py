@@ -36,3 +36,11 @@ def test_json_safe_converts_large_matrices_without_changing_values():
     assert json_safe(with_nan) == [1.0, None, None]
     assert json_safe(np.array([True, False])) == [True, False]
     assert json_safe([1, 2, True]) == [1, 2, True]
+
+
+def test_json_safe_cleans_matrices_given_as_lists_of_rows():
+    assert json_safe([[1, 2], [3, 4]]) == [[1, 2], [3, 4]]
+    assert json_safe([[0.5, 2], [3, 1e-9]]) == [[0.5, 2], [3, 1e-9]]
+    assert json_safe([[1.0, float("nan")], [float("-inf"), 2.0]]) == [[1.0, None], [None, 2.0]]
+    assert json_safe([[1, True], [np.int64(3), None]]) == [[1, True], [3, None]]
+    assert type(json_safe([[np.float32(0.5)]])[0][0]) is float
