@@ -604,6 +604,8 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str, label_column:
                              row=row, column="id")
 
     root_text = str(root)
+    # a normalised path under the root: its id is the rest of the path (what relpath gives, without its cost)
+    prefix = root_text.rstrip(os.sep) + os.sep
     absolute_paths: list[str] = []
     ids: list[str] = []
     for row in range(n):
@@ -617,6 +619,8 @@ def _load_manifest(path: Path, kind: str, root: Path, source: str, label_column:
             ids.append(given_ids[row])
         elif _DRIVE.match(given):
             ids.append(given)
+        elif os.sep == "/" and absolute.startswith(prefix):
+            ids.append(absolute[len(prefix):])
         elif _inside(absolute, root_text):
             ids.append(Path(os.path.relpath(absolute, root_text)).as_posix())
         else:  # outside the manifest's folder: the absolute path is the id (unique, says where it is)
