@@ -353,3 +353,26 @@ def test_input_errors_are_named_constants(kwargs, message):
     with pytest.raises(InputError) as raised:
         gp.compute_group_performance(labels, predictions, **arguments)
     assert str(raised.value) == message
+
+
+def test_metrics_from_counts_are_bitwise_the_plain_formulas():
+    # The bootstrap calls these on (replicates, groups, classes) arrays; they divide only where a class is
+    # present but must give exactly the numbers of the plain masked formulas (the tests' reference).
+    from audit.analysis.group_performance import balanced_accuracy_from_counts, macro_f1_from_counts
+
+    rng = np.random.default_rng(3)
+    n_true = rng.poisson(0.7, size=(40, 3, 57)).astype(float)
+    n_pred = rng.poisson(0.7, size=n_true.shape).astype(float)
+    tp = np.minimum(n_true, n_pred) * (rng.random(n_true.shape) < 0.6)
+    n_true[0, 0] = n_pred[0, 0] = tp[0, 0] = 0  # a group with no class present: NaN
+    with np.errstate(invalid="ignore", divide="ignore"):
+        present = n_true > 0
+        recall = np.where(present, tp / np.where(present, n_true, 1), 0.0)
+        balanced = recall.sum(axis=-1) / present.sum(axis=-1)
+        support = n_true + n_pred
+        present = support > 0
+        f1 = np.where(present, 2.0 * tp / np.where(present, support, 1), 0.0)
+        macro = f1.sum(axis=-1) / present.sum(axis=-1)
+    assert np.array_equal(balanced_accuracy_from_counts(tp, n_true), balanced, equal_nan=True)
+    assert np.array_equal(macro_f1_from_counts(tp, n_true, n_pred), macro, equal_nan=True)
+    assert np.isnan(balanced[0, 0]) and np.isnan(macro[0, 0])

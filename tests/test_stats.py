@@ -123,3 +123,89 @@ def test_bootstrap_p_value_lower():
     assert p[1] == pytest.approx(0.5) and p[2] > 0.99
     constant = np.zeros((10, 2))
     assert list(_bootstrap.bootstrap_p_value_lower(np.array([-0.1, 0.0]), constant)) == [0.0, 1.0]
+
+
+def _reference_segment_sums(values, cells, target):
+    """The per-segment ``np.add.reduceat`` the bootstrap used before it grouped segments by length."""
+    out = np.zeros((values.shape[0], target.size))
+    columns = target.columns[cells]
+    contributing = np.flatnonzero(columns >= 0)
+    order = contributing[np.argsort(columns[contributing], kind="stable")]
+    if order.size:
+        sorted_columns = columns[order]
+        starts = np.flatnonzero(np.r_[True, sorted_columns[1:] != sorted_columns[:-1]])
+        block = values[:, order]
+        if target.weights is not None:
+            block = block * target.weights[cells][order]
+        out[:, sorted_columns[starts]] += np.add.reduceat(block, starts, axis=1)
+    return out
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_segment_sums_are_bitwise_those_of_reduceat(weighted):
+    # Segments of every length from 1 to past the pairwise-summation blocks (8, 128) and the reduceat
+    # fallback, so each branch of _pairwise_sum is compared bit for bit.
+    rng = np.random.default_rng(7)
+    lengths = np.r_[np.arange(1, 40), [64, 127, 128, 129, 130, 137, 300]]
+    columns = rng.permutation(np.r_[np.repeat(np.arange(lengths.size), lengths), np.full(25, -1)])
+    n_cells = columns.size
+    target = _bootstrap.indicator(columns, lengths.size + 3, weights=rng.random(n_cells) if weighted else None)
+    values = rng.standard_gamma(0.7, size=(23, n_cells))
+    ours = _bootstrap._segment_sums(np.ascontiguousarray(values.T), _bootstrap._plan(np.arange(n_cells), target),
+                                    target.size)
+    assert np.array_equal(ours, _reference_segment_sums(values, np.arange(n_cells), target))
+
+
+def _reference_poisson_sums(cell_counts, targets, *, n_boot, rng, max_elements):
+    """iter_poisson_sums as it was before it grouped segments by length (same draws, same additions)."""
+    small = np.flatnonzero(cell_counts <= _bootstrap.SMALL_CELL)
+    large = np.flatnonzero(cell_counts > _bootstrap.SMALL_CELL)
+    rows_of_small = np.repeat(small, cell_counts[small])
+    n_rows = rows_of_small.size
+    chunk = max(1, min(n_boot, max_elements // max([large.size, n_rows, 1] + [t.size for t in targets])))
+    done = 0
+    while done < n_boot:
+        size = min(chunk, n_boot - done)
+        sums = [np.zeros((size, t.size)) for t in targets]
+        if large.size:
+            draws = rng.poisson(cell_counts[large].astype(float), size=(size, large.size)).astype(np.float64)
+            sums = [_reference_segment_sums(draws, large, t) for t in targets]
+        if n_rows:
+            picks = rng.integers(0, size * n_rows, size=int(rng.poisson(size * n_rows)))
+            replicate, row = np.divmod(picks, n_rows)
+            for t, out in zip(targets, sums):
+                columns = np.where(t.columns[rows_of_small] >= 0, t.columns[rows_of_small], t.size)
+                if not (columns < t.size).any():
+                    continue
+                weights = None if t.weights is None else t.weights[rows_of_small][row]
+                counted = np.bincount(replicate * (t.size + 1) + columns[row], weights=weights,
+                                      minlength=size * (t.size + 1))
+                out += counted.reshape(size, t.size + 1)[:, :t.size]
+        yield size, sums
+        done += size
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dirichlet_and_poisson_sums_equal_the_reduceat_reference(seed):
+    rng = np.random.default_rng(seed)
+    n_cells, n_columns = 3000, 150
+    counts = rng.geometric(0.3, n_cells) * (rng.random(n_cells) < 0.8)
+    targets = [_bootstrap.indicator(rng.integers(-1, n_columns, n_cells), n_columns),
+               _bootstrap.indicator(np.sort(rng.integers(-1, 3, n_cells)), 3, weights=rng.random(n_cells)),
+               _bootstrap.indicator(rng.integers(-1, n_columns, n_cells), n_columns,
+                                    weights=(rng.random(n_cells) < 0.5).astype(float))]
+    ours = list(_bootstrap.iter_poisson_sums(counts, targets, n_boot=90, rng=np.random.default_rng(seed),
+                                             max_elements=50_000))
+    reference = list(_reference_poisson_sums(counts, targets, n_boot=90, rng=np.random.default_rng(seed),
+                                             max_elements=50_000))
+    assert [size for size, _ in ours] == [size for size, _ in reference] and len(ours) > 1
+    for (_, sums), (_, expected) in zip(ours, reference):
+        assert all(np.array_equal(a, b) for a, b in zip(sums, expected))
+    # Dirichlet (Gamma-weighted cells, half pseudo-counts included): same draws, same sums, bit for bit.
+    weights = counts + 0.5 * (rng.random(n_cells) < 0.3)
+    cells = np.flatnonzero(weights > 0)
+    draws_rng = np.random.default_rng(seed + 10)
+    for size, sums in _bootstrap.iter_dirichlet_sums(weights, targets, n_draws=90,
+                                                     rng=np.random.default_rng(seed + 10), max_elements=50_000):
+        draws = draws_rng.standard_gamma(weights[cells], size=(size, cells.size))
+        assert all(np.array_equal(ours_t, _reference_segment_sums(draws, cells, t)) for ours_t, t in zip(sums, targets))

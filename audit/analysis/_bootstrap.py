@@ -53,23 +53,102 @@ def indicator(cell_targets: np.ndarray, n_targets: int, *, weights: np.ndarray |
 SMALL_CELL = 3
 
 
-class _Plan(NamedTuple):
-    """How the cells of one size class feed one target (precomputed once)."""
+#: Segments longer than this are summed by ``np.add.reduceat`` itself (rare: more cells in one target).
+_LONGEST_EMULATED = 129
 
-    order: np.ndarray  # positions (into the size class) of contributing cells, sorted by column
-    starts: np.ndarray  # reduceat segment starts in ``order``
-    columns: np.ndarray  # target column of each segment
-    weights: np.ndarray | None  # per contributing cell, in ``order``
+
+class _Plan(NamedTuple):
+    """How the cells of one size class feed one target (precomputed once).
+
+    Segments (the cells summed into one column) are grouped by length, so that each group is summed with a
+    few whole-array additions instead of one tiny reduction per segment and replicate.
+    """
+
+    by_length: tuple  # (length, positions (length, n_segments) into the size class, columns, weights or None)
+    long: tuple | None  # (order, starts, columns, weights or None) of the segments summed by reduceat
 
 
 def _plan(cells: np.ndarray, target: Target) -> _Plan:
     columns = target.columns[cells]
     contributing = np.flatnonzero(columns >= 0)
     order = contributing[np.argsort(columns[contributing], kind="stable")]
+    weights = None if target.weights is None else target.weights[cells]
+    if order.size == 0:
+        return _Plan((), None)
     sorted_columns = columns[order]
-    starts = np.flatnonzero(np.r_[True, sorted_columns[1:] != sorted_columns[:-1]]) if order.size else order
-    weights = None if target.weights is None else target.weights[cells][order]
-    return _Plan(order, starts, sorted_columns[starts] if order.size else order, weights)
+    starts = np.flatnonzero(np.r_[True, sorted_columns[1:] != sorted_columns[:-1]])
+    lengths = np.diff(np.r_[starts, order.size])
+    by_length = []
+    for length in np.unique(lengths[lengths <= _LONGEST_EMULATED]):
+        first = starts[lengths == length]
+        positions = order[first[None, :] + np.arange(length)[:, None]]  # (length, n_segments)
+        by_length.append((int(length), positions, sorted_columns[first],
+                          None if weights is None else weights[positions]))
+    long = None
+    is_long = lengths > _LONGEST_EMULATED
+    if is_long.any():
+        long_order = np.concatenate([order[s:s + n] for s, n in zip(starts[is_long], lengths[is_long])])
+        long_starts = np.r_[0, np.cumsum(lengths[is_long])[:-1]]
+        long = (long_order, long_starts, sorted_columns[starts[is_long]],
+                None if weights is None else weights[long_order])
+    return _Plan(tuple(by_length), long)
+
+
+def _pairwise_sum(parts: np.ndarray, first: int, n: int, *, axis: int) -> np.ndarray:
+    """``parts`` summed over ``first:first + n`` of ``axis`` (0 or 1) in exactly the order of numpy's
+    pairwise summation (``n < 8``: one after the other; up to 128: eight interleaved partial sums, combined
+    pairwise, then the remainder; beyond: the two halves, split at a multiple of 8), so the result is
+    bitwise the same as numpy's reduction."""
+    def part(i):
+        return parts[i] if axis == 0 else parts[:, i]
+
+    if n < 8:
+        total = part(first).copy()
+        for i in range(first + 1, first + n):
+            total += part(i)
+        return total
+    if n <= 128:
+        partial = [part(first + j).copy() for j in range(8)]
+        i = 8
+        while i < n - n % 8:
+            for j in range(8):
+                partial[j] += part(first + i + j)
+            i += 8
+        total = ((partial[0] + partial[1]) + (partial[2] + partial[3])) + ((partial[4] + partial[5])
+                                                                           + (partial[6] + partial[7]))
+        for i in range(i, n):
+            total += part(first + i)
+        return total
+    half = n // 2
+    half -= half % 8
+    return _pairwise_sum(parts, first, half, axis=axis) + _pairwise_sum(parts, first + half, n - half, axis=axis)
+
+
+def _segment_sums(values_by_cell: np.ndarray, plan: _Plan, n_columns: int) -> np.ndarray:
+    """Per-replicate sums of each segment's cells (x weight), shape (replicates, ``n_columns``).
+
+    ``values_by_cell`` holds one row per cell (cells x replicates), so that gathering a segment's cells
+    copies whole rows. Bitwise equal to ``np.add.reduceat(values[:, order] * weights, starts, axis=1)``
+    placed in its columns, whose reduction adds a segment's first value to the pairwise sum of the others
+    (:func:`_pairwise_sum`): the bootstrap's numbers must not change when this code gets faster.
+    """
+    out = np.zeros((n_columns, values_by_cell.shape[1]))
+    for length, positions, columns, weights in plan.by_length:
+        parts = values_by_cell[positions]  # (length, n_segments, replicates)
+        if weights is not None:
+            parts *= weights[:, :, None]
+        if length == 1:
+            out[columns] = parts[0]
+        else:
+            out[columns] = parts[0] + _pairwise_sum(parts, 1, length - 1, axis=0)
+    out = np.ascontiguousarray(out.T)
+    if plan.long is not None:
+        order, starts, columns, weights = plan.long
+        block = values_by_cell[order].T
+        if weights is not None:
+            block = block * weights
+        out[:, columns] = np.add.reduceat(np.ascontiguousarray(block), starts, axis=1)
+    return out
 
 
 def iter_poisson_sums(cell_counts: np.ndarray, targets: Sequence[Target], *, n_boot: int,
@@ -122,16 +201,12 @@ def iter_poisson_sums(cell_counts: np.ndarray, targets: Sequence[Target], *, n_b
     done = 0
     while done < n_boot:
         size = min(chunk, n_boot - done)
-        sums = [np.zeros((size, t.size)) for t in targets]
         if large.size:
-            draws = rng.poisson(large_lam, size=(size, large.size)).astype(np.float64)
-            for plan, out in zip(large_plans, sums):
-                if plan.order.size == 0:
-                    continue
-                block = draws[:, plan.order]
-                if plan.weights is not None:
-                    block *= plan.weights
-                out[:, plan.columns] += np.add.reduceat(block, plan.starts, axis=1)
+            # One row per cell, so that gathering a target's cells copies whole rows.
+            draws = rng.poisson(large_lam, size=(size, large.size)).T.astype(np.float64, order="C")
+            sums = [_segment_sums(draws, plan, t.size) for plan, t in zip(large_plans, targets)]
+        else:
+            sums = [np.zeros((size, t.size)) for t in targets]
         if n_rows:
             # Poissonised multinomial over (replicate, row) pairs: independent Poisson(1) per pair.
             picks = rng.integers(0, size * n_rows, size=int(rng.poisson(size * n_rows)))
@@ -268,14 +343,8 @@ def iter_dirichlet_sums(cell_weights: np.ndarray, targets: Sequence[Target], *, 
     done = 0
     while done < n_draws:
         size = min(chunk, n_draws - done)
-        draws = rng.standard_gamma(shape, size=(size, cells.size))
-        sums = [np.zeros((size, t.size)) for t in targets]
-        for plan, out in zip(plans, sums):
-            if plan.order.size == 0:
-                continue
-            block = draws[:, plan.order]
-            if plan.weights is not None:
-                block = block * plan.weights
-            out[:, plan.columns] += np.add.reduceat(block, plan.starts, axis=1)
+        # One row per cell, so that gathering a target's cells copies whole rows.
+        draws = np.ascontiguousarray(rng.standard_gamma(shape, size=(size, cells.size)).T)
+        sums = [_segment_sums(draws, plan, t.size) for plan, t in zip(plans, targets)]
         yield size, sums
         done += size

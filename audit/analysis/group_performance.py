@@ -427,18 +427,22 @@ class _Data:
 def balanced_accuracy_from_counts(tp: np.ndarray, n_true: np.ndarray) -> np.ndarray:
     """Mean recall over classes with ``n_true > 0`` (last axis = classes); NaN where no class is present."""
     present = n_true > 0
+    # Divide only where the class is present (no temporaries of the full shape but the result itself);
+    # the sum runs over the same array as before, so the result is bitwise unchanged.
+    recall = np.zeros(np.broadcast_shapes(np.shape(tp), np.shape(n_true)))
+    np.divide(tp, n_true, out=recall, where=present)
     with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(present, tp / np.where(present, n_true, 1), 0.0)
-        return recall.sum(axis=-1) / present.sum(axis=-1)
+        return recall.sum(axis=-1) / np.count_nonzero(present, axis=-1)
 
 
 def macro_f1_from_counts(tp: np.ndarray, n_true: np.ndarray, n_pred: np.ndarray) -> np.ndarray:
     """Mean of ``2 TP / (n_true + n_pred)`` over classes with ``n_true + n_pred > 0`` (last axis = classes)."""
-    support = n_true + n_pred
+    support = np.add(n_true, n_pred)
     present = support > 0
+    f1 = np.zeros(np.broadcast_shapes(np.shape(tp), support.shape))
+    np.divide(np.multiply(2.0, tp), support, out=f1, where=present)
     with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(present, 2.0 * tp / np.where(present, support, 1), 0.0)
-        return f1.sum(axis=-1) / present.sum(axis=-1)
+        return f1.sum(axis=-1) / np.count_nonzero(present, axis=-1)
 
 
 def _ece_from_bins(n_bin: np.ndarray, correct_bin: np.ndarray, confidence_bin: np.ndarray) -> np.ndarray:
@@ -713,12 +717,19 @@ def _ece_permutation_p_value(observed, codes, ece_bin, correct, confidence, g_co
     chunk = max(1, min(n_permutations, _PERMUTATION_CHUNK_ELEMENTS // max(n, 1)))
     done = 0
     size_of_group = np.bincount(codes, minlength=g_count)
+    per_size = {}  # chunk size -> (offset of each (permutation, image) bin, gap of each image repeated)
     while done < n_permutations:
         size = min(chunk, n_permutations - done)
         permuted = rng.permuted(np.broadcast_to(codes, (size, n)), axis=1)
-        key = ((np.arange(size)[:, None] * g_count + permuted) * ECE_BINS + ece_bin[None, :]).ravel()
-        gap = np.bincount(key, weights=np.broadcast_to(gap_image, (size, n)).ravel(),
-                          minlength=size * g_count * ECE_BINS).reshape(size, g_count, ECE_BINS)
+        if size not in per_size:
+            per_size[size] = ((np.arange(size)[:, None] * (g_count * ECE_BINS) + ece_bin[None, :]).ravel(),
+                              np.tile(gap_image, size))
+        offset, weights = per_size[size]
+        # key = (permutation, group, bin), the same integers as ((p * g + group) * bins + bin)
+        key = permuted.ravel().astype(np.int64, copy=False)
+        key *= ECE_BINS
+        key += offset
+        gap = np.bincount(key, weights=weights, minlength=size * g_count * ECE_BINS).reshape(size, g_count, ECE_BINS)
         with np.errstate(invalid="ignore", divide="ignore"):
             difference = (np.abs(gap).sum(axis=2) / size_of_group
                           - np.abs(total_gap - gap).sum(axis=2) / (n - size_of_group))
