@@ -431,3 +431,69 @@ def test_corner_hash_columns_are_optional(planted):
     assert result.settings["corner_phash_search_distance"] is None
     assert result.per_image["is_exact_duplicate_issue"].sum() == full.per_image["is_exact_duplicate_issue"].sum()
     assert set(zip(result.pairs["i"], result.pairs["j"])) <= set(zip(full.pairs["i"], full.pairs["j"]))
+
+
+def _reference_merge_links(links):
+    """The pandas merge of link kinds that _merge_links replaced (concatenate, sort, group, de-duplicate)."""
+    from audit.analysis.data_quality import LINK_EMBEDDING, LINK_EXACT, LINK_HASH
+
+    frames = [pd.DataFrame({"i": i, "j": j, "kind": kind, "hash_distance": d, "similarity": s})
+              for kind, i, j, d, s in links if len(i)]
+    links = pd.concat(frames, ignore_index=True)
+    rank = links["kind"].map({LINK_EXACT: 0, LINK_HASH: 1, LINK_EMBEDDING: 2})
+    links = links.assign(_rank=rank).sort_values(["i", "j", "_rank"], kind="stable")
+    similarity = links.groupby(["i", "j"], sort=False)["similarity"].transform("max")
+    links = links.assign(similarity=similarity).drop_duplicates(["i", "j"], keep="first").drop(columns="_rank")
+    distance = links["hash_distance"].astype("Int64")
+    distance[distance < 0] = pd.NA
+    links["hash_distance"] = distance
+    return links.sort_values(["i", "j"]).reset_index(drop=True)
+
+
+def test_merge_links_equals_the_pandas_merge():
+    from audit.analysis.data_quality import LINK_EMBEDDING, LINK_EXACT, LINK_HASH, _merge_links
+
+    rng = np.random.default_rng(2)
+
+    def pairs(size):
+        i = rng.integers(0, 40, size)
+        j = i + rng.integers(1, 5, size)
+        return i.astype(np.int64), j.astype(np.int64)
+
+    exact, hashed, embedded = pairs(30), pairs(400), pairs(300)
+    similarity = np.where(rng.random(300) < 0.2, np.nan, rng.random(300))
+    links = [(LINK_EXACT, *exact, 0, np.nan), (LINK_HASH, *hashed, rng.integers(0, 17, 400), np.nan),
+             (LINK_EMBEDDING, *embedded, -1, similarity)]
+    pd.testing.assert_frame_equal(_merge_links(links), _reference_merge_links(links), check_exact=True)
+    no_hash = [links[0], (LINK_HASH, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.nan),
+               links[2]]
+    pd.testing.assert_frame_equal(_merge_links(no_hash), _reference_merge_links(no_hash), check_exact=True)
+
+
+def test_rule_checks_dhash_and_chash_only_where_needed_with_the_same_result():
+    from audit.analysis.data_quality import _CORNER_ALIGNMENTS, _rule
+    from audit.analysis.near_duplicates import popcount
+
+    rng = np.random.default_rng(5)
+    n = 300
+    base = rng.integers(0, 2 ** 63, 5, dtype=np.uint64)[rng.integers(0, 5, n)]  # five clusters of images
+    hashes = {}
+    for region in [""] + [a or b for a, b in _CORNER_ALIGNMENTS]:
+        for name in ("phash", "dhash", "chash"):
+            # a few flipped bits from one base: many pairs near every limit
+            flips = rng.integers(0, 64, (n, 4)).astype(np.uint64)
+            hashes[f"{name}{region}"] = base ^ np.bitwise_or.reduce(np.uint64(1) << flips, axis=1)
+    i, j = np.triu_indices(n, 1)
+    limits = (6, 5, 5)
+    passes, distance = _rule(hashes, i, j, _CORNER_ALIGNMENTS, limits)
+    # reference: every distance of every alignment
+    ok_any, best, best_ok = np.zeros(i.size, bool), np.full(i.size, 64), np.full(i.size, 64)
+    for a, b in _CORNER_ALIGNMENTS:
+        p, d, c = (popcount(hashes[f"{h}{a}"][i] ^ hashes[f"{h}{b}"][j]).astype(np.int64)
+                   for h in ("phash", "dhash", "chash"))
+        ok = (p <= limits[0]) & (d <= limits[1]) & (c <= limits[2])
+        ok_any |= ok
+        best = np.minimum(best, p)
+        best_ok = np.where(ok, np.minimum(best_ok, p), best_ok)
+    assert 0 < passes.sum() < passes.size
+    assert np.array_equal(passes, ok_any) and np.array_equal(distance, np.where(ok_any, best_ok, best))

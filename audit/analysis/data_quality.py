@@ -115,11 +115,10 @@ from audit.analysis._stats import adjust_p_values, fisher_p_value_higher, wilson
 from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NO_GAP, VERDICT_NONE, VERDICT_WORSE,
                                    coerce_group_metrics, empty_group_metrics, flag_insufficient_evidence)
 from audit.analysis.near_duplicates import (DIRECT_SEARCH_ADVANTAGE, DIRECT_SEARCH_MAX_PAIRS, all_pairs_comparisons,
-                                            connected_components, count_bucket_comparisons,
+                                            compare_all_pairs, connected_components, count_bucket_comparisons,
                                             direct_search_is_cheaper, expected_bucket_comparisons,
-                                            find_embedding_neighbours, find_near_duplicate_pairs,
-                                            find_near_duplicate_pairs_directly, popcount, sorting_work,
-                                            unique_sorted)
+                                            find_embedding_neighbours, find_near_duplicate_pairs, popcount,
+                                            sorting_work, unique_sorted)
 from audit.analysis.hashing import CORNERS, HASH_NAMES
 from audit.errors import InputError
 from audit.types import json_safe
@@ -342,10 +341,21 @@ def _rule(hashes: dict[str, np.ndarray], i: np.ndarray, j: np.ndarray, alignment
     passes = np.zeros(i.size, dtype=bool)
     best = np.full(i.size, 64, dtype=np.int64)
     best_passing = np.full(i.size, 64, dtype=np.int64)
+    gathered = {}  # each phash column is gathered once per side, though several alignments use it
+
+    def phash(column, side, rows):
+        if (column, side) not in gathered:
+            gathered[column, side] = hashes[column][rows]
+        return gathered[column, side]
+
     for a, b in alignments:
-        p, d, c = (popcount(hashes[f"{name}{a}"][i] ^ hashes[f"{name}{b}"][j]).astype(np.int64)
-                   for name in ("phash", "dhash", "chash"))
-        ok = (p <= limits[0]) & (d <= limits[1]) & (c <= limits[2])
+        p = popcount(phash(f"phash{a}", "i", i) ^ phash(f"phash{b}", "j", j)).astype(np.int64)
+        ok = p <= limits[0]
+        # dhash, then chash, only where the hashes before them agree (the same pairs pass)
+        for name, limit in (("dhash", limits[1]), ("chash", limits[2])):
+            rows = np.flatnonzero(ok)
+            if rows.size:
+                ok[rows] = popcount(hashes[f"{name}{a}"][i[rows]] ^ hashes[f"{name}{b}"][j[rows]]) <= limit
         passes |= ok
         best = np.minimum(best, p)
         best_passing = np.where(ok, np.minimum(best_passing, p), best_passing)
@@ -378,10 +388,13 @@ def _candidates(columns: list[np.ndarray], radius: int) -> tuple[np.ndarray, np.
     n = columns[0].size
     stacked = np.concatenate(columns)
     # Whole-image hashes are the queries: region-against-region pairs are never compared.
-    search = find_near_duplicate_pairs_directly if direct_search_is_cheaper(
-        stacked, max_distance=radius, n_queries=n) else find_near_duplicate_pairs
-    found = search(stacked, max_distance=radius, n_queries=n)
-    a, b = found.i, found.j
+    if direct_search_is_cheaper(stacked, max_distance=radius, n_queries=n):
+        # the pairs of find_near_duplicate_pairs_directly, left unsorted: they are sorted below anyway
+        a, b, _ = compare_all_pairs(np.asarray(stacked, dtype=np.uint64), max_distance=radius, n_queries=n,
+                                    with_distance=False)
+    else:
+        found = find_near_duplicate_pairs(stacked, max_distance=radius, n_queries=n)
+        a, b = found.i, found.j
     # Keep whole-against-region pairs of two different images (a < b, so a is the whole-image hash).
     keep = (a % n != b % n) & (a < n)
     a, b = a[keep] % n, b[keep] % n
@@ -668,17 +681,12 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
     hashes = {name: _as_uint64(images[name], name)
               for name in REQUIRED_HASH_COLUMNS + (CORNER_HASH_COLUMNS if use_corners else ())}
     hash_i, hash_j, hash_d, search_distance, corner_distance = _collapsed_hash_links(hashes, settings)
-    link_frames = [
-        pd.DataFrame({"i": exact_i, "j": exact_j, "kind": LINK_EXACT, "hash_distance": 0, "similarity": np.nan}),
-        pd.DataFrame({"i": hash_i, "j": hash_j, "kind": LINK_HASH, "hash_distance": hash_d,
-                      "similarity": np.nan}),
-    ]
+    links = [(LINK_EXACT, exact_i, exact_j, 0, np.nan), (LINK_HASH, hash_i, hash_j, hash_d, np.nan)]
     neighbours = None
     if embeddings is not None:
         neighbours = find_embedding_neighbours(embeddings, k=embedding_k, threshold=embedding_similarity_threshold)
-        link_frames.append(pd.DataFrame({"i": neighbours.i, "j": neighbours.j, "kind": LINK_EMBEDDING,
-                                         "hash_distance": -1, "similarity": neighbours.similarity}))
-    pairs = _merge_links(link_frames)
+        links.append((LINK_EMBEDDING, neighbours.i, neighbours.j, -1, neighbours.similarity))
+    pairs = _merge_links(links)
     component = connected_components(n, pairs["i"].to_numpy(), pairs["j"].to_numpy())
     member = component >= 0
     flags["near_duplicate"] = member
@@ -828,29 +836,59 @@ def _validate_settings(settings: dict, max_findings) -> None:
                                               value=max_findings))
 
 
-def _merge_links(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """One row per linked pair, keeping the strongest evidence (exact > hash > embedding)."""
-    links = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else \
-        pd.DataFrame({"i": [], "j": [], "kind": [], "hash_distance": [], "similarity": []})
-    links["i"] = links["i"].astype(np.int64)
-    links["j"] = links["j"].astype(np.int64)
-    if links.empty:
-        links["hash_distance"] = pd.array([], dtype="Int64")
-        links["similarity"] = links["similarity"].astype(np.float64)
-        return links.reset_index(drop=True)
-    rank = links["kind"].map({LINK_EXACT: 0, LINK_HASH: 1, LINK_EMBEDDING: 2})
-    links = links.assign(_rank=rank).sort_values(["i", "j", "_rank"], kind="stable")
-    similarity = links.groupby(["i", "j"], sort=False)["similarity"].transform("max")
-    links = links.assign(similarity=similarity).drop_duplicates(["i", "j"], keep="first").drop(columns="_rank")
+_LINK_KINDS = (LINK_EXACT, LINK_HASH, LINK_EMBEDDING)  # strongest evidence first
+#: The dtype pandas gives a column of Python strings (``str`` on pandas >= 3, ``object`` before).
+_STRING_DTYPE = pd.Series(np.array([""], dtype=object)).dtype
+
+
+def _merge_links(links: list[tuple]) -> pd.DataFrame:
+    """One row per linked pair, keeping the strongest evidence (exact > hash > embedding).
+
+    ``links`` holds one ``(kind, i, j, hash_distance, similarity)`` per kind of evidence, the last two
+    arrays or scalars. The pair's row is the first one of its strongest kind; its similarity is the
+    largest over all its rows (NaN when none has one). Sorted by ``(i, j)``. Done on numpy arrays (pairs
+    can number millions): the same rows, values and dtypes (``kind`` the default string dtype) as sorting,
+    grouping and de-duplicating one concatenated frame with pandas.
+    """
+    links = [(kind, np.asarray(i), np.asarray(j), distance, similarity)
+             for kind, i, j, distance, similarity in links if len(i)]
+    if not links:
+        frame = pd.DataFrame({"i": [], "j": [], "kind": [], "hash_distance": [], "similarity": []})
+        frame["i"] = frame["i"].astype(np.int64)
+        frame["j"] = frame["j"].astype(np.int64)
+        frame["hash_distance"] = pd.array([], dtype="Int64")
+        frame["similarity"] = frame["similarity"].astype(np.float64)
+        return frame.reset_index(drop=True)
+    i = np.concatenate([i for _, i, _, _, _ in links]).astype(np.int64)
+    j = np.concatenate([j for _, _, j, _, _ in links]).astype(np.int64)
+    distance = np.concatenate([np.broadcast_to(np.asarray(d, dtype=np.int64), i_.shape)
+                               for _, i_, _, d, _ in links])
+    similarity = np.concatenate([np.broadcast_to(np.asarray(s, dtype=np.float64), i_.shape)
+                                 for _, i_, _, _, s in links])
+    rank = np.concatenate([np.full(i_.size, _LINK_KINDS.index(kind), dtype=np.int8) for kind, i_, _, _, _ in links])
+    order = np.lexsort((rank, j, i))  # stable: equal kinds keep the order of ``links``
+    i, j, rank, distance, similarity = i[order], j[order], rank[order], distance[order], similarity[order]
+    first = np.ones(i.size, dtype=bool)
+    first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])
+    starts = np.flatnonzero(first)
+    # fmax ignores NaN unless both are NaN: the groupby max of the similarities
+    similarity = np.fmax.reduceat(similarity, starts)
+    i, j, rank, distance = i[starts], j[starts], rank[starts], distance[starts]
     # Embedding-only links have no hash distance (the hashes were not within the search radius).
-    distance = links["hash_distance"].astype("Int64")
-    distance[distance < 0] = pd.NA
-    links["hash_distance"] = distance
-    return links.sort_values(["i", "j"]).reset_index(drop=True)
+    hash_distance = pd.array(distance, dtype="Int64")
+    hash_distance[distance < 0] = pd.NA
+    kind = pd.Series(pd.Categorical.from_codes(rank, categories=_LINK_KINDS)).astype(_STRING_DTYPE)
+    return pd.DataFrame({"i": i, "j": j, "kind": kind, "hash_distance": hash_distance, "similarity": similarity})
 
 
 def _with_ids(pairs: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
     pairs = pairs.copy()
+    if len(pairs) and ids.dtype == _STRING_DTYPE:
+        # Taken from the string array itself: the same column as from an object array of the ids, without
+        # turning millions of ids into Python strings and back.
+        pairs.insert(2, "id_a", ids.array.take(pairs["i"].to_numpy()))
+        pairs.insert(3, "id_b", ids.array.take(pairs["j"].to_numpy()))
+        return pairs
     pairs.insert(2, "id_a", ids.to_numpy()[pairs["i"].to_numpy()] if len(pairs) else [])
     pairs.insert(3, "id_b", ids.to_numpy()[pairs["j"].to_numpy()] if len(pairs) else [])
     return pairs

@@ -435,6 +435,18 @@ def find_near_duplicate_pairs_directly(hashes, *, max_distance: int, n_queries: 
     n = hashes.size
     n_queries = _validate_n_queries(n_queries, n)
     n_queries = n if n_queries is None else n_queries
+    i, j, d = compare_all_pairs(hashes, max_distance=max_distance, n_queries=n_queries)
+    order = np.lexsort((j, i))
+    return HashPairs(i[order], j[order], d[order], all_pairs_comparisons(n, n_queries))
+
+
+def compare_all_pairs(hashes: np.ndarray, *, max_distance: int, n_queries: int,
+                      with_distance: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(i, j, distance)`` of :func:`find_near_duplicate_pairs_directly` in the order found, not sorted
+    (``distance`` None without ``with_distance``), for callers that sort or deduplicate the pairs anyway.
+
+    ``hashes`` must be validated (uint64, 1-D) and ``n_queries`` an int."""
+    n = hashes.size
     found_i, found_j, found_d = [], [], []
     counts = np.empty((_BLOCK_QUERIES, _BLOCK_HASHES), dtype=np.uint64)
     for start in range(0, n_queries, _BLOCK_QUERIES):
@@ -453,13 +465,13 @@ def find_near_duplicate_pairs_directly(hashes, *, max_distance: int, n_queries: 
                 a, b = np.divmod(flat, last - first)
                 found_i.append(a + start)
                 found_j.append(b + first)
-                found_d.append(distance.ravel()[flat].astype(np.int64))
+                if with_distance:
+                    found_d.append(distance.ravel()[flat].astype(np.int64))
     if not found_i:
         empty = np.zeros(0, dtype=np.int64)
-        return HashPairs(empty, empty.copy(), empty.copy(), all_pairs_comparisons(n, n_queries))
-    i, j, d = (np.concatenate(values).astype(np.int64) for values in (found_i, found_j, found_d))
-    order = np.lexsort((j, i))
-    return HashPairs(i[order], j[order], d[order], all_pairs_comparisons(n, n_queries))
+        return empty, empty.copy(), empty.copy() if with_distance else None
+    i, j = (np.concatenate(values).astype(np.int64) for values in (found_i, found_j))
+    return i, j, np.concatenate(found_d).astype(np.int64) if with_distance else None
 
 
 def _compact(keys: list, distances: list) -> tuple[list, list]:
