@@ -102,3 +102,21 @@ def test_bad_inputs():
     with pytest.raises(InputError) as info:
         fit_kfold_probe(x, labels, n_classes=4, method="svm")
     assert str(info.value) == probe_module.ERROR_METHOD.format(value="svm")
+
+
+def test_sgd_probe_numbers_do_not_depend_on_the_number_of_blas_threads():
+    # OpenBLAS rounds a product split between threads differently; the probe's small products run on one
+    # thread, so its probabilities are the same bits on a 1-core and a many-core machine.
+    from threadpoolctl import threadpool_limits
+
+    from audit.analysis.probe import compute_out_of_sample_probabilities
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 1000, 1500)
+    embeddings = (rng.standard_normal((1500, 16)) + labels[:, None] % 7).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            results.append(compute_out_of_sample_probabilities(embeddings, labels, n_classes=1000, method="sgd",
+                                                               n_epochs=1))
+    assert np.array_equal(results[0], results[1])

@@ -70,10 +70,11 @@ class KFoldProbe:
         x = _standardise(chunk, self.mean, self.scale)
         folds = self.fold[start:start + x.shape[0]]
         result = np.empty((x.shape[0], self.n_classes), dtype=np.float32)
-        for f in range(self.n_folds):
-            rows = np.flatnonzero(folds == f)
-            if rows.size:
-                result[rows] = _softmax(x[rows] @ self.weights[f] + self.bias[f])
+        with _one_blas_thread():  # the same numbers on every machine (see _one_blas_thread)
+            for f in range(self.n_folds):
+                rows = np.flatnonzero(folds == f)
+                if rows.size:
+                    result[rows] = _softmax(x[rows] @ self.weights[f] + self.bias[f])
         return result
 
     def probability_chunks(self, embeddings, *, chunk_rows: int | None = None) -> Callable[[], Iterator[np.ndarray]]:
@@ -253,8 +254,29 @@ def _fit_lbfgs(source, labels, fold, mean, scale, *, n_classes, n_folds, c, seed
     return weights, bias
 
 
+def _one_blas_thread():
+    """A context in which matrix products run on one thread.
+
+    The probe's products are small (a 256-row mini-batch times a D x K matrix): shared between threads,
+    their start-up and spinning cost more than the product itself (10x on a busy 2-core machine). One
+    thread also makes the probe's numbers the same on every machine: OpenBLAS rounds a product split
+    between threads differently (by ~1e-9 here), so they used to depend on the number of cores.
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _fit_sgd(source, labels, fold, mean, scale, *, n_classes, n_features, n_folds, seed, n_epochs, batch_size,
              learning_rate, l2):
+    with _one_blas_thread():
+        return _sgd_steps(source, labels, fold, mean, scale, n_classes=n_classes, n_features=n_features,
+                          n_folds=n_folds, seed=seed, n_epochs=n_epochs, batch_size=batch_size,
+                          learning_rate=learning_rate, l2=l2)
+
+
+def _sgd_steps(source, labels, fold, mean, scale, *, n_classes, n_features, n_folds, seed, n_epochs, batch_size,
+               learning_rate, l2):
     rng = np.random.default_rng(seed)
     weights = np.zeros((n_folds, n_features, n_classes), dtype=np.float32)
     bias = np.zeros((n_folds, n_classes), dtype=np.float32)
