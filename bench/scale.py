@@ -14,7 +14,7 @@ is the parent or one worker, not their sum; the JSON says so):
   invocation before and after the audits (the ratio uses the mean of the two: the machine is shared).
 - ``10k``, ``100k``, ``1.28M``: generated ImageFolder-like data under ``bench/.cache/scale/`` (never in
   git): JPEG q90, sizes 64-256 px (32-64 px for 1.28M), 1,000 classes, two attributes in a manifest, and a
-  small ONNX model with 1,000 outputs (a 3x3 conv + linear, input 32 x 32). For each: first run (empty
+  small ONNX model with 1,000 outputs (a 3x3 conv, 2 x 2 pooling, linear; input 32 x 32). For each: first run (empty
   cache) and cached run wall time (per-image results and analysis steps from the caches), a re-run with other
   groups (per-image results cached, analyses recomputed), peak RSS, images/s, per-stage times from
   ``audit.json``; and in the same invocation the bare baselines: the single-process PIL decode loop and the
@@ -57,8 +57,10 @@ def machine() -> dict:
 
 # -- data ---------------------------------------------------------------------------------------------------------
 def build_model(folder: Path) -> Path:
-    """A small ONNX model with 1,000 outputs and 16-d embeddings (fixed seed) and its model.json."""
-    path = folder / "model1000.onnx"
+    """A small ONNX model with 1,000 outputs and 64-d embeddings (16 channels pooled over 2 x 2 regions; fixed
+    seed) and its model.json. (The first version pooled over the whole image: 16-d embeddings nearly equal for
+    every image, so the embedding near-duplicate search linked them all.)"""
+    path = folder / "model1000-v2.onnx"
     if path.is_file():
         return path
     import warnings
@@ -72,10 +74,10 @@ def build_model(folder: Path) -> Path:
         def __init__(self):
             super().__init__()
             self.conv = torch.nn.Conv2d(3, 16, 3, stride=2, padding=1)
-            self.linear = torch.nn.Linear(16, 1000)
+            self.linear = torch.nn.Linear(64, 1000)
 
         def forward(self, x):
-            features = torch.relu(self.conv(x)).mean(dim=(2, 3))
+            features = torch.nn.functional.avg_pool2d(torch.relu(self.conv(x)), 8).flatten(1)
             return self.linear(features), features
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,28 +86,39 @@ def build_model(folder: Path) -> Path:
                       dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}, "embeddings": {0: "n"}}, dynamo=False)
     sidecar = {"classes": [f"c{i:03d}" for i in range(1000)], "input_size": [32, 32], "center_crop": 1.0,
                "channel_order": "RGB", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "output": "logits"}
-    (folder / "model1000.json").write_text(json.dumps(sidecar))
+    (folder / "model1000-v2.json").write_text(json.dumps(sidecar))
     return path
 
 
 def build_data(n: int, *, small: bool) -> Path:
-    """ImageFolder-like JPEGs and a manifest (path,label,site,camera); reused when already built."""
+    """ImageFolder-like JPEGs and a manifest (path,label,site,camera); reused when already built.
+
+    Every image is its own pattern: a 4 x 4 grid of random colours, resized, plus pixel noise (sigma 24), so
+    images are as distinct as photographs for the perceptual hashes and the model's embeddings; one image in
+    100 is a resized copy of the one before it with new noise (planted near-duplicates, as in real data sets).
+    The first version of this generator drew every image from 32 patterns differing only in colour (thousands
+    of near-duplicates of each other, whose pairs grow with the square of N); tiles without noise left the
+    corner crops nearly flat, and their hashes linked most images.
+    """
     import numpy as np
     from PIL import Image
 
-    folder = CACHE / f"data-{n}"
+    folder = CACHE / f"data-v4-{n}"
     manifest = folder / "manifest.csv"
     if manifest.is_file():
         return manifest
     rng = np.random.default_rng(n)
     low, high = (32, 64) if small else (64, 256)
     lines = ["path,label,site,camera"]
-    base = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    tile = None
     for i in range(n):
         label = f"c{i % 1000:03d}"
         width, height = (int(v) for v in rng.integers(low, high + 1, 2))
-        tile = np.roll(base, i % 16, axis=i % 2) // 2 + rng.integers(0, 128, (1, 1, 3), dtype=np.uint8)
-        image = Image.fromarray(tile.astype(np.uint8)).resize((width, height), Image.Resampling.BILINEAR)
+        if i % 100 != 99 or tile is None:  # else: the previous image's pattern again, at another size
+            tile = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+        pixels = np.asarray(tile.resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+        pixels += rng.normal(0, 24, pixels.shape).astype(np.float32)
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         relative = f"images/{i // 1000:04d}/{i:07d}.jpg"
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
