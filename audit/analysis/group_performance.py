@@ -43,6 +43,7 @@ multiplicity control of :mod:`audit.analysis.multiplicity` applied to this table
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import combinations
 
 import numpy as np
@@ -417,6 +418,11 @@ class _Data:
         """Number of classes more probable than the given label (0 = the label is the top class)."""
         if self.probabilities is None:
             return self.given_label_rank
+        return self._label_rank_from_probabilities
+
+    @cached_property
+    def _label_rank_from_probabilities(self) -> np.ndarray:
+        # computed once (a pass over the n x k matrix), not once per attribute
         label_probability = self.probabilities[np.arange(self.labels.size), self.labels]
         return (self.probabilities > label_probability[:, None]).sum(axis=1)
 
