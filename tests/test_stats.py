@@ -142,14 +142,16 @@ def _reference_segment_sums(values, cells, target):
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_segment_sums_are_bitwise_those_of_reduceat(weighted):
+@pytest.mark.parametrize("spare_columns", [3, 400])  # most columns summed / few (written in place)
+def test_segment_sums_are_bitwise_those_of_reduceat(weighted, spare_columns):
     # Segments of every length from 1 to past the pairwise-summation blocks (8, 128) and the reduceat
     # fallback, so each branch of _pairwise_sum is compared bit for bit.
     rng = np.random.default_rng(7)
     lengths = np.r_[np.arange(1, 40), [64, 127, 128, 129, 130, 137, 300]]
     columns = rng.permutation(np.r_[np.repeat(np.arange(lengths.size), lengths), np.full(25, -1)])
     n_cells = columns.size
-    target = _bootstrap.indicator(columns, lengths.size + 3, weights=rng.random(n_cells) if weighted else None)
+    target = _bootstrap.indicator(columns, lengths.size + spare_columns,
+                                  weights=rng.random(n_cells) if weighted else None)
     values = rng.standard_gamma(0.7, size=(23, n_cells))
     ours = _bootstrap._segment_sums(np.ascontiguousarray(values.T), _bootstrap._plan(np.arange(n_cells), target),
                                     target.size)

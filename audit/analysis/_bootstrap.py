@@ -124,31 +124,45 @@ def _pairwise_sum(parts: np.ndarray, first: int, n: int, *, axis: int) -> np.nda
     return _pairwise_sum(parts, first, half, axis=axis) + _pairwise_sum(parts, first + half, n - half, axis=axis)
 
 
-def _segment_sums(values_by_cell: np.ndarray, plan: _Plan, n_columns: int) -> np.ndarray:
-    """Per-replicate sums of each segment's cells (x weight), shape (replicates, ``n_columns``).
+def _iter_segment_sums(values_by_cell: np.ndarray, plan: _Plan) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(columns, sums)``: per-replicate sums of each segment's cells (x weight), ``sums`` of shape
+    (segments, replicates), a group of segments at a time.
 
     ``values_by_cell`` holds one row per cell (cells x replicates), so that gathering a segment's cells
-    copies whole rows. Bitwise equal to ``np.add.reduceat(values[:, order] * weights, starts, axis=1)``
-    placed in its columns, whose reduction adds a segment's first value to the pairwise sum of the others
+    copies whole rows. Bitwise equal to ``np.add.reduceat(values[:, order] * weights, starts, axis=1)``,
+    whose reduction adds a segment's first value to the pairwise sum of the others
     (:func:`_pairwise_sum`): the bootstrap's numbers must not change when this code gets faster.
     """
-    out = np.zeros((n_columns, values_by_cell.shape[1]))
     for length, positions, columns, weights in plan.by_length:
         parts = values_by_cell[positions]  # (length, n_segments, replicates)
         if weights is not None:
             parts *= weights[:, :, None]
         if length == 1:
-            out[columns] = parts[0]
+            yield columns, parts[0]
         else:
-            out[columns] = parts[0] + _pairwise_sum(parts, 1, length - 1, axis=0)
-    out = np.ascontiguousarray(out.T)
+            yield columns, parts[0] + _pairwise_sum(parts, 1, length - 1, axis=0)
     if plan.long is not None:
         order, starts, columns, weights = plan.long
         block = values_by_cell[order].T
         if weights is not None:
             block = block * weights
-        out[:, columns] = np.add.reduceat(np.ascontiguousarray(block), starts, axis=1)
-    return out
+        yield columns, np.add.reduceat(np.ascontiguousarray(block), starts, axis=1).T
+
+
+def _segment_sums(values_by_cell: np.ndarray, plan: _Plan, n_columns: int) -> np.ndarray:
+    """The sums of :func:`_iter_segment_sums` in their columns, shape (replicates, ``n_columns``)."""
+    n_segments = sum(columns.size for _, _, columns, _ in plan.by_length) + (
+        0 if plan.long is None else plan.long[2].size)
+    if 8 * n_segments < n_columns:
+        # few columns get sums (e.g. the few large cells of a confusion matrix): write them in place
+        out = np.zeros((values_by_cell.shape[1], n_columns))
+        for columns, sums in _iter_segment_sums(values_by_cell, plan):
+            out[:, columns] = sums.T
+        return out
+    out = np.zeros((n_columns, values_by_cell.shape[1]))
+    for columns, sums in _iter_segment_sums(values_by_cell, plan):
+        out[columns] = sums
+    return np.ascontiguousarray(out.T)
 
 
 def iter_poisson_sums(cell_counts: np.ndarray, targets: Sequence[Target], *, n_boot: int,
