@@ -376,3 +376,53 @@ def test_metrics_from_counts_are_bitwise_the_plain_formulas():
     assert np.array_equal(balanced_accuracy_from_counts(tp, n_true), balanced, equal_nan=True)
     assert np.array_equal(macro_f1_from_counts(tp, n_true, n_pred), macro, equal_nan=True)
     assert np.isnan(balanced[0, 0]) and np.isnan(macro[0, 0])
+
+
+def _reference_ece_permutation_moments(codes, ece_bin, correct, confidence, g_count, n_permutations, rng, chunk):
+    """The permutation loop of _ece_permutation_p_value as first written (keys and weights rebuilt per chunk)."""
+    n = codes.size
+    gap_image = correct.astype(float) - confidence
+    total_gap = np.bincount(ece_bin, weights=gap_image, minlength=gp.ECE_BINS)
+    size_of_group = np.bincount(codes, minlength=g_count)
+    moments = np.zeros((3, g_count))
+    done = 0
+    while done < n_permutations:
+        size = min(chunk, n_permutations - done)
+        permuted = rng.permuted(np.broadcast_to(codes, (size, n)), axis=1)
+        key = ((np.arange(size)[:, None] * g_count + permuted) * gp.ECE_BINS + ece_bin[None, :]).ravel()
+        gap = np.bincount(key, weights=np.broadcast_to(gap_image, (size, n)).ravel(),
+                          minlength=size * g_count * gp.ECE_BINS).reshape(size, g_count, gp.ECE_BINS)
+        difference = (np.abs(gap).sum(axis=2) / size_of_group
+                      - np.abs(total_gap - gap).sum(axis=2) / (n - size_of_group))
+        moments += np.stack([difference.sum(axis=0), (difference ** 2).sum(axis=0), (difference ** 3).sum(axis=0)])
+        done += size
+    return moments
+
+
+def test_ece_permutation_p_value_keeps_its_numbers(monkeypatch):
+    # The permutation loop reuses each chunk size's key offsets and weights; its p-values must be the bits
+    # of the loop that rebuilt them every chunk (same permutations, same sums in the same order).
+    from scipy import stats
+
+    rng = np.random.default_rng(9)
+    n, g_count = 700, 4
+    codes = rng.integers(0, g_count, n)
+    confidence = rng.uniform(0.3, 1.0, n)
+    correct = rng.random(n) < confidence
+    ece_bin = np.clip(np.ceil(confidence * gp.ECE_BINS).astype(np.int64) - 1, 0, gp.ECE_BINS - 1)
+    observed = rng.normal(0, 0.02, g_count)
+    monkeypatch.setattr(gp, "_PERMUTATION_CHUNK_ELEMENTS", 30 * n)  # several chunks, the last one shorter
+    ours = gp._ece_permutation_p_value(observed, codes, ece_bin, correct, confidence, g_count, n_permutations=100,
+                                       rng=np.random.default_rng(4))
+    moments = _reference_ece_permutation_moments(codes, ece_bin, correct, confidence, g_count, 100,
+                                                 np.random.default_rng(4), chunk=30)
+    mean = moments[0] / 100
+    variance = np.maximum(moments[1] / 100 - mean ** 2, 0.0)
+    third = moments[2] / 100 - 3 * mean * moments[1] / 100 + 2 * mean ** 3
+    sd = np.sqrt(variance)
+    skew = third / sd ** 3
+    z = (observed - mean) / sd
+    shape = 4.0 / np.maximum(skew ** 2, 1e-12)
+    upper = np.where(skew > 1e-3, stats.gamma.sf(shape + z * np.sqrt(shape), shape),
+                     np.where(skew < -1e-3, stats.gamma.cdf(shape - z * np.sqrt(shape), shape), stats.norm.sf(z)))
+    assert np.array_equal(ours, np.clip(upper, 0.0, 1.0))
