@@ -162,3 +162,18 @@ def test_the_step_without_embeddings_uses_the_model():
     section = registry._label_noise_step(_context(labels, model, None, "auto")).sections["label_noise"]
     assert section["source"] == "model" and section["source_choice"]["reason"] == REASON_AUTO_NO_EMBEDDINGS
     assert "alternatives" not in section and "audited_model_error_rate" not in section
+
+
+def test_combined_probabilities_are_the_same_whatever_the_block_size(monkeypatch):
+    from audit.analysis import screening
+
+    rng = np.random.default_rng(3)
+    model = rng.dirichlet(np.ones(7), 1001).astype(np.float32)
+    probe = rng.dirichlet(np.ones(7), 1001).astype(np.float32)
+    whole = (model.astype(np.float64) + probe.astype(np.float64)) / 2.0
+    whole = (whole / whole.sum(axis=1, keepdims=True)).astype(np.float32)
+    monkeypatch.setattr(screening, "COMBINE_CHUNK_ROWS", 64)
+    combined = screening.combine_probabilities(model, probe)
+    assert combined.dtype == np.float32 and np.array_equal(combined, whole)
+    with pytest.raises(ValueError):
+        screening.combine_probabilities(model, probe[:10])
