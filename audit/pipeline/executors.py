@@ -68,8 +68,17 @@ def _init_worker(environment: dict) -> None:
     os.environ["IMAGEFAIR_WORKER"] = "1"
     import audit.analysis.hashing  # noqa: F401
     import audit.analysis.image_properties  # noqa: F401
+    import audit.analysis.near_duplicates  # noqa: F401 - popcount, used by the hashes
     import audit.io.images  # noqa: F401
     import audit.model.sidecar  # noqa: F401
+    from PIL import Image
+    from scipy.sparse import _sparsetools  # noqa: F401 - the resizes of the hashes (imported on first use)
+
+    from audit.pipeline.perimage import _one_blas_thread
+
+    Image.init()  # every decoder plugin now, not on the first file
+    with _one_blas_thread():  # finds the BLAS libraries once (threadpoolctl)
+        pass
 
 
 def _run_in_worker(spec, known, task: ShardTask) -> ShardOutput:
