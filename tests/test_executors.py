@@ -184,6 +184,12 @@ def test_early_start_overlaps_the_manifest_and_gives_the_same_results(data, refe
     manifest, _ = data
     assert _has_at_least(manifest, 14) and not _has_at_least(manifest, 10_000)
     assert _has_at_least(Path(manifest).parent, 14) and not _has_at_least(Path(manifest).parent / "nothing", 1)
+    fifo = Path(manifest).parent / "pipe.csv"
+    os.mkfifo(fifo)
+    try:
+        assert not _has_at_least(fifo, 1)  # returns at once: a FIFO is never opened here
+    finally:
+        fifo.unlink()
     executor = start_executor(_config(data, workers=2))
     assert executor._started is not None  # 40 rows >= 2 shards of 7: workers are starting
     executor.close()

@@ -103,6 +103,8 @@ def _has_at_least(source, n: int) -> bool:
                 if count >= n:
                     return True
             return False
+        if not path.is_file():  # never open a FIFO or a device here: it could block before the loader refuses it
+            return False
         with open(path, "rb") as handle:
             head = handle.read(1 << 20)
         return len(head) == 1 << 20 or head.count(b"\n") >= n
