@@ -241,13 +241,11 @@ class FeatureStore:
         are copied in one fancy-indexed read (linear in the number of images, whatever the number of parts).
         """
         import pandas as pd
-        import pyarrow.parquet as pq
 
         parts, part_hashes = [], []
         for part in self._parts(self.output_dir):
             try:
-                values = pq.read_table(part, columns=["content_hash"]).column("content_hash").to_numpy(
-                    zero_copy_only=False)
+                values = _part_hashes(part)
                 shape = np.load(part.with_suffix(".probabilities.npy"), mmap_mode="r", allow_pickle=False).shape
             except Exception:  # noqa: BLE001 - an unreadable part is a miss
                 continue
@@ -272,10 +270,9 @@ class FeatureStore:
         order = np.argsort(by_part, kind="stable")
         take, by_part = take[order], by_part[order]
         bounds = np.flatnonzero(np.diff(by_part)) + 1
-        for rows in np.split(take, bounds):
-            number = int(part_of[position[rows[0]]])
+        for rows, number in zip(np.split(take, bounds), by_part[np.r_[0, bounds]]):
             source_rows = row_of[position[rows]]
-            part = parts[number]
+            part = parts[int(number)]
             try:
                 probabilities = np.load(part.with_suffix(".probabilities.npy"), mmap_mode="r", allow_pickle=False)
                 block = np.asarray(probabilities[source_rows])
@@ -299,14 +296,18 @@ class FeatureStore:
         return None
 
 
-def _hash_column(parts: list[Path]) -> list[str]:
+def _part_hashes(part: Path) -> np.ndarray:
+    """The ``content_hash`` column of one stored part (object array; raises when the part is unreadable)."""
     import pyarrow.parquet as pq
 
+    return pq.read_table(part, columns=["content_hash"]).column("content_hash").to_numpy(zero_copy_only=False)
+
+
+def _hash_column(parts: list[Path]) -> list[str]:
     values: list = []
     for part in parts:
         try:
-            values.append(pq.read_table(part, columns=["content_hash"]).column("content_hash").to_numpy(
-                zero_copy_only=False))
+            values.append(_part_hashes(part))
         except Exception:  # noqa: BLE001 - an unreadable part is a miss
             continue
     return np.concatenate(values).tolist() if values else []
