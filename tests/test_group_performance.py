@@ -343,6 +343,10 @@ def test_groups_without_columns_give_only_overall_rows_and_missing_values_form_a
                                                              value="bonferroni")),
     (dict(confidence_level=95), gp.ERROR_SETTING.format(name="confidence_level",
                                                          what="a number strictly between 0 and 1", value=95)),
+    (dict(n_jobs=0), gp.ERROR_N_JOBS.format(value=0)),
+    (dict(n_jobs=-2), gp.ERROR_N_JOBS.format(value=-2)),
+    (dict(n_jobs=1.5), gp.ERROR_N_JOBS.format(value=1.5)),
+    (dict(n_jobs=True), gp.ERROR_N_JOBS.format(value=True)),
 ])
 def test_input_errors_are_named_constants(kwargs, message):
     arguments = dict(labels=np.array([0, 1, 1]), predictions=np.array([0, 1, 0]), classes=("a", "b"),
@@ -426,3 +430,33 @@ def test_ece_permutation_p_value_keeps_its_numbers(monkeypatch):
     upper = np.where(skew > 1e-3, stats.gamma.sf(shape + z * np.sqrt(shape), shape),
                      np.where(skew < -1e-3, stats.gamma.cdf(shape - z * np.sqrt(shape), shape), stats.norm.sf(z)))
     assert np.array_equal(ours, np.clip(upper, 0.0, 1.0))
+
+
+def test_families_in_worker_processes_give_the_same_result_bit_for_bit(monkeypatch):
+    # float32 probabilities over 7 classes (> top_k): the workers get the confidence and label rank, not the
+    # matrix, with the same values and dtype; every family draws from its own stream, so n_jobs cannot matter.
+    rng = np.random.default_rng(7)
+    n, k = 900, 7
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) + 2.0 * np.eye(k)[labels]
+    probabilities = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
+    predictions = probabilities.argmax(axis=1)
+    groups = pd.DataFrame({"colour": rng.choice(["red", "green", "blue"], n),
+                           "size": rng.choice(["small", "large"], n), "region": rng.choice(["n", "s"], n)})
+    classes = tuple(f"c{i}" for i in range(k))
+    run = partial(gp.compute_group_performance, labels, predictions, classes=classes, groups=groups,
+                  probabilities=probabilities, n_bootstrap=60, top_k=2)
+    alone = run(n_jobs=1)
+    monkeypatch.setattr(gp, "PARALLEL_MIN_WORK", 0)
+    spread = run(n_jobs=2)
+    pd.testing.assert_frame_equal(alone.table, spread.table, check_exact=True)
+    assert json.dumps(alone.to_dict(), sort_keys=True) == json.dumps(spread.to_dict(), sort_keys=True)
+    assert {"top_k_accuracy", "expected_calibration_error"} <= set(spread.table["metric"])
+    # the light copy the workers get holds no matrix and the same per-image values
+    data = gp._Data(labels=labels, predictions=predictions, k=k, classes=classes, probabilities=probabilities,
+                    top_k=2)
+    light = data.without_matrix()
+    assert light.probabilities is None
+    assert light.confidence().dtype == np.float32
+    np.testing.assert_array_equal(light.confidence(), data.confidence())
+    np.testing.assert_array_equal(light.label_rank(), data.label_rank())

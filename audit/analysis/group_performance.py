@@ -75,6 +75,11 @@ ERROR_PROBABILITIES_VALUES = ("probabilities holds values outside [0, 1] or non-
                               "probabilities, not logits (apply a softmax first)")
 ERROR_EMPTY = "there are no images to evaluate: labels is empty"
 ERROR_SETTING = "{name} must be {what}, got {value!r}"
+ERROR_N_JOBS = "n_jobs must be a positive integer, -1 (all cores) or None (one process), got {value!r}"
+
+#: Families (``all``, each attribute, each intersection) run in worker processes (``n_jobs``) only when
+#: images x families reaches this: below it, starting the workers (about a second) costs more than it saves.
+PARALLEL_MIN_WORK = 200_000
 
 #: Order of the aggregate metrics in the table.
 AGGREGATE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "top_k_accuracy", "expected_calibration_error")
@@ -207,7 +212,8 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
                               label_rank: np.ndarray | None = None, max_depth: int = 2,
                               min_group_size: int = 30, max_ci_width: float = 0.3,
                               confidence_level: float = 0.95, n_bootstrap: int = 1000, seed: int = 0,
-                              correction: str = "holm", top_k: int = 5) -> GroupPerformanceResult:
+                              correction: str = "holm", top_k: int = 5,
+                              n_jobs: int | None = None) -> GroupPerformanceResult:
     """Per-group performance with intervals, verdicts and disparity summaries.
 
     Parameters
@@ -242,6 +248,13 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
         Multiple-comparison control within each attribute x metric family.
     top_k : int
         k of ``top_k_accuracy``; the metric is left out unless there are more than ``top_k`` classes.
+    n_jobs : int or None
+        Worker processes (joblib's loky backend) over which the families (``all``, attributes,
+        intersections) are spread; None or 1 = this process, -1 = all cores. Used only when images x
+        families reaches :data:`PARALLEL_MIN_WORK`. Every family draws from its own random stream (derived
+        from ``seed`` and its name), so the result is the same, bit for bit, for any ``n_jobs``. The
+        workers receive the per-image columns (labels, predictions, confidence, label rank), never the
+        probability matrix.
 
     Returns
     -------
@@ -267,6 +280,9 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
                 "correction": correction, "top_k": top_k}
     labels, predictions, groups, probabilities = _validate(labels, predictions, classes, groups, probabilities,
                                                            settings)
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer))
+                               or not (n_jobs >= 1 or n_jobs == -1)):
+        raise InputError(ERROR_N_JOBS.format(value=n_jobs))
     classes = tuple(str(c) for c in classes)
     k = len(classes)
     if probabilities is None and confidence is not None:
@@ -291,9 +307,9 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
 
     blocks = []
     extras = []
-    for name, codes, names, depth in families:
-        block, extra = _family_rows(name, codes, names, depth, data, classes=classes,
-                                    confidence_level=confidence_level, n_bootstrap=n_bootstrap, seed=seed)
+    for (name, codes, names, depth), (block, extra) in zip(families, _all_family_rows(
+            families, data, n_jobs=n_jobs, classes=classes, confidence_level=confidence_level,
+            n_bootstrap=n_bootstrap, seed=seed)):
         _add_verdicts(block, tested=depth > 0, min_group_size=min_group_size, max_ci_width=max_ci_width,
                       confidence_level=confidence_level)
         blocks.append(block)
@@ -345,6 +361,32 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
     table = coerce_group_metrics(frame)
     return GroupPerformanceResult(table=table, summaries=tuple(summaries), overall=_json_safe(overall),
                                   settings=_json_safe(settings_out))
+
+
+def _all_family_rows(families, data: _Data, *, n_jobs, **settings) -> list:
+    """``_family_rows`` of every family, in order: here, or spread over ``n_jobs`` worker processes.
+
+    Workers get a copy of ``data`` without the probability matrix (its per-image confidence and label rank
+    instead, computed once here, with the same values and dtypes that ``_family_rows`` would read).
+    """
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = 1 if n_jobs is None else (cores if n_jobs == -1 else int(n_jobs))
+    jobs = min(jobs, len(families))
+    if jobs <= 1 or data.labels.size * len(families) < PARALLEL_MIN_WORK:
+        return [_family_rows(name, codes, names, depth, data, **settings) for name, codes, names, depth in families]
+    from joblib import Parallel, delayed
+
+    light = data.without_matrix()
+    # The largest families (most groups x classes) first, so that the last ones to finish are short.
+    order = sorted(range(len(families)), key=lambda i: -len(families[i][2]))
+    done = Parallel(n_jobs=jobs, backend="loky", batch_size=1, pre_dispatch="all")(
+        delayed(_family_rows)(*families[i], light, **settings) for i in order)
+    out = [None] * len(families)
+    for i, rows in zip(order, done):
+        out[i] = rows
+    return out
 
 
 def worse_than_rest_entries(table: pd.DataFrame, attribute: str | None = None) -> list[dict]:
@@ -428,6 +470,15 @@ class _Data:
 
     def top_k_hits(self) -> np.ndarray:
         return self.label_rank() < self.top_k
+
+    def without_matrix(self) -> "_Data":
+        """The same data with the per-image confidence and label rank in place of the probability matrix
+        (same values and dtypes: what a worker process needs, at O(n) instead of O(n x k))."""
+        if self.probabilities is None:
+            return self
+        return _Data(labels=self.labels, predictions=self.predictions, k=self.k, classes=self.classes,
+                     probabilities=None, top_k=self.top_k, given_confidence=self.confidence(),
+                     given_label_rank=self.label_rank() if self.k > self.top_k else None)
 
 
 def balanced_accuracy_from_counts(tp: np.ndarray, n_true: np.ndarray) -> np.ndarray:

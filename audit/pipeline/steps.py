@@ -264,6 +264,16 @@ class Context:
             return None
 
 
+def analysis_jobs(config) -> int:
+    """Worker processes an analysis may use on this machine: ``--workers`` (default all cores), at most the
+    cores this process may run on (with ``--executor ray`` the workers are elsewhere; the analyses run here)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = getattr(config, "workers", None)
+    return max(1, min(cores, workers if isinstance(workers, int) and workers > 0 else cores))
+
+
 def _error_text(error: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(error), error)).strip()
 
@@ -410,7 +420,7 @@ def _group_performance_step(context: Context) -> StepOutput:
         confidence=confidence, label_rank=label_rank, max_depth=config.max_intersection_depth,
         min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
         confidence_level=config.confidence_level, n_bootstrap=config.n_bootstrap, seed=config.seed,
-        correction=config.correction)
+        correction=config.correction, n_jobs=analysis_jobs(config))
     section = result.to_dict()
     metrics = section.pop("metrics", {})
     if streamed and confidence is not None:
