@@ -323,6 +323,12 @@ def main() -> int:
                 case = case_size(name, args.workers, scratch)
             case["workers"] = args.workers
             case["peak_rss_note"] = "peak RSS of the largest process of the run (parent or one worker)"
+            ten_k = kept.get("synthetic 10k") if name != "10k" else case
+            if name in SIZES and name != "10k" and ten_k and ten_k.get("first_s_per_image"):
+                # the linearity target: time per image against the 10k case's (kept from an earlier
+                # invocation when not run in this one: the JSON says which, by its machine and load figures)
+                case["first_s_per_image_over_10k"] = round(case["first_s_per_image"] / ten_k["first_s_per_image"], 3)
+                case["ten_k_case_from_this_invocation"] = "10k" in [c.strip() for c in args.cases.split(",")]
             cases.append(case)
             kept[case["name"]] = case
             result = {"machine": machine(), "cases": list(kept.values())}
