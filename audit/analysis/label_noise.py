@@ -335,6 +335,12 @@ def _check_labels(labels, n_classes: int) -> np.ndarray:
     return labels.astype(np.int64, copy=False)
 
 
+def default_chunk_rows(n_classes: int) -> int:
+    """Rows per chunk an in-memory ``(N, n_classes)`` array is cut into (about 4M values): a chunk source
+    that gives the same blocks gives the same numbers (sums are accumulated chunk by chunk)."""
+    return max(1, (1 << 22) // max(1, int(n_classes)))
+
+
 def _as_chunk_source(probabilities, chunk_rows: int | None) -> Callable[[], Iterator[np.ndarray]]:
     if callable(probabilities):
         return probabilities
@@ -342,7 +348,7 @@ def _as_chunk_source(probabilities, chunk_rows: int | None) -> Callable[[], Iter
         if probabilities.ndim != 2:
             raise InputError(ERROR_PROBABILITIES_SHAPE.format(chunk=0, shape=probabilities.shape,
                                                               n_classes="K"))
-        rows = chunk_rows or max(1, (1 << 22) // max(1, probabilities.shape[1]))
+        rows = chunk_rows or default_chunk_rows(probabilities.shape[1])
         return lambda: (probabilities[start:start + rows] for start in range(0, probabilities.shape[0], rows))
     raise InputError(ERROR_PROBABILITIES_TYPE.format(kind=type(probabilities).__name__))
 

@@ -103,11 +103,11 @@ class ScreeningProbabilities:
 
 def _memorised(model: np.ndarray, probe: np.ndarray | None, labels: np.ndarray) -> dict | None:
     """``{"model", "probe", "z"}`` when the model agrees with the labels clearly more than the probe (see the
-    module docstring), else None."""
+    module docstring), else None. ``model``, ``probe``: each image's most probable class by either."""
     if probe is None or labels.size == 0:
         return None
-    model_right = model.argmax(axis=1) == labels
-    probe_right = probe.argmax(axis=1) == labels
+    model_right = np.asarray(model) == labels
+    probe_right = np.asarray(probe) == labels
     only_model = int(np.count_nonzero(model_right & ~probe_right))
     only_probe = int(np.count_nonzero(probe_right & ~model_right))
     if only_model + only_probe == 0:
@@ -133,6 +133,16 @@ def compute_probe_probabilities(embeddings, labels, *, n_classes: int, seed: int
     return compute_out_of_sample_probabilities(embeddings, labels, n_classes=n_classes, seed=seed, method=method)
 
 
+def fit_probe(embeddings, labels, *, n_classes: int, seed: int = 0):
+    """The probe of :func:`compute_probe_probabilities`, fitted but not applied (a
+    :class:`~audit.analysis.probe.KFoldProbe`), for :func:`choose_screening_sources`."""
+    from audit.analysis.probe import fit_kfold_probe
+
+    labels = np.asarray(labels)
+    method = "lbfgs" if labels.shape[0] <= LBFGS_MAX_IMAGES else "sgd"
+    return fit_kfold_probe(embeddings, labels, n_classes=n_classes, seed=seed, method=method)
+
+
 def check_source(source: str) -> str:
     if source not in SOURCES:
         raise InputError(ERROR_SOURCE.format(value=source))
@@ -141,6 +151,13 @@ def check_source(source: str) -> str:
 
 #: Rows combined at a time by :func:`combine_probabilities` (float64 work arrays of a block, not of the matrix).
 COMBINE_CHUNK_ROWS = 8192
+
+
+def _combine_block(model: np.ndarray, probe: np.ndarray) -> np.ndarray:
+    """Rows of :func:`combine_probabilities`: float64 mean, renormalised, as float32 (row by row exact)."""
+    mean = (np.asarray(model, dtype=np.float64) + np.asarray(probe, dtype=np.float64)) / 2.0
+    mean /= mean.sum(axis=1, keepdims=True)
+    return mean.astype(np.float32)
 
 
 def combine_probabilities(model: np.ndarray, probe: np.ndarray) -> np.ndarray:
@@ -153,10 +170,168 @@ def combine_probabilities(model: np.ndarray, probe: np.ndarray) -> np.ndarray:
     combined = np.empty(model.shape, dtype=np.float32)
     for start in range(0, model.shape[0], COMBINE_CHUNK_ROWS):
         stop = start + COMBINE_CHUNK_ROWS
-        mean = (np.asarray(model[start:stop], dtype=np.float64) + np.asarray(probe[start:stop], dtype=np.float64)) / 2.0
-        mean /= mean.sum(axis=1, keepdims=True)
-        combined[start:stop] = mean
+        combined[start:stop] = _combine_block(model[start:stop], probe[start:stop])
     return combined
+
+
+# -- the same choice from chunk sources (the matrices never whole in memory) ---------------------------------
+class _RowReader:
+    """Sequential reader of a chunk source: :meth:`take` returns the next ``n`` rows as a fresh array (chunks
+    of a source may be views of a reused buffer, valid only until the next one is requested)."""
+
+    def __init__(self, source):
+        self._chunks = iter(source())
+        self._chunk = None
+        self._offset = 0
+
+    def take(self, n: int) -> np.ndarray:
+        pieces = []
+        while n > 0:
+            if self._chunk is None or self._offset >= self._chunk.shape[0]:
+                self._chunk = np.asarray(next(self._chunks))
+                self._offset = 0
+                continue
+            piece = self._chunk[self._offset:self._offset + n]
+            pieces.append(np.array(piece))
+            self._offset += piece.shape[0]
+            n -= piece.shape[0]
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
+
+
+def reblock(source, *, n_rows: int, chunk_rows: int):
+    """A chunk source giving the rows of ``source`` in blocks of exactly ``chunk_rows`` rows (the last one
+    shorter), each a fresh array: the blocks an analysis cuts an in-memory array into, so a streamed pass
+    sums in the same order as the in-memory one."""
+    def iterate():
+        reader = _RowReader(source)
+        for start in range(0, n_rows, chunk_rows):
+            yield reader.take(min(chunk_rows, n_rows - start))
+    return iterate
+
+
+def combined_chunks(model_source, probe_source):
+    """Chunk source of :func:`combine_probabilities` of two chunk sources (blocks of
+    :data:`COMBINE_CHUNK_ROWS` rows within each chunk of ``probe_source``; every row as in the matrix)."""
+    def iterate():
+        model = _RowReader(model_source)
+        for probe in probe_source():
+            for start in range(0, probe.shape[0], COMBINE_CHUNK_ROWS):
+                block = probe[start:start + COMBINE_CHUNK_ROWS]
+                yield _combine_block(model.take(block.shape[0]), block)
+    return iterate
+
+
+def prediction_columns(source, labels) -> tuple[np.ndarray, np.ndarray]:
+    """``(predicted, label_probability)`` of every image from one pass over a chunk source (argmax of each
+    row, first maximum on ties; the probability of the given label), as from the whole matrix."""
+    labels = np.asarray(labels, dtype=np.int64)
+    predicted = np.empty(labels.shape[0], dtype=np.int64)
+    label_probability = np.empty(labels.shape[0], dtype=np.float32)
+    start = 0
+    for chunk in source():
+        stop = start + chunk.shape[0]
+        predicted[start:stop] = chunk.argmax(axis=1)
+        label_probability[start:stop] = chunk[np.arange(chunk.shape[0]), labels[start:stop]]
+        start = stop
+    return predicted, label_probability
+
+
+@dataclass(frozen=True, eq=False)
+class ScreeningSources:
+    """The screening choice made from chunk sources (what :class:`ScreeningProbabilities` holds as arrays).
+
+    Attributes
+    ----------
+    sources : dict
+        A chunk source of the probabilities of every available candidate (``model``, ``probe``,
+        ``combined``), by name.
+    source, requested, reason, candidates
+        As in :class:`ScreeningProbabilities`.
+    """
+
+    sources: dict
+    source: str
+    requested: str
+    reason: str
+    candidates: dict = field(default_factory=dict)
+
+    @property
+    def probabilities(self):
+        """The chunk source of the probabilities used."""
+        return self.sources[self.source]
+
+    @property
+    def alternatives(self) -> dict:
+        """Chunk sources of the candidates not used, by name."""
+        return {name: values for name, values in self.sources.items() if name != self.source}
+
+    def to_dict(self) -> dict:
+        return {"requested": self.requested, "used": self.source, "reason": self.reason,
+                "candidates": {name: dict(values) for name, values in self.candidates.items()}}
+
+
+def keep_in_memory(source):
+    """The default ``keep`` of :func:`choose_screening_sources`: the rows of a chunk source as one array, and
+    a chunk source over it (its blocks are views)."""
+    values = np.concatenate([np.array(chunk) for chunk in source()], axis=0)
+    return lambda: iter((values,))
+
+
+def choose_screening_sources(model_source, labels, *, source: str = "auto", model_columns=None, probe=None,
+                             embeddings=None, probe_error: str | None = None,
+                             keep=keep_in_memory) -> ScreeningSources:
+    """:func:`choose_screening_probabilities` on chunk sources: the same choice and the same numbers, with
+    one chunk of the matrices in memory at a time.
+
+    Parameters
+    ----------
+    model_source : callable
+        Chunk source of the model's probabilities (float32, consecutive rows in image order).
+    labels : array-like (N,) of int
+    source : {"auto", "model", "probe", "combined"}
+    model_columns : tuple of ndarray, optional
+        ``(predicted, label_probability)`` of the model, when already computed (else one pass computes them).
+    probe : KFoldProbe, optional
+        The fitted probe (:func:`audit.analysis.probe.fit_kfold_probe`); its probabilities are recomputed
+        chunk by chunk from ``embeddings`` (the chunks of :meth:`KFoldProbe.predict_out_of_sample`).
+    embeddings : ndarray (N, D), optional
+    probe_error : str, optional
+    keep : callable
+        ``keep(source) -> source``: computes the probe's and the combined probabilities once and keeps them for
+        the passes that follow (each estimate makes three): in memory by default; the pipeline gives one that
+        writes a temporary ``.npy`` when the matrix is large (this module reads and writes no file).
+    """
+    check_source(source)
+    labels = np.asarray(labels, dtype=np.int64)
+    columns = {"model": model_columns if model_columns is not None else prediction_columns(model_source, labels)}
+    sources = {"model": model_source}
+    if probe is not None:
+        sources["probe"] = keep(probe.probability_chunks(embeddings))
+        sources["combined"] = keep(combined_chunks(model_source, sources["probe"]))
+        columns["probe"] = prediction_columns(sources["probe"], labels)
+        columns["combined"] = prediction_columns(sources["combined"], labels)
+    used, reason = _choose(source, columns, labels, probe_error)
+    candidates = {name: score_columns(predicted, label_probability, labels)
+                  for name, (predicted, label_probability) in columns.items()}
+    return ScreeningSources(sources=sources, source=used, requested=source, reason=reason, candidates=candidates)
+
+
+def _choose(source: str, columns: dict, labels: np.ndarray, probe_error: str | None) -> tuple[str, str]:
+    """``(used, reason)`` from the candidates' predicted classes (see the module docstring for the rule)."""
+    if source in ("probe", "combined") and source not in columns and not probe_error:
+        raise InputError(ERROR_NEEDS_EMBEDDINGS.format(source=source))
+    if source in ("probe", "combined") and source not in columns:
+        return "model", REASON_PROBE_FAILED.format(source=source, error=probe_error)
+    if source == "auto":
+        memorised = _memorised(columns["model"][0], columns["probe"][0] if "probe" in columns else None, labels)
+        if memorised is not None:
+            return "probe", REASON_AUTO_MEMORISED.format(**memorised)
+        if "combined" in columns:
+            return "combined", REASON_AUTO_COMBINED
+        if probe_error:
+            return "model", REASON_AUTO_PROBE_FAILED.format(error=probe_error)
+        return "model", REASON_AUTO_NO_EMBEDDINGS
+    return source, REASON_REQUESTED.format(source=source)
 
 
 def score_columns(predicted, label_probability, labels) -> dict:
@@ -207,22 +382,8 @@ def choose_screening_probabilities(model_probabilities: np.ndarray, labels, *, s
         probe = np.asarray(probe_probabilities, dtype=np.float32)
         available["probe"] = probe
         available["combined"] = combine_probabilities(model, probe)
-    if source in ("probe", "combined") and source not in available and not probe_error:
-        raise InputError(ERROR_NEEDS_EMBEDDINGS.format(source=source))
-    if source in ("probe", "combined") and source not in available:
-        used, reason = "model", REASON_PROBE_FAILED.format(source=source, error=probe_error)
-    elif source == "auto":
-        memorised = _memorised(model, available.get("probe"), labels)
-        if memorised is not None:
-            used, reason = "probe", REASON_AUTO_MEMORISED.format(**memorised)
-        elif "combined" in available:
-            used, reason = "combined", REASON_AUTO_COMBINED
-        elif probe_error:
-            used, reason = "model", REASON_AUTO_PROBE_FAILED.format(error=probe_error)
-        else:
-            used, reason = "model", REASON_AUTO_NO_EMBEDDINGS
-    else:
-        used, reason = source, REASON_REQUESTED.format(source=source)
+    columns = {name: (values.argmax(axis=1), None) for name, values in available.items()}
+    used, reason = _choose(source, columns, labels, probe_error)
     candidates = {name: score_against_labels(values, labels) for name, values in available.items()}
     alternatives = {name: values for name, values in available.items() if name != used}
     return ScreeningProbabilities(probabilities=available[used], source=used, requested=source, reason=reason,

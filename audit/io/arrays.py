@@ -229,3 +229,79 @@ def parquet_chunk_source(path, *, columns: Sequence[str]) -> Callable[[], Iterat
                              source=str(path), column=name)
     columns = list(columns)
     return lambda: iter_parquet_chunks(path, columns=columns)
+
+
+class NpyChunkSource:
+    """A re-iterable chunk source over a ``.npy`` file that also says its ``shape`` and ``dtype``.
+
+    What :func:`audit.folder.write_audit_folder` streams into ``probabilities.npy`` and the analysis steps
+    read in chunks (:func:`iter_npy_chunks`: file reads into one reused buffer, so no page of the file stays
+    resident in the process). ``keep`` holds an object alive as long as the source (e.g. the memory map whose
+    finaliser deletes a temporary file).
+
+    Attributes
+    ----------
+    path : Path
+    shape : tuple of int
+        ``(N, K)``.
+    dtype : numpy.dtype
+    chunk_rows : int or None
+        Rows per chunk (None: about 64 MB worth).
+    """
+
+    def __init__(self, path, *, chunk_rows: int | None = None, keep=None):
+        self.path = Path(path)
+        self.shape, self.dtype, _ = read_npy_header(self.path)
+        self.chunk_rows = None if chunk_rows is None else _check_chunk_rows(chunk_rows)
+        self._keep = keep
+
+    def __call__(self) -> Iterator[np.ndarray]:
+        return iter_npy_chunks(self.path, chunk_rows=self.chunk_rows)
+
+
+def chunk_source_of(array, *, chunk_rows: int | None = None):
+    """A chunk source over the rows of ``array``: for a memory map of a whole ``.npy`` file
+    (``numpy.load(mmap_mode="r")``, ``open_memmap``) a :class:`NpyChunkSource` reading the file, so a pass
+    leaves none of its pages resident; for any other array its row blocks (views)."""
+    filename = getattr(array, "filename", None) if isinstance(array, np.memmap) else None
+    if filename is not None:
+        try:
+            source = NpyChunkSource(filename, chunk_rows=chunk_rows, keep=array)
+        except InputError:
+            source = None
+        if source is not None and source.shape == tuple(array.shape) and source.dtype == array.dtype:
+            return source
+    return array_chunk_source(array, chunk_rows=chunk_rows)
+
+
+ERROR_SAVE_ROWS = "chunk source gave {found} rows, expected {expected}: {path} was not completed"
+
+
+def save_npy_chunks(path, source, *, shape: tuple[int, int], dtype=np.float32) -> "NpyChunkSource":
+    """Write the chunks of ``source`` (``shape[0]`` rows in all) to a new C-ordered ``.npy`` file, one chunk
+    in memory at a time (for working files of the engine; the audit folder has its atomic writer), and
+    return a chunk source reading it back.
+
+    Raises
+    ------
+    ValueError
+        The source gave another number of rows than ``shape[0]``, or chunks of another width.
+    """
+    dtype = np.dtype(dtype)
+    n_rows, n_columns = (int(v) for v in shape)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n_rows, n_columns)}
+    written = 0
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        for chunk in source():
+            chunk = np.ascontiguousarray(chunk, dtype=dtype)
+            if chunk.ndim != 2 or chunk.shape[1] != n_columns:
+                raise ValueError(ERROR_ARRAY_NOT_2D.format(shape=chunk.shape))
+            written += chunk.shape[0]
+            if written > n_rows:
+                break
+            handle.write(chunk.data)
+    if written != n_rows:
+        raise ValueError(ERROR_SAVE_ROWS.format(found=written if written <= n_rows else f"more than {n_rows}",
+                                                expected=n_rows, path=path))
+    return NpyChunkSource(path)

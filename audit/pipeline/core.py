@@ -55,8 +55,10 @@ class AuditResult:
         ``images.parquet``.
     group_metrics : DataFrame
         ``group_metrics.parquet``.
-    probabilities : ndarray or None
-        ``probabilities.npy`` (float32, N x K).
+    probabilities : ndarray, chunk source or None
+        ``probabilities.npy`` (float32, N x K): an array, or for a matrix the per-image stage kept on disk
+        (large runs) a :class:`~audit.io.arrays.NpyChunkSource` (``shape``, and called: an iterator of row
+        chunks), which :func:`audit.folder.write_audit_folder` streams.
     embeddings : ndarray or None
         Penultimate-layer embeddings (not written to the contract files; kept in the cache).
     """
@@ -412,8 +414,15 @@ def analyse(prepared: Prepared, *, config: AuditConfig, progress: Progress, star
     audit["provenance"].update({"finished_at": finished.isoformat(timespec="seconds"),
                                 "duration_s": round(time.perf_counter() - clock, 3),
                                 "stage_durations_s": durations})
+    probabilities = prepared.probabilities
+    if isinstance(probabilities, np.memmap):
+        from audit.io.arrays import chunk_source_of
+
+        # an on-disk matrix (large runs) goes to the writer as a chunk stream with a shape: written with file
+        # reads, so writing probabilities.npy never maps the whole matrix into this process
+        probabilities = chunk_source_of(probabilities)
     return AuditResult(audit=audit, images=images, group_metrics=bundle.group_metrics,
-                       probabilities=prepared.probabilities, embeddings=prepared.embeddings,
+                       probabilities=probabilities, embeddings=prepared.embeddings,
                        extra={"files": bundle.files})
 
 

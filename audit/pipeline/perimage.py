@@ -648,7 +648,13 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
         shape = (len(kept), k)
         if shape[0] * shape[1] > IN_MEMORY_PROBABILITIES:
             folder = Path(tempfile.mkdtemp(prefix="imagefair-probabilities-", dir=work_dir))
-            raw = np.lib.format.open_memmap(folder / "probabilities.npy", mode="w+", dtype=np.float32, shape=shape)
+            path = folder / "probabilities.npy"
+            created = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+            del created  # unmapped: the header is written, the data are zeros
+            # each part is written through a fresh map that is closed at once: a map of the whole file kept
+            # open would keep every written page resident (the matrix is 5 GB at 1.28M images x 1,000 classes)
+            filling = _RowsOnDisk(path, shape)
+            raw = np.load(path, mmap_mode="r", allow_pickle=False)  # a handle: its pages are read by no one
             # the on-disk array is deleted with the last reference to it (after the audit folder is written)
             weakref.finalize(raw, shutil.rmtree, str(folder), True)
             result_dir = folder
@@ -657,7 +663,7 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
             result_dir = None
         width = store.embedding_width()
         embeddings = np.zeros((len(kept), width), dtype=np.float32) if width else None
-        found = store.read_outputs(kept_hashes, out=raw, embeddings_out=embeddings)
+        found = store.read_outputs(kept_hashes, out=raw if result_dir is None else filling, embeddings_out=embeddings)
         if not found.all():
             raise RuntimeError(f"{int((~found).sum())} images have no stored model outputs (the feature store at "
                                f"{store.root} was changed during the run)")
@@ -667,6 +673,20 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
                        n_decoded=n_decoded, n_from_cache=int(keep.sum()) - n_decoded, n_shards=len(tasks),
                        work_dir=temporary, extra={"probabilities_dir": result_dir, "model_s": round(model_s, 3),
                                                "forward_s": round(forward_s, 3)})
+
+
+class _RowsOnDisk:
+    """``out`` of :meth:`FeatureStore.read_outputs` for a ``.npy`` file: each assignment maps the file, writes
+    the rows and unmaps it, so written pages are the page cache's, not this process's resident memory."""
+
+    def __init__(self, path: Path, shape: tuple):
+        self.path = path
+        self.shape = shape
+
+    def __setitem__(self, rows, values) -> None:
+        target = np.load(self.path, mmap_mode="r+", allow_pickle=False)
+        target[rows] = values
+        del target  # the last reference: unmapped now (the written data stay in the file)
 
 
 def _features_in_order(store: FeatureStore, computed: list, hashes: np.ndarray) -> pd.DataFrame:

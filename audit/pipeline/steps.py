@@ -204,9 +204,14 @@ class Context:
         Every group attribute; those with at least two groups; those with one group only.
     probabilities : ndarray, chunk source or None
     predicted, confidence, label_probability, label_rank : ndarray or None
-        Per-image prediction columns (None without probabilities; ``label_rank`` only when streamed).
+        Per-image prediction columns (None without probabilities), computed in one chunked pass.
     streamed : bool
-        The probabilities are a chunk source (not held in memory).
+        The adapter handed the probabilities as a chunk source (``label-noise`` on a large file: the sections
+        say so).
+    probability_chunks : callable or None
+        A chunk source of the probabilities, whatever form they came in (for an on-disk matrix it reads the
+        file, so no page stays resident): every analysis that reads the ``(N, K)`` matrix reads it through
+        this, a chunk at a time.
     embeddings : ndarray or None
     config : AuditConfig
     sections : dict
@@ -231,6 +236,7 @@ class Context:
     label_probability: np.ndarray | None = None
     label_rank: np.ndarray | None = None
     streamed: bool = False
+    probability_chunks: object = None
     embeddings: np.ndarray | None = None
     sections: dict = field(default_factory=dict)
     label_noise_source: tuple | None = None
@@ -320,28 +326,33 @@ def _predictions_step(context: Context) -> StepOutput:
 
 def _label_noise_step(context: Context) -> StepOutput | None:
     """Confident learning on the screening probabilities (``audit.analysis.screening``: the model's, a probe's
-    on the embeddings, or their mean; an array or, for the model's alone, a chunk source the engine streams)."""
-    from audit.analysis.label_noise import estimate_disagreement_rate_by_group, estimate_label_noise
-    from audit.analysis.screening import DESCRIPTIONS, choose_screening_probabilities
+    on the embeddings, or their mean), every one read as a chunk source: the model's from
+    ``context.probability_chunks``, the probe's recomputed chunk by chunk from its fitted weights, their mean
+    block by block; cut into the blocks the engine cuts an in-memory matrix into, so the numbers are those of
+    the whole-matrix computation while one chunk is in memory at a time."""
+    from audit.analysis.label_noise import (default_chunk_rows, estimate_disagreement_rate_by_group,
+                                            estimate_label_noise)
+    from audit.analysis.screening import DESCRIPTIONS, choose_screening_sources, fit_probe, reblock
 
     config, classes, label_codes = context.config, context.classes, context.label_codes
     requested = getattr(config, "label_noise_source", "auto") or "auto"
     score_method = getattr(config, "label_score_method", "self_confidence")
-    noise_probabilities = context.probabilities
+    n, k = len(label_codes), len(classes)
+    noise_probabilities = context.probability_chunks
     choice = None
-    if isinstance(context.probabilities, np.ndarray):
+    if not context.streamed or context.embeddings is not None:
         probe, probe_error = None, None
         if context.embeddings is not None:
-            from audit.analysis.screening import compute_probe_probabilities
-
             n_errors = len(context.errors)
-            probe = context.attempt("label_noise_probe", compute_probe_probabilities, context.embeddings,
-                                    label_codes, n_classes=len(classes), seed=config.seed)
+            probe = context.attempt("label_noise_probe", fit_probe, context.embeddings, label_codes,
+                                    n_classes=k, seed=config.seed)
             if probe is None and len(context.errors) > n_errors:
                 probe_error = context.errors[-1]["message"]
-        choice = choose_screening_probabilities(context.probabilities, label_codes, source=requested,
-                                                probe_probabilities=probe, probe_error=probe_error)
-        noise_probabilities = choice.probabilities
+        choice = choose_screening_sources(context.probability_chunks, label_codes, source=requested,
+                                          model_columns=(context.predicted, context.label_probability),
+                                          probe=probe, embeddings=context.embeddings, probe_error=probe_error,
+                                          keep=_screening_keep(n, k))
+        noise_probabilities = reblock(choice.probabilities, n_rows=n, chunk_rows=default_chunk_rows(k))
     elif requested in ("probe", "combined"):
         from audit.analysis.screening import ERROR_NEEDS_EMBEDDINGS
 
@@ -355,7 +366,7 @@ def _label_noise_step(context: Context) -> StepOutput | None:
         streamed_choice = {"requested": requested, "used": "model", "reason": reason,
                            "candidates": {"model": screening.score_columns(context.predicted, context.label_probability,
                                                                            label_codes)}}
-    result = estimate_label_noise(label_codes, noise_probabilities, n_classes=len(classes),
+    result = estimate_label_noise(label_codes, noise_probabilities, n_classes=k,
                                   score_method=score_method, confidence_level=config.confidence_level)
     section = result.to_dict(classes)
     source = choice.source if choice is not None else "model"
@@ -372,8 +383,9 @@ def _label_noise_step(context: Context) -> StepOutput | None:
             section["audited_model_error_rate"] = float(np.mean(np.asarray(context.predicted) != label_codes))
         alternatives = {}
         for name, values in choice.alternatives.items():
-            other = context.attempt("label_noise_alternatives", estimate_label_noise, label_codes, values,
-                                    n_classes=len(classes), score_method=score_method,
+            other = context.attempt("label_noise_alternatives", estimate_label_noise, label_codes,
+                                    reblock(values, n_rows=n, chunk_rows=default_chunk_rows(k)),
+                                    n_classes=k, score_method=score_method,
                                     confidence_level=config.confidence_level)
             if other is not None:
                 alternatives[name] = {"label_disagreement_rate": float(other.label_disagreement_rate),
@@ -405,6 +417,39 @@ def _label_noise_step(context: Context) -> StepOutput | None:
     return output
 
 
+#: Above this many values (N x K) the probe's and the combined probabilities are kept in temporary ``.npy``
+#: files for the passes of confident learning (read back a chunk at a time), below in memory (as the per-image
+#: stage does with the model's: :data:`audit.pipeline.perimage.IN_MEMORY_PROBABILITIES`).
+SCREENING_IN_MEMORY_VALUES = 50_000_000
+
+
+def _screening_keep(n: int, k: int):
+    """How the screening keeps a computed matrix between passes (see :func:`choose_screening_sources`)."""
+    from audit.analysis.screening import keep_in_memory
+
+    if n * k <= SCREENING_IN_MEMORY_VALUES:
+        return keep_in_memory
+
+    def keep_on_disk(source):
+        import shutil
+        import tempfile
+        import weakref
+        from pathlib import Path
+
+        from audit.io.arrays import save_npy_chunks
+
+        folder = Path(tempfile.mkdtemp(prefix="imagefair-screening-"))
+        try:
+            kept = save_npy_chunks(folder / "probabilities.npy", source, shape=(n, k))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        weakref.finalize(kept, shutil.rmtree, str(folder), True)  # deleted with the last reference
+        return kept
+
+    return keep_on_disk
+
+
 def _group_performance_step(context: Context) -> StepOutput:
     """Per-group performance; with streamed probabilities the metrics that need the whole matrix come from
     the per-image confidence and label rank, or are left out and listed under ``skipped_metrics``."""
@@ -412,11 +457,15 @@ def _group_performance_step(context: Context) -> StepOutput:
 
     config = context.config
     streamed = context.streamed
-    confidence = context.confidence if streamed else None
+    # The per-image confidence and label rank give top_k_accuracy and the calibration error exactly as the
+    # matrix does (the same float32 values compared and averaged), without an (N, K) float64 copy.
+    from_columns = context.confidence is not None and context.label_rank is not None
+    confidence = context.confidence if (from_columns or streamed) else None
     label_rank = context.label_rank
     result = compute_group_performance(
         context.label_codes, np.asarray(context.predicted, dtype=np.int64), classes=context.classes,
-        groups=context.groups[context.compared], probabilities=None if streamed else context.probabilities,
+        groups=context.groups[context.compared],
+        probabilities=None if (from_columns or streamed) else context.probabilities,
         confidence=confidence, label_rank=label_rank, max_depth=config.max_intersection_depth,
         min_group_size=config.min_group_size, max_ci_width=config.max_ci_width,
         confidence_level=config.confidence_level, n_bootstrap=config.n_bootstrap, seed=config.seed,
@@ -605,22 +654,22 @@ def build_context(kept: pd.DataFrame, *, classes, dataset, probabilities, embedd
                       probabilities=probabilities, embeddings=embeddings, label_noise_source=label_noise_source,
                       all_groups=groups, pixel_groups=pixel_groups, reference=reference)
     if probabilities is not None:
+        from audit.io.arrays import chunk_source_of
+
         streamed = not isinstance(probabilities, np.ndarray) and callable(probabilities)
         context.streamed = streamed
-        if streamed:
-            if prediction_columns is None:
-                prediction_columns = PredictionColumns.from_chunks(probabilities, label_codes)
-            if len(prediction_columns.predicted) != len(kept):
-                raise ValueError(ERROR_COLUMNS_LENGTH.format(found=len(prediction_columns.predicted),
-                                                             expected=len(kept)))
-            context.predicted = np.asarray(prediction_columns.predicted, dtype=np.int64)
-            context.confidence = np.asarray(prediction_columns.confidence)
-            context.label_probability = np.asarray(prediction_columns.label_probability)
-            context.label_rank = prediction_columns.label_rank
-        else:
-            context.predicted = probabilities.argmax(axis=1)
-            context.confidence = probabilities.max(axis=1)
-            context.label_probability = probabilities[np.arange(len(kept)), label_codes]
+        # One chunked pass gives every per-image column (the same values as whole-matrix argmax/max/indexing,
+        # row by row), so no step needs the matrix in memory; an on-disk matrix is read with file reads.
+        context.probability_chunks = probabilities if streamed else chunk_source_of(probabilities)
+        if prediction_columns is None:
+            prediction_columns = PredictionColumns.from_chunks(context.probability_chunks, label_codes)
+        if len(prediction_columns.predicted) != len(kept):
+            raise ValueError(ERROR_COLUMNS_LENGTH.format(found=len(prediction_columns.predicted),
+                                                         expected=len(kept)))
+        context.predicted = np.asarray(prediction_columns.predicted, dtype=np.int64)
+        context.confidence = np.asarray(prediction_columns.confidence)
+        context.label_probability = np.asarray(prediction_columns.label_probability)
+        context.label_rank = prediction_columns.label_rank
     return context
 
 
