@@ -144,12 +144,25 @@ def run_synthetic(args, recorder: Recorder, scratch: Path) -> dict:
     embeddings = rng.standard_normal((n, 64), dtype=np.float32)
     dataset = Dataset(table=kept, classes=classes, group_attributes=("site", "camera"), metadata_columns=(),
                       root=Path("/data"), source="synthetic", kind="csv")
+    if args.probe_epochs is not None:  # the probe's memory does not depend on its epochs, its time does
+        from audit.analysis import probe as probe_module
+
+        fit = probe_module.fit_kfold_probe
+        probe_module.fit_kfold_probe = lambda *a, **k: fit(*a, **{**k, "n_epochs": args.probe_epochs})
     probabilities = np.load(path, mmap_mode="r")  # as the per-image stage hands it over: an on-disk matrix
     config = AuditConfig(data=str(path), use_cache=False, n_bootstrap=args.n_bootstrap)
     instrument(recorder)
-    recorder.measure("run_steps", run_steps, kept, classes=classes, dataset=dataset, probabilities=probabilities,
-                     embeddings=embeddings, config=config, progress=lambda *a: None)
-    return {"n_images": n, "n_classes": k}
+    bundle = recorder.measure("run_steps", run_steps, kept, classes=classes, dataset=dataset,
+                              probabilities=probabilities, embeddings=embeddings, config=config,
+                              progress=lambda *a: None)
+    from audit.folder import write_npy_chunks_atomic
+    from audit.io.arrays import chunk_source_of
+
+    recorder.measure("write_probabilities_npy", write_npy_chunks_atomic, scratch / "written.npy",
+                     chunk_source_of(probabilities))
+    return {"n_images": n, "n_classes": k, "errors": bundle.errors, "n_bootstrap": args.n_bootstrap,
+            "probe_epochs": args.probe_epochs or 10,
+            "images_memory_mb": round(bundle.images.memory_usage(deep=True).sum() / 2**20)}
 
 
 def main(argv=None) -> int:
@@ -160,6 +173,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--synthetic", help="N,K: generated table and probabilities instead of --data")
     parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument("--probe-epochs", type=int, help="--synthetic: epochs of the label-noise probe (default 10)")
     parser.add_argument("--scratch", default=tempfile.gettempdir())
     parser.add_argument("--json")
     args = parser.parse_args(argv)

@@ -649,7 +649,9 @@ def build_context(kept: pd.DataFrame, *, classes, dataset, probabilities, embedd
 
         reference = load_reference_proportions(read_table(config.reference_file), path=config.reference_file,
                                                attributes=group_attributes)
-    context = Context(images=kept.copy(), classes=classes, label_codes=label_codes, groups=groups,
+    # a shallow copy (pandas copy-on-write): the steps add columns to it, the caller's table is left as it is,
+    # and no column is duplicated (the per-image table is hundreds of MB at 1.28M images)
+    context = Context(images=kept.copy(deep=False), classes=classes, label_codes=label_codes, groups=groups,
                       group_attributes=group_attributes, compared=compared, constant=constant, config=config,
                       probabilities=probabilities, embeddings=embeddings, label_noise_source=label_noise_source,
                       all_groups=groups, pixel_groups=pixel_groups, reference=reference)
