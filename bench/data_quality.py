@@ -166,7 +166,7 @@ def run_link_search(n: int, n_planted: int, seed: int = 0) -> dict:
                 "corner_chash_max_distance": data_quality.DEFAULT_CORNER_CHASH_MAX_DISTANCE,
                 "max_hash_comparisons": data_quality.DEFAULT_MAX_HASH_COMPARISONS}
     start = time.perf_counter()
-    i, j, _, radius, corner_radius = data_quality._hash_links(hashes, settings)
+    i, j, _, radius, corner_radius, _ = data_quality._hash_links(hashes, settings)
     seconds = time.perf_counter() - start
     key = set((i * n + j).tolist())
     planted = np.minimum(sources, copies) * n + np.maximum(sources, copies)

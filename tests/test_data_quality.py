@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from audit.analysis._table import GROUP_METRIC_COLUMNS
 from audit.analysis.data_quality import (ERROR_BAD_HASH, ERROR_DUPLICATE_IDS, ERROR_EMBEDDINGS_ROWS, ERROR_EMPTY,
                                          ERROR_GROUP_LENGTH, ERROR_HASH_FLOAT, ERROR_MISSING_COLUMNS,
-                                         ERROR_SEARCH_NARROWED, ERROR_SETTING, ERROR_UNKNOWN_LABEL, HASH_COLUMNS,
+                                         ERROR_SEARCH_NARROWED, ERROR_SETTING, ERROR_UNKNOWN_LABEL,
+                                         FINDING_EMBEDDING_APPROXIMATE, FINDING_LINKS_BOUNDED, HASH_COLUMNS,
                                          ISSUES, DataQualityResult, find_data_quality_issues)
 from audit.analysis.hashing import compute_perceptual_hashes
 from audit.analysis.image_properties import compute_image_properties
@@ -497,3 +498,67 @@ def test_rule_checks_dhash_and_chash_only_where_needed_with_the_same_result():
         best_ok = np.where(ok, np.minimum(best_ok, p), best_ok)
     assert 0 < passes.sum() < passes.size
     assert np.array_equal(passes, ok_any) and np.array_equal(distance, np.where(ok_any, best_ok, best))
+
+
+def mutual_near_duplicates(n_cluster: int, n_other: int, seed: int = 0) -> pd.DataFrame:
+    """A table of ``n_cluster`` distinct images whose every hash is within 1 bit of one base image's (all
+    mutual near duplicates, no two identical), among ``n_other`` unrelated images."""
+    rng = np.random.default_rng(seed)
+    n = n_cluster + n_other
+    table = pd.DataFrame({"id": [f"img{k}" for k in range(n)], "label": [CLASSES[k % 3] for k in range(n)],
+                          "content_hash": [f"{k:064x}" for k in range(n)], "image_width": 64, "image_height": 64,
+                          "image_brightness": 0.5, "image_contrast": 0.2, "image_sharpness": 500.0,
+                          "image_is_grayscale": False})
+    for column in HASH_COLUMNS:
+        values = rng.integers(0, 2 ** 63, size=n, dtype=np.int64).astype(np.uint64)
+        values[:n_cluster] = values[0] ^ (np.uint64(1) << rng.integers(0, 64, size=n_cluster).astype(np.uint64))
+        table[column] = values
+    return table
+
+
+def test_cluster_of_mutual_near_duplicates_is_bounded(monkeypatch):
+    from audit.analysis import data_quality, near_duplicates
+
+    monkeypatch.setattr(near_duplicates, "MAX_LINKS_PER_HASH", 8)
+    monkeypatch.setattr(data_quality, "MAX_LINKS_PER_HASH", 8)
+    table = mutual_near_duplicates(400, 100)
+    result = find_data_quality_issues(table, classes=CLASSES)
+    member = result.per_image["is_near_duplicate_issue"].to_numpy()
+    # the whole cluster is one duplicate set, the others are in none
+    assert member[:400].all() and not member[400:].any()
+    assert result.per_image["duplicate_set"].iloc[:400].nunique() == 1
+    # far fewer links than the 79,800 pairs of the cluster, and what was left out is counted and said
+    bounded = result.summary["n_hash_pairs_bounded"]
+    assert bounded > 0
+    assert len(result.pairs) < 400 * 399 / 2 / 4
+    assert result.settings["max_links_per_hash"] == 8
+    assert FINDING_LINKS_BOUNDED.format(n_pairs=bounded, cap=8) in result.findings
+    # the same sets as without the bound
+    monkeypatch.setattr(near_duplicates, "MAX_LINKS_PER_HASH", 10_000)
+    monkeypatch.setattr(data_quality, "MAX_LINKS_PER_HASH", 10_000)
+    unbounded = find_data_quality_issues(table, classes=CLASSES)
+    assert unbounded.summary["n_hash_pairs_bounded"] == 0
+    assert len(unbounded.pairs) == 400 * 399 / 2
+    pd.testing.assert_series_equal(unbounded.per_image["duplicate_set"], result.per_image["duplicate_set"])
+    assert not any(text.startswith(FINDING_LINKS_BOUNDED[:30]) for text in unbounded.findings)
+
+
+def test_uncrowded_data_is_not_bounded(planted):
+    _, result, _ = planted
+    assert result.summary["n_hash_pairs_bounded"] == 0
+    assert result.settings["max_links_per_hash"] == 256
+
+
+def test_embedding_search_is_approximate_above_its_exact_budget(planted, monkeypatch):
+    from audit.analysis import near_duplicates
+
+    table, _, _ = planted
+    rng = np.random.default_rng(3)
+    embeddings = rng.normal(size=(len(table), 8))
+    exact = find_data_quality_issues(table, classes=CLASSES, embeddings=embeddings)
+    assert exact.settings["embedding_search"] == "exact"
+    monkeypatch.setattr(near_duplicates, "EMBEDDING_EXACT_MAX_PAIRS", 0)
+    approximate = find_data_quality_issues(table, classes=CLASSES, embeddings=embeddings)
+    assert approximate.settings["embedding_search"] == "approximate_hnsw"
+    assert FINDING_EMBEDDING_APPROXIMATE.format(n=len(table)) in approximate.findings
+    assert FINDING_EMBEDDING_APPROXIMATE.format(n=len(table)) not in exact.findings

@@ -268,3 +268,74 @@ def test_unique_sorted_matches_numpy_unique():
     got, got_first = unique_sorted(values, return_index=True)
     assert got.tolist() == expected.tolist() and got_first.tolist() == first.tolist()
     assert unique_sorted(np.zeros(0, dtype=np.int64)).size == 0
+
+
+def mutual_cluster(rng, size, n_random=200):
+    """``size`` hashes within 2 bits of one base (mutual distance <= 4) among ``n_random`` random hashes."""
+    base = random_hashes(rng, 1)[0]
+    cluster = [flip_bits(rng, base, int(rng.integers(0, 3))) for _ in range(size)]
+    values = np.concatenate([np.array(cluster, dtype=np.uint64), random_hashes(rng, n_random)])
+    return values[rng.permutation(values.size)]
+
+
+def components_of(n, pairs):
+    return connected_components(n, np.asarray([p[0] for p in pairs], dtype=np.int64),
+                                np.asarray([p[1] for p in pairs], dtype=np.int64))
+
+
+@pytest.mark.parametrize("search", ["buckets", "direct"])
+def test_crowded_cluster_is_bounded_and_stays_one_set(search, monkeypatch):
+    from audit.analysis import near_duplicates
+
+    monkeypatch.setattr(near_duplicates, "MAX_LINKS_PER_HASH", 8)
+    rng = np.random.default_rng(5)
+    hashes = mutual_cluster(rng, 300)
+    truth = brute_force(hashes, 6)
+    find = find_near_duplicate_pairs if search == "buckets" else near_duplicates.find_near_duplicate_pairs_directly
+    found = find(hashes, max_distance=6)
+    # at most 8 links per hash instead of all 300 * 299 / 2 pairs of the cluster, and counted
+    assert len(found) <= 8 * hashes.size < len(truth)
+    assert found.n_bounded >= len(truth) - len(found)
+    if search == "direct":  # every pair within the radius is either kept or counted
+        assert found.n_bounded == len(truth) - len(found)
+    # each hash keeps its links to the 8 nearest positions after it
+    kept = {}
+    for i, j in zip(found.i.tolist(), found.j.tolist()):
+        kept.setdefault(i, []).append(j)
+    for i, js in kept.items():
+        assert js == sorted(j for a, j, _ in truth if a == i)[:8]
+    assert set(zip(found.i.tolist(), found.j.tolist())) <= {(i, j) for i, j, _ in truth}
+    # the duplicate sets (connected components) are those of all pairs
+    np.testing.assert_array_equal(components_of(hashes.size, list(zip(found.i, found.j))),
+                                  components_of(hashes.size, truth))
+
+
+def test_uncrowded_data_is_not_bounded():
+    rng = np.random.default_rng(7)
+    hashes = planted(rng)
+    for found in (find_near_duplicate_pairs(hashes, max_distance=10),
+                  __import__("audit.analysis.near_duplicates", fromlist=["x"]).find_near_duplicate_pairs_directly(
+                      hashes, max_distance=10)):
+        assert found.n_bounded == 0
+        assert list(zip(found.i.tolist(), found.j.tolist(), found.distance.tolist())) == brute_force(hashes, 10)
+
+
+def test_approximate_embedding_search_above_the_exact_budget(monkeypatch):
+    from audit.analysis import near_duplicates
+
+    rng = np.random.default_rng(8)
+    embeddings = rng.normal(size=(2000, 16)).astype(np.float32)
+    embeddings[1500] = embeddings[7] + 1e-4  # a planted copy
+    exact = find_embedding_neighbours(embeddings, k=5, threshold=0.999)
+    assert exact.exact
+    monkeypatch.setattr(near_duplicates, "EMBEDDING_EXACT_MAX_PAIRS", 2000 * 2000 - 1)
+    approximate = find_embedding_neighbours(embeddings, k=5, threshold=0.999)
+    again = find_embedding_neighbours(embeddings, k=5, threshold=0.999)
+    assert not approximate.exact
+    assert (7, 1500) in set(zip(approximate.i.tolist(), approximate.j.tolist()))
+    # the approximate mean distance is never below the exact one (it is over k found neighbours, not the k
+    # nearest) and close to it
+    assert np.all(approximate.mean_distance >= exact.mean_distance - 1e-6)
+    assert np.mean(np.isclose(approximate.mean_distance, exact.mean_distance, atol=1e-6)) > 0.95
+    # built on one thread: the same result every time
+    np.testing.assert_array_equal(approximate.mean_distance, again.mean_distance)

@@ -44,7 +44,17 @@ from it, so scores compare across issues.
       and are still found; crops may not be). Defaults were measured on the CIFAR-10 test JPEGs
       (tests/data/test_data_quality_cifar.py): planted 0.5x / 2x resizes, JPEG q50 re-encodes, 95 % crops
       and 90 % crops (centred or at a random offset) are found with recall 0.975-1.0 at precision >= 0.99,
-      and the untouched originals get fewer links (122) than under the earlier rule without corners (130);
+      and the untouched originals get fewer links (122) than under the earlier rule without corners (130).
+
+      Crowding bound: in both searches a hash keeps at most ``MAX_LINKS_PER_HASH`` (256) links to later
+      hashes, those nearest in row order (:data:`audit.analysis.near_duplicates.MAX_LINKS_PER_HASH`), so a
+      cluster of thousands of mutual near duplicates costs memory and verification in proportion to its size,
+      not its square, and is still one duplicate set. What it can miss: the link between two images of such a
+      cluster that are not connected through others, and an image's closest link (its score can come from a
+      farther one). Its comparisons are counted in the budget like any others, so a very large cluster
+      narrows the search radius (and the finding above says so). ``summary["n_hash_pairs_bounded"]`` counts
+      the pairs dropped (an upper bound: a pair met in several passes counts each time),
+      ``settings["max_links_per_hash"]`` records the bound, and a finding says so when it is not 0;
     * embeddings (when given): cosine similarity >= ``embedding_similarity_threshold`` (0.995) among each
       image's ``embedding_k`` nearest neighbours. The default is strict on purpose: a classifier's
       penultimate features describe the class, not the instance. Measured with the CIFAR-10 ResNet-20 on the
@@ -52,7 +62,12 @@ from it, so scores compare across issues.
       0.995; a 90 % crop sits at cosine distance 0.058 (median) from its source, farther than the typical
       nearest *other* image (0.036), so no threshold finds crops from such features (the corner rule
       above finds them from the pixels instead). Instance-level
-      embeddings (self-supervised or retrieval models) can use a lower threshold.
+      embeddings (self-supervised or retrieval models) can use a lower threshold. The neighbours are exact up
+      to ``EMBEDDING_EXACT_MAX_PAIRS`` (2e9) pairs of images (about 44,700 images), above that approximate
+      (an HNSW graph, ``n log n``; :data:`audit.analysis.near_duplicates.EMBEDDING_EXACT_MAX_PAIRS`), with
+      recall about 0.99 of the true nearest neighbours: an embedding link can be missed and the outlier
+      distance can come out slightly larger. ``settings["embedding_search"]`` is ``exact`` or
+      ``approximate_hnsw`` and a finding says when it was approximate.
 
     Score: ``d / (2 (phash_max_distance + 1))`` with ``d`` the smallest linked ``phash`` distance (0 for
     exact copies), or ``(1 - s) / (2 (1 - threshold))`` for an embedding link of similarity ``s`` (the
@@ -114,7 +129,8 @@ from audit.analysis._groups import group_labels as normalise_group_labels
 from audit.analysis._stats import adjust_p_values, fisher_p_value_higher, wilson_interval
 from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NO_GAP, VERDICT_NONE, VERDICT_WORSE,
                                    coerce_group_metrics, empty_group_metrics, flag_insufficient_evidence)
-from audit.analysis.near_duplicates import (DIRECT_SEARCH_ADVANTAGE, DIRECT_SEARCH_MAX_PAIRS, all_pairs_comparisons,
+from audit.analysis.near_duplicates import (DIRECT_SEARCH_ADVANTAGE, DIRECT_SEARCH_MAX_PAIRS, MAX_LINKS_PER_HASH,
+                                            all_pairs_comparisons,
                                             compare_all_pairs, connected_components, count_bucket_comparisons,
                                             direct_search_is_cheaper, expected_bucket_comparisons,
                                             find_embedding_neighbours, find_near_duplicate_pairs, popcount,
@@ -139,6 +155,16 @@ ERROR_SETTING = "{name} must be {what}, got {value!r}"
 ERROR_SEARCH_NARROWED = ("The near-duplicate hash search was narrowed to fit its time budget: hashes were compared "
                          "up to {used} bits apart instead of {wanted}, so cropped or heavily edited copies may be "
                          "missed (raise max_hash_comparisons, or give embeddings).")
+#: Finding when the crowding bound (:data:`audit.analysis.near_duplicates.MAX_LINKS_PER_HASH`) left pairs out.
+FINDING_LINKS_BOUNDED = ("Near-duplicate clusters were too crowded to list every pair: each image kept at most "
+                         "{cap} hash links per search and {n_pairs} pairs were dropped (at most; a pair met in several "
+                         "passes counts each time). Such clusters are still found as whole duplicate sets, but an "
+                         "image's score can come from a farther link than its closest.")
+#: Finding when embedding neighbours came from the approximate (HNSW) search.
+FINDING_EMBEDDING_APPROXIMATE = ("Embedding neighbours of the {n} images were found approximately (HNSW graph; "
+                                 "exact search is quadratic): about 1 % of true nearest neighbours can be missed, "
+                                 "so an embedding near-duplicate link can be missed and outlier distances can come "
+                                 "out slightly larger.")
 ERROR_HASH_FLOAT = ("column {column} holds floating-point numbers, which cannot store 64-bit hashes exactly: keep "
                     "the hashes of audit.analysis.hashing.compute_perceptual_hashes as unsigned 64-bit integers "
                     "(and no missing values)")
@@ -219,6 +245,7 @@ class DataQualityResult:
         "similarity"}]``. Empty counts when there is no ``split`` column.
     summary : dict
         ``n_images``; ``issues``: ``{issue: number of flagged images}``; ``n_duplicate_sets``;
+        ``n_hash_pairs_bounded`` (hash pairs the crowding bound left out, module docstring);
         ``n_images_in_duplicate_sets``; ``n_exact_duplicate_groups`` (distinct content hashes held by more
         than one row).
     findings : list of str
@@ -384,26 +411,28 @@ def _search_distance(stacked: np.ndarray, n_queries: int, wanted: int, settings:
     return radius
 
 
-def _candidates(columns: list[np.ndarray], radius: int) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(columns: list[np.ndarray], radius: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Distinct pairs (i < j) where the whole-image phash (``columns[0]``) of one image is within ``radius``
-    of any phash in ``columns`` of the other, by one multi-index search over the stacked columns."""
+    of any phash in ``columns`` of the other, by one multi-index search over the stacked columns, and the
+    number of pairs the crowding bound left out (:data:`audit.analysis.near_duplicates.MAX_LINKS_PER_HASH`)."""
     n = columns[0].size
     stacked = np.concatenate(columns)
     # Whole-image hashes are the queries: region-against-region pairs are never compared.
     if direct_search_is_cheaper(stacked, max_distance=radius, n_queries=n):
         # the pairs of find_near_duplicate_pairs_directly, left unsorted: they are sorted below anyway
-        a, b, _ = compare_all_pairs(np.asarray(stacked, dtype=np.uint64), max_distance=radius, n_queries=n,
-                                    with_distance=False)
+        a, b, _, n_bounded = compare_all_pairs(np.asarray(stacked, dtype=np.uint64), max_distance=radius,
+                                               n_queries=n, with_distance=False)
     else:
         found = find_near_duplicate_pairs(stacked, max_distance=radius, n_queries=n)
-        a, b = found.i, found.j
+        a, b, n_bounded = found.i, found.j, found.n_bounded
     # Keep whole-against-region pairs of two different images (a < b, so a is the whole-image hash).
     keep = a < n
     a, b = a[keep], b[keep] % n
     keep = a != b
     a, b = a[keep], b[keep]
     key = unique_sorted(np.minimum(a, b) * np.int64(n) + np.maximum(a, b))
-    return np.divmod(key, n)
+    i, j = np.divmod(key, n)
+    return i, j, n_bounded
 
 
 def _hash_links(hashes: dict[str, np.ndarray], settings: dict):
@@ -411,7 +440,7 @@ def _hash_links(hashes: dict[str, np.ndarray], settings: dict):
     stacked = [hashes["phash"], hashes["phash_centre"]]
     n = hashes["phash"].size
     radius = _search_distance(np.concatenate(stacked), n, settings["phash_max_distance"], settings)
-    i, j = _candidates(stacked, radius)
+    i, j, n_bounded = _candidates(stacked, radius)
     limits = (radius, settings["dhash_max_distance"], settings["chash_max_distance"])
     ok, p = _rule(hashes, i, j, _CENTRE_ALIGNMENTS, limits)
     i, j, p = i[ok], j[ok], p[ok]
@@ -420,7 +449,8 @@ def _hash_links(hashes: dict[str, np.ndarray], settings: dict):
         stacked = [hashes["phash"]] + [hashes[f"phash_{c}"] for c in CORNERS]
         corner_radius = _search_distance(np.concatenate(stacked), n, settings["corner_phash_max_distance"],
                                          settings)
-        ci, cj = _candidates(stacked, corner_radius)
+        ci, cj, corner_bounded = _candidates(stacked, corner_radius)
+        n_bounded += corner_bounded
         limits = (corner_radius, settings["corner_dhash_max_distance"], settings["corner_chash_max_distance"])
         c_ok, cp = _rule(hashes, ci, cj, _CORNER_ALIGNMENTS, limits)
         i, j, p = np.concatenate([i, ci[c_ok]]), np.concatenate([j, cj[c_ok]]), np.concatenate([p, cp[c_ok]])
@@ -435,7 +465,7 @@ def _hash_links(hashes: dict[str, np.ndarray], settings: dict):
         first = np.ones(i.size, dtype=bool)
         first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])
         i, j, p = i[first], j[first], p[first]
-    return i, j, p, radius, corner_radius
+    return i, j, p, radius, corner_radius, n_bounded
 
 
 def _collapsed_hash_links(hashes: dict[str, np.ndarray], settings: dict):
@@ -459,7 +489,8 @@ def _collapsed_hash_links(hashes: dict[str, np.ndarray], settings: dict):
     order = np.sort(first)  # distinct rows in their original order (stable positions for the search)
     position = np.empty(n, dtype=np.int64)
     position[order] = np.arange(order.size)
-    i_u, j_u, p_u, radius, corner_radius = _hash_links({name: hashes[name][order] for name in names}, settings)
+    i_u, j_u, p_u, radius, corner_radius, n_bounded = _hash_links({name: hashes[name][order] for name in names},
+                                                                  settings)
     i_r, j_r = order[i_u], order[j_u]
     representative = first[inverse]  # first row holding the same hash tuple (np.unique: first occurrence)
     member = np.flatnonzero(representative != np.arange(n))
@@ -469,7 +500,7 @@ def _collapsed_hash_links(hashes: dict[str, np.ndarray], settings: dict):
     # Pairs are distinct (members link only to their first row), so sorting one (i, j) key gives the order
     # of lexsort((j, i)).
     sort = np.argsort(i * np.int64(n) + j) if n * n < 2 ** 62 else np.lexsort((j, i))
-    return i[sort], j[sort], p[sort], radius, corner_radius
+    return i[sort], j[sort], p[sort], radius, corner_radius, n_bounded
 
 
 def _exact_links(content_hash: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -691,7 +722,7 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
     use_corners = all(name in images.columns for name in CORNER_HASH_COLUMNS)
     hashes = {name: _as_uint64(images[name], name)
               for name in REQUIRED_HASH_COLUMNS + (CORNER_HASH_COLUMNS if use_corners else ())}
-    hash_i, hash_j, hash_d, search_distance, corner_distance = _collapsed_hash_links(hashes, settings)
+    hash_i, hash_j, hash_d, search_distance, corner_distance, n_bounded = _collapsed_hash_links(hashes, settings)
     links = [(LINK_EXACT, exact_i, exact_j, 0, np.nan), (LINK_HASH, hash_i, hash_j, hash_d, np.nan)]
     neighbours = None
     if embeddings is not None:
@@ -784,13 +815,20 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
         "n_concentration_findings": n_concentration,
     }
     settings = {**settings, "phash_search_distance": search_distance,
-                "corner_phash_search_distance": corner_distance}
+                "corner_phash_search_distance": corner_distance, "max_links_per_hash": MAX_LINKS_PER_HASH}
+    summary["n_hash_pairs_bounded"] = int(n_bounded)
+    if neighbours is not None:
+        settings["embedding_search"] = "exact" if neighbours.exact else "approximate_hnsw"
     if outlier_threshold is not None:
         settings = {**settings, "outlier_distance_threshold": outlier_threshold}
     if search_distance < phash_max_distance:
         findings.append(ERROR_SEARCH_NARROWED.format(used=search_distance, wanted=phash_max_distance))
     elif corner_distance is not None and corner_distance < corner_phash_max_distance:
         findings.append(ERROR_SEARCH_NARROWED.format(used=corner_distance, wanted=corner_phash_max_distance))
+    if n_bounded:
+        findings.append(FINDING_LINKS_BOUNDED.format(n_pairs=int(n_bounded), cap=MAX_LINKS_PER_HASH))
+    if neighbours is not None and not neighbours.exact:
+        findings.append(FINDING_EMBEDDING_APPROXIMATE.format(n=n))
     return DataQualityResult(per_image=per_image, group_table=group_table, pairs=_with_ids(pairs, ids),
                              leakage=leakage, summary=summary, findings=findings, issues=issues,
                              settings=settings)
