@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -405,8 +406,7 @@ def _label_noise_step(context: Context) -> StepOutput | None:
         "suggested_label": np.array(classes, dtype=object)[np.asarray(result.suggested_label)],
         "label_issue_rank": pd.array(np.where(np.isnan(rank), None, rank), dtype="Int64")}
     groups = context.groups[context.compared]
-    group_dict = {name: labels for name, labels in iter_group_keys(groups, list(groups.columns),
-                                                                   max_depth=config.max_intersection_depth)}
+    group_dict = GroupKeys(groups, list(groups.columns), max_depth=config.max_intersection_depth)
     table = context.attempt("label_noise_by_group", estimate_disagreement_rate_by_group,
                             np.asarray(result.is_label_issue), label_codes, group_dict, classes=classes,
                             predicted=np.asarray(result.suggested_label), confidence_level=config.confidence_level,
@@ -448,6 +448,30 @@ def _screening_keep(n: int, k: int):
         return kept
 
     return keep_on_disk
+
+
+class GroupKeys(Mapping):
+    """The labels of every attribute and intersection (:func:`~audit.analysis._groups.iter_group_keys`) as a
+    read-only mapping whose ``items()`` makes them one at a time, in the same order: an intersection's labels
+    are a string per image, so all of them at once are O(N x pairs) (GBs at 1.28M images)."""
+
+    def __init__(self, groups: pd.DataFrame, attributes: list, *, max_depth: int):
+        self._groups, self._attributes, self._max_depth = groups, list(attributes), max_depth
+
+    def items(self):
+        return iter_group_keys(self._groups, self._attributes, max_depth=self._max_depth)
+
+    def __iter__(self):
+        return (name for name, _ in self.items())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __getitem__(self, key):
+        for name, labels in self.items():
+            if name == key:
+                return labels
+        raise KeyError(key)
 
 
 def _group_performance_step(context: Context) -> StepOutput:
