@@ -775,6 +775,13 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
     # Rates by class and group ---------------------------------------------------------------------------
     rows = []
     label_codes = labels.map(class_index).to_numpy(dtype=np.int64)
+    # Each attribute's groups are coded once, not once per issue (a pass over every label in Python).
+    group_codes = {}
+    for attribute, series in group_labels.items():
+        values = normalise_group_labels(pd.Series(series).reset_index(drop=True))
+        names = sorted(values.unique())
+        group_codes[attribute] = (values.map({name: k for k, name in enumerate(names)}).to_numpy(dtype=np.int64),
+                                  names)
     for issue in issues:
         flag = flags[issue]
         overall = _rate_rows(flag, np.zeros(n, dtype=np.int64), ["all"], issue=issue, attribute="all",
@@ -785,10 +792,7 @@ embedding_similarity_threshold, embedding_k, outlier_percentile
         rows.extend(overall)
         rows.extend(_rate_rows(flag, label_codes, classes, issue=issue, attribute="all", per_class=True,
                                settings=settings))
-        for attribute, series in group_labels.items():
-            values = normalise_group_labels(pd.Series(series).reset_index(drop=True))
-            names = sorted(values.unique())
-            codes = values.map({name: k for k, name in enumerate(names)}).to_numpy(dtype=np.int64)
+        for attribute, (codes, names) in group_codes.items():
             rows.extend(_rate_rows(flag, codes, names, issue=issue, attribute=attribute, per_class=False,
                                    settings=settings))
     group_table = coerce_group_metrics(pd.DataFrame(rows)) if rows else empty_group_metrics()
