@@ -93,7 +93,7 @@ def run_images(args, recorder: Recorder, scratch: Path) -> dict:
     cache.mkdir()
     os.symlink(Path(args.store).resolve(), cache / "store")
     config = AuditConfig(data=args.data, model=args.model, cache_dir=str(cache), use_cache=True,
-                         workers=args.workers)
+                         workers=args.workers, n_bootstrap=args.n_bootstrap)
     noop = lambda *a: None  # noqa: E731
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     prepared = recorder.measure("prepare_images", prepare_images, config, progress=noop)
