@@ -460,3 +460,26 @@ def test_families_in_worker_processes_give_the_same_result_bit_for_bit(monkeypat
     assert light.confidence().dtype == np.float32
     np.testing.assert_array_equal(light.confidence(), data.confidence())
     np.testing.assert_array_equal(light.label_rank(), data.label_rank())
+
+
+def test_confidence_columns_give_the_calibration_bins_of_the_matrix():
+    # Confidences of exactly 0.2, 0.4, ... in float32 fall on a bin edge: times 15 they are whole numbers in
+    # float32 arithmetic but not in float64. The matrix is read as float64, so the per-image columns (float32,
+    # from the pipeline's chunked pass) must be too, or their bins would differ.
+    rng = np.random.default_rng(3)
+    n, k = 600, 7
+    top = rng.choice(np.array([0.2, 0.4, 0.6, 0.8], dtype=np.float32), n)
+    probabilities = np.empty((n, k), dtype=np.float32)
+    probabilities[:] = ((1 - top) / (k - 1))[:, None]
+    probabilities[np.arange(n), rng.integers(0, k, n)] = top
+    predictions = probabilities.argmax(axis=1)
+    labels = np.where(rng.random(n) < 0.5, predictions, rng.integers(0, k, n))
+    groups = pd.DataFrame({"g": rng.choice(["a", "b"], n)})
+    classes = tuple(f"c{i}" for i in range(k))
+    label_probability = probabilities[np.arange(n), labels]
+    label_rank = (probabilities > label_probability[:, None]).sum(axis=1)
+    run = partial(gp.compute_group_performance, labels, predictions, classes=classes, groups=groups,
+                  n_bootstrap=40, top_k=2)
+    from_matrix = run(probabilities=probabilities)
+    from_columns = run(confidence=probabilities.max(axis=1), label_rank=label_rank)
+    pd.testing.assert_frame_equal(from_matrix.table, from_columns.table, check_exact=True)
