@@ -369,10 +369,12 @@ def _all_family_rows(families, data: _Data, *, n_jobs, **settings) -> list:
     Workers get a copy of ``data`` without the probability matrix (its per-image confidence and label rank
     instead, computed once here, with the same values and dtypes that ``_family_rows`` would read).
     """
-    import os
+    if n_jobs == -1:
+        from joblib import cpu_count
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    jobs = 1 if n_jobs is None else (cores if n_jobs == -1 else int(n_jobs))
+        jobs = cpu_count()  # the cores this process may use (affinity and container quotas)
+    else:
+        jobs = 1 if n_jobs is None else int(n_jobs)
     jobs = min(jobs, len(families))
     if jobs <= 1 or data.labels.size * len(families) < PARALLEL_MIN_WORK:
         return [_family_rows(name, codes, names, depth, data, **settings) for name, codes, names, depth in families]

@@ -274,9 +274,9 @@ class Context:
 def analysis_jobs(config) -> int:
     """Worker processes an analysis may use on this machine: ``--workers`` (default all cores), at most the
     cores this process may run on (with ``--executor ray`` the workers are elsewhere; the analyses run here)."""
-    import os
+    from audit.pipeline.executors import default_workers
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = default_workers()
     workers = getattr(config, "workers", None)
     return max(1, min(cores, workers if isinstance(workers, int) and workers > 0 else cores))
 
