@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def status() -> dict:
-    """``VmRSS`` and ``VmHWM`` of this process, in MB."""
+    """``VmRSS``, ``VmHWM``, ``RssAnon`` (heap) and ``RssFile`` (mapped file pages) of this process, in MB."""
     values = {}
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith(("VmRSS:", "VmHWM:")):
+            if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:", "RssFile:")):
                 values[line.split(":")[0]] = int(line.split()[1]) / 1024
     return values
 
@@ -60,6 +60,7 @@ class Recorder:
             after = status()
             row = {"stage": name, "rss_before_mb": round(before), "peak_mb": round(after["VmHWM"]),
                    "growth_mb": round(after["VmHWM"] - before), "rss_after_mb": round(after["VmRSS"]),
+                   "anon_after_mb": round(after["RssAnon"]), "file_after_mb": round(after["RssFile"]),
                    "s": round(time.perf_counter() - start, 2)}
             self.rows.append(row)
             print(json.dumps(row), flush=True)

@@ -26,6 +26,7 @@ from audit import __version__
 from audit.config import AuditConfig
 from audit.errors import AuditError, InputError
 from audit.schema import SCHEMA_VERSION  # noqa: F401 - also re-exported as audit.pipeline.SCHEMA_VERSION
+from audit.pipeline.memory import release_memory
 from audit.types import Dataset, SkipEntry
 
 ERROR_ALL_IMAGES_SKIPPED = ("no image of {source} could be read ({n} skipped; first: {first}): check the paths "
@@ -295,6 +296,7 @@ def _prepare_images(config: AuditConfig, *, progress: Progress, executor, clock:
     stage_start = time.perf_counter()
     kept, decode_skips, probabilities, embeddings, stage_info, key = run_per_image_stage(
         dataset, config=config, progress=progress, model=model, classes=classes, executor=executor)
+    release_memory()  # what assembling the per-image table used, before the steps add their own peaks
     durations["read_images"] = round(time.perf_counter() - stage_start, 3)
     skipped = list(dataset.skipped) + decode_skips
     if len(kept) == 0:

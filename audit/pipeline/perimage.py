@@ -179,9 +179,11 @@ class FeatureStore:
         self.output_dir = self.root / "outputs" / output_key if output_key else None
 
     # writing ----------------------------------------------------------------------------------------------
-    def write(self, output: ShardOutput) -> None:
-        """Store the features (and model outputs) a worker computed for one shard."""
-        features = as_frame(output.features)
+    def write(self, output: ShardOutput, *, features: pd.DataFrame | None = None) -> None:
+        """Store the features (and model outputs) a worker computed for one shard (``features``: the frame
+        of ``output.features`` when the caller made it already)."""
+        if features is None:
+            features = as_frame(output.features)
         if features is None or len(features) == 0:
             return
         part = f"{uuid.uuid4().hex}"
@@ -228,11 +230,33 @@ class FeatureStore:
                 continue
         if not tables:
             return pd.DataFrame({"content_hash": pd.Series(hashes, dtype=object)})
+        found = self.find_features(hashes, tables=tables)
+        return found.set_index("content_hash").reindex(pd.Index(hashes, name="content_hash")).reset_index()
+
+    def find_features(self, hashes: np.ndarray, *, tables: list | None = None) -> pd.DataFrame:
+        """The stored feature rows of those of ``hashes`` that are in the store, one row per hash (its first
+        copy), in no particular order (``tables``: the parts, when the caller has read them)."""
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        if tables is None:
+            tables = []
+            for part in self._parts(self.feature_dir):
+                try:
+                    tables.append(pq.read_table(part))
+                except Exception:  # noqa: BLE001 - an unreadable part is a miss
+                    continue
+        if not tables:
+            return pd.DataFrame({"content_hash": pd.Series([], dtype=object)})
         table = pa.concat_tables(tables, promote_options="default")
+        del tables[:]  # the parts are in ``table`` now (the caller's list included): one copy in memory
         wanted = pa.array(pd.unique(np.asarray(hashes, dtype=object)), type=pa.string())
-        found = table.filter(pc.is_in(table["content_hash"], value_set=wanted)).to_pandas()
-        found = found.drop_duplicates("content_hash").set_index("content_hash")
-        return found.reindex(pd.Index(hashes, name="content_hash")).reset_index()
+        table = table.filter(pc.is_in(table["content_hash"], value_set=wanted))
+        found = table.to_pandas()
+        del table
+        return found.loc[~found["content_hash"].duplicated()].reset_index(drop=True)
 
     def read_outputs(self, hashes: np.ndarray, *, out: np.ndarray, embeddings_out=None) -> np.ndarray:
         """Fill ``out[i]`` with the stored probabilities of ``hashes[i]``; return a mask of rows found.
@@ -613,11 +637,13 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
     done = 0
     if progress is not None:
         progress("reading images", 0, n)
-    computed = []  # features computed in this run, kept (compact columns) so they need not be read back
+    computed = []  # feature columns computed in this run (arrays), kept so they need not be read back
     for output in executor.map(spec, known, tasks, model=model):
-        store.write(output)
+        frame = as_frame(output.features)
+        store.write(output, features=frame)
+        del frame  # the frame was for the store; the run keeps the workers' arrays
         if output.features is not None and len(output.features["content_hash"]):
-            computed.append(as_frame(output.features))
+            computed.append(output.features)
         content_hashes[output.positions] = output.content_hashes
         reasons[output.positions] = output.skip_reasons
         n_decoded += output.n_decoded
@@ -632,14 +658,13 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
     skipped = [SkipEntry(None if rows[i] is None else int(rows[i]), str(paths[i]), reasons[i])
                for i in np.flatnonzero(~keep)]
     kept = table.loc[keep].reset_index(drop=True)
-    kept_hashes = content_hashes[keep].astype(str)
-    features = _features_in_order(store, computed, kept_hashes)
-    missing = features.iloc[:, 1:].isna().all(axis=1) if features.shape[1] > 1 else pd.Series(True, index=features.index)
-    if len(kept) and missing.any():
-        raise RuntimeError(f"{int(missing.sum())} images have no stored features (the feature store at "
+    kept_hashes = np.asarray(content_hashes[keep], dtype=object)  # of str: every kept image was hashed
+    features, n_missing = _features_in_order(store, computed, kept_hashes)
+    if len(kept) and n_missing:
+        raise RuntimeError(f"{n_missing} images have no stored features (the feature store at "
                            f"{store.root} was changed during the run)")
-    features = features.reset_index(drop=True)
     kept = pd.concat([kept, features], axis=1)
+    del features
     raw = embeddings = None
     if spec.output_key and len(kept):
         k = n_classes
@@ -689,22 +714,51 @@ class _RowsOnDisk:
         del target  # the last reference: unmapped now (the written data stay in the file)
 
 
-def _features_in_order(store: FeatureStore, computed: list, hashes: np.ndarray) -> pd.DataFrame:
-    """Feature rows for ``hashes`` (in that order; a hash may repeat): those computed in this run from memory,
-    the others (cache hits) from the store."""
+def _features_in_order(store: FeatureStore, computed: list, hashes: np.ndarray) -> tuple[pd.DataFrame, int]:
+    """The feature frame of ``hashes`` (in that order; a hash may repeat; ``content_hash`` first) from the
+    columns computed in this run (``computed``, dicts of arrays; emptied here) and, for the others (cache
+    hits), the store; and the number of ``hashes`` found in neither (their rows are missing values).
+
+    Each column is gathered once from one array of the distinct rows, so the frame is built with about two
+    copies of the features in memory (at 1.28M images the features are about 0.4 GB)."""
     import pandas as pd
 
-    frames = list(computed)
-    if frames:
-        have = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        missing = pd.Index(hashes).unique().difference(pd.Index(have["content_hash"]))
-        if len(missing):
-            frames.append(store.read_features(missing.to_numpy(dtype=object)))
-    else:
-        frames.append(store.read_features(hashes))
-    found = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    found = found.drop_duplicates("content_hash").set_index("content_hash")
-    return found.reindex(pd.Index(hashes, name="content_hash")).reset_index()
+    wanted = pd.Index(hashes)
+    have = concat_columns(computed)
+    computed.clear()
+    missing = wanted.unique() if have is None else wanted.unique().difference(pd.Index(have["content_hash"]))
+    if len(missing):
+        stored = store.find_features(missing.to_numpy(dtype=object))
+        if len(stored):
+            stored_columns = {name: stored[name].to_numpy() for name in stored.columns}
+            del stored
+            if have is None:
+                have = stored_columns
+            else:
+                have = {name: np.concatenate([have[name], stored_columns[name]]) if name in stored_columns
+                        else have[name] for name in have}
+            del stored_columns
+    if have is None:
+        return pd.DataFrame({"content_hash": pd.Series(hashes, dtype=object)}), len(hashes)
+    index = pd.Index(have["content_hash"])
+    first = ~index.duplicated()  # a hash stored twice: its first copy
+    if not first.all():
+        have = {name: values[first] for name, values in have.items()}
+        index = index[first]
+    position = index.get_indexer(wanted)
+    found = position >= 0
+    columns = {"content_hash": pd.Index(hashes, name="content_hash")}
+    for name in list(have):
+        values = have.pop(name)
+        if name == "content_hash":
+            continue
+        if found.all():
+            columns[name] = values[position]
+        else:  # the rows of hashes found nowhere are missing values, as a reindex makes them
+            columns[name] = pd.Series(values).reindex(position).to_numpy()
+    frame = pd.DataFrame({name: np.asarray(values) if name != "content_hash" else values
+                          for name, values in columns.items()})
+    return frame, int((~found).sum())
 
 
 def cleanup(result: StageResult) -> None:

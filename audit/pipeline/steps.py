@@ -30,6 +30,7 @@ from audit.analysis._groups import group_labels, iter_group_keys
 from audit.analysis._table import VERDICT_INSUFFICIENT, coerce_group_metrics, empty_group_metrics
 from audit.analysis.label_noise import METRIC_DESCRIPTIONS as LABEL_METRIC_DESCRIPTIONS
 from audit.findings import compose_findings
+from audit.pipeline.memory import release_memory
 
 #: Metrics of group_metrics.parquet that are not model metrics, and their direction.
 BASE_METRICS = {
@@ -763,6 +764,8 @@ def run_steps(kept: pd.DataFrame, *, classes, dataset, probabilities, embeddings
                 context.images[name] = values
             if cache is not None:
                 cache.note_output(step.name, output, sections_text)
+        del output
+        release_memory()  # what the step freed, so the next step's peak does not add to this one's
         durations[step.name] = round(time.perf_counter() - start, 3)
 
     group_metrics = coerce_group_metrics(pd.concat(tables, ignore_index=True)) if tables else empty_group_metrics()
