@@ -231,3 +231,44 @@ def test_store_reads_every_part_once_with_repeats_and_broken_parts(tmp_path):
     features = store.read_features(wanted)
     assert list(features["content_hash"]) == list(wanted)
     assert features["image_width"].isna().tolist() == [int(h, 16) >= 50 or int(h, 16) % 10 >= 7 for h in wanted]
+
+
+def test_features_in_order_gathers_computed_and_stored_rows_once():
+    """The per-image table's features: rows computed in this run win over stored copies, cache hits come
+    from the store, repeats and order follow the wanted hashes, exact dtypes survive (uint64 hashes), and
+    hashes found nowhere are counted (their rows are missing values)."""
+    import tempfile
+
+    from audit.pipeline.perimage import FeatureStore, ShardOutput, _features_in_order
+
+    def columns(hashes, width):
+        return {"content_hash": np.array(hashes, dtype=object), "image_width": np.full(len(hashes), width),
+                "image_phash": np.array([2**63 + int(h, 16) for h in hashes], dtype=np.uint64)}
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = FeatureStore(folder, feature_key="f", output_key=None)
+        stored = [f"{i:064x}" for i in range(10, 16)]
+        store.write(ShardOutput(shard=0, positions=np.arange(6), content_hashes=stored, skip_reasons=[None] * 6,
+                                features=columns(stored, 7)))
+        computed = [columns([f"{i:064x}" for i in range(0, 4)], 1),
+                    columns([f"{i:064x}" for i in (4, 5, 10)], 2)]  # 10 is stored too (width 7)
+        wanted = np.array([f"{i:064x}" for i in (12, 0, 5, 10, 12, 3)], dtype=object)
+        frame, n_missing = _features_in_order(store, computed, wanted)
+        assert computed == []  # handed over: the caller keeps no second copy
+        assert n_missing == 0
+        assert list(frame.columns) == ["content_hash", "image_width", "image_phash"]
+        assert list(frame["content_hash"]) == list(wanted)
+        assert frame["image_width"].tolist() == [7, 1, 2, 2, 7, 1]
+        assert frame["image_phash"].dtype == np.uint64
+        assert frame["image_phash"].tolist() == [2**63 + int(h, 16) for h in wanted]
+
+        wanted = np.array([f"{i:064x}" for i in (11, 99, 1)], dtype=object)
+        frame, n_missing = _features_in_order(store, [columns([f"{1:064x}"], 3)], wanted)
+        assert n_missing == 1
+        assert list(frame["content_hash"]) == list(wanted)
+        assert frame["image_width"].isna().tolist() == [False, True, False]
+        assert frame["image_width"].iloc[[0, 2]].tolist() == [7, 3]
+
+        frame, n_missing = _features_in_order(FeatureStore(Path(folder) / "empty", feature_key="f", output_key=None),
+                                              [], wanted)
+        assert n_missing == 3 and list(frame["content_hash"]) == list(wanted)

@@ -187,14 +187,14 @@ class LocalExecutor:
 
     def _map_processes(self, spec, known, tasks):
         import shutil
-        import tempfile
         from concurrent.futures.process import BrokenProcessPool
 
+        from audit.io.scratch import make_scratch_dir
         from audit.pipeline.perimage import KnownHashes
 
         folder = None
         if known:  # the workers map one sorted file instead of unpickling a set each
-            folder = tempfile.mkdtemp(prefix="imagefair-known-")
+            folder = make_scratch_dir("known")
             known = KnownHashes.write(known, folder)
         pending_tasks = deque(tasks)
         broken: list[ShardTask] = []

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 import weakref
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from audit.io.scratch import make_scratch_dir
 from audit.types import SkipEntry
 
 if TYPE_CHECKING:  # the map side (worker processes) never imports pandas: it starts faster without
@@ -623,7 +623,7 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
 
     temporary = None
     if store_root is None:
-        temporary = Path(tempfile.mkdtemp(prefix="imagefair-stage-", dir=work_dir))
+        temporary = make_scratch_dir("stage", dir=work_dir)
         store_root = temporary
     store = FeatureStore(store_root, feature_key=spec.feature_key, output_key=spec.output_key,
                          keep_features=temporary is None)
@@ -672,7 +672,7 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
             raise ValueError("n_classes is needed to assemble model outputs")
         shape = (len(kept), k)
         if shape[0] * shape[1] > IN_MEMORY_PROBABILITIES:
-            folder = Path(tempfile.mkdtemp(prefix="imagefair-probabilities-", dir=work_dir))
+            folder = make_scratch_dir("probabilities", dir=work_dir)
             path = folder / "probabilities.npy"
             created = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
             del created  # unmapped: the header is written, the data are zeros

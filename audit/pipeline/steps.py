@@ -433,13 +433,12 @@ def _screening_keep(n: int, k: int):
 
     def keep_on_disk(source):
         import shutil
-        import tempfile
         import weakref
-        from pathlib import Path
 
         from audit.io.arrays import save_npy_chunks
+        from audit.io.scratch import make_scratch_dir
 
-        folder = Path(tempfile.mkdtemp(prefix="imagefair-screening-"))
+        folder = make_scratch_dir("screening")
         try:
             kept = save_npy_chunks(folder / "probabilities.npy", source, shape=(n, k))
         except BaseException:
