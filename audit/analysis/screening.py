@@ -223,17 +223,11 @@ def combined_chunks(model_source, probe_source):
 
 def prediction_columns(source, labels) -> tuple[np.ndarray, np.ndarray]:
     """``(predicted, label_probability)`` of every image from one pass over a chunk source (argmax of each
-    row, first maximum on ties; the probability of the given label), as from the whole matrix."""
-    labels = np.asarray(labels, dtype=np.int64)
-    predicted = np.empty(labels.shape[0], dtype=np.int64)
-    label_probability = np.empty(labels.shape[0], dtype=np.float32)
-    start = 0
-    for chunk in source():
-        stop = start + chunk.shape[0]
-        predicted[start:stop] = chunk.argmax(axis=1)
-        label_probability[start:stop] = chunk[np.arange(chunk.shape[0]), labels[start:stop]]
-        start = stop
-    return predicted, label_probability
+    row, first maximum on ties; the probability of the given label, as float32), as from the whole matrix."""
+    from audit.analysis.prediction_columns import PredictionColumns
+
+    columns = PredictionColumns.from_chunks(source, labels, rank=False)
+    return columns.predicted, columns.label_probability.astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True, eq=False)

@@ -68,7 +68,6 @@ def _init_worker(environment: dict) -> None:
     os.environ["IMAGEFAIR_WORKER"] = "1"
     import audit.analysis.hashing  # noqa: F401
     import audit.analysis.image_properties  # noqa: F401
-    import audit.analysis.near_duplicates  # noqa: F401 - popcount, used by the hashes
     import audit.io.images  # noqa: F401
     import audit.model.sidecar  # noqa: F401
     from PIL import Image

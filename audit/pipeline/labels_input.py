@@ -240,7 +240,7 @@ class PredictionsStream:
 class _Scan:
     kind_used: str
     message: str
-    columns: object  # audit.pipeline.steps.PredictionColumns
+    columns: object  # audit.analysis.prediction_columns.PredictionColumns
     array: np.ndarray | None
 
 
@@ -248,7 +248,7 @@ def _scan_predictions(raw_source, *, file: str, labels_file: str, n: int, classe
                       label_codes: np.ndarray, kind: str, chunk_rows: int, keys: list[str] | None,
                       keep: bool) -> _Scan:
     """One pass: validate every value, decide the kind, convert, keep the per-image columns (and the matrix)."""
-    from audit.pipeline.steps import PredictionColumns
+    from audit.analysis.prediction_columns import PredictionColumns
     from audit.model.predictions import ERROR_PREDICTIONS_NOT_FINITE, KindDecider
 
     def where(row: int) -> str:

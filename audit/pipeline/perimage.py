@@ -179,18 +179,19 @@ class FeatureStore:
         self.output_dir = self.root / "outputs" / output_key if output_key else None
 
     # writing ----------------------------------------------------------------------------------------------
-    def write(self, output: ShardOutput, *, features: pd.DataFrame | None = None) -> None:
-        """Store the features (and model outputs) a worker computed for one shard (``features``: the frame
-        of ``output.features`` when the caller made it already)."""
-        if features is None:
-            features = as_frame(output.features)
+    def write(self, output: ShardOutput) -> None:
+        """Store the features (and model outputs) a worker computed for one shard."""
+        writes_outputs = self.output_dir is not None and output.probabilities is not None
+        if not (self.keep_features or writes_outputs):
+            return  # the temporary store of a run without cache and without a model: nothing to keep
+        features = as_frame(output.features)
         if features is None or len(features) == 0:
             return
         part = f"{uuid.uuid4().hex}"
         if self.keep_features:
             self.feature_dir.mkdir(parents=True, exist_ok=True)
             _write_parquet_atomic(self.feature_dir / f"{part}.parquet", features)
-        if self.output_dir is not None and output.probabilities is not None:
+        if writes_outputs:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             _write_npy_atomic(self.output_dir / f"{part}.probabilities.npy", output.probabilities)
             if output.embeddings is not None:
@@ -639,9 +640,7 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
         progress("reading images", 0, n)
     computed = []  # feature columns computed in this run (arrays), kept so they need not be read back
     for output in executor.map(spec, known, tasks, model=model):
-        frame = as_frame(output.features)
-        store.write(output, features=frame)
-        del frame  # the frame was for the store; the run keeps the workers' arrays
+        store.write(output)
         if output.features is not None and len(output.features["content_hash"]):
             computed.append(output.features)
         content_hashes[output.positions] = output.content_hashes

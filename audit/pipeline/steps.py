@@ -29,6 +29,7 @@ import pandas as pd
 from audit.analysis._groups import group_labels, iter_group_keys
 from audit.analysis._table import VERDICT_INSUFFICIENT, coerce_group_metrics, empty_group_metrics
 from audit.analysis.label_noise import METRIC_DESCRIPTIONS as LABEL_METRIC_DESCRIPTIONS
+from audit.analysis.prediction_columns import ERROR_COLUMNS_LENGTH, PredictionColumns  # noqa: F401 - re-exported
 from audit.findings import compose_findings
 from audit.pipeline.memory import release_memory
 
@@ -52,65 +53,8 @@ NOTE_STREAMED_PROBABILITIES = ("top_k_accuracy and expected_calibration_error no
                                "metrics need the whole matrix in memory; every other metric uses the per-image "
                                "predictions")
 
-ERROR_COLUMNS_LENGTH = ("prediction columns have {found} rows but there are {expected} images: compute them "
-                        "from the same probabilities, one row per image in table order")
 ERROR_NEEDS_COLUMNS = ("probabilities given as a chunk source need their per-image columns "
                        "(PredictionColumns.from_chunks(source, labels))")
-
-
-@dataclass(frozen=True)
-class PredictionColumns:
-    """Per-image model outputs computed chunk by chunk, so the ``(N, K)`` matrix need not be in memory.
-
-    Attributes
-    ----------
-    predicted : ndarray (N,) of int64
-        Most probable class (``argmax`` of the row, first maximum on ties).
-    confidence : ndarray (N,)
-        Probability of the predicted class (the row's maximum), in the probabilities' dtype.
-    label_probability : ndarray (N,)
-        Probability of the given label.
-    """
-
-    predicted: np.ndarray
-    confidence: np.ndarray
-    label_probability: np.ndarray
-    label_rank: np.ndarray | None = None
-
-    @staticmethod
-    def of_chunk(chunk: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(predicted, confidence, label_probability, label_rank)`` of one ``(rows, K)`` chunk and its labels;
-        ``label_rank`` = number of classes more probable than the label (for top-k accuracy)."""
-        predicted = chunk.argmax(axis=1)
-        confidence = chunk.max(axis=1)
-        label_probability = chunk[np.arange(chunk.shape[0]), labels]
-        label_rank = (chunk > label_probability[:, None]).sum(axis=1)
-        return predicted, confidence, label_probability, label_rank
-
-    @classmethod
-    def from_chunks(cls, source, labels) -> "PredictionColumns":
-        """One pass over a chunk source (see :mod:`audit.io.arrays`); ``labels`` = class index per image."""
-        labels = np.asarray(labels, dtype=np.int64)
-        n = labels.shape[0]
-        predicted = np.empty(n, dtype=np.int64)
-        label_rank = np.empty(n, dtype=np.int64)
-        confidence = label_probability = None
-        start = 0
-        for chunk in source():
-            stop = start + chunk.shape[0]
-            if stop > n:
-                raise ValueError(ERROR_COLUMNS_LENGTH.format(found=f"more than {n}", expected=n))
-            columns = cls.of_chunk(chunk, labels[start:stop])
-            if confidence is None:
-                confidence = np.empty(n, dtype=columns[1].dtype)
-                label_probability = np.empty(n, dtype=columns[2].dtype)
-            (predicted[start:stop], confidence[start:stop], label_probability[start:stop],
-             label_rank[start:stop]) = columns
-            start = stop
-        if start != n:
-            raise ValueError(ERROR_COLUMNS_LENGTH.format(found=start, expected=n))
-        return cls(predicted=predicted, confidence=confidence, label_probability=label_probability,
-                   label_rank=label_rank)
 
 
 # -- the step registry ---------------------------------------------------------------------------------------
