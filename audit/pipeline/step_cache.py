@@ -110,21 +110,18 @@ def _array_digest(values) -> str:
     """Numeric arrays: their bytes, dtype and shape; anything else through pandas' hashes."""
     if values is None:
         return "none"
-    if isinstance(values, np.memmap) and values.dtype != object:
+    if isinstance(values, np.ndarray) and values.dtype != object:
         from audit.io.arrays import NpyChunkSource, chunk_source_of
 
-        source = chunk_source_of(values)
-        if isinstance(source, NpyChunkSource):
-            # the same digest as of the whole array, from file reads: no page of a large on-disk matrix
-            # stays resident in the process
-            digest = hashlib.sha256(f"{values.dtype.str}{values.shape}".encode("ascii"))
-            for chunk in source():
-                digest.update(memoryview(np.ascontiguousarray(chunk)).cast("B"))
-            return digest.hexdigest()
-    if isinstance(values, np.ndarray) and values.dtype != object:
-        array = np.ascontiguousarray(values)
-        digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode("ascii"))
-        digest.update(memoryview(array).cast("B"))
+        # a memory map of a whole .npy file is read in chunks with file reads (no page of a large on-disk
+        # matrix stays resident); the bytes, and so the digest, are those of the whole array
+        source = chunk_source_of(values) if isinstance(values, np.memmap) else None
+        if not isinstance(source, NpyChunkSource):
+            values = np.ascontiguousarray(values)
+        chunks = source() if isinstance(source, NpyChunkSource) else [values]
+        digest = hashlib.sha256(f"{values.dtype.str}{values.shape}".encode("ascii"))
+        for chunk in chunks:
+            digest.update(memoryview(np.ascontiguousarray(chunk)).cast("B"))
         return digest.hexdigest()
     if isinstance(values, (np.ndarray, pd.api.extensions.ExtensionArray)) and np.ndim(values) == 1:
         return _series_digest(pd.Series(values, copy=False))
