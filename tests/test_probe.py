@@ -102,6 +102,10 @@ def test_bad_inputs():
     with pytest.raises(InputError) as info:
         fit_kfold_probe(x, labels, n_classes=4, method="svm")
     assert str(info.value) == probe_module.ERROR_METHOD.format(value="svm")
+    for value in (0, -2, 1.5, True, "2"):
+        with pytest.raises(InputError) as info:
+            fit_kfold_probe(x, labels, n_classes=4, n_jobs=value)
+        assert str(info.value) == probe_module.ERROR_N_JOBS.format(value=value)
 
 
 def test_sgd_probe_numbers_do_not_depend_on_the_number_of_blas_threads():
@@ -120,3 +124,28 @@ def test_sgd_probe_numbers_do_not_depend_on_the_number_of_blas_threads():
             results.append(compute_out_of_sample_probabilities(embeddings, labels, n_classes=1000, method="sgd",
                                                                n_epochs=1))
     assert np.array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("n_folds, n_jobs", [(5, 2), (3, -1), (2, 4)])
+def test_sgd_folds_in_worker_processes_give_the_same_weights_bit_for_bit(monkeypatch, n_folds, n_jobs):
+    """Each worker replays every fold's shuffles and fits only its own folds: the same weights as fitting
+    them one after the other, with chunks that cut the folds' rows unevenly."""
+    monkeypatch.setattr(probe_module, "PARALLEL_MIN_WORK", 0)
+    calls = []
+    parallel = probe_module._fit_sgd_parallel
+    monkeypatch.setattr(probe_module, "_fit_sgd_parallel", lambda *a, **k: calls.append(k["jobs"]) or parallel(*a, **k))
+    x, labels, _ = clusters(n=1200, k=5, d=8, seed=3)
+    options = dict(n_classes=5, n_folds=n_folds, method="sgd", n_epochs=2, chunk_rows=500, seed=7)
+    serial = fit_kfold_probe(x, labels, **options)
+    spread = fit_kfold_probe(x, labels, n_jobs=n_jobs, **options)
+    from joblib import cpu_count
+
+    jobs = min(n_folds, cpu_count() if n_jobs == -1 else n_jobs)
+    assert calls == ([jobs] if jobs > 1 else [])
+    assert np.array_equal(serial.weights, spread.weights)
+    assert np.array_equal(serial.bias, spread.bias)
+    assert not np.array_equal(serial.weights[0], serial.weights[1])  # the folds were fitted, each its own way
+    monkeypatch.setattr(probe_module, "PARALLEL_MIN_WORK", 10**18)  # below the threshold: here
+    calls.clear()
+    fit_kfold_probe(x, labels, n_jobs=2, **options)
+    assert calls == []

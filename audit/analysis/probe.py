@@ -31,6 +31,10 @@ ERROR_EMBEDDINGS_NOT_FINITE = "embeddings: row {row} contains NaN or infinite va
 ERROR_EMBEDDINGS_TYPE = ("embeddings must be a 2-D numpy array or a callable returning an iterator of 2-D chunks, "
                          "got {kind}")
 ERROR_METHOD = "method must be 'auto', 'lbfgs' or 'sgd', got {value!r}"
+#: ``"sgd"`` folds go to worker processes (``n_jobs``) only from this much work (images x classes x embedding
+#: width; 100,000 x 1,000 x 64 is 6.4e9): below it, starting the workers costs more than it saves.
+PARALLEL_MIN_WORK = 1_000_000_000
+ERROR_N_JOBS = "n_jobs must be a positive integer, -1 (all cores) or None (one process), got {value!r}"
 ERROR_TOO_FEW_IMAGES = "the probe needs at least n_folds = {n_folds} images, got {n}"
 
 METHODS = ("auto", "lbfgs", "sgd")
@@ -149,7 +153,8 @@ def assign_folds(labels: np.ndarray, *, n_folds: int, seed: int) -> np.ndarray:
 
 def fit_kfold_probe(embeddings, labels, *, n_classes: int, n_folds: int = 5, seed: int = 0, method: str = "auto",
                     max_lbfgs_rows: int = 50_000, c: float = 1.0, n_epochs: int = 10, batch_size: int = 256,
-                    learning_rate: float = 1e-3, l2: float = 1e-4, chunk_rows: int | None = None) -> KFoldProbe:
+                    learning_rate: float = 1e-3, l2: float = 1e-4, chunk_rows: int | None = None,
+                    n_jobs: int | None = None) -> KFoldProbe:
     """Fit one multinomial logistic regression per fold on standardised embeddings.
 
     Parameters
@@ -173,6 +178,11 @@ def fit_kfold_probe(embeddings, labels, *, n_classes: int, n_folds: int = 5, see
         ``"sgd"``: passes over the data, mini-batch size, Adam step size and L2 penalty per example.
     chunk_rows : int, optional
         Chunk size when ``embeddings`` is an in-memory array.
+    n_jobs : int or None
+        ``"sgd"`` with in-memory embeddings: fit the folds in this many worker processes (joblib's loky;
+        -1: all cores; None or 1: here, one after the other), when images x classes x embedding width
+        reaches :data:`PARALLEL_MIN_WORK`. Each worker replays the random stream of every
+        fold and updates only its own, so the weights are the same, bit for bit, for any ``n_jobs``.
 
     Returns
     -------
@@ -184,6 +194,9 @@ def fit_kfold_probe(embeddings, labels, *, n_classes: int, n_folds: int = 5, see
         raise InputError(ERROR_N_FOLDS.format(value=n_folds))
     if method not in METHODS:
         raise InputError(ERROR_METHOD.format(value=method))
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer))
+                               or not (n_jobs >= 1 or n_jobs == -1)):
+        raise InputError(ERROR_N_JOBS.format(value=n_jobs))
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise InputError(ERROR_LABELS.format(max_index=n_classes - 1, row=0,
@@ -221,9 +234,14 @@ def fit_kfold_probe(embeddings, labels, *, n_classes: int, n_folds: int = 5, see
         weights, bias = _fit_lbfgs(source, labels, fold, mean, scale, n_classes=n_classes, n_folds=n_folds,
                                    c=c, seed=seed)
     else:
-        weights, bias = _fit_sgd(source, labels, fold, mean, scale, n_classes=n_classes, n_folds=n_folds,
-                                 n_features=n_features, seed=seed, n_epochs=n_epochs, batch_size=batch_size,
-                                 learning_rate=learning_rate, l2=l2)
+        settings = dict(n_classes=n_classes, n_folds=n_folds, n_features=n_features, seed=seed, n_epochs=n_epochs,
+                        batch_size=batch_size, learning_rate=learning_rate, l2=l2)
+        jobs = _jobs(n_jobs, n_folds)
+        if jobs > 1 and isinstance(embeddings, np.ndarray) and n * n_classes * n_features >= PARALLEL_MIN_WORK:
+            weights, bias = _fit_sgd_parallel(embeddings, chunk_rows, labels, fold, mean, scale, jobs=jobs,
+                                              **settings)
+        else:
+            weights, bias = _fit_sgd(source, labels, fold, mean, scale, **settings)
     return KFoldProbe(n_classes=n_classes, n_folds=n_folds, method=method, seed=seed, fold=fold, mean=mean,
                       scale=scale, weights=weights, bias=bias)
 
@@ -267,16 +285,53 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def _jobs(n_jobs, n_folds: int) -> int:
+    """Worker processes for ``n_jobs`` (at most one per fold)."""
+    if n_jobs == -1:
+        from joblib import cpu_count
+
+        jobs = cpu_count()  # the cores this process may use (affinity and container quotas)
+    else:
+        jobs = 1 if n_jobs is None else int(n_jobs)
+    return max(1, min(jobs, n_folds))
+
+
 def _fit_sgd(source, labels, fold, mean, scale, *, n_classes, n_features, n_folds, seed, n_epochs, batch_size,
-             learning_rate, l2):
+             learning_rate, l2, fitted=None):
     with _one_blas_thread():
         return _sgd_steps(source, labels, fold, mean, scale, n_classes=n_classes, n_features=n_features,
                           n_folds=n_folds, seed=seed, n_epochs=n_epochs, batch_size=batch_size,
-                          learning_rate=learning_rate, l2=l2)
+                          learning_rate=learning_rate, l2=l2, fitted=fitted)
+
+
+def _fit_sgd_folds_in_worker(embeddings, chunk_rows, labels, fold, mean, scale, fitted, settings):
+    """A worker's share of :func:`_fit_sgd_parallel`: the folds ``fitted``, with the same chunks as the caller."""
+    return _fit_sgd(_as_source(embeddings, chunk_rows), labels, fold, mean, scale, fitted=fitted, **settings)
+
+
+def _fit_sgd_parallel(embeddings, chunk_rows, labels, fold, mean, scale, *, jobs, **settings):
+    """:func:`_fit_sgd` with the folds dealt to ``jobs`` loky worker processes (the embeddings reach them as a
+    memory-mapped file, joblib's default for large arrays); each returns the weights of its folds."""
+    from joblib import Parallel, delayed
+
+    n_folds = settings["n_folds"]
+    shares = [tuple(range(j, n_folds, jobs)) for j in range(jobs)]
+    done = Parallel(n_jobs=jobs, backend="loky", batch_size=1, pre_dispatch="all")(
+        delayed(_fit_sgd_folds_in_worker)(embeddings, chunk_rows, labels, fold, mean, scale, share, settings)
+        for share in shares)
+    weights, bias = done[0]
+    for share, (w, b) in zip(shares[1:], done[1:]):
+        for f in share:
+            weights[f], bias[f] = w[f], b[f]
+    return weights, bias
 
 
 def _sgd_steps(source, labels, fold, mean, scale, *, n_classes, n_features, n_folds, seed, n_epochs, batch_size,
-               learning_rate, l2):
+               learning_rate, l2, fitted=None):
+    """Mini-batch Adam on every fold (``fitted``: only those folds; the others keep zero weights). The
+    random stream is drawn for every fold in the same order whatever ``fitted`` is (a fold not fitted still
+    shuffles its rows), so a fold's weights do not depend on which other folds are fitted."""
+    fitted = frozenset(range(n_folds) if fitted is None else fitted)
     rng = np.random.default_rng(seed)
     weights = np.zeros((n_folds, n_features, n_classes), dtype=np.float32)
     bias = np.zeros((n_folds, n_classes), dtype=np.float32)
@@ -294,6 +349,8 @@ def _sgd_steps(source, labels, fold, mean, scale, *, n_classes, n_features, n_fo
             for f in range(n_folds):
                 rows = np.flatnonzero(folds != f)
                 rng.shuffle(rows)
+                if f not in fitted:
+                    continue
                 for b in range(0, rows.size, batch_size):
                     batch = rows[b:b + batch_size]
                     xb, yb = x[batch], y[batch]

@@ -133,14 +133,15 @@ def compute_probe_probabilities(embeddings, labels, *, n_classes: int, seed: int
     return compute_out_of_sample_probabilities(embeddings, labels, n_classes=n_classes, seed=seed, method=method)
 
 
-def fit_probe(embeddings, labels, *, n_classes: int, seed: int = 0):
+def fit_probe(embeddings, labels, *, n_classes: int, seed: int = 0, n_jobs: int | None = None):
     """The probe of :func:`compute_probe_probabilities`, fitted but not applied (a
-    :class:`~audit.analysis.probe.KFoldProbe`), for :func:`choose_screening_sources`."""
+    :class:`~audit.analysis.probe.KFoldProbe`), for :func:`choose_screening_sources` (``n_jobs``: worker
+    processes for the folds of a mini-batch fit; the same weights for any value)."""
     from audit.analysis.probe import fit_kfold_probe
 
     labels = np.asarray(labels)
     method = "lbfgs" if labels.shape[0] <= LBFGS_MAX_IMAGES else "sgd"
-    return fit_kfold_probe(embeddings, labels, n_classes=n_classes, seed=seed, method=method)
+    return fit_kfold_probe(embeddings, labels, n_classes=n_classes, seed=seed, method=method, n_jobs=n_jobs)
 
 
 def check_source(source: str) -> str:

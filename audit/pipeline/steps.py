@@ -291,7 +291,7 @@ def _label_noise_step(context: Context) -> StepOutput | None:
         if context.embeddings is not None:
             n_errors = len(context.errors)
             probe = context.attempt("label_noise_probe", fit_probe, context.embeddings, label_codes,
-                                    n_classes=k, seed=config.seed)
+                                    n_classes=k, seed=config.seed, n_jobs=analysis_jobs(config))
             if probe is None and len(context.errors) > n_errors:
                 probe_error = context.errors[-1]["message"]
         choice = choose_screening_sources(context.probability_chunks, label_codes, source=requested,
