@@ -550,9 +550,14 @@ EMBEDDING_EXACT_MAX_PAIRS = 2_000_000_000
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 16, 40, 32
 
 
-def _knn_search(unit: np.ndarray, k: int, chunk: int, exact: bool = True):
-    """(similarities, indices) of the ``k + 1`` nearest rows of each row (itself included), chunked; with
-    ``exact=False`` (faiss only) from an HNSW graph (:data:`EMBEDDING_EXACT_MAX_PAIRS`)."""
+def _knn_chunks(unit: np.ndarray, k: int, chunk: int, exact: bool = True):
+    """Yield ``(start, similarities, indices)`` of the ``k + 1`` nearest rows of each row (itself included),
+    ``chunk`` query rows at a time (float64, int64); with ``exact=False`` (faiss only) from an HNSW graph
+    (:data:`EMBEDDING_EXACT_MAX_PAIRS`).
+
+    With faiss the queries are read back from the index's own copy of the rows (the same float32 values), and
+    the generator drops its reference to ``unit`` once the index holds them: a caller that keeps no reference
+    either frees it (328 MB at 1.28M images x 64)."""
     n = unit.shape[0]
     kk = min(k + 1, n)
     try:
@@ -571,21 +576,19 @@ def _knn_search(unit: np.ndarray, k: int, chunk: int, exact: bool = True):
                 index.add(unit)
             finally:
                 faiss.omp_set_num_threads(threads)
-        search = lambda q: index.search(q, kk)  # noqa: E731
+        unit = None
+        search = lambda start, stop: index.search(index.reconstruct_n(start, stop - start), kk)  # noqa: E731
     except ImportError:
         from sklearn.neighbors import NearestNeighbors
 
         model = NearestNeighbors(n_neighbors=kk, metric="cosine").fit(unit)
 
-        def search(q):
-            dist, idx = model.kneighbors(q)
+        def search(start, stop):
+            dist, idx = model.kneighbors(unit[start:stop])
             return 1.0 - dist, idx
-    sims, idxs = [], []
     for start in range(0, n, chunk):
-        s, i = search(unit[start:start + chunk])
-        sims.append(np.asarray(s, dtype=np.float64))
-        idxs.append(np.asarray(i, dtype=np.int64))
-    return np.concatenate(sims), np.concatenate(idxs)
+        s, i = search(start, min(n, start + chunk))
+        yield start, np.asarray(s, dtype=np.float64), np.asarray(i, dtype=np.int64)
 
 
 def find_embedding_neighbours(embeddings, *, k: int = 10, threshold: float = 0.995,
@@ -614,24 +617,32 @@ def find_embedding_neighbours(embeddings, *, k: int = 10, threshold: float = 0.9
     unit = _normalise(embeddings)
     n = unit.shape[0]
     exact = n * n <= EMBEDDING_EXACT_MAX_PAIRS or not _have_faiss()
-    sims, idxs = _knn_search(unit, int(k), int(chunk_size), exact=exact)
-    rows = np.repeat(np.arange(n), idxs.shape[1]).reshape(idxs.shape)
-    other = (idxs != rows) & (idxs >= 0)
-    # Mean distance to the k nearest *other* rows (a row's own entry is dropped; exact copies of it are not).
-    counts = np.maximum(other.sum(axis=1), 1)
-    dist = np.where(other, 1.0 - np.clip(sims, -1.0, 1.0), 0.0)
-    # When a row was not returned as its own first neighbour (ties), k+1 others came back: use the k nearest.
-    extra = other.sum(axis=1) > k
-    if extra.any():
-        dist[extra, -1] = 0.0
-        counts[extra] = k
-    mean_distance = dist.sum(axis=1) / counts
+    chunks = _knn_chunks(unit, int(k), int(chunk_size), exact=exact)
+    del unit  # the index holds the rows now (see _knn_chunks)
+    # Each chunk of query rows is reduced at once (its mean distance and its close pairs), so no (n, k + 1)
+    # array is ever whole: the numbers are those of the whole arrays, row by row and in the same order.
+    mean_distance = np.empty(n, dtype=np.float64)
+    pair_i, pair_j, pair_s = [], [], []
+    for start, sims, idxs in chunks:
+        rows = np.broadcast_to(np.arange(start, start + idxs.shape[0], dtype=np.int64)[:, None], idxs.shape)
+        other = (idxs != rows) & (idxs >= 0)
+        # Mean distance to the k nearest *other* rows (a row's own entry is dropped; exact copies of it are not).
+        counts = np.maximum(other.sum(axis=1), 1)
+        dist = np.where(other, 1.0 - np.clip(sims, -1.0, 1.0), 0.0)
+        # When a row was not returned as its own first neighbour (ties), k+1 others came back: use the k nearest.
+        extra = other.sum(axis=1) > k
+        if extra.any():
+            dist[extra, -1] = 0.0
+            counts[extra] = k
+        mean_distance[start:start + idxs.shape[0]] = dist.sum(axis=1) / counts
+        close = other & (sims >= threshold)
+        a, b = rows[close], idxs[close]
+        pair_i.append(np.minimum(a, b))
+        pair_j.append(np.maximum(a, b))
+        pair_s.append(sims[close])
     if n == 1:
         mean_distance = np.zeros(1)
-    close = other & (sims >= threshold)
-    a, b = rows[close], idxs[close]
-    s = sims[close]
-    i, j = np.minimum(a, b), np.maximum(a, b)
+    i, j, s = np.concatenate(pair_i), np.concatenate(pair_j), np.concatenate(pair_s)
     key = i * np.int64(n) + j
     key, first = np.unique(key, return_index=True)
     return EmbeddingNeighbours(i[first], j[first], s[first], mean_distance, exact)
