@@ -220,20 +220,28 @@ _GRAY_LAYOUT = _layout(_GRAY_OUTPUTS)
 _COLOUR_LAYOUT = _layout(_COLOUR_OUTPUTS)
 
 
-try:  # scipy's own kernel of "CSR matrix times dense columns", called without the ~25 us of dispatch around it
-    from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
-except ImportError:  # pragma: no cover - a scipy without it: the public operator does the same
-    _csr_matvecs = None
+@lru_cache(maxsize=1)
+def _csr_matvecs():
+    """scipy's own kernel of "CSR matrix times dense columns", called without the ~25 us of dispatch around it
+    (None for a scipy without it: the public operator does the same). Imported on first use, not with this
+    module: importing scipy.sparse takes about 0.5 s, which the pipeline's main process, reading this module's
+    constants only (the feature cache key), would otherwise spend while its workers wait for their shards."""
+    try:
+        from scipy.sparse._sparsetools import csr_matvecs
+    except ImportError:  # pragma: no cover
+        return None
+    return csr_matvecs
 
 
 def _times(matrix, dense: np.ndarray) -> np.ndarray:
     """``matrix @ dense`` for a CSR ``matrix`` and a C-contiguous float64 ``dense`` (rows x columns): for each
     output row, ``y += w * x`` over the row's entries in order (scipy's ``csr_matvecs``)."""
-    if _csr_matvecs is None:
+    kernel = _csr_matvecs()
+    if kernel is None:  # pragma: no cover
         return matrix @ dense
     out = np.zeros((matrix.shape[0], dense.shape[1]))
-    _csr_matvecs(matrix.shape[0], matrix.shape[1], dense.shape[1], matrix.indptr, matrix.indices, matrix.data,
-                 dense.ravel(), out.ravel())
+    kernel(matrix.shape[0], matrix.shape[1], dense.shape[1], matrix.indptr, matrix.indices, matrix.data,
+           dense.ravel(), out.ravel())
     return out
 
 

@@ -147,7 +147,8 @@ def run_per_image_stage(dataset: Dataset, *, config: AuditConfig, progress: Prog
     from audit.pipeline.executors import make_executor
     from audit.pipeline.perimage import StageSpec, cleanup, feature_key, output_key, run_stage
 
-    if executor is None:
+    own_executor = executor is None
+    if own_executor:
         executor = make_executor(config.executor, workers=config.workers, ray_address=config.ray_address)
     preprocessing = model.preprocessing.to_dict() if model is not None else None
     if model is not None and not model.classes:
@@ -165,8 +166,12 @@ def run_per_image_stage(dataset: Dataset, *, config: AuditConfig, progress: Prog
     store_root = None
     if config.use_cache:
         store_root = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) / "store"
-    result = run_stage(dataset.table, spec=spec, executor=executor, store_root=store_root, progress=progress,
-                       n_classes=len(model.classes) if model is not None else None, model=model)
+    try:
+        result = run_stage(dataset.table, spec=spec, executor=executor, store_root=store_root, progress=progress,
+                           n_classes=len(model.classes) if model is not None else None, model=model)
+    finally:
+        if own_executor and hasattr(executor, "close") and config.executor == "local":
+            executor.close()
     try:
         kept = bin_image_properties(result.kept)
         probabilities = embeddings = None
