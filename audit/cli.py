@@ -1,4 +1,5 @@
-"""Command line: ``python -m audit run | label-noise | report | gate | compare | review`` (also installed as ``imagefair``).
+"""Command line: ``python -m audit run | label-noise | report | gate | compare | review | cache`` (also installed as
+``imagefair``).
 
 Exit codes (contract): 0 success, 1 policy failed (gate), 2 bad input or error, with one clear line on
 stderr. A run whose analyses partly failed still exits 0 and lists them in ``audit.json`` ``errors``.
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="an earlier audit folder: also run the policy's [regression] checks of DIR against it")
     __import__("audit.cli_compare").cli_compare.add_parser(commands)
     __import__("audit.cli_review").cli_review.add_parser(commands)
+    __import__("audit.cli_cache").cli_cache.add_parser(commands)
     return parser
 
 

@@ -219,42 +219,42 @@ class FeatureStore:
         Every part is read once and the wanted rows are picked in one pass over all of them (filtering each
         part against the whole set of wanted hashes costs parts x N: hours at a million images)."""
         import pandas as pd
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
-        tables = []
-        for part in self._parts(self.feature_dir):
-            try:
-                tables.append(pq.read_table(part))
-            except Exception:  # noqa: BLE001 - an unreadable part is a miss
-                continue
-        if not tables:
+        found = self.find_features(hashes)
+        if not len(found):
             return pd.DataFrame({"content_hash": pd.Series(hashes, dtype=object)})
-        found = self.find_features(hashes, tables=tables)
         return found.set_index("content_hash").reindex(pd.Index(hashes, name="content_hash")).reset_index()
 
-    def find_features(self, hashes: np.ndarray, *, tables: list | None = None) -> pd.DataFrame:
+    def find_features(self, hashes: np.ndarray) -> pd.DataFrame:
         """The stored feature rows of those of ``hashes`` that are in the store, one row per hash (its first
-        copy), in no particular order (``tables``: the parts, when the caller has read them)."""
+        copy), in no particular order. The parts that gave rows are marked as used (their modification time:
+        ``imagefair cache clear --older-than`` keeps what recent runs read)."""
         import pandas as pd
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        if tables is None:
-            tables = []
-            for part in self._parts(self.feature_dir):
-                try:
-                    tables.append(pq.read_table(part))
-                except Exception:  # noqa: BLE001 - an unreadable part is a miss
-                    continue
+        from audit.pipeline.cache_admin import touch
+
+        tables, paths = [], []
+        for part in self._parts(self.feature_dir):
+            try:
+                tables.append(pq.read_table(part))
+            except Exception:  # noqa: BLE001 - an unreadable part is a miss
+                continue
+            paths.append(part)
         if not tables:
             return pd.DataFrame({"content_hash": pd.Series([], dtype=object)})
+        sizes = np.array([t.num_rows for t in tables], dtype=np.int64)
         table = pa.concat_tables(tables, promote_options="default")
-        del tables[:]  # the parts are in ``table`` now (the caller's list included): one copy in memory
+        del tables  # the parts are in ``table`` now: one copy in memory
         wanted = pa.array(pd.unique(np.asarray(hashes, dtype=object)), type=pa.string())
-        table = table.filter(pc.is_in(table["content_hash"], value_set=wanted))
+        mask = pc.is_in(table["content_hash"], value_set=wanted)
+        hits = np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+        for number in np.unique(np.repeat(np.arange(len(paths)), sizes)[hits]):
+            touch(paths[int(number)])
+        del hits
+        table = table.filter(mask)
         found = table.to_pandas()
         del table
         return found.loc[~found["content_hash"].duplicated()].reset_index(drop=True)
@@ -266,6 +266,8 @@ class FeatureStore:
         are copied in one fancy-indexed read (linear in the number of images, whatever the number of parts).
         """
         import pandas as pd
+
+        from audit.pipeline.cache_admin import touch
 
         parts, part_hashes = [], []
         for part in self._parts(self.output_dir):
@@ -308,6 +310,7 @@ class FeatureStore:
                 continue
             out[rows] = block
             found[rows] = True
+            touch(part)  # used now (see find_features)
         return found
 
     def embedding_width(self) -> int | None:

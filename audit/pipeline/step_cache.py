@@ -490,6 +490,9 @@ class StepCache:
         except Exception:  # noqa: BLE001 - a truncated, garbled or partial entry is a miss, never an error
             shutil.rmtree(folder, ignore_errors=True)
             return None
+        from audit.pipeline.cache_admin import touch
+
+        touch(folder / _ENTRY_FILE)  # used now: `imagefair cache clear --older-than` keeps it
         return LoadedOutput(sections=sections, group_rows=group_rows, image_columns=image_columns, metrics=metrics,
                             files=files, errors=errors, sections_text=sections_text)
 
