@@ -56,3 +56,21 @@ def test_a_killed_run_leaves_a_folder_the_next_run_removes(tmp_path):
 def test_scratch_names_are_checked():
     with pytest.raises(ValueError):
         make_scratch_dir("../x")
+
+
+def test_an_error_in_the_stage_removes_its_temporary_store(tmp_path):
+    """A run without cache whose per-image stage fails (or is interrupted) deletes its temporary store at once."""
+    import pandas as pd
+
+    from audit.pipeline.perimage import StageSpec, feature_key, run_stage
+
+    class Failing:
+        def map(self, spec, known, tasks, *, model=None):
+            yield from ()
+            raise KeyboardInterrupt
+
+    table = pd.DataFrame({"path": [str(tmp_path / "a.png")], "row": [0]})
+    spec = StageSpec(max_pixels=10**6, feature_key=feature_key(max_pixels=10**6), output_key=None)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(table, spec=spec, executor=Failing(), store_root=None, work_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []

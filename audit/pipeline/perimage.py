@@ -623,12 +623,23 @@ def run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root: str
     n_classes : int, optional
         Model outputs per image (known from the model's class list), for the on-disk array.
     """
-    import pandas as pd
-
     temporary = None
     if store_root is None:
         temporary = make_scratch_dir("stage", dir=work_dir)
-        store_root = temporary
+    try:
+        return _run_stage(table, spec=spec, executor=executor, store_root=temporary or store_root,
+                          temporary=temporary, progress=progress, n_classes=n_classes, work_dir=work_dir,
+                          model=model)
+    except BaseException:
+        if temporary is not None:  # an error or an interrupt mid-stage: the temporary store goes now
+            shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def _run_stage(table: pd.DataFrame, *, spec: StageSpec, executor, store_root, temporary, progress, n_classes,
+               work_dir, model) -> StageResult:
+    import pandas as pd
+
     store = FeatureStore(store_root, feature_key=spec.feature_key, output_key=spec.output_key,
                          keep_features=temporary is None)
     known = store.known_hashes()
