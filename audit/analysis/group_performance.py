@@ -51,6 +51,7 @@ import pandas as pd
 
 from audit.analysis import _bootstrap
 from audit.analysis._groups import codes_for, iter_group_keys
+from audit.analysis._jobs import ERROR_N_JOBS, check_n_jobs, n_workers  # noqa: F401 - ERROR_N_JOBS re-exported
 from audit.analysis._stats import boschloo_p_value_lower, fisher_p_value_lower, wilson_interval
 from audit.analysis._table import (VERDICT_INSUFFICIENT, VERDICT_NONE, VERDICT_WORSE, coerce_group_metrics,
                                    insufficient_by_size)
@@ -75,7 +76,6 @@ ERROR_PROBABILITIES_VALUES = ("probabilities holds values outside [0, 1] or non-
                               "probabilities, not logits (apply a softmax first)")
 ERROR_EMPTY = "there are no images to evaluate: labels is empty"
 ERROR_SETTING = "{name} must be {what}, got {value!r}"
-ERROR_N_JOBS = "n_jobs must be a positive integer, -1 (all cores) or None (one process), got {value!r}"
 
 #: Families (``all``, each attribute, each intersection) run in worker processes (``n_jobs``) only when
 #: images x families reaches this: below it, starting the workers (about a second) costs more than it saves.
@@ -280,9 +280,7 @@ def compute_group_performance(labels: np.ndarray, predictions: np.ndarray, *, cl
                 "correction": correction, "top_k": top_k}
     labels, predictions, groups, probabilities = _validate(labels, predictions, classes, groups, probabilities,
                                                            settings)
-    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer))
-                               or not (n_jobs >= 1 or n_jobs == -1)):
-        raise InputError(ERROR_N_JOBS.format(value=n_jobs))
+    check_n_jobs(n_jobs)
     classes = tuple(str(c) for c in classes)
     k = len(classes)
     if probabilities is None and confidence is not None:
@@ -369,13 +367,7 @@ def _all_family_rows(families, data: _Data, *, n_jobs, **settings) -> list:
     Workers get a copy of ``data`` without the probability matrix (its per-image confidence and label rank
     instead, computed once here, with the same values and dtypes that ``_family_rows`` would read).
     """
-    if n_jobs == -1:
-        from joblib import cpu_count
-
-        jobs = cpu_count()  # the cores this process may use (affinity and container quotas)
-    else:
-        jobs = 1 if n_jobs is None else int(n_jobs)
-    jobs = min(jobs, len(families))
+    jobs = n_workers(n_jobs, at_most=len(families))
     if jobs <= 1 or data.labels.size * len(families) < PARALLEL_MIN_WORK:
         return [_family_rows(name, codes, names, depth, data, **settings) for name, codes, names, depth in families]
     from joblib import Parallel, delayed

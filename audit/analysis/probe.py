@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audit.analysis._jobs import ERROR_N_JOBS, check_n_jobs, n_workers  # noqa: F401 - ERROR_N_JOBS re-exported
 from audit.errors import InputError
 
 ERROR_N_CLASSES = "n_classes must be an integer of at least 2, got {value!r}"
@@ -34,7 +35,6 @@ ERROR_METHOD = "method must be 'auto', 'lbfgs' or 'sgd', got {value!r}"
 #: ``"sgd"`` folds go to worker processes (``n_jobs``) only from this much work (images x classes x embedding
 #: width; 100,000 x 1,000 x 64 is 6.4e9): below it, starting the workers costs more than it saves.
 PARALLEL_MIN_WORK = 1_000_000_000
-ERROR_N_JOBS = "n_jobs must be a positive integer, -1 (all cores) or None (one process), got {value!r}"
 ERROR_TOO_FEW_IMAGES = "the probe needs at least n_folds = {n_folds} images, got {n}"
 
 METHODS = ("auto", "lbfgs", "sgd")
@@ -194,9 +194,7 @@ def fit_kfold_probe(embeddings, labels, *, n_classes: int, n_folds: int = 5, see
         raise InputError(ERROR_N_FOLDS.format(value=n_folds))
     if method not in METHODS:
         raise InputError(ERROR_METHOD.format(value=method))
-    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer))
-                               or not (n_jobs >= 1 or n_jobs == -1)):
-        raise InputError(ERROR_N_JOBS.format(value=n_jobs))
+    check_n_jobs(n_jobs)
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise InputError(ERROR_LABELS.format(max_index=n_classes - 1, row=0,
@@ -236,7 +234,7 @@ def fit_kfold_probe(embeddings, labels, *, n_classes: int, n_folds: int = 5, see
     else:
         settings = dict(n_classes=n_classes, n_folds=n_folds, n_features=n_features, seed=seed, n_epochs=n_epochs,
                         batch_size=batch_size, learning_rate=learning_rate, l2=l2)
-        jobs = _jobs(n_jobs, n_folds)
+        jobs = n_workers(n_jobs, at_most=n_folds)  # at most one per fold
         if jobs > 1 and isinstance(embeddings, np.ndarray) and n * n_classes * n_features >= PARALLEL_MIN_WORK:
             weights, bias = _fit_sgd_parallel(embeddings, chunk_rows, labels, fold, mean, scale, jobs=jobs,
                                               **settings)
@@ -283,17 +281,6 @@ def _one_blas_thread():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
-
-
-def _jobs(n_jobs, n_folds: int) -> int:
-    """Worker processes for ``n_jobs`` (at most one per fold)."""
-    if n_jobs == -1:
-        from joblib import cpu_count
-
-        jobs = cpu_count()  # the cores this process may use (affinity and container quotas)
-    else:
-        jobs = 1 if n_jobs is None else int(n_jobs)
-    return max(1, min(jobs, n_folds))
 
 
 def _fit_sgd(source, labels, fold, mean, scale, *, n_classes, n_features, n_folds, seed, n_epochs, batch_size,
